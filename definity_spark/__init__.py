@@ -1,0 +1,293 @@
+"""definity-spark: report every writing query of a Spark application to Definity.
+
+Public API::
+
+    import definity_spark
+    handle = definity_spark.activate(spark)      # attach to a session (idempotent)
+    handle.flush(timeout=10)                      # wait until what happened was delivered
+    definity_spark.deactivate(spark)              # end the task, detach
+
+One Spark application (SparkContext) is one Definity task; every session of the
+application that was activated reports into that task. The task ends when the
+SparkContext stops, when ``deactivate()`` is called, or at interpreter exit, whichever
+comes first, exactly once. Nothing here ever raises into the caller's code.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+from typing import Any, Dict, List, Mapping, Optional
+
+from definity_spark._internal import contained, configure_logging
+
+__version__ = "0.1.0"
+__all__ = ["activate", "deactivate", "autoattach", "Handle", "__version__"]
+
+log = logging.getLogger("definity_spark")
+
+_lock = threading.RLock()
+_runtimes: Dict[str, "_Runtime"] = {}  # key: Spark application id
+_atexit_registered = False
+_stop_hook_installed = False
+
+
+class _Runtime:
+    """Everything the plugin holds for one Spark application (one task)."""
+
+    def __init__(self, app_key: str, settings: Any, delivery: Any, reporter: Any) -> None:
+        self.app_key = app_key
+        self.settings = settings
+        self.delivery = delivery
+        self.reporter = reporter
+        self.observers: Dict[int, Any] = {}  # JVM session identity -> SessionObserver
+        self.ended = False
+
+    def flush(self, timeout: float) -> bool:
+        deadline = time.monotonic() + max(0.0, timeout)
+        ok = True
+        for observer in list(self.observers.values()):
+            with contained("observer.drain"):
+                ok = bool(observer.drain(max(0.0, deadline - time.monotonic()))) and ok
+        with contained("delivery.flush"):
+            ok = bool(self.delivery.flush(max(0.0, deadline - time.monotonic()))) and ok
+        return ok
+
+    def end(self, timeout: float) -> None:
+        """Detach, send what is left and the task end, close delivery; bounded by timeout."""
+        with _lock:
+            if self.ended:
+                return
+            self.ended = True
+            _runtimes.pop(self.app_key, None)
+        deadline = time.monotonic() + max(0.0, timeout)
+        for observer in list(self.observers.values()):
+            with contained("observer.stop"):
+                observer.stop(max(0.0, deadline - time.monotonic()))
+        self.observers.clear()
+        with contained("task.end"):
+            stats = _delivery_stats(self.delivery)
+            dropped = stats.get("queue_full", 0)
+            if dropped:
+                self.reporter.add_task_metric("dropped_events", dropped)
+            self.reporter.end()
+        with contained("delivery.close"):
+            self.delivery.close(max(0.0, deadline - time.monotonic()))
+
+
+class Handle:
+    """What ``activate()`` returns: the task of this application, for flush/deactivate."""
+
+    def __init__(self, runtime: _Runtime, session: Any) -> None:
+        self._runtime = runtime
+        self._session = session
+
+    @property
+    def task_id(self) -> str:
+        return str(self._runtime.reporter.task_id)
+
+    @property
+    def settings(self) -> Any:
+        return self._runtime.settings
+
+    def flush(self, timeout: Optional[float] = None) -> bool:
+        """Wait until every query so far was extracted and its payloads delivered."""
+        with contained("handle.flush"):
+            if timeout is None:
+                timeout = self._runtime.settings.flush_timeout
+            return self._runtime.flush(timeout)
+        return False
+
+    def deactivate(self, timeout: Optional[float] = None) -> None:
+        deactivate(self._session, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"<definity_spark.Handle task_id={self.task_id!r}>"
+
+
+# --------------------------------------------------------------------------- public API
+def activate(spark: Any = None, **overrides: Any) -> Optional[Handle]:
+    """Attach the plugin to a SparkSession (default: the active one); idempotent.
+
+    Keyword arguments override any setting (``pipeline_name="..."``, ``pit="2025-09-01"``,
+    ``server_url=...``); see docs/configuration.md. ``enabled=False`` (from any source)
+    turns the plugin off. Returns a ``Handle``, or None when not activated.
+    """
+    with contained("activate"):
+        return _activate(spark, overrides, require_enabled=False)
+    return None
+
+
+def autoattach(spark: Any) -> Optional[Handle]:
+    """Entry for the configuration hook: activates only when enabled by configuration."""
+    with contained("autoattach"):
+        return _activate(spark, {}, require_enabled=True)
+    return None
+
+
+def deactivate(spark: Any = None, timeout: Optional[float] = None) -> None:
+    """Flush, end the task of the session's application and detach. Never raises."""
+    with contained("deactivate"):
+        session = spark if spark is not None else _active_session()
+        key = _app_key(session) if session is not None else None
+        with _lock:
+            runtimes = [_runtimes[key]] if key in _runtimes else (
+                [] if session is not None else list(_runtimes.values()))
+        for runtime in runtimes:
+            runtime.end(timeout if timeout is not None else runtime.settings.flush_timeout)
+
+
+def active_task_ids() -> List[str]:
+    """Task ids of the applications currently reporting (for doctor and tests)."""
+    with _lock:
+        return [str(r.reporter.task_id) for r in _runtimes.values()]
+
+
+# --------------------------------------------------------------------------- internals
+def _activate(spark: Any, overrides: Mapping[str, Any], require_enabled: bool) -> Optional[Handle]:
+    from definity_spark import settings as settings_mod
+
+    session = spark if spark is not None else _active_session()
+    if session is None:
+        log.warning("definity-spark: activate() found no active SparkSession; "
+                    "pass one: definity_spark.activate(spark)")
+        return None
+    conf = _spark_conf(session)
+    settings = settings_mod.resolve(overrides=dict(overrides), spark_conf=conf,
+                                    environ=os.environ)
+    configure_logging(settings.log_level)
+    if settings.enabled is False or (require_enabled and settings.enabled is not True):
+        log.debug("definity-spark: not enabled for this session")
+        return None
+    if _shared_access_mode(conf):
+        return None
+
+    key = _app_key(session)
+    with _lock:
+        runtime = _runtimes.get(key)
+        if runtime is None:
+            runtime = _new_runtime(key, session, settings, conf)
+            _runtimes[key] = runtime
+            _install_exit_hooks()
+        session_id = _session_identity(session)
+        if session_id not in runtime.observers:
+            from definity_spark.spark.observer import SessionObserver
+
+            observer = SessionObserver(session, runtime.settings, runtime.reporter)
+            observer.start()
+            runtime.observers[session_id] = observer
+        elif not require_enabled:
+            log.info("definity-spark: already active on this session (task %s)",
+                     runtime.reporter.task_id)
+    return Handle(runtime, session)
+
+
+def _new_runtime(key: str, session: Any, settings: Any, conf: Mapping[str, str]) -> _Runtime:
+    from definity_spark.delivery import make_delivery
+    from definity_spark.task import TaskReporter, new_task_id
+
+    app_name = conf.get("spark.app.name") or "spark-app"
+    names = _derived_names(conf)
+    pipeline_name = settings.pipeline_name or names.get("pipeline_name") or app_name
+    task_name = settings.task_name or names.get("task_name") or app_name
+    task_id = settings.task_id or new_task_id(conf.get("spark.app.id"))
+    delivery = make_delivery(settings)
+    reporter = TaskReporter(
+        delivery=delivery, task_id=task_id, app_name=pipeline_name, task_name=task_name,
+        env=settings.env_name, app_pit=settings.pipeline_pit, tags=dict(settings.tags or {}),
+    )
+    reporter.start()
+    return _Runtime(key, settings, delivery, reporter)
+
+
+def _derived_names(conf: Mapping[str, str]) -> Dict[str, str]:
+    """Pipeline/task names derived from the platform (Databricks job/notebook), if any."""
+    with contained("derived_names"):
+        try:
+            from definity_spark import databricks
+        except ImportError:
+            return {}
+        return dict(databricks.derive_names(conf) or {})
+    return {}
+
+
+def _shared_access_mode(conf: Mapping[str, str]) -> bool:
+    with contained("shared_access_mode"):
+        try:
+            from definity_spark import databricks
+        except ImportError:
+            return False
+        if databricks.is_shared_access_mode(conf):
+            log.warning("definity-spark: this Databricks cluster runs in shared access mode, "
+                        "where py4j callbacks are not available; the plugin stays off "
+                        "(use a single-user cluster, see docs/databricks.md)")
+            return True
+    return False
+
+
+def _active_session() -> Any:
+    with contained("active_session"):
+        from pyspark.sql import SparkSession
+
+        return SparkSession.getActiveSession()
+    return None
+
+
+def _spark_conf(session: Any) -> Dict[str, str]:
+    """The application's Spark conf (spark.definity.* plus names we derive from)."""
+    jconf = session.sparkContext._jsc.sc().conf()
+    out: Dict[str, str] = {}
+    for entry in jconf.getAll():
+        key, value = entry._1(), entry._2()
+        out[str(key)] = str(value)
+    return out
+
+
+def _app_key(session: Any) -> str:
+    return str(session.sparkContext.applicationId)
+
+
+def _session_identity(session: Any) -> int:
+    jvm = session.sparkContext._jvm
+    return int(jvm.java.lang.System.identityHashCode(session._jsparkSession))
+
+
+def _delivery_stats(delivery: Any) -> Dict[str, int]:
+    with contained("delivery.stats"):
+        return dict(delivery.stats())
+    return {}
+
+
+def _end_all(reason: str) -> None:
+    with _lock:
+        runtimes = list(_runtimes.values())
+    for runtime in runtimes:
+        with contained(f"end_all.{reason}"):
+            runtime.end(runtime.settings.flush_timeout)
+
+
+def _install_exit_hooks() -> None:
+    """End tasks when the SparkContext stops or the interpreter exits (first wins)."""
+    global _atexit_registered, _stop_hook_installed
+    if not _atexit_registered:
+        atexit.register(_end_all, "atexit")
+        _atexit_registered = True
+    if not _stop_hook_installed:
+        from pyspark import SparkContext
+
+        original_stop = SparkContext.stop
+
+        def stop(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with contained("sparkcontext.stop"):
+                key = str(self.applicationId) if getattr(self, "_jsc", None) else None
+                runtime = _runtimes.get(key) if key else None
+                if runtime is not None:
+                    runtime.end(runtime.settings.flush_timeout)
+            return original_stop(self, *args, **kwargs)
+
+        stop.__wrapped__ = original_stop  # type: ignore[attr-defined]
+        SparkContext.stop = stop  # type: ignore[method-assign]
+        _stop_hook_installed = True

@@ -1,0 +1,231 @@
+"""The ``definity-spark`` console script.
+
+Subcommands:
+  collector  run the local collector (``definity_spark.collector.cli``)
+  replay     send spooled payloads (``definity_spark.delivery.cli``)
+  demo       start a collector, run an example pipeline through spark-submit activated
+             by configuration only, print the lineage tree
+  doctor     print the effective settings (token masked), check the server and token,
+             report Python/pyspark/Java versions; exit 0 when all is well, 1 otherwise
+
+This is a command-line program: unlike the library, it prints to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import requests
+
+# subcommand name -> module with add_parser(subparsers) and run(args) -> int
+_DELEGATED = {
+    "collector": "definity_spark.collector.cli",
+    "replay": "definity_spark.delivery.cli",
+}
+
+EXAMPLE_PIPELINE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "demo_pipeline.py"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="definity-spark", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    handlers: Dict[str, Any] = {}
+    for name, module_name in _DELEGATED.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:  # a room not installed: say so only if it is used
+            p = sub.add_parser(name, help=f"(unavailable: {exc})")
+            handlers[name] = lambda args, exc=exc: _unavailable(exc)
+            continue
+        module.add_parser(sub)
+        handlers[name] = module.run
+
+    demo = sub.add_parser("demo", help="run an example pipeline and print its lineage")
+    demo.add_argument("--keep-serving", action="store_true",
+                      help="keep the collector (and its lineage page) running after the demo")
+    demo.add_argument("--db", default=None, help="collector SQLite file (default: temporary)")
+    demo.add_argument("--pipeline", default=str(EXAMPLE_PIPELINE),
+                      help="the PySpark script to run (default: docs/examples/demo_pipeline.py)")
+    handlers["demo"] = run_demo
+
+    doctor = sub.add_parser("doctor", help="check settings, server, token and versions")
+    doctor.add_argument("--server", default=None, help="server URL to check (else settings)")
+    handlers["doctor"] = run_doctor
+
+    args = parser.parse_args(argv)
+    return int(handlers[args.command](args) or 0)
+
+
+def _unavailable(exc: Exception) -> int:
+    print(f"this command is unavailable: {exc}", file=sys.stderr)
+    return 2
+
+
+# --------------------------------------------------------------------------- doctor
+def run_doctor(args: argparse.Namespace) -> int:
+    from definity_spark import settings as settings_mod
+
+    overrides = {"server_url": args.server} if args.server else {}
+    settings = settings_mod.resolve(overrides=overrides, spark_conf={}, environ=os.environ)
+    ok = True
+    print("definity-spark doctor")
+    print(f"  definity-spark {_version()}  python {platform.python_version()}  "
+          f"pyspark {_pyspark_version()}  java {_java_version()}")
+    print("settings (highest precedence first: activate() > spark conf > env > default):")
+    for key, value, source in settings.describe():
+        print(f"  {key:45s} {value!s:40s} [{source}]")
+    if not settings.server_url:
+        where = settings.events_file or "a JSONL file under the spool dir"
+        print(f"server: none configured; events go to {where} "
+              "(import with: definity-spark collector --load FILE)")
+        return 0
+    url = settings.server_url.rstrip("/") + "/api/tasks"
+    headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
+    try:
+        verify: Any = settings.ca_bundle or settings.verify_tls
+        resp = requests.get(url, headers=headers, timeout=settings.server_timeout, verify=verify)
+    except requests.RequestException as exc:
+        print(f"server: {settings.server_url} NOT reachable: {type(exc).__name__}")
+        return 1
+    if resp.status_code in (401, 403):
+        print(f"server: {settings.server_url} reachable, token REJECTED (HTTP {resp.status_code})")
+        ok = False
+    elif resp.status_code >= 400:
+        print(f"server: {settings.server_url} reachable, answered HTTP {resp.status_code}")
+        ok = False
+    else:
+        print(f"server: {settings.server_url} reachable, token accepted")
+    return 0 if ok else 1
+
+
+def _version() -> str:
+    from definity_spark import __version__
+
+    return __version__
+
+
+def _pyspark_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("pyspark")
+    except Exception:
+        return "not installed"
+
+
+def _java_version() -> str:
+    java = shutil.which("java") or (os.path.join(os.environ["JAVA_HOME"], "bin", "java")
+                                    if os.environ.get("JAVA_HOME") else None)
+    if not java:
+        return "not found"
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30)
+        first = (out.stderr or out.stdout).splitlines()[0]
+        return first.split('"')[1] if '"' in first else first
+    except Exception as exc:
+        return f"unknown ({type(exc).__name__})"
+
+
+# --------------------------------------------------------------------------- demo
+def run_demo(args: argparse.Namespace) -> int:
+    from definity_spark.collector import Collector
+
+    workdir = Path(tempfile.mkdtemp(prefix="definity-demo-"))
+    db = args.db or str(workdir / "collector.db")
+    collector = Collector(db_path=db, host="127.0.0.1", port=0, token=None)
+    url = collector.start()
+    print(f"collector listening on {url}")
+    try:
+        code = _submit_example(url, workdir, Path(args.pipeline))
+        if code != 0:
+            print(f"the example pipeline failed (exit code {code})", file=sys.stderr)
+            return code
+        tasks = requests.get(f"{url}/api/tasks", timeout=10).json()
+        lineage = requests.get(f"{url}/api/lineage", timeout=10).json()
+        print()
+        print(render_lineage_tree(tasks, lineage))
+        print()
+        print(f"lineage page: {url}/")
+        if args.keep_serving:
+            print("serving; Ctrl-C to stop")
+            while True:
+                time.sleep(3600)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        collector.stop()
+
+
+def _submit_example(url: str, workdir: Path, pipeline: Path) -> int:
+    spark_submit = _spark_submit()
+    env = dict(os.environ)
+    env["PYSPARK_PYTHON"] = sys.executable
+    env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    env.pop("SPARK_CONF_DIR", None)
+    cmd = [
+        spark_submit, "--master", "local[2]",
+        "--name", "definity-demo",
+        "--conf", "spark.definity.enabled=true",
+        "--conf", f"spark.definity.server={url}",
+        "--conf", "spark.definity.pipeline.name=demo-pipeline",
+        "--conf", f"spark.sql.warehouse.dir={workdir / 'warehouse'}",
+        "--conf", f"spark.driver.extraJavaOptions=-Dderby.system.home={workdir}",
+        "--conf", "spark.ui.enabled=false",
+        str(pipeline), str(workdir / "data"),
+    ]
+    print("running: " + " ".join(cmd[:1] + ["..."] + cmd[-2:]))
+    proc = subprocess.run(cmd, env=env, cwd=str(workdir), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-5000:])
+    return proc.returncode
+
+
+def _spark_submit() -> str:
+    import pyspark
+
+    candidate = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("spark-submit")
+    if not found:
+        raise SystemExit("spark-submit not found: pip install 'definity-spark[spark]'")
+    return found
+
+
+def render_lineage_tree(tasks: List[Dict[str, Any]], lineage: Dict[str, Any]) -> str:
+    """A readable text tree: task -> its transformations' inputs -> output."""
+    nodes = {n["id"]: n for n in lineage.get("nodes", [])}
+    inputs: Dict[str, List[str]] = {}
+    outputs: Dict[str, List[str]] = {}
+    for edge in lineage.get("edges", []):
+        src, dst = nodes.get(edge["source"], {}), nodes.get(edge["target"], {})
+        if dst.get("kind") == "task":
+            inputs.setdefault(edge["target"], []).append(src.get("label", edge["source"]))
+        elif src.get("kind") == "task":
+            outputs.setdefault(edge["source"], []).append(dst.get("label", edge["target"]))
+    lines = [f"lineage ({len(tasks)} task(s)):"]
+    for node_id, node in nodes.items():
+        if node.get("kind") != "task":
+            continue
+        lines.append(f"task {node.get('label', node_id)}")
+        for out in sorted(set(outputs.get(node_id, []))):
+            lines.append(f"  writes {out}")
+        for inp in sorted(set(inputs.get(node_id, []))):
+            lines.append(f"  reads  {inp}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

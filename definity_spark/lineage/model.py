@@ -1,0 +1,45 @@
+"""What the extraction rules produce for one finished query: plain, JVM-free data.
+
+The task reporter (``definity_spark.task``) numbers each ``WriteLineage`` as a
+transformation and turns it into the ``/log/tf``, ``/log/dataset`` and ``/log/metrics``
+payloads. Rules fill these objects from plan facts; nothing here knows py4j.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class InputLineage:
+    """One dataset a write read: canonical name, the columns read (schema order)."""
+
+    name: str
+    columns: Optional[Tuple[str, ...]] = None  # None: unknown, payload leaves it out
+    # per-input volume metrics where Spark's scan metrics give them:
+    # metric_type -> value, e.g. {"read_rows": 1000, "read_bytes": 5120}
+    metrics: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OutputLineage:
+    """The dataset a write wrote: canonical name, its type and schema as it reads back."""
+
+    name: str
+    ds_type: str  # "table" for catalog tables; "path" / "jdbc" otherwise (docs/naming.md)
+    # (column, TYPE) in the order Spark reads the dataset back, e.g. ("id", "INTEGER")
+    schema: Tuple[Tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class WriteLineage:
+    """One logical write = one transformation."""
+
+    output: OutputLineage
+    inputs: Tuple[InputLineage, ...] = ()
+    query_str: Optional[str] = None
+    # output metrics: metric_type -> value ("cnt", "write_bytes", "write_files",
+    # "duration_ms", ...); documented in docs/metrics.md
+    metrics: Dict[str, float] = field(default_factory=dict)
+    partial: bool = False  # extraction stopped early (budget / plan size), see docs

@@ -1,0 +1,181 @@
+"""The task room: one Spark application = one Definity task.
+
+``TaskReporter`` is the sink the extraction room hands its results to. It numbers the
+transformations of the task (``tf_id`` from 1), turns each ``WriteLineage`` into the
+``/log/tf``, ``/log/dataset`` and ``/log/metrics`` payloads, and owns the task's
+lifecycle: ``start()`` sends the task start, ``end()`` sends the task-level metrics and the
+task end, exactly once, after everything else of the task was submitted.
+
+Nothing here touches the JVM or the network: payloads go to the delivery worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import uuid
+from typing import Any, Dict, List, Optional, Sequence
+
+from definity_spark import wire
+from definity_spark._internal import contained
+from definity_spark.lineage.model import InputLineage, WriteLineage
+
+log = logging.getLogger("definity_spark.task")
+
+# Task-level metric types (docs/metrics.md). Asset: the task itself.
+TASK_ASSET_TYPE = "task"
+M_FAILED_QUERIES = "failed_queries"
+M_READ_ACTIONS = "read_actions"
+M_TRANSFORMATIONS = "transformations"
+M_PARTIAL_TRANSFORMATIONS = "partial_transformations"
+M_DROPPED_EVENTS = "dropped_events"
+
+
+def new_task_id(app_id: Optional[str]) -> str:
+    """A task id unique across all tasks: the Spark application id plus a random part."""
+    base = (app_id or "spark").replace(" ", "_")
+    return f"{base}-{uuid.uuid4().hex[:12]}"
+
+
+class TaskReporter:
+    """Receives lineage for one task and submits its payloads, in order, to a delivery."""
+
+    def __init__(
+        self,
+        delivery: Any,
+        task_id: str,
+        app_name: str,
+        task_name: str,
+        env: Optional[str] = None,
+        app_pit: Optional[str] = None,
+        tags: Optional[Dict[str, str]] = None,
+    ) -> None:
+        self.delivery = delivery
+        self.task_id = task_id
+        self.app_name = app_name
+        self.task_name = task_name
+        self.env = env
+        self.app_pit = app_pit
+        self.tags = dict(tags or {})
+        self._lock = threading.Lock()
+        self._tf_id = 0
+        self._started = False
+        self._ended = False
+        self._failed_queries = 0
+        self._read_actions = 0
+        self._partial = 0
+        self._extra_task_metrics: Dict[str, float] = {}
+        self.pid = os.getpid()
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            self._submit(wire.TaskStart(
+                task_id=self.task_id, app_name=self.app_name, task_name=self.task_name,
+                task_type="spark", env=self.env, app_pit=self.app_pit,
+                tags=self.tags or None,
+            ))
+        log.info("definity-spark: task %s started (pipeline %r, task %r)",
+                 self.task_id, self.app_name, self.task_name)
+
+    @property
+    def ended(self) -> bool:
+        return self._ended
+
+    def add_task_metric(self, metric_type: str, value: float) -> None:
+        """Record a task-level metric (e.g. events dropped) sent with the task end."""
+        with self._lock:
+            self._extra_task_metrics[metric_type] = value
+
+    def end(self) -> bool:
+        """Send the task-level metrics and the task end, exactly once. True if it did."""
+        with self._lock:
+            if self._ended or not self._started:
+                return False
+            self._ended = True
+            task_metrics = {
+                M_TRANSFORMATIONS: self._tf_id,
+                M_FAILED_QUERIES: self._failed_queries,
+                M_READ_ACTIONS: self._read_actions,
+                M_PARTIAL_TRANSFORMATIONS: self._partial,
+            }
+            task_metrics.update(self._extra_task_metrics)
+            self._submit(wire.Metrics(task_id=self.task_id, metrics=[
+                wire.Metric(asset_name=self.task_name, asset_type=TASK_ASSET_TYPE,
+                            metric_type=name, value=value)
+                for name, value in task_metrics.items()
+            ]))
+            self._submit(wire.TaskEnd(task_id=self.task_id))
+        log.info("definity-spark: task %s ended (%d transformations)", self.task_id, self._tf_id)
+        return True
+
+    # ----------------------------------------------------------------- the sink
+    def on_write(self, lineage: WriteLineage) -> None:
+        """One logical write: number it and submit its tf, dataset and metrics payloads."""
+        with contained("task.on_write"), self._lock:
+            if self._ended:
+                log.warning("definity-spark: a write to %s finished after the task ended; "
+                            "not reported", lineage.output.name)
+                return
+            self._tf_id += 1
+            tf_id = self._tf_id
+            if lineage.partial:
+                self._partial += 1
+            for payload in build_payloads(self.task_id, tf_id, lineage):
+                self._submit(payload)
+
+    def on_query_failed(self, func_name: str, error: str) -> None:
+        with self._lock:
+            self._failed_queries += 1
+        log.info("definity-spark: query %r failed, not reported as a transformation: %s",
+                 func_name, (error or "")[:500])
+
+    def on_read(self, func_name: str, inputs: Sequence[InputLineage]) -> None:
+        with self._lock:
+            self._read_actions += 1
+
+    # ----------------------------------------------------------------- internals
+    def _submit(self, payload: Any) -> None:
+        with contained("task.submit"):
+            self.delivery.submit(payload)
+
+
+def build_payloads(task_id: str, tf_id: int, lineage: WriteLineage) -> List[Any]:
+    """The three payloads of one transformation, in the order they are sent."""
+    out = lineage.output
+    payloads: List[Any] = [
+        wire.Transformation(
+            task_id=task_id,
+            tf_id=tf_id,
+            output_name=out.name,
+            inputs={i.name: i.columns for i in lineage.inputs},
+            query_str=lineage.query_str,
+        ),
+        wire.DatasetSchema(
+            task_id=task_id, tf_id=tf_id, ds_name=out.name, ds_type=out.ds_type,
+            fields=list(out.schema),
+        ),
+    ]
+    metrics: List[wire.Metric] = [
+        wire.Metric(asset_name=out.name, metric_type=name, value=_number(value))
+        for name, value in lineage.metrics.items()
+    ]
+    for i in lineage.inputs:
+        metrics.extend(
+            wire.Metric(asset_name=i.name, metric_type=name, value=_number(value))
+            for name, value in i.metrics.items()
+        )
+    if metrics:
+        payloads.append(wire.Metrics(task_id=task_id, metrics=metrics))
+    return payloads
+
+
+def _number(value: float) -> float:
+    # ints stay ints in JSON (row counts), fractions stay floats (durations)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
