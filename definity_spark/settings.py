@@ -1,0 +1,855 @@
+"""Settings: the one place where definity-spark reads its configuration.
+
+Every setting is declared once, in ``DEFINITIONS`` below: its attribute name, its Spark
+conf key (``spark.definity.*``), its environment variable (``DEFINITY_*``), its type,
+its default and a one-line meaning. ``resolve()`` turns those definitions plus the four
+sources into one immutable ``Settings`` object, and ``docs/configuration.md`` is
+generated from the same table (``python -m definity_spark._gen_config_doc``), so code,
+docs and tests cannot drift apart.
+
+Precedence (highest first), applied per setting:
+
+1. keyword arguments to ``activate()`` (attribute names, plus the aliases in
+   ``KEYWORD_ALIASES``),
+2. Spark conf ``spark.definity.*``,
+3. environment ``DEFINITY_*``,
+4. the default.
+
+A value that is unset or blank at one source falls through to the next one. A value
+that is present but wrong (a non-numeric timeout, a URL without ``http://``/``https://``,
+an unknown log level, bad tag syntax, a boolean that is not true/false/1/0/yes/no, an
+unknown keyword) gives exactly one warning that names the key, the bad value (never the
+token's) and what was expected, and then the default is used. ``resolve()`` never
+raises into the host program.
+
+The room is pure: no Spark, no py4j. The caller (``activate()``) reads the Spark conf
+into a plain mapping and hands it in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import difflib
+import functools
+import ipaddress
+import logging
+import math
+import os
+import re
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple
+from urllib.parse import urlsplit
+
+from definity_spark._internal import is_strict, log_internal_error
+
+logger = logging.getLogger("definity_spark.settings")
+
+CONF_PREFIX = "spark.definity."
+ENV_PREFIX = "DEFINITY_"
+
+# Spark's own redaction setting and its documented default (Spark's
+# ``spark.redaction.regex``); used when ``redaction_regex`` is not set.
+SPARK_REDACTION_REGEX_KEY = "spark.redaction.regex"
+SPARK_DEFAULT_REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key"
+SPARK_APP_NAME_KEY = "spark.app.name"
+
+# Where a value came from (``Settings.source(name)``, ``Settings.describe()``).
+SOURCE_OVERRIDE = "override"
+SOURCE_CONF = "conf"
+SOURCE_ENV = "env"
+SOURCE_DEFAULT = "default"
+SOURCES = (SOURCE_OVERRIDE, SOURCE_CONF, SOURCE_ENV, SOURCE_DEFAULT)
+
+MASK = "***"
+NOT_SET = "not set"
+
+# Value types of the definitions (also the "type" column of docs/configuration.md).
+BOOL = "bool"
+INT = "int"
+FLOAT = "float"
+STR = "str"
+URL = "url"
+TAGS = "tags"
+PATH = "path"
+LOG_LEVEL = "log level"
+REGEX = "regex"
+
+_TRUE_WORDS = ("true", "1", "yes")
+_FALSE_WORDS = ("false", "0", "no")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_LOG_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
+
+
+def default_spool_dir(environ: Optional[Mapping[str, str]] = None) -> str:
+    """``$XDG_CACHE_HOME/definity-spark/spool``, else ``~/.cache/definity-spark/spool``."""
+    environ = os.environ if environ is None else environ
+    cache = environ.get("XDG_CACHE_HOME") or ""
+    # The XDG spec says a relative XDG_CACHE_HOME is invalid and must be ignored.
+    if not os.path.isabs(cache):
+        home = environ.get("HOME") or os.path.expanduser("~")
+        cache = os.path.join(home, ".cache")
+    return os.path.join(cache, "definity-spark", "spool")
+
+
+@dataclasses.dataclass(frozen=True)
+class SettingDef:
+    """One setting: how it is named in each source, its type, default and meaning."""
+
+    name: str  # attribute of Settings and activate() keyword
+    conf_key: str  # spark.definity.*
+    env_var: str  # DEFINITY_*
+    kind: str  # BOOL, INT, ... (see above)
+    # A literal, or a callable (conf, environ) -> value for defaults that depend on the
+    # environment (spool_dir) or on Spark (pipeline_name -> spark.app.name).
+    default: Any
+    doc: str
+    doc_default: Optional[str] = None  # how the default reads in the docs, if not literal
+    minimum: Optional[float] = None  # numbers: smallest accepted value
+    min_exclusive: bool = False  # numbers: the minimum itself is not accepted
+    secret: bool = False  # never shown: repr, describe(), warnings
+    must_exist: bool = False  # paths: the file or directory must exist
+
+    @property
+    def type_text(self) -> str:
+        """The type as the docs and warnings state it (e.g. ``float > 0``)."""
+        return self.kind + _bound_text(self)
+
+
+def _from_app_name(conf: Mapping[str, Any], environ: Mapping[str, str]) -> Optional[str]:
+    name = conf.get(SPARK_APP_NAME_KEY)
+    if name is None:
+        return None
+    return str(name).strip() or None
+
+
+def _spool_dir_default(conf: Mapping[str, Any], environ: Mapping[str, str]) -> str:
+    return default_spool_dir(environ)
+
+
+_S = SettingDef
+
+# The table of every setting. Order = order of docs/configuration.md and describe().
+# The first block is issue 2's list (names shared with Definity's own agents); the
+# extras follow the rule: env var = DEFINITY_ + conf key suffix, dots and camelCase
+# turned into UPPER_SNAKE (spark.definity.naming.normalizeS3 -> DEFINITY_NAMING_NORMALIZE_S3).
+DEFINITIONS: Tuple[SettingDef, ...] = (
+    _S("enabled", "spark.definity.enabled", "DEFINITY_ENABLED", BOOL, None,
+       "Activation by configuration: `true` activates the plugin without code changes; "
+       "`false` turns it off, even an explicit `activate()`. Unset: only an explicit "
+       "`activate()` activates."),
+    _S("server_url", "spark.definity.server", "DEFINITY_SERVER_URL", URL, None,
+       "Base URL of the Definity server (`http://` or `https://`). Unset: events are "
+       "written to the local JSONL events file instead."),
+    _S("token", "spark.definity.token", "DEFINITY_TOKEN", STR, None,
+       "Bearer token for the Definity server. Never logged or shown (masked as `***`).",
+       secret=True),
+    _S("env_name", "spark.definity.env.name", "DEFINITY_ENV", STR, None,
+       "Environment of the task (`env`), e.g. `dev`, `production`."),
+    _S("pipeline_name", "spark.definity.pipeline.name", "DEFINITY_PIPELINE_NAME", STR,
+       _from_app_name, "Pipeline name (the task's `app_name`).",
+       doc_default="`spark.app.name`"),
+    _S("task_name", "spark.definity.task.name", "DEFINITY_TASK_NAME", STR,
+       _from_app_name, "Task name (the task's `task_name`).",
+       doc_default="`spark.app.name`"),
+    _S("pipeline_pit", "spark.definity.pipeline.pit", "DEFINITY_PIPELINE_PIT", STR, None,
+       "Logical point in time of the data (the task's `app_pit`), e.g. `2025-09-01`."),
+    _S("task_id", "spark.definity.task.id", "DEFINITY_TASK_ID", STR, None,
+       "Task id to use instead of the generated one (for orchestrators that know the run).",
+       doc_default="generated (application id + random part)"),
+    _S("tags", "spark.definity.tags", "DEFINITY_TAGS", TAGS, {},
+       "Tags of the task: `key:value` pairs separated by commas, e.g. `team:data,tier:gold`.",
+       doc_default="none"),
+    _S("server_timeout", "spark.definity.server.timeout", "DEFINITY_SERVER_TIMEOUT", FLOAT,
+       5.0, "Timeout of one HTTP request to the server, in seconds.",
+       minimum=0, min_exclusive=True),
+    _S("server_attempts", "spark.definity.server.attempts", "DEFINITY_SERVER_ATTEMPTS", INT,
+       3, "Total tries per request, the first included (`1` = no retry).", minimum=1),
+    _S("server_attempt_sleep", "spark.definity.server.attempt.sleep",
+       "DEFINITY_SERVER_ATTEMPT_SLEEP", FLOAT, 1.0,
+       "Base of the exponential backoff between tries, in seconds (with jitter; a "
+       "server's `Retry-After` takes precedence).", minimum=0),
+    _S("spool_dir", "spark.definity.spool.dir", "DEFINITY_SPOOL_DIR", PATH,
+       _spool_dir_default,
+       "Directory of the durable spool for payloads that could not be delivered "
+       "(one file per task, mode 0600).",
+       doc_default="`$XDG_CACHE_HOME/definity-spark/spool` (`~/.cache/definity-spark/spool` "
+                   "when `XDG_CACHE_HOME` is unset)"),
+    _S("log_level", "spark.definity.log.level", "DEFINITY_LOG_LEVEL", LOG_LEVEL, "WARNING",
+       "Level of the `definity_spark` logger: DEBUG, INFO, WARNING, ERROR or CRITICAL."),
+    # --- extras (issues 3, 5, 6) ---
+    _S("events_file", "spark.definity.events.file", "DEFINITY_EVENTS_FILE", PATH, None,
+       "JSONL file the events are appended to when no server is configured; "
+       "`definity-spark collector --load FILE` imports it.",
+       doc_default="chosen at activation (its path is logged once)"),
+    _S("flush_timeout", "spark.definity.flush.timeout", "DEFINITY_FLUSH_TIMEOUT", FLOAT, 5.0,
+       "Longest wait at shutdown (SparkContext stop, `deactivate()`, interpreter exit) "
+       "for pending reports, in seconds; what is left goes to the spool.", minimum=0),
+    _S("queue_size", "spark.definity.queue.size", "DEFINITY_QUEUE_SIZE", INT, 10000,
+       "Capacity of the bounded send queue; payloads that do not fit are counted as lost "
+       "(`queue_full`).", minimum=1),
+    _S("normalize_s3", "spark.definity.naming.normalizeS3", "DEFINITY_NAMING_NORMALIZE_S3",
+       BOOL, True, "Name `s3a://` and `s3n://` paths as `s3://`."),
+    _S("trim_partition_dirs", "spark.definity.naming.trimPartitionDirs",
+       "DEFINITY_NAMING_TRIM_PARTITION_DIRS", BOOL, True,
+       "Trim Hive-style partition directories (`/t/date=2025-01-01`) to the table root "
+       "in dataset names."),
+    _S("extraction_budget_ms", "spark.definity.extraction.budget.ms",
+       "DEFINITY_EXTRACTION_BUDGET_MS", INT, 2000,
+       "Time budget for reading one query's plan, in milliseconds; past it the "
+       "transformation is reported with what was found and marked partial.", minimum=1),
+    _S("max_plan_nodes", "spark.definity.extraction.maxPlanNodes",
+       "DEFINITY_EXTRACTION_MAX_PLAN_NODES", INT, 20000,
+       "Most plan nodes read per query; a larger plan gives a partial transformation.",
+       minimum=1),
+    _S("ca_bundle", "spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE", PATH, None,
+       "CA bundle (PEM file or directory) used to verify the server's TLS certificate; "
+       "must exist.", doc_default="the system / `requests` CAs", must_exist=True),
+    _S("verify_tls", "spark.definity.server.verifyTls", "DEFINITY_SERVER_VERIFY_TLS", BOOL,
+       True, "Verify the server's TLS certificate. `false` is insecure (testing only)."),
+    _S("replay_spool", "spark.definity.spool.replay", "DEFINITY_SPOOL_REPLAY", BOOL, False,
+       "At activation, replay older spool files in the background."),
+    _S("redaction_regex", "spark.definity.redaction.regex", "DEFINITY_REDACTION_REGEX", REGEX,
+       None,
+       "Regex (Python syntax, searched in option and URL parameter names) whose matches "
+       "have their values redacted from payloads, logs and the spool.",
+       doc_default="Spark's `spark.redaction.regex`, else "
+                   "`" + SPARK_DEFAULT_REDACTION_REGEX + "`"),
+)
+del _S
+
+BY_NAME: Dict[str, SettingDef] = {d.name: d for d in DEFINITIONS}
+BY_CONF_KEY: Dict[str, SettingDef] = {d.conf_key: d for d in DEFINITIONS}
+BY_ENV_VAR: Dict[str, SettingDef] = {d.env_var: d for d in DEFINITIONS}
+
+# Short activate() keywords -> attribute names.
+KEYWORD_ALIASES: Dict[str, str] = {
+    "pit": "pipeline_pit",
+    "server": "server_url",
+    "env": "env_name",
+}
+
+
+class FrozenTags(dict):  # type: ignore[type-arg]
+    """A read-only dict of tags (a dict, so ``json.dumps`` and ``dict(tags)`` just work)."""
+
+    def _readonly(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("Settings.tags is read-only")
+
+    __setitem__ = __delitem__ = clear = pop = popitem = setdefault = update = _readonly
+    __ior__ = _readonly
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(tuple(sorted(self.items())))
+
+    def __reduce__(self) -> Any:
+        return (FrozenTags, (dict(self),))
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
+
+
+class SettingRow(NamedTuple):
+    """One row of ``Settings.describe()``: what ``definity-spark doctor`` prints."""
+
+    key: str  # the Spark conf key
+    value: str  # display text, the token masked
+    source: str  # override / conf / env / default
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Settings:
+    """The effective configuration of one activation. Immutable; build it with ``resolve()``.
+
+    ``repr()``/``str()`` never show the token (``'***'`` when set). ``dataclasses.asdict``
+    does, so use ``masked()`` for anything that leaves the process.
+    """
+
+    enabled: Optional[bool] = None
+    server_url: Optional[str] = None
+    token: Optional[str] = None
+    env_name: Optional[str] = None
+    pipeline_name: Optional[str] = None
+    task_name: Optional[str] = None
+    pipeline_pit: Optional[str] = None
+    task_id: Optional[str] = None
+    tags: Mapping[str, str] = dataclasses.field(default_factory=FrozenTags)
+    server_timeout: float = 5.0
+    server_attempts: int = 3
+    server_attempt_sleep: float = 1.0
+    spool_dir: str = dataclasses.field(default_factory=default_spool_dir)
+    log_level: str = "WARNING"
+    events_file: Optional[str] = None
+    flush_timeout: float = 5.0
+    queue_size: int = 10000
+    normalize_s3: bool = True
+    trim_partition_dirs: bool = True
+    extraction_budget_ms: int = 2000
+    max_plan_nodes: int = 20000
+    ca_bundle: Optional[str] = None
+    verify_tls: bool = True
+    replay_spool: bool = False
+    redaction_regex: Optional[str] = None
+    # Not settings: where each value came from, and Spark's own redaction regex (from
+    # the same Spark conf) for effective_redaction_regex.
+    sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+    spark_redaction_regex: Optional[str] = None
+
+    def source(self, name: str) -> str:
+        """Where setting ``name`` came from: override, conf, env or default."""
+        return self.sources.get(name, SOURCE_DEFAULT)
+
+    def masked(self) -> Dict[str, Any]:
+        """All settings by attribute name, the token replaced by ``'***'`` when set."""
+        out: Dict[str, Any] = {}
+        for d in DEFINITIONS:
+            value = getattr(self, d.name)
+            if d.secret and value is not None:
+                value = MASK
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[d.name] = value
+        return out
+
+    def describe(self) -> List[SettingRow]:
+        """``(conf key, display value, source)`` per setting, token masked (for doctor)."""
+        return [
+            SettingRow(d.conf_key, _display(d, getattr(self, d.name)), self.source(d.name))
+            for d in DEFINITIONS
+        ]
+
+    @property
+    def effective_redaction_regex(self) -> str:
+        """``redaction_regex``, else Spark's ``spark.redaction.regex``, else Spark's default."""
+        return self.redaction_regex or self.spark_redaction_regex or SPARK_DEFAULT_REDACTION_REGEX
+
+    def redaction_pattern(self) -> re.Pattern:
+        """The compiled ``effective_redaction_regex`` (validated by ``resolve()``)."""
+        return _compile(self.effective_redaction_regex)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            "{}={!r}".format(name, value) for name, value in self.masked().items()
+        )
+        return "Settings({})".format(fields)
+
+    __str__ = __repr__
+
+
+@functools.lru_cache(maxsize=16)
+def _compile(pattern: str) -> re.Pattern:
+    try:
+        return re.compile(pattern)
+    except re.error:  # resolve() validated it; only a hand-built Settings gets here
+        return re.compile(SPARK_DEFAULT_REDACTION_REGEX)
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing: raw value from any source -> typed value, or _BadValue(what was expected).
+# ---------------------------------------------------------------------------------------
+
+
+class _BadValue(Exception):
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+def _parse_bool(d: SettingDef, raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int) and raw in (0, 1):
+        return bool(raw)
+    if isinstance(raw, str):
+        word = raw.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    raise _BadValue("a boolean: true/false, 1/0 or yes/no")
+
+
+def _check_minimum(d: SettingDef, value: float, expected: str) -> None:
+    if d.minimum is None:
+        return
+    if value < d.minimum or (d.min_exclusive and value == d.minimum):
+        raise _BadValue(expected)
+
+
+def _parse_int(d: SettingDef, raw: Any) -> int:
+    expected = "an integer" + _bound_text(d)
+    if isinstance(raw, bool):
+        raise _BadValue(expected)
+    if isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, float) and raw.is_integer():
+        value = int(raw)
+    elif isinstance(raw, str):
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise _BadValue(expected) from None
+    else:
+        raise _BadValue(expected)
+    _check_minimum(d, value, expected)
+    return value
+
+
+def _parse_float(d: SettingDef, raw: Any) -> float:
+    expected = "a number" + _bound_text(d)
+    if isinstance(raw, bool):
+        raise _BadValue(expected)
+    if isinstance(raw, (int, float)):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise _BadValue(expected) from None
+    else:
+        raise _BadValue(expected)
+    if not math.isfinite(value):
+        raise _BadValue(expected)
+    _check_minimum(d, value, expected)
+    return value
+
+
+def _parse_str(d: SettingDef, raw: Any) -> str:
+    if isinstance(raw, (datetime.date, datetime.datetime)):  # pit=date(2025, 9, 1)
+        return raw.isoformat()
+    if not isinstance(raw, str):
+        raise _BadValue("a string")
+    value = raw.strip()
+    # The token goes into an HTTP header: whitespace or control characters would break
+    # the header (or be a pasted mistake), so refuse them rather than fail at send time.
+    if d.secret and any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        raise _BadValue("a token without whitespace or control characters")
+    return value
+
+
+def _parse_url(d: SettingDef, raw: Any) -> str:
+    expected = "an http:// or https:// URL with a host, e.g. https://definity.example.com"
+    if not isinstance(raw, str):
+        raise _BadValue(expected)
+    value = raw.strip()
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise _BadValue(expected) from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise _BadValue(expected)
+    return value.rstrip("/")
+
+
+def parse_tags(text: str) -> Dict[str, str]:
+    """Parse ``"k:v, k:v"`` (whitespace tolerant; the value may contain ``:``).
+
+    Raises ``ValueError`` for an item without ``:`` or with an empty key or value. Empty
+    items (``"a:b,"``) are ignored; a repeated key keeps its last value.
+    """
+    tags: Dict[str, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        key, sep, value = item.partition(":")
+        key, value = key.strip(), value.strip()
+        if not sep or not key or not value:
+            raise ValueError("bad tag {!r}".format(item))
+        tags[key] = value
+    return tags
+
+
+def _parse_tags(d: SettingDef, raw: Any) -> FrozenTags:
+    expected = "tags as key:value pairs separated by commas, e.g. team:data,tier:gold"
+    if isinstance(raw, Mapping):
+        tags = {}
+        for key, value in raw.items():
+            key, value = str(key).strip(), "" if value is None else str(value).strip()
+            if not key or not value or ":" in key or "," in key:
+                raise _BadValue(expected)
+            tags[key] = value
+        return FrozenTags(tags)
+    if not isinstance(raw, str):
+        raise _BadValue(expected)
+    try:
+        return FrozenTags(parse_tags(raw))
+    except ValueError:
+        raise _BadValue(expected) from None
+
+
+def _parse_path(d: SettingDef, raw: Any) -> str:
+    expected = "an existing file or directory path" if d.must_exist else "a file system path"
+    try:
+        value = os.fspath(raw)
+    except TypeError:
+        raise _BadValue(expected) from None
+    if not isinstance(value, str) or not value.strip():
+        raise _BadValue(expected)
+    value = os.path.expanduser(value.strip())
+    if d.must_exist and not os.path.exists(value):
+        raise _BadValue(expected)
+    return value
+
+
+def _parse_log_level(d: SettingDef, raw: Any) -> str:
+    expected = "a log level: " + ", ".join(LOG_LEVELS)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        name = logging.getLevelName(raw)
+        if name in LOG_LEVELS:
+            return name
+        raise _BadValue(expected)
+    if not isinstance(raw, str):
+        raise _BadValue(expected)
+    name = raw.strip().upper()
+    name = _LOG_LEVEL_ALIASES.get(name, name)
+    if name not in LOG_LEVELS:
+        raise _BadValue(expected)
+    return name
+
+
+def _parse_regex(d: SettingDef, raw: Any) -> str:
+    expected = "a valid (Python) regular expression"
+    if not isinstance(raw, str):
+        raise _BadValue(expected)
+    value = raw.strip()
+    try:
+        re.compile(value)
+    except re.error:
+        raise _BadValue(expected) from None
+    return value
+
+
+_PARSERS: Dict[str, Callable[[SettingDef, Any], Any]] = {
+    BOOL: _parse_bool,
+    INT: _parse_int,
+    FLOAT: _parse_float,
+    STR: _parse_str,
+    URL: _parse_url,
+    TAGS: _parse_tags,
+    PATH: _parse_path,
+    LOG_LEVEL: _parse_log_level,
+    REGEX: _parse_regex,
+}
+
+
+def _bound_text(d: SettingDef) -> str:
+    if d.minimum is None:
+        return ""
+    bound = int(d.minimum) if float(d.minimum).is_integer() else d.minimum
+    return " {} {}".format(">" if d.min_exclusive else ">=", bound)
+
+
+# ---------------------------------------------------------------------------------------
+# Display: docs, describe(), warnings.
+# ---------------------------------------------------------------------------------------
+
+
+def _display(d: SettingDef, value: Any) -> str:
+    """A value as doctor and the docs show it; the token is masked."""
+    if value is None:
+        return NOT_SET
+    if d.secret:
+        return MASK
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return ",".join("{}:{}".format(k, v) for k, v in value.items()) or "none"
+    return str(value)
+
+
+_USERINFO = re.compile(r"(//)[^/@\s]*@")
+
+
+def _display_bad(d: SettingDef, raw: Any) -> str:
+    """The bad value for a warning: never the token, never URL credentials, bounded."""
+    if d.secret:
+        return "(value hidden)"
+    text = raw if isinstance(raw, str) else repr(raw)
+    text = _USERINFO.sub(r"\1***@", text)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    return repr(text) if isinstance(raw, str) else text
+
+
+_SOURCE_WORDS = {
+    SOURCE_OVERRIDE: "activate() keyword",
+    SOURCE_CONF: "Spark conf",
+    SOURCE_ENV: "environment variable",
+}
+
+
+def _warn_bad(d: SettingDef, source: str, key: str, raw: Any, expected: str,
+              default: Any) -> None:
+    bad = _display_bad(d, raw)
+    logger.warning(
+        "definity-spark: ignoring %s %s=%s: expected %s; using the default (%s)",
+        _SOURCE_WORDS[source], key, bad, expected, _display(d, default),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Resolution.
+# ---------------------------------------------------------------------------------------
+
+_MISSING = object()
+
+
+def _is_unset(raw: Any) -> bool:
+    return raw is _MISSING or raw is None or (isinstance(raw, str) and not raw.strip())
+
+
+def _default_of(d: SettingDef, conf: Mapping[str, Any], environ: Mapping[str, str]) -> Any:
+    if callable(d.default):
+        return d.default(conf, environ)
+    if isinstance(d.default, dict):
+        return FrozenTags(d.default)
+    return d.default
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return " (did you mean {}?)".format(close[0]) if close else ""
+
+
+def _as_mapping(spark_conf: Any) -> Mapping[str, Any]:
+    """A plain mapping from a dict or from ``SparkConf.getAll()``-style pairs."""
+    if spark_conf is None:
+        return {}
+    if isinstance(spark_conf, Mapping):
+        return spark_conf
+    return dict(spark_conf)
+
+
+def _keyword_overrides(overrides: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+    """activate() keywords -> {attribute name: raw value}; unknown keywords warned and dropped."""
+    given: Dict[str, Any] = {}
+    if not overrides:
+        return given
+    for keyword, raw in overrides.items():
+        name = KEYWORD_ALIASES.get(keyword, keyword)
+        if name not in BY_NAME:
+            # The value is not shown: a misspelt keyword may well carry a secret.
+            logger.warning(
+                "definity-spark: ignoring unknown activate() keyword %r%s; expected one of: %s",
+                keyword, _suggest(keyword, list(BY_NAME) + list(KEYWORD_ALIASES)),
+                ", ".join(sorted(list(BY_NAME) + list(KEYWORD_ALIASES))),
+            )
+            continue
+        if name in given and keyword != name:
+            continue  # both the alias and the attribute name: the attribute name wins
+        given[name] = raw
+    return given
+
+
+def _warn_unknown_conf_keys(conf: Mapping[str, Any]) -> None:
+    for key in conf:
+        if isinstance(key, str) and key.startswith(CONF_PREFIX) and key not in BY_CONF_KEY:
+            logger.warning(
+                "definity-spark: ignoring unknown Spark conf key %s%s; the known keys are "
+                "listed in docs/configuration.md", key, _suggest(key, BY_CONF_KEY),
+            )
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_transport_risks(values: Mapping[str, Any]) -> None:
+    """Plain http to a remote host, or TLS verification off: allowed, but said once."""
+    url = values.get("server_url")
+    if not url:
+        return
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname or ""):
+        logger.warning(
+            "definity-spark: the Definity server %s://%s is reached over plain http: the "
+            "token and the reports travel unencrypted; use https:// for non-local servers",
+            parts.scheme, parts.hostname,
+        )
+    elif parts.scheme.lower() == "https" and values.get("verify_tls") is False:
+        logger.warning(
+            "definity-spark: TLS certificate verification is off (verify_tls=false) for %s; "
+            "use a CA bundle (spark.definity.server.caBundle) instead", parts.hostname,
+        )
+
+
+def _spark_redaction_regex(conf: Mapping[str, Any]) -> Optional[str]:
+    raw = conf.get(SPARK_REDACTION_REGEX_KEY)
+    if _is_unset(raw):
+        return None
+    try:
+        re.compile(str(raw))
+    except re.error:
+        # Spark's regex is Java syntax; the rare constructs Python lacks fall back to
+        # Spark's default rather than leave values unredacted.
+        logger.warning(
+            "definity-spark: Spark's %s=%r is not a valid Python regular expression; "
+            "redacting with %s instead (set spark.definity.redaction.regex to override)",
+            SPARK_REDACTION_REGEX_KEY, str(raw), SPARK_DEFAULT_REDACTION_REGEX,
+        )
+        return None
+    return str(raw)
+
+
+def _resolve(overrides: Optional[Mapping[str, Any]], spark_conf: Any,
+             environ: Optional[Mapping[str, str]]) -> Settings:
+    environ = os.environ if environ is None else environ
+    conf = _as_mapping(spark_conf)
+    given = _keyword_overrides(overrides)
+    _warn_unknown_conf_keys(conf)
+
+    values: Dict[str, Any] = {}
+    sources: Dict[str, str] = {}
+    for d in DEFINITIONS:
+        candidates = (
+            (SOURCE_OVERRIDE, d.name, given.get(d.name, _MISSING)),  # 1) activate() keywords
+            (SOURCE_CONF, d.conf_key, conf.get(d.conf_key, _MISSING)),  # 2) Spark conf
+            (SOURCE_ENV, d.env_var, environ.get(d.env_var, _MISSING)),  # 3) environment
+        )
+        for source, key, raw in candidates:
+            if _is_unset(raw):
+                continue  # unset or blank here: ask the next source
+            try:
+                values[d.name] = _PARSERS[d.kind](d, raw)
+                sources[d.name] = source
+            except _BadValue as bad:
+                # Present but wrong: one warning, then the default (not a lower source,
+                # so the outcome does not depend on what else happens to be set).
+                _warn_bad(d, source, key, raw, bad.expected, _default_of(d, conf, environ))
+            break
+        if d.name not in values:
+            values[d.name] = _default_of(d, conf, environ)  # 4) default
+            sources[d.name] = SOURCE_DEFAULT
+
+    _warn_transport_risks(values)
+    return Settings(sources=sources, spark_redaction_regex=_spark_redaction_regex(conf),
+                    **values)
+
+
+def defaults(environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """Every setting at its default (never raises)."""
+    try:
+        environ = os.environ if environ is None else environ
+        return Settings(**{d.name: _default_of(d, {}, environ) for d in DEFINITIONS})
+    except Exception:  # noqa: BLE001 - last resort: the dataclass defaults
+        return Settings()
+
+
+def resolve(overrides: Optional[Mapping[str, Any]] = None,
+            spark_conf: Optional[Mapping[str, str]] = None,
+            environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """Build the effective ``Settings`` from the four sources (see the module docstring).
+
+    ``overrides``: ``activate()`` keywords (attribute names or ``KEYWORD_ALIASES``;
+    ``None`` values count as not given). ``spark_conf``: the Spark conf as a plain mapping
+    (or ``SparkConf.getAll()`` pairs). ``environ``: defaults to ``os.environ``.
+    Never raises: bad values are warned about and replaced by defaults; an internal error
+    is contained and gives all-default settings (re-raised in strict mode).
+    """
+    try:
+        return _resolve(overrides, spark_conf, environ)
+    except Exception as exc:  # noqa: BLE001 - settings must never break the host
+        log_internal_error("settings.resolve", exc)
+        if is_strict():
+            raise
+        return defaults(environ)
+
+
+# ---------------------------------------------------------------------------------------
+# docs/configuration.md, generated from DEFINITIONS.
+# ---------------------------------------------------------------------------------------
+
+REGENERATE_COMMAND = "python -m definity_spark._gen_config_doc"
+
+
+def _cell(text: str) -> str:
+    # A '|' would end the table cell, even inside backticks (GFM), so escape it.
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _doc_default(d: SettingDef) -> str:
+    if d.doc_default is not None:
+        return d.doc_default
+    if d.default is None:
+        return "not set"
+    return "`{}`".format(_display(d, d.default))
+
+
+def _doc_rows() -> Iterator[str]:
+    yield ("| Spark conf key | Environment variable | `activate()` keyword | Type | Default "
+           "| Meaning |")
+    yield "|---|---|---|---|---|---|"
+    aliases = {name: alias for alias, name in KEYWORD_ALIASES.items()}
+    for d in DEFINITIONS:
+        keyword = "`{}`".format(d.name)
+        if d.name in aliases:
+            keyword += " (or `{}`)".format(aliases[d.name])
+        yield "| {} |".format(" | ".join(_cell(c) for c in (
+            "`{}`".format(d.conf_key), "`{}`".format(d.env_var), keyword, d.type_text,
+            _doc_default(d), d.doc,
+        )))
+
+
+def render_configuration_doc() -> str:
+    """The full text of docs/configuration.md."""
+    lines = [
+        "<!-- Generated from definity_spark/settings.py (DEFINITIONS); do not edit by hand.",
+        "     Regenerate with: {} -->".format(REGENERATE_COMMAND),
+        "",
+        "# Configuration",
+        "",
+        "Every setting of definity-spark can be given in three places. For each setting the",
+        "first place that has a value wins:",
+        "",
+        "1. a keyword argument to `definity_spark.activate(spark, ...)`,",
+        "2. the Spark conf `spark.definity.*` (`--conf` of `spark-submit`, "
+        "`spark-defaults.conf`, cluster config),",
+        "3. the environment variable `DEFINITY_*`,",
+        "4. otherwise the default below.",
+        "",
+        "An empty value counts as not set. A value of the wrong type or form (a non-numeric",
+        "timeout, a URL without `http://`/`https://`, an unknown log level, bad tag syntax, a",
+        "boolean that is not `true`/`false`/`1`/`0`/`yes`/`no`, an unknown `activate()` keyword",
+        "or `spark.definity.*` key) never raises: it gives one warning on the `definity_spark`",
+        "logger naming the key, the value (never the token's) and what was expected, and the",
+        "default is used. `definity-spark doctor` prints the effective settings, where each",
+        "came from, with the token masked.",
+        "",
+        "Types: `bool` takes `true`/`false`, `1`/`0`, `yes`/`no` (any case); `tags` are",
+        "`key:value` pairs separated by commas (spaces around them are ignored, a value may",
+        "contain `:`); `path` expands `~`; `url` must be `http://` or `https://` with a host",
+        "(a trailing `/` is dropped; plain `http://` to a non-loopback host is allowed but",
+        "warned about); `log level` is one of {}.".format(", ".join(LOG_LEVELS)),
+        "",
+        "## Settings",
+        "",
+    ]
+    lines.extend(_doc_rows())
+    lines.append("")
+    return "\n".join(lines)
+
+
+__all__ = [
+    "BY_CONF_KEY",
+    "BY_ENV_VAR",
+    "BY_NAME",
+    "DEFINITIONS",
+    "KEYWORD_ALIASES",
+    "SPARK_DEFAULT_REDACTION_REGEX",
+    "FrozenTags",
+    "SettingDef",
+    "SettingRow",
+    "Settings",
+    "default_spool_dir",
+    "defaults",
+    "parse_tags",
+    "render_configuration_doc",
+    "resolve",
+]
