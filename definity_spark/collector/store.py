@@ -1,0 +1,399 @@
+"""SQLite persistence of the local collector.
+
+Two layers in one database file:
+
+* ``payloads``: every accepted payload exactly as it arrived (the request body bytes),
+  with its endpoint, arrival time and arrival order (``seq``). This is the record other
+  rooms' tests compare byte-for-byte, and the source of truth.
+* ``tasks`` / ``tfs`` / ``datasets`` / ``metrics``: the structure the read API needs,
+  written in the same transaction as the raw payload.
+
+One connection shared by every request thread behind a lock: the collector is a local
+tool with modest load, and a single writer keeps arrival order == ``seq`` order. The
+file survives restarts; ``:memory:`` works for throwaway stores.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import sqlite3
+import sys
+import threading
+from typing import Any, Dict, Iterable, List, Mapping, Optional
+
+from definity_spark import wire
+from definity_spark.collector.validate import schema_fields
+
+logger = logging.getLogger("definity_spark.collector")
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS payloads (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at  TEXT NOT NULL,
+    endpoint     TEXT NOT NULL,
+    task_id      TEXT,
+    source       TEXT NOT NULL,
+    content_type TEXT,
+    raw          BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS payloads_task ON payloads (task_id, seq);
+CREATE TABLE IF NOT EXISTS tasks (
+    task_id     TEXT PRIMARY KEY,
+    app_name    TEXT,
+    task_name   TEXT,
+    task_type   TEXT,
+    env         TEXT,
+    app_pit     TEXT,
+    tags        TEXT,
+    status      TEXT,
+    started_at  TEXT,
+    ended_at    TEXT,
+    first_seq   INTEGER NOT NULL,
+    last_seq    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS tfs (
+    task_id     TEXT NOT NULL,
+    tf_id       INTEGER NOT NULL,
+    seq         INTEGER NOT NULL,
+    received_at TEXT NOT NULL,
+    status      TEXT,
+    query_str   TEXT,
+    inputs      TEXT NOT NULL,
+    output_name TEXT NOT NULL,
+    PRIMARY KEY (task_id, tf_id)
+);
+CREATE TABLE IF NOT EXISTS datasets (
+    seq         INTEGER PRIMARY KEY,
+    task_id     TEXT NOT NULL,
+    tf_id       INTEGER,
+    ds_name     TEXT NOT NULL,
+    ds_type     TEXT,
+    received_at TEXT NOT NULL,
+    metadata    TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS datasets_task ON datasets (task_id, seq);
+CREATE TABLE IF NOT EXISTS metrics (
+    seq         INTEGER NOT NULL,
+    idx         INTEGER NOT NULL,
+    task_id     TEXT NOT NULL,
+    asset_name  TEXT NOT NULL,
+    asset_type  TEXT,
+    metric_type TEXT NOT NULL,
+    value       REAL,
+    value_json  TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (seq, idx)
+);
+CREATE INDEX IF NOT EXISTS metrics_task ON metrics (task_id, seq);
+"""
+
+
+def default_db_path() -> str:
+    """Where the collector keeps its database unless told otherwise.
+
+    ``DEFINITY_COLLECTOR_DB`` wins; else the user's data dir (XDG on Linux,
+    ``~/Library/Application Support`` on macOS, ``%LOCALAPPDATA%`` on Windows).
+    """
+    explicit = os.environ.get("DEFINITY_COLLECTOR_DB")
+    if explicit:
+        return explicit
+    home = os.path.expanduser("~")
+    if sys.platform == "darwin":
+        base = os.path.join(home, "Library", "Application Support")
+    elif os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or os.path.join(home, "AppData", "Local")
+    else:
+        base = os.environ.get("XDG_DATA_HOME") or os.path.join(home, ".local", "share")
+    return os.path.join(base, "definity-spark", "collector.db")
+
+
+def utc_now() -> str:
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def _loads(text: Optional[str]) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+class Store:
+    """The collector's database: ``add()`` accepted payloads, read them back for the API."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            directory = os.path.dirname(os.path.abspath(path))
+            os.makedirs(directory, exist_ok=True)
+        self._lock = threading.RLock()
+        # check_same_thread=False: request threads share this connection under self._lock.
+        self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0,
+                                     isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        with self._lock:
+            if path != ":memory:":
+                # WAL: readers (e.g. a second process inspecting the file) never block writes.
+                self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+            self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # -- writing -----------------------------------------------------------------------
+
+    def add(self, endpoint: str, raw: bytes, body: Mapping[str, Any], source: str = "http",
+            content_type: Optional[str] = None) -> int:
+        """Store one validated payload (raw bytes + structure) atomically; return its seq."""
+        received_at = utc_now()
+        task_id = body.get("task_id")
+        task_id = task_id if isinstance(task_id, str) else None
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = conn.execute(
+                    "INSERT INTO payloads (received_at, endpoint, task_id, source, content_type,"
+                    " raw) VALUES (?, ?, ?, ?, ?, ?)",
+                    (received_at, endpoint, task_id, source, content_type, bytes(raw)))
+                seq = int(cur.lastrowid)
+                if task_id is not None:
+                    self._index(conn, seq, received_at, endpoint, task_id, body)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return seq
+
+    def _index(self, conn: sqlite3.Connection, seq: int, received_at: str, endpoint: str,
+               task_id: str, body: Mapping[str, Any]) -> None:
+        # Every payload makes its task known, even one whose start was never received.
+        conn.execute(
+            "INSERT INTO tasks (task_id, first_seq, last_seq) VALUES (?, ?, ?) "
+            "ON CONFLICT (task_id) DO UPDATE SET last_seq = excluded.last_seq",
+            (task_id, seq, seq))
+        if endpoint == wire.TASK:
+            if body.get("status") == "start":
+                tags = body.get("tags")
+                conn.execute(
+                    "UPDATE tasks SET app_name = ?, task_name = ?, task_type = ?, env = ?,"
+                    " app_pit = ?, tags = ?, started_at = ?,"
+                    " status = CASE WHEN ended_at IS NULL THEN 'start' ELSE status END"
+                    " WHERE task_id = ?",
+                    (body.get("app_name"), body.get("task_name"), body.get("task_type"),
+                     body.get("env"), body.get("app_pit"),
+                     _dumps(tags) if isinstance(tags, dict) else None, received_at, task_id))
+            else:
+                conn.execute("UPDATE tasks SET status = 'end', ended_at = ? WHERE task_id = ?",
+                             (received_at, task_id))
+        elif endpoint == wire.TF:
+            # A resent tf (same task_id + tf_id, e.g. a retry) replaces the structured row;
+            # the raw log keeps both copies.
+            conn.execute(
+                "INSERT OR REPLACE INTO tfs (task_id, tf_id, seq, received_at, status, query_str,"
+                " inputs, output_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (task_id, int(body["tf_id"]), seq, received_at, body.get("status"),
+                 body.get("query_str"), _dumps(body.get("input_datasets") or {}),
+                 body["output"]["name"]))
+        elif endpoint == wire.DATASET:
+            tf_id = body.get("tf_id")
+            conn.execute(
+                "INSERT INTO datasets (seq, task_id, tf_id, ds_name, ds_type, received_at,"
+                " metadata) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (seq, task_id, tf_id, body["ds_name"], body.get("ds_type"), received_at,
+                 _dumps(body.get("metadata") or [])))
+        elif endpoint == wire.METRICS:
+            for idx, metric in enumerate(body.get("metrics") or []):
+                conn.execute(
+                    "INSERT INTO metrics (seq, idx, task_id, asset_name, asset_type, metric_type,"
+                    " value, value_json, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (seq, idx, task_id, metric["asset_name"], metric.get("asset_type"),
+                     metric["metric_type"], float(metric["value"]), json.dumps(metric["value"]),
+                     received_at))
+
+    def clear(self) -> None:
+        """Forget everything (tests that reuse one collector)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for table in ("payloads", "tasks", "tfs", "datasets", "metrics"):
+                self._conn.execute(f"DELETE FROM {table}")
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> List[sqlite3.Row]:
+        with self._lock:
+            return list(self._conn.execute(sql, tuple(params)))
+
+    def count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM payloads")[0][0])
+
+    def payloads(self, task_id: Optional[str] = None, endpoint: Optional[str] = None,
+                 since: int = 0) -> List[Dict[str, Any]]:
+        """Accepted payloads in arrival order: seq, received_at, endpoint, source, body, raw."""
+        sql = "SELECT * FROM payloads WHERE seq > ?"
+        params: List[Any] = [since]
+        if task_id is not None:
+            sql += " AND task_id = ?"
+            params.append(task_id)
+        if endpoint is not None:
+            sql += " AND endpoint = ?"
+            params.append(endpoint)
+        return [self._payload(row) for row in self._query(sql + " ORDER BY seq", params)]
+
+    @staticmethod
+    def _payload(row: sqlite3.Row) -> Dict[str, Any]:
+        raw = bytes(row["raw"]).decode("utf-8", errors="replace")
+        return {
+            "seq": row["seq"],
+            "received_at": row["received_at"],
+            "endpoint": row["endpoint"],
+            "task_id": row["task_id"],
+            "source": row["source"],
+            "content_type": row["content_type"],
+            "body": json.loads(raw),
+            "raw": raw,
+        }
+
+    def tasks(self) -> List[Dict[str, Any]]:
+        """Every task known, oldest first, with counts of what it reported."""
+        rows = self._query(
+            "SELECT t.*,"
+            " (SELECT COUNT(*) FROM tfs WHERE tfs.task_id = t.task_id) AS n_tfs,"
+            " (SELECT COUNT(*) FROM datasets d WHERE d.task_id = t.task_id) AS n_datasets,"
+            " (SELECT COUNT(*) FROM metrics m WHERE m.task_id = t.task_id) AS n_metrics,"
+            " (SELECT COUNT(*) FROM payloads p WHERE p.task_id = t.task_id) AS n_payloads"
+            " FROM tasks t ORDER BY t.first_seq")
+        return [self._task(row) for row in rows]
+
+    @staticmethod
+    def _task(row: sqlite3.Row) -> Dict[str, Any]:
+        return {
+            "task_id": row["task_id"],
+            "app_name": row["app_name"],
+            "task_name": row["task_name"],
+            "task_type": row["task_type"],
+            "env": row["env"],
+            "app_pit": row["app_pit"],
+            "tags": _loads(row["tags"]) or {},
+            # None: payloads arrived for a task whose start was never received.
+            "status": row["status"],
+            "started_at": row["started_at"],
+            "ended_at": row["ended_at"],
+            "counts": {
+                "tfs": row["n_tfs"],
+                "datasets": row["n_datasets"],
+                "metrics": row["n_metrics"],
+                "payloads": row["n_payloads"],
+            },
+        }
+
+    def task(self, task_id: str) -> Optional[Dict[str, Any]]:
+        """One task with its transformations, dataset schemas, metrics and raw payloads."""
+        rows = [row for row in self.tasks() if row["task_id"] == task_id]
+        if not rows:
+            return None
+        task = rows[0]
+        task["transformations"] = [
+            self._tf(row) for row in self._query(
+                "SELECT * FROM tfs WHERE task_id = ? ORDER BY tf_id", (task_id,))]
+        task["datasets"] = [
+            self._dataset(row) for row in self._query(
+                "SELECT * FROM datasets WHERE task_id = ? ORDER BY seq", (task_id,))]
+        task["metrics"] = [
+            {"asset_name": row["asset_name"], "asset_type": row["asset_type"],
+             "metric_type": row["metric_type"], "value": json.loads(row["value_json"]),
+             "received_at": row["received_at"], "seq": row["seq"]}
+            for row in self._query(
+                "SELECT * FROM metrics WHERE task_id = ? ORDER BY seq, idx", (task_id,))]
+        task["raw"] = self.payloads(task_id=task_id)
+        return task
+
+    @staticmethod
+    def _tf(row: sqlite3.Row) -> Dict[str, Any]:
+        return {
+            "tf_id": row["tf_id"],
+            "status": row["status"],
+            "query_str": row["query_str"],
+            "input_datasets": json.loads(row["inputs"]),
+            "output": {"name": row["output_name"]},
+            "received_at": row["received_at"],
+            "seq": row["seq"],
+        }
+
+    @staticmethod
+    def _dataset(row: sqlite3.Row) -> Dict[str, Any]:
+        metadata = json.loads(row["metadata"])
+        return {
+            "ds_name": row["ds_name"],
+            "ds_type": row["ds_type"],
+            "tf_id": row["tf_id"],
+            "fields": schema_fields(metadata),
+            "metadata": metadata,
+            "received_at": row["received_at"],
+            "seq": row["seq"],
+        }
+
+    def lineage(self) -> Dict[str, List[Dict[str, Any]]]:
+        """The dataset graph across all tasks, linked by dataset name.
+
+        Nodes: one per dataset name (``dataset:<name>``) and one per task
+        (``task:<task_id>``). Edges: dataset -> task for each input of each of the task's
+        tfs, task -> dataset for each tf output; one edge per pair, listing the tf ids.
+        """
+        nodes: Dict[str, Dict[str, Any]] = {}
+        edges: Dict[tuple, Dict[str, Any]] = {}
+
+        def dataset_node(name: str) -> str:
+            node_id = "dataset:" + name
+            if node_id not in nodes:
+                nodes[node_id] = {"id": node_id, "kind": "dataset", "label": name,
+                                  "name": name, "ds_type": None, "fields": []}
+            return node_id
+
+        def edge(source: str, target: str, tf_id: int,
+                 columns: Optional[List[str]] = None) -> None:
+            item = edges.setdefault((source, target), {"source": source, "target": target,
+                                                       "tf_ids": []})
+            if tf_id not in item["tf_ids"]:
+                item["tf_ids"].append(tf_id)
+            if columns is not None:
+                known = item.setdefault("columns", [])
+                known.extend(c for c in columns if c not in known)
+
+        for task in self.tasks():
+            node_id = "task:" + task["task_id"]
+            nodes[node_id] = {
+                "id": node_id, "kind": "task",
+                "label": task["task_name"] or task["task_id"],
+                "task_id": task["task_id"], "app_name": task["app_name"],
+                "task_name": task["task_name"], "env": task["env"],
+                "app_pit": task["app_pit"], "status": task["status"],
+            }
+        for row in self._query("SELECT * FROM tfs ORDER BY seq"):
+            task_node = "task:" + row["task_id"]
+            for name, spec in json.loads(row["inputs"]).items():
+                columns = spec.get("columns") if isinstance(spec, dict) else None
+                edge(dataset_node(name), task_node, row["tf_id"], columns)
+            edge(task_node, dataset_node(row["output_name"]), row["tf_id"])
+        # Schemas: the latest one received for each name (also makes schema-only datasets
+        # visible as nodes).
+        for row in self._query("SELECT * FROM datasets ORDER BY seq"):
+            node = nodes[dataset_node(row["ds_name"])]
+            node["fields"] = schema_fields(json.loads(row["metadata"]))
+            if row["ds_type"]:
+                node["ds_type"] = row["ds_type"]
+        return {"nodes": list(nodes.values()), "edges": list(edges.values())}
+
+
+__all__ = ["Store", "default_db_path", "utc_now", "SCHEMA_VERSION"]
