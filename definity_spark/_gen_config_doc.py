@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from definity_spark.settings import REGENERATE_COMMAND, render_configuration_doc
 
@@ -34,7 +34,7 @@ def write(path: Path = DEFAULT_PATH) -> None:
     path.write_text(render_configuration_doc(), encoding="utf-8")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=REGENERATE_COMMAND, description=__doc__.splitlines()[0])
     parser.add_argument("path", nargs="?", type=Path, default=DEFAULT_PATH,
                         help="output file (default: %(default)s)")
@@ -45,7 +45,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if is_current(args.path):
             return 0
         # A command-line tool (not library code), so stderr is the right place.
-        print("{} is stale; regenerate it with: {}".format(args.path, REGENERATE_COMMAND),
+        print(f"{args.path} is stale; regenerate it with: {REGENERATE_COMMAND}",
               file=sys.stderr)
         return 1
     write(args.path)

@@ -37,7 +37,8 @@ import logging
 import math
 import os
 import re
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, NamedTuple, Optional, Tuple
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any, Callable, NamedTuple
 from urllib.parse import urlsplit
 
 from definity_spark._internal import is_strict, log_internal_error
@@ -80,7 +81,7 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _LOG_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 
 
-def default_spool_dir(environ: Optional[Mapping[str, str]] = None) -> str:
+def default_spool_dir(environ: Mapping[str, str] | None = None) -> str:
     """``$XDG_CACHE_HOME/definity-spark/spool``, else ``~/.cache/definity-spark/spool``."""
     environ = os.environ if environ is None else environ
     cache = environ.get("XDG_CACHE_HOME") or ""
@@ -103,8 +104,8 @@ class SettingDef:
     # environment (spool_dir) or on Spark (pipeline_name -> spark.app.name).
     default: Any
     doc: str
-    doc_default: Optional[str] = None  # how the default reads in the docs, if not literal
-    minimum: Optional[float] = None  # numbers: smallest accepted value
+    doc_default: str | None = None  # how the default reads in the docs, if not literal
+    minimum: float | None = None  # numbers: smallest accepted value
     min_exclusive: bool = False  # numbers: the minimum itself is not accepted
     secret: bool = False  # never shown: repr, describe(), warnings
     must_exist: bool = False  # paths: the file or directory must exist
@@ -115,7 +116,7 @@ class SettingDef:
         return self.kind + _bound_text(self)
 
 
-def _from_app_name(conf: Mapping[str, Any], environ: Mapping[str, str]) -> Optional[str]:
+def _from_app_name(conf: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
     name = conf.get(SPARK_APP_NAME_KEY)
     if name is None:
         return None
@@ -132,7 +133,7 @@ _S = SettingDef
 # The first block is issue 2's list (names shared with Definity's own agents); the
 # extras follow the rule: env var = DEFINITY_ + conf key suffix, dots and camelCase
 # turned into UPPER_SNAKE (spark.definity.naming.normalizeS3 -> DEFINITY_NAMING_NORMALIZE_S3).
-DEFINITIONS: Tuple[SettingDef, ...] = (
+DEFINITIONS: tuple[SettingDef, ...] = (
     _S("enabled", "spark.definity.enabled", "DEFINITY_ENABLED", BOOL, None,
        "Activation by configuration: `true` activates the plugin without code changes; "
        "`false` turns it off, even an explicit `activate()`. Unset: only an explicit "
@@ -217,12 +218,12 @@ DEFINITIONS: Tuple[SettingDef, ...] = (
 )
 del _S
 
-BY_NAME: Dict[str, SettingDef] = {d.name: d for d in DEFINITIONS}
-BY_CONF_KEY: Dict[str, SettingDef] = {d.conf_key: d for d in DEFINITIONS}
-BY_ENV_VAR: Dict[str, SettingDef] = {d.env_var: d for d in DEFINITIONS}
+BY_NAME: dict[str, SettingDef] = {d.name: d for d in DEFINITIONS}
+BY_CONF_KEY: dict[str, SettingDef] = {d.conf_key: d for d in DEFINITIONS}
+BY_ENV_VAR: dict[str, SettingDef] = {d.env_var: d for d in DEFINITIONS}
 
 # Short activate() keywords -> attribute names.
-KEYWORD_ALIASES: Dict[str, str] = {
+KEYWORD_ALIASES: dict[str, str] = {
     "pit": "pipeline_pit",
     "server": "server_url",
     "env": "env_name",
@@ -264,43 +265,43 @@ class Settings:
     does, so use ``masked()`` for anything that leaves the process.
     """
 
-    enabled: Optional[bool] = None
-    server_url: Optional[str] = None
-    token: Optional[str] = None
-    env_name: Optional[str] = None
-    pipeline_name: Optional[str] = None
-    task_name: Optional[str] = None
-    pipeline_pit: Optional[str] = None
-    task_id: Optional[str] = None
+    enabled: bool | None = None
+    server_url: str | None = None
+    token: str | None = None
+    env_name: str | None = None
+    pipeline_name: str | None = None
+    task_name: str | None = None
+    pipeline_pit: str | None = None
+    task_id: str | None = None
     tags: Mapping[str, str] = dataclasses.field(default_factory=FrozenTags)
     server_timeout: float = 5.0
     server_attempts: int = 3
     server_attempt_sleep: float = 1.0
     spool_dir: str = dataclasses.field(default_factory=default_spool_dir)
     log_level: str = "WARNING"
-    events_file: Optional[str] = None
+    events_file: str | None = None
     flush_timeout: float = 5.0
     queue_size: int = 10000
     normalize_s3: bool = True
     trim_partition_dirs: bool = True
     extraction_budget_ms: int = 2000
     max_plan_nodes: int = 20000
-    ca_bundle: Optional[str] = None
+    ca_bundle: str | None = None
     verify_tls: bool = True
     replay_spool: bool = False
-    redaction_regex: Optional[str] = None
+    redaction_regex: str | None = None
     # Not settings: where each value came from, and Spark's own redaction regex (from
     # the same Spark conf) for effective_redaction_regex.
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
-    spark_redaction_regex: Optional[str] = None
+    spark_redaction_regex: str | None = None
 
     def source(self, name: str) -> str:
         """Where setting ``name`` came from: override, conf, env or default."""
         return self.sources.get(name, SOURCE_DEFAULT)
 
-    def masked(self) -> Dict[str, Any]:
+    def masked(self) -> dict[str, Any]:
         """All settings by attribute name, the token replaced by ``'***'`` when set."""
-        out: Dict[str, Any] = {}
+        out: dict[str, Any] = {}
         for d in DEFINITIONS:
             value = getattr(self, d.name)
             if d.secret and value is not None:
@@ -310,7 +311,7 @@ class Settings:
             out[d.name] = value
         return out
 
-    def describe(self) -> List[SettingRow]:
+    def describe(self) -> list[SettingRow]:
         """``(conf key, display value, source)`` per setting, token masked (for doctor)."""
         return [
             SettingRow(d.conf_key, _display(d, getattr(self, d.name)), self.source(d.name))
@@ -328,9 +329,9 @@ class Settings:
 
     def __repr__(self) -> str:
         fields = ", ".join(
-            "{}={!r}".format(name, value) for name, value in self.masked().items()
+            f"{name}={value!r}" for name, value in self.masked().items()
         )
-        return "Settings({})".format(fields)
+        return f"Settings({fields})"
 
     __str__ = __repr__
 
@@ -441,13 +442,13 @@ def _parse_url(d: SettingDef, raw: Any) -> str:
     return value.rstrip("/")
 
 
-def parse_tags(text: str) -> Dict[str, str]:
+def parse_tags(text: str) -> dict[str, str]:
     """Parse ``"k:v, k:v"`` (whitespace tolerant; the value may contain ``:``).
 
     Raises ``ValueError`` for an item without ``:`` or with an empty key or value. Empty
     items (``"a:b,"``) are ignored; a repeated key keeps its last value.
     """
-    tags: Dict[str, str] = {}
+    tags: dict[str, str] = {}
     for item in text.split(","):
         item = item.strip()
         if not item:
@@ -455,7 +456,7 @@ def parse_tags(text: str) -> Dict[str, str]:
         key, sep, value = item.partition(":")
         key, value = key.strip(), value.strip()
         if not sep or not key or not value:
-            raise ValueError("bad tag {!r}".format(item))
+            raise ValueError(f"bad tag {item!r}")
         tags[key] = value
     return tags
 
@@ -520,7 +521,7 @@ def _parse_regex(d: SettingDef, raw: Any) -> str:
     return value
 
 
-_PARSERS: Dict[str, Callable[[SettingDef, Any], Any]] = {
+_PARSERS: dict[str, Callable[[SettingDef, Any], Any]] = {
     BOOL: _parse_bool,
     INT: _parse_int,
     FLOAT: _parse_float,
@@ -554,7 +555,7 @@ def _display(d: SettingDef, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Mapping):
-        return ",".join("{}:{}".format(k, v) for k, v in value.items()) or "none"
+        return ",".join(f"{k}:{v}" for k, v in value.items()) or "none"
     return str(value)
 
 
@@ -609,7 +610,7 @@ def _default_of(d: SettingDef, conf: Mapping[str, Any], environ: Mapping[str, st
 
 def _suggest(word: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(candidates), n=1)
-    return " (did you mean {}?)".format(close[0]) if close else ""
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _as_mapping(spark_conf: Any) -> Mapping[str, Any]:
@@ -621,9 +622,9 @@ def _as_mapping(spark_conf: Any) -> Mapping[str, Any]:
     return dict(spark_conf)
 
 
-def _keyword_overrides(overrides: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
+def _keyword_overrides(overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     """activate() keywords -> {attribute name: raw value}; unknown keywords warned and dropped."""
-    given: Dict[str, Any] = {}
+    given: dict[str, Any] = {}
     if not overrides:
         return given
     for keyword, raw in overrides.items():
@@ -680,7 +681,7 @@ def _warn_transport_risks(values: Mapping[str, Any]) -> None:
         )
 
 
-def _spark_redaction_regex(conf: Mapping[str, Any]) -> Optional[str]:
+def _spark_redaction_regex(conf: Mapping[str, Any]) -> str | None:
     raw = conf.get(SPARK_REDACTION_REGEX_KEY)
     if _is_unset(raw):
         return None
@@ -698,15 +699,15 @@ def _spark_redaction_regex(conf: Mapping[str, Any]) -> Optional[str]:
     return str(raw)
 
 
-def _resolve(overrides: Optional[Mapping[str, Any]], spark_conf: Any,
-             environ: Optional[Mapping[str, str]]) -> Settings:
+def _resolve(overrides: Mapping[str, Any] | None, spark_conf: Any,
+             environ: Mapping[str, str] | None) -> Settings:
     environ = os.environ if environ is None else environ
     conf = _as_mapping(spark_conf)
     given = _keyword_overrides(overrides)
     _warn_unknown_conf_keys(conf)
 
-    values: Dict[str, Any] = {}
-    sources: Dict[str, str] = {}
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     for d in DEFINITIONS:
         candidates = (
             (SOURCE_OVERRIDE, d.name, given.get(d.name, _MISSING)),  # 1) activate() keywords
@@ -733,7 +734,7 @@ def _resolve(overrides: Optional[Mapping[str, Any]], spark_conf: Any,
                     **values)
 
 
-def defaults(environ: Optional[Mapping[str, str]] = None) -> Settings:
+def defaults(environ: Mapping[str, str] | None = None) -> Settings:
     """Every setting at its default (never raises)."""
     try:
         environ = os.environ if environ is None else environ
@@ -742,9 +743,9 @@ def defaults(environ: Optional[Mapping[str, str]] = None) -> Settings:
         return Settings()
 
 
-def resolve(overrides: Optional[Mapping[str, Any]] = None,
-            spark_conf: Optional[Mapping[str, str]] = None,
-            environ: Optional[Mapping[str, str]] = None) -> Settings:
+def resolve(overrides: Mapping[str, Any] | None = None,
+            spark_conf: Mapping[str, str] | None = None,
+            environ: Mapping[str, str] | None = None) -> Settings:
     """Build the effective ``Settings`` from the four sources (see the module docstring).
 
     ``overrides``: ``activate()`` keywords (attribute names or ``KEYWORD_ALIASES``;
@@ -779,7 +780,7 @@ def _doc_default(d: SettingDef) -> str:
         return d.doc_default
     if d.default is None:
         return "not set"
-    return "`{}`".format(_display(d, d.default))
+    return f"`{_display(d, d.default)}`"
 
 
 def _doc_rows() -> Iterator[str]:
@@ -788,11 +789,11 @@ def _doc_rows() -> Iterator[str]:
     yield "|---|---|---|---|---|---|"
     aliases = {name: alias for alias, name in KEYWORD_ALIASES.items()}
     for d in DEFINITIONS:
-        keyword = "`{}`".format(d.name)
+        keyword = f"`{d.name}`"
         if d.name in aliases:
-            keyword += " (or `{}`)".format(aliases[d.name])
+            keyword += f" (or `{aliases[d.name]}`)"
         yield "| {} |".format(" | ".join(_cell(c) for c in (
-            "`{}`".format(d.conf_key), "`{}`".format(d.env_var), keyword, d.type_text,
+            f"`{d.conf_key}`", f"`{d.env_var}`", keyword, d.type_text,
             _doc_default(d), d.doc,
         )))
 
@@ -801,7 +802,7 @@ def render_configuration_doc() -> str:
     """The full text of docs/configuration.md."""
     lines = [
         "<!-- Generated from definity_spark/settings.py (DEFINITIONS); do not edit by hand.",
-        "     Regenerate with: {} -->".format(REGENERATE_COMMAND),
+        f"     Regenerate with: {REGENERATE_COMMAND} -->",
         "",
         "# Configuration",
         "",
