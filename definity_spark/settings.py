@@ -52,7 +52,6 @@ ENV_PREFIX = "DEFINITY_"
 # ``spark.redaction.regex``); used when ``redaction_regex`` is not set.
 SPARK_REDACTION_REGEX_KEY = "spark.redaction.regex"
 SPARK_DEFAULT_REDACTION_REGEX = r"(?i)secret|password|token|access[.]?key"
-SPARK_APP_NAME_KEY = "spark.app.name"
 
 # Where a value came from (``Settings.source(name)``, ``Settings.describe()``).
 SOURCE_OVERRIDE = "override"
@@ -100,8 +99,8 @@ class SettingDef:
     conf_key: str  # spark.definity.*
     env_var: str  # DEFINITY_*
     kind: str  # BOOL, INT, ... (see above)
-    # A literal, or a callable (conf, environ) -> value for defaults that depend on the
-    # environment (spool_dir) or on Spark (pipeline_name -> spark.app.name).
+    # A literal, or a callable (conf, environ) -> value for a default that depends on
+    # the environment (spool_dir).
     default: Any
     doc: str
     doc_default: str | None = None  # how the default reads in the docs, if not literal
@@ -114,13 +113,6 @@ class SettingDef:
     def type_text(self) -> str:
         """The type as the docs and warnings state it (e.g. ``float > 0``)."""
         return self.kind + _bound_text(self)
-
-
-def _from_app_name(conf: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
-    name = conf.get(SPARK_APP_NAME_KEY)
-    if name is None:
-        return None
-    return str(name).strip() or None
 
 
 def _spool_dir_default(conf: Mapping[str, Any], environ: Mapping[str, str]) -> str:
@@ -146,12 +138,14 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        secret=True),
     _S("env_name", "spark.definity.env.name", "DEFINITY_ENV", STR, None,
        "Environment of the task (`env`), e.g. `dev`, `production`."),
-    _S("pipeline_name", "spark.definity.pipeline.name", "DEFINITY_PIPELINE_NAME", STR,
-       _from_app_name, "Pipeline name (the task's `app_name`).",
-       doc_default="`spark.app.name`"),
-    _S("task_name", "spark.definity.task.name", "DEFINITY_TASK_NAME", STR,
-       _from_app_name, "Task name (the task's `task_name`).",
-       doc_default="`spark.app.name`"),
+    # Unset stays None here: activate() derives the names (platform job name, else
+    # spark.app.name), and an explicit value must be told apart from a derived one.
+    _S("pipeline_name", "spark.definity.pipeline.name", "DEFINITY_PIPELINE_NAME", STR, None,
+       "Pipeline name (the task's `app_name`).",
+       doc_default="derived at activation (`spark.app.name`)"),
+    _S("task_name", "spark.definity.task.name", "DEFINITY_TASK_NAME", STR, None,
+       "Task name (the task's `task_name`).",
+       doc_default="derived at activation (`spark.app.name`)"),
     _S("pipeline_pit", "spark.definity.pipeline.pit", "DEFINITY_PIPELINE_PIT", STR, None,
        "Logical point in time of the data (the task's `app_pit`), e.g. `2025-09-01`."),
     _S("task_id", "spark.definity.task.id", "DEFINITY_TASK_ID", STR, None,

@@ -192,19 +192,20 @@ def test_blank_or_none_falls_through_to_the_next_source(caplog):
     assert warnings_of(caplog) == []
 
 
-def test_names_default_to_spark_app_name():
+def test_names_stay_unset_for_activate_to_derive():
+    # activate() derives unset names (platform job name, else spark.app.name), so resolve
+    # must not fill them from spark.app.name itself.
     s = resolve(spark_conf={"spark.app.name": "daily_sales"}, environ={})
-    assert s.pipeline_name == "daily_sales" and s.task_name == "daily_sales"
-    assert s.source("pipeline_name") == "default"
+    assert s.pipeline_name is None and s.task_name is None
     s = resolve(spark_conf={"spark.app.name": "daily_sales",
                             "spark.definity.task.name": "load"}, environ={})
-    assert s.pipeline_name == "daily_sales" and s.task_name == "load"
+    assert s.pipeline_name is None and s.task_name == "load"
 
 
 def test_spark_conf_as_pairs_like_sparkconf_getall():
     s = resolve(spark_conf=[("spark.definity.queue.size", "5"), ("spark.app.name", "a")],
                 environ={})
-    assert s.queue_size == 5 and s.pipeline_name == "a"
+    assert s.queue_size == 5 and s.source("queue_size") == "conf"
 
 
 def test_values_are_normalised():
