@@ -294,12 +294,14 @@ class Settings:
         return self.sources.get(name, SOURCE_DEFAULT)
 
     def masked(self) -> dict[str, Any]:
-        """All settings by attribute name, the token replaced by ``'***'`` when set."""
+        """All settings by attribute name; the token (and URL credentials) as ``'***'``."""
         out: dict[str, Any] = {}
         for d in DEFINITIONS:
             value = getattr(self, d.name)
             if d.secret and value is not None:
                 value = MASK
+            elif d.kind == URL and value is not None:
+                value = _mask_userinfo(value)
             elif isinstance(value, Mapping):
                 value = dict(value)
             out[d.name] = value
@@ -550,10 +552,17 @@ def _display(d: SettingDef, value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, Mapping):
         return ",".join(f"{k}:{v}" for k, v in value.items()) or "none"
+    if d.kind == URL:
+        return _mask_userinfo(str(value))
     return str(value)
 
 
 _USERINFO = re.compile(r"(//)[^/@\s]*@")
+
+
+def _mask_userinfo(url: str) -> str:
+    """``https://user:pw@host`` -> ``https://***@host`` (credentials in a URL stay hidden)."""
+    return _USERINFO.sub(r"\1***@", url)
 
 
 def _display_bad(d: SettingDef, raw: Any) -> str:
@@ -561,7 +570,7 @@ def _display_bad(d: SettingDef, raw: Any) -> str:
     if d.secret:
         return "(value hidden)"
     text = raw if isinstance(raw, str) else repr(raw)
-    text = _USERINFO.sub(r"\1***@", text)
+    text = _mask_userinfo(text)
     if len(text) > 200:
         text = text[:200] + "..."
     return repr(text) if isinstance(raw, str) else text

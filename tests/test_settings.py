@@ -429,6 +429,13 @@ def test_token_masked_in_repr_str_masked_and_describe():
     assert s.masked()["token"] == "***"
 
 
+def test_credentials_in_server_url_are_masked_for_display():
+    s = resolve({"server": "https://bob:pa55word@definity.example.com"}, environ={})
+    assert s.server_url == "https://bob:pa55word@definity.example.com"
+    for text in (repr(s), json.dumps(s.masked()), repr(s.describe())):
+        assert "pa55word" not in text and "https://***@definity.example.com" in text
+
+
 def test_unset_token_is_not_shown_as_masked():
     s = resolve(environ={})
     assert "token=None" in repr(s)
