@@ -10,6 +10,7 @@ Printing is fine here (this is a CLI): the base URL goes to stdout on its own fi
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -54,6 +55,7 @@ def _err(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit codes: 0 ok; 1 some loaded lines were rejected; 2 cannot start/read."""
+    _configure_logging()
     token = args.token or os.environ.get(TOKEN_ENV) or None
     db_path = args.db or default_db_path()
     collector = Collector(db_path=db_path, host=args.host, port=args.port, token=token)
@@ -90,6 +92,14 @@ def run(args: argparse.Namespace) -> int:
         return status
     finally:
         collector.stop()
+
+
+def _configure_logging() -> None:
+    # The collector's own log (accepted/rejected payloads) goes to stderr when run as a
+    # command; a host program that already configured logging keeps its setup.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                            format="%(asctime)s %(levelname)s %(message)s")
 
 
 def _stop_on_sigterm() -> None:

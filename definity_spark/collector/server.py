@@ -224,6 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
         seq = collector.store.add(endpoint, raw, body, source="http",
                                   content_type=self.headers.get("Content-Type"))
         collector._notify()
+        logger.info("collector: accepted %s (task %s, seq %d)", endpoint, body.get("task_id"), seq)
         self._json(200, {"ok": True, "seq": seq})
 
     def _get(self) -> None:
@@ -240,7 +241,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, {"endpoints": ["/api/tasks", "/api/tasks/{task_id}",
                                            "/api/lineage", "/api/payloads", "/health"]})
         elif path == "/api/tasks":
-            self._json(200, {"tasks": store.tasks()})
+            self._json(200, store.tasks())
         elif path.startswith("/api/tasks/"):
             task_id = unquote(path[len("/api/tasks/"):])
             task = store.task(task_id)
@@ -259,8 +260,8 @@ class _Handler(BaseHTTPRequestHandler):
             endpoint = query.get("endpoint")
             if endpoint is not None and not endpoint.startswith("/"):
                 endpoint = "/log/" + endpoint
-            self._json(200, {"payloads": store.payloads(task_id=query.get("task_id"),
-                                                        endpoint=endpoint, since=since)})
+            self._json(200, store.payloads(task_id=query.get("task_id"), endpoint=endpoint,
+                                           since=since))
         else:
             self._error(404, f"not found: {path}")
 

@@ -1,0 +1,257 @@
+"""The collector's storage and read API: persistence, tasks, lineage across tasks, raw log,
+and the test hooks other rooms rely on (fault injection, stop cutting connections)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import pytest
+import requests
+from collector_util import CollectorClient, collector, running_collector  # noqa: F401
+
+from definity_spark import wire
+from definity_spark.collector import Collector, Store
+
+
+def send(url: str, payload: Any) -> requests.Response:
+    response = requests.post(url + payload.endpoint, json=payload.to_json(), timeout=10)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def report_task(url: str, task_id: str, name: str, writes: List[Any], end: bool = True) -> None:
+    """One task: start, one tf + schema per (inputs, output), a row count metric, end."""
+    send(url, wire.TaskStart(task_id, "nightly", name, env="dev", app_pit="2025-09-01"))
+    for tf_id, (inputs, output) in enumerate(writes, start=1):
+        send(url, wire.Transformation(task_id, tf_id, output, inputs, query_str=f"write {output}"))
+        send(url, wire.DatasetSchema(task_id, output, [("id", "INTEGER"), ("v", "STRING")],
+                                     tf_id=tf_id, ds_type="table"))
+    send(url, wire.Metrics(task_id, [wire.Metric(writes[-1][1], "cnt", 42)]))
+    if end:
+        send(url, wire.TaskEnd(task_id))
+
+
+def three_tasks(url: str) -> None:
+    # A: raw.events -> shared_db.table_a; B: shared_db.table_a -> shared_db.table_b (+ a
+    # second tf reading b and raw.users); C: never ends, reads table_b.
+    report_task(url, "task-A", "ingest", [({"raw.events": ["id", "v"]}, "shared_db.table_a")])
+    report_task(url, "task-B", "transform", [
+        ({"shared_db.table_a": ["id", "v"]}, "shared_db.table_b"),
+        ({"shared_db.table_b": None, "raw.users": ["id"]}, "shared_db.table_c")])
+    report_task(url, "task-C", "report", [({"shared_db.table_b": ["v"]}, "out.report")],
+                end=False)
+
+
+def test_lineage_links_one_tasks_output_to_anothers_input(collector: Collector) -> None:
+    three_tasks(collector.url)
+    graph = CollectorClient(collector.url).lineage()
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    edges = {(e["source"], e["target"]) for e in graph["edges"]}
+    assert {n["label"] for n in nodes.values() if n["kind"] == "task"} == {
+        "ingest", "transform", "report"}
+    assert {n["label"] for n in nodes.values() if n["kind"] == "dataset"} == {
+        "raw.events", "shared_db.table_a", "shared_db.table_b", "shared_db.table_c",
+        "raw.users", "out.report"}
+    # one node per dataset name even though three tasks mention table_a/table_b
+    assert edges == {
+        ("dataset:raw.events", "task:task-A"), ("task:task-A", "dataset:shared_db.table_a"),
+        ("dataset:shared_db.table_a", "task:task-B"), ("task:task-B", "dataset:shared_db.table_b"),
+        ("dataset:shared_db.table_b", "task:task-B"), ("dataset:raw.users", "task:task-B"),
+        ("task:task-B", "dataset:shared_db.table_c"),
+        ("dataset:shared_db.table_b", "task:task-C"), ("task:task-C", "dataset:out.report"),
+    }
+    by_pair = {(e["source"], e["target"]): e for e in graph["edges"]}
+    assert by_pair[("dataset:shared_db.table_a", "task:task-B")]["columns"] == ["id", "v"]
+    assert by_pair[("task:task-B", "dataset:shared_db.table_c")]["tf_ids"] == [2]
+    assert nodes["dataset:shared_db.table_a"]["fields"] == [
+        {"name": "id", "type": "INTEGER", "position": 0},
+        {"name": "v", "type": "STRING", "position": 1}]
+    assert nodes["task:task-C"]["status"] == "start"
+    assert nodes["task:task-A"]["app_name"] == "nightly"
+
+
+def test_tasks_list_and_task_detail(collector: Collector) -> None:
+    three_tasks(collector.url)
+    client = CollectorClient(collector.url)
+    tasks = client.tasks()
+    assert [t["task_id"] for t in tasks] == ["task-A", "task-B", "task-C"]
+    b = tasks[1]
+    assert (b["app_name"], b["task_name"], b["env"], b["app_pit"]) == (
+        "nightly", "transform", "dev", "2025-09-01")
+    assert b["status"] == "end" and b["started_at"] <= b["ended_at"]
+    assert tasks[2]["status"] == "start" and tasks[2]["ended_at"] is None
+    assert b["counts"] == {"tfs": 2, "datasets": 2, "metrics": 1, "payloads": 7}
+
+    detail = client.task("task-B")
+    assert [tf["tf_id"] for tf in detail["transformations"]] == [1, 2]
+    assert detail["transformations"][1]["input_datasets"] == {
+        "shared_db.table_b": {}, "raw.users": {"columns": ["id"]}}
+    assert detail["transformations"][1]["output"] == {"name": "shared_db.table_c"}
+    assert [d["ds_name"] for d in detail["datasets"]] == ["shared_db.table_b", "shared_db.table_c"]
+    assert detail["datasets"][0]["fields"][1] == {"name": "v", "type": "STRING", "position": 1}
+    assert detail["metrics"][0]["value"] == 42 and detail["metrics"][0]["metric_type"] == "cnt"
+    assert [p["endpoint"] for p in detail["raw"]] == [
+        "/log/task", "/log/tf", "/log/dataset", "/log/tf", "/log/dataset", "/log/metrics",
+        "/log/task"]
+    assert {p["task_id"] for p in detail["raw"]} == {"task-B"}
+
+    missing = requests.get(collector.url + "/api/tasks/nope", timeout=10)
+    assert missing.status_code == 404 and "nope" in missing.json()["error"]
+
+
+def test_task_ids_with_odd_characters_are_addressable(collector: Collector) -> None:
+    task_id = "app-20250901/run 1?#%"
+    send(collector.url, wire.TaskStart(task_id, "p", "t"))
+    assert CollectorClient(collector.url).task(task_id)["task_id"] == task_id
+
+
+def test_payloads_are_the_exact_bytes_in_arrival_order(collector: Collector) -> None:
+    raw_bodies = [
+        b'{"task_id":"x","status":"start","app_name":"a","task_name":"t","task_type":"spark"}',
+        b'{ "task_id" : "x", "tf_id": 1, "status": "end", "input_datasets": {},\n'
+        b'  "output": {"name": "d\\u00e9j\\u00e0"}, "extra": null }',
+        '{"task_id": "x", "status": "end", "note": "caf\u00e9"}'.encode("utf-8"),
+    ]
+    endpoints = ["/log/task", "/log/tf", "/log/task"]
+    for endpoint, raw in zip(endpoints, raw_bodies):
+        response = requests.post(collector.url + endpoint, data=raw, timeout=10,
+                                 headers={"Content-Type": "application/json"})
+        assert response.status_code == 200, response.text
+    payloads = CollectorClient(collector.url).payloads()
+    assert [p["endpoint"] for p in payloads] == endpoints
+    assert [p["raw"].encode("utf-8") for p in payloads] == raw_bodies
+    assert [p["body"] for p in payloads] == [json.loads(r) for r in raw_bodies]
+    assert [p["seq"] for p in payloads] == sorted(p["seq"] for p in payloads)
+    assert payloads[0]["content_type"] == "application/json"
+    # filters
+    client = CollectorClient(collector.url)
+    assert [p["endpoint"] for p in client.payloads(endpoint="/log/tf")] == ["/log/tf"]
+    assert [p["endpoint"] for p in client.payloads(endpoint="task")] == ["/log/task"] * 2
+    assert client.payloads(task_id="other") == []
+    since = requests.get(collector.url + "/api/payloads", params={"since": payloads[0]["seq"]},
+                         timeout=10).json()
+    assert len(since) == 2
+
+
+def test_everything_survives_a_restart_on_the_same_db(tmp_path: Path) -> None:
+    db = str(tmp_path / "persist.db")
+    with running_collector(db) as first:
+        three_tasks(first.url)
+        before = CollectorClient(first.url)
+        expected = (before.payloads(), before.tasks(), before.lineage(), before.task("task-B"))
+    with running_collector(db) as second:
+        after = CollectorClient(second.url)
+        assert (after.payloads(), after.tasks(), after.lineage(), after.task("task-B")) == expected
+        # and it keeps appending after the old records
+        send(second.url, wire.TaskEnd("task-C"))
+        payloads = after.payloads()
+        assert payloads[-1]["seq"] > expected[0][-1]["seq"]
+        assert after.task("task-C")["status"] == "end"
+
+
+def test_concurrent_posts_are_all_stored_once(collector: Collector) -> None:
+    errors: List[str] = []
+
+    def worker(n: int) -> None:
+        session = requests.Session()  # keep-alive, like the plugin's delivery
+        for i in range(25):
+            body = wire.Transformation(f"task-{n}", i + 1, f"db.t{n}", {}).to_json()
+            response = session.post(collector.url + "/log/tf", json=body, timeout=10)
+            if response.status_code != 200:
+                errors.append(response.text)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    payloads = collector.store.payloads()
+    assert len(payloads) == 150
+    assert len({p["seq"] for p in payloads}) == 150
+    for n in range(6):  # per sender, arrival order is send order
+        mine = [p["body"]["tf_id"] for p in payloads if p["task_id"] == f"task-{n}"]
+        assert mine == list(range(1, 26))
+
+
+def test_fail_next_injects_errors_then_recovers(collector: Collector) -> None:
+    collector.fail_next(2, status=503, retry_after=1.5)
+    body = wire.TaskEnd("t").to_json()
+    first = requests.post(collector.url + "/log/task", json=body, timeout=10)
+    second = requests.post(collector.url + "/log/task", json=body, timeout=10)
+    third = requests.post(collector.url + "/log/task", json=body, timeout=10)
+    assert (first.status_code, second.status_code, third.status_code) == (503, 503, 200)
+    assert first.headers["Retry-After"] == "1.5"
+    assert collector.store.count() == 1
+    statuses = [(r["path"], r["status"]) for r in collector.requests()]
+    assert statuses == [("/log/task", 503), ("/log/task", 503), ("/log/task", 200)]
+    # endpoint-specific faults leave other endpoints alone
+    collector.fail_next(1, status=429, endpoint="/log/tf")
+    assert requests.post(collector.url + "/log/task", json=body, timeout=10).status_code == 200
+    tf = wire.Transformation("t", 1, "d", {}).to_json()
+    assert requests.post(collector.url + "/log/tf", json=tf, timeout=10).status_code == 429
+    assert requests.post(collector.url + "/log/tf", json=tf, timeout=10).status_code == 200
+
+
+def test_set_delay_makes_client_timeouts_happen(collector: Collector) -> None:
+    collector.set_delay(1.0)
+    with pytest.raises(requests.Timeout):
+        requests.post(collector.url + "/log/task", json=wire.TaskEnd("t").to_json(), timeout=0.3)
+    collector.set_delay(0)
+
+
+def test_wait_for_payloads(collector: Collector) -> None:
+    def later() -> None:
+        time.sleep(0.3)
+        send(collector.url, wire.TaskEnd("late"))
+
+    thread = threading.Thread(target=later)
+    thread.start()
+    assert collector.wait_for_payloads(1, timeout=10, task_id="late")
+    thread.join()
+    assert not collector.wait_for_payloads(2, timeout=0.2)
+
+
+def test_stop_cuts_keep_alive_connections(tmp_path: Path) -> None:
+    collector = Collector(db_path=str(tmp_path / "c.db"), port=0)
+    url = collector.start()
+    session = requests.Session()
+    assert session.post(url + "/log/task", json=wire.TaskEnd("t").to_json(),
+                        timeout=5).status_code == 200
+    collector.stop()
+    with pytest.raises(requests.ConnectionError):
+        session.post(url + "/log/task", json=wire.TaskEnd("t").to_json(), timeout=5)
+    # the accepted payload is on disk
+    store = Store(str(tmp_path / "c.db"))
+    try:
+        assert [p["body"] for p in store.payloads()] == [{"task_id": "t", "status": "end"}]
+    finally:
+        store.close()
+
+
+def test_health_and_empty_state(collector: Collector) -> None:
+    health = requests.get(collector.url + "/health", timeout=10).json()
+    assert health == {"status": "ok", "payloads": 0, "token_required": False}
+    assert requests.get(collector.url + "/api/lineage", timeout=10).json() == {
+        "nodes": [], "edges": []}
+    page = requests.get(collector.url + "/", timeout=10)
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "/api/lineage" in page.text and "<script>" in page.text
+    # self-contained: no external scripts, styles or fonts (the machine may be offline)
+    assert "<script src" not in page.text and "<link" not in page.text
+    assert "https://" not in page.text
+
+
+def test_read_api_is_open_when_a_token_is_set(tmp_path: Path) -> None:
+    with running_collector(str(tmp_path / "c.db"), token="s3cr3t-xyz") as started:
+        response = requests.post(started.url + "/log/task", json=wire.TaskEnd("t").to_json(),
+                                 headers={"Authorization": "Bearer s3cr3t-xyz"}, timeout=10)
+        assert response.status_code == 200
+        health: Dict[str, Any] = requests.get(started.url + "/health", timeout=10).json()
+        assert health["token_required"] is True
+        assert len(CollectorClient(started.url).payloads()) == 1
+        assert "s3cr3t-xyz" not in repr(started)
