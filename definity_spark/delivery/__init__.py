@@ -1,0 +1,350 @@
+"""The delivery room: payloads in, reports out, on a background thread, never lost quietly.
+
+``make_delivery(settings)`` builds a ``Delivery``: a bounded ``BackgroundWorker`` feeding one
+transport (HTTP to ``settings.server_url``, else the local JSONL events file) and, for
+HTTP, a durable ``Spool`` for what cannot be delivered.
+
+Policies (docs/reliability.md has the long form):
+
+* ``submit`` never blocks and never touches the network: it numbers the payload and puts
+  it on the queue. One worker thread sends in submission order.
+* Queue full (``queue_size``): the payload is written to the task's spool file on the
+  caller's thread (one small append + fsync, no network) and the task switches to the
+  spool to keep its order; counted as ``queue_full``. Without a spool (file transport) the
+  newest payload is dropped and counted as lost.
+* A payload not delivered after ``server_attempts`` tries (connection error, timeout,
+  reset, 5xx, 429) is spooled, and so is everything the task submits after it (order); a
+  401/403 is logged once and switches the whole delivery to the spool (no retry storm);
+  any other 4xx is a permanent refusal: logged once per status, counted, dropped.
+* ``flush(timeout)`` waits for the queue against a deadline. ``close(timeout)`` flushes,
+  then cuts retries and backoff short; what is still queued at the deadline, and a payload
+  stuck in a request, go to the spool on the closing thread (disk only). It returns within
+  ``timeout`` plus the time of that disk write.
+
+``stats()`` counters (all always present):
+  ``submitted``  accepted by ``submit``
+  ``sent``       delivered (2xx, or written to the events file)
+  ``spooled``    written to the spool, for ``definity-spark replay``
+  ``queue_full`` found the queue full (then spooled, or lost without a spool)
+  ``network``    failed after all attempts (connection, timeout, reset, 5xx, 429)
+  ``rejected``   refused by the server (4xx; 401/403 are spooled, others lost)
+  ``spool_failed`` / ``io_error`` / ``invalid`` / ``closed``  lost: spool write failed,
+                 events file write failed, payload could not be serialised, submitted
+                 after close
+  ``unsent_at_close``  left in memory at close without a spool (lost)
+  ``lost``       total gone for good (the task metric for dropped reports)
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import weakref
+from typing import Any, Dict, List, Optional, Set, Tuple
+
+from definity_spark._internal import contained
+from definity_spark.delivery.file import FileTransport
+from definity_spark.delivery.http import HttpTransport
+from definity_spark.delivery.spool import (
+    ReplayReport,
+    Spool,
+    replay,
+    replay_with,
+    start_background_replay,
+)
+from definity_spark.delivery.transport import (
+    ABORTED,
+    AUTH,
+    IO_ERROR,
+    NETWORK,
+    REJECTED,
+    SENT,
+    SendResult,
+    Transport,
+)
+from definity_spark.delivery.worker import BackgroundWorker
+
+log = logging.getLogger("definity_spark.delivery")
+
+STAT_KEYS = ("submitted", "sent", "spooled", "queue_full", "network", "rejected",
+             "spool_failed", "io_error", "invalid", "closed", "unsent_at_close", "lost")
+
+# (seq, payload): seq is the submission number, kept in the spool so replay keeps order
+_Item = Tuple[int, Any]
+
+
+class Delivery:
+    """Queue + worker thread + transport (+ spool). See the module docstring."""
+
+    def __init__(self, transport: Transport, spool: Optional[Spool] = None,
+                 queue_size: int = 10000, abort: Optional[threading.Event] = None) -> None:
+        self.transport = transport
+        self.spool = spool
+        # Set by close(): cuts backoff sleeps (shared with the HTTP transport) and sends
+        # whatever the worker still picks up straight to the spool.
+        self.abort = abort if abort is not None else threading.Event()
+        self._worker: BackgroundWorker[_Item] = BackgroundWorker(self._process, queue_size)
+        self._seq = itertools.count(1)
+        self._stats: Dict[str, int] = {k: 0 for k in STAT_KEYS}
+        self._stats_lock = threading.Lock()
+        # Held by the worker from the moment a payload is in flight until its outcome is
+        # recorded, and by close() when it takes over a payload stuck in flight.
+        self._flight_lock = threading.Lock()
+        self._inflight: Optional[_Item] = None
+        self._spooling_tasks: Set[str] = set()  # tasks whose payloads now go to the spool
+        self._token_rejected = False
+        self._closed = False
+        self._close_lock = threading.Lock()
+        _deliveries.add(self)
+
+    def _after_fork(self) -> None:
+        # Locks held by the parent's worker thread at fork time would never be released in
+        # the child; the queue was reset by the worker itself (the parent sends its items).
+        self._stats_lock = threading.Lock()
+        self._flight_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self._inflight = None
+
+    # ------------------------------------------------------------------ public API
+    def submit(self, payload: Any) -> bool:
+        """Queue a payload (anything with ``.endpoint`` and ``.to_json()``). Never blocks
+        on the network; True if it was queued (or, queue full, spooled)."""
+        with contained("delivery.submit"):
+            if self._closed:
+                self._count("closed", lost=True)
+                return False
+            item: _Item = (next(self._seq), payload)
+            if self._worker.submit(item):
+                self._count("submitted")
+                return True
+            self._count("submitted")
+            self._count("queue_full")
+            if self.spool is None:
+                self._count("lost")
+                return False
+            # Bounded memory without losing the report: the overflow goes to disk. The
+            # task switches to the spool so that nothing later overtakes this payload.
+            return self._spool_items([item], reason="queue_full")
+        return False
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything submitted was processed; at most ``timeout`` seconds."""
+        with contained("delivery.flush"):
+            return self._worker.flush(timeout)
+        return False
+
+    def close(self, timeout: float) -> bool:
+        """Deliver what is queued within ``timeout``, spool the rest, stop the thread.
+
+        True when the worker processed everything itself within ``timeout`` (sent, spooled
+        or counted); False when the closing thread had to take over what was left (a
+        request hanging, a long queue), which it then spooled. Idempotent.
+        """
+        with contained("delivery.close"):
+            with self._close_lock:
+                if self._closed:
+                    return True
+                self._closed = True
+            return self._close(max(0.0, float(timeout)))
+        return False
+
+    def stats(self) -> Dict[str, int]:
+        with self._stats_lock:
+            return dict(self._stats)
+
+    def describe(self) -> str:
+        return self.transport.describe()
+
+    # ------------------------------------------------------------------ closing
+    def _close(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        # Keep a little of the budget to put leftovers on disk.
+        reserve = min(0.25, timeout * 0.2)
+        self._worker.flush(max(0.0, timeout - reserve))
+        # From here on: no backoff sleeps, no new sends; the worker spools what it picks up.
+        self.abort.set()
+        leftovers = self._worker.close(max(0.0, deadline - time.monotonic() - reserve / 2))
+        with self._flight_lock:
+            stuck = self._inflight
+            self._inflight = None  # tells the worker the closer took it over
+        if stuck is not None:
+            leftovers.insert(0, stuck)
+        if leftovers:
+            if self.spool is not None:
+                self._spool_items(leftovers, reason="close")
+                log.warning("definity-spark: %d report(s) not delivered within the close "
+                            "timeout (%.1fs) were written to the spool %s", len(leftovers),
+                            timeout, self.spool.spool_dir)
+            else:
+                self._count("unsent_at_close", len(leftovers))
+                self._count("lost", len(leftovers))
+                log.warning("definity-spark: %d report(s) not written within the close "
+                            "timeout (%.1fs) are lost", len(leftovers), timeout)
+        if stuck is None:
+            # Nothing in flight: release the session and the spool files (this makes them
+            # replayable). Otherwise the worker does it when its request returns.
+            self._release()
+        return not leftovers
+
+    def _release(self) -> None:
+        with contained("delivery.release"):
+            self.transport.close()
+        if self.spool is not None:
+            with contained("delivery.release"):
+                self.spool.close()
+
+    # ------------------------------------------------------------------ the worker side
+    def _process(self, item: _Item) -> None:
+        seq, payload = item
+        try:
+            endpoint = str(payload.endpoint)
+            body = payload.to_json()
+        except Exception as exc:  # noqa: BLE001 - a broken payload must not stop the rest
+            self._count("invalid", lost=True)
+            log.warning("definity-spark: a report could not be serialised (%s: %s); dropped",
+                        type(exc).__name__, exc)
+            return
+        task_id = str(body.get("task_id", ""))
+        if self.spool is not None and (self.abort.is_set() or self._token_rejected
+                                       or task_id in self._spooling_tasks):
+            self._spool_items([item], reason="order", prepared=[(seq, endpoint, body)])
+            return
+        with self._flight_lock:
+            self._inflight = item
+        try:
+            result = self.transport.send(endpoint, body)
+        except Exception as exc:  # noqa: BLE001 - a transport bug counts as a failed send
+            result = SendResult(NETWORK, None, f"{type(exc).__name__}: {exc}", 0)
+        with self._flight_lock:
+            if self._inflight is None:
+                # close() gave up waiting and spooled this payload already.
+                self._after_abandoned(task_id, seq, result)
+                return
+            self._inflight = None
+            self._record(item, task_id, endpoint, body, result)
+
+    def _record(self, item: _Item, task_id: str, endpoint: str, body: Dict[str, Any],
+                result: SendResult) -> None:
+        outcome = result.outcome
+        if outcome == SENT:
+            self._count("sent")
+        elif outcome in (NETWORK, ABORTED):
+            self._count("network")
+            if self.spool is None:
+                self._count("lost")
+                return
+            if task_id not in self._spooling_tasks and not self.abort.is_set():
+                log.warning(
+                    "definity-spark: could not deliver %s of task %s to %s after %d "
+                    "attempt(s) (%s); this and the task's later reports go to the spool %s "
+                    "(send them with `definity-spark replay`)", endpoint, task_id,
+                    self.transport.describe(), result.attempts, result.detail,
+                    self.spool.spool_dir)
+            self._spool_items([item], reason="network", prepared=[(item[0], endpoint, body)])
+        elif outcome == AUTH:
+            self._count("rejected")
+            self._token_rejected = True  # every later payload goes to the spool unsent
+            if self.spool is None:
+                self._count("lost")
+                return
+            self._spool_items([item], reason="auth", prepared=[(item[0], endpoint, body)])
+        elif outcome == REJECTED:
+            self._count("rejected", lost=True)
+        elif outcome == IO_ERROR:
+            self._count("io_error", lost=True)
+            log.warning("definity-spark: could not write a report to %s: %s",
+                        self.transport.describe(), result.detail)
+        else:  # pragma: no cover - unknown outcome from a custom transport
+            self._count("network", lost=True)
+
+    def _after_abandoned(self, task_id: str, seq: int, result: SendResult) -> None:
+        # The request returned after close() spooled it. If the server took it, mark it
+        # in the spool so that replay does not send it a second time.
+        if result.outcome == SENT:
+            self._count("sent")
+            if self.spool is not None:
+                self.spool.append(task_id, [{"ack": seq}])
+        self._release()
+
+    # ------------------------------------------------------------------ spool + stats
+    def _spool_items(self, items: List[_Item], reason: str,
+                     prepared: Optional[List[Tuple[int, str, Dict[str, Any]]]] = None) -> bool:
+        """Append items to their tasks' spool files, in one write per task. True if all
+        made it to disk."""
+        assert self.spool is not None
+        if prepared is None:
+            prepared = []
+            for seq, payload in items:
+                try:
+                    prepared.append((seq, str(payload.endpoint), payload.to_json()))
+                except Exception:  # noqa: BLE001
+                    self._count("invalid", lost=True)
+        by_task: Dict[str, List[Dict[str, Any]]] = {}
+        for seq, endpoint, body in prepared:
+            task_id = str(body.get("task_id", ""))
+            by_task.setdefault(task_id, []).append(
+                {"seq": seq, "endpoint": endpoint, "body": body})
+        ok = True
+        for task_id, records in by_task.items():
+            self._spooling_tasks.add(task_id)
+            if self.spool.append(task_id, records):
+                self._count("spooled", len(records))
+            else:
+                ok = False
+                self._count("spool_failed", len(records))
+                self._count("lost", len(records))
+        log.debug("definity-spark: %d report(s) spooled (%s)", len(prepared), reason)
+        return ok
+
+    def _count(self, key: str, n: int = 1, lost: bool = False) -> None:
+        with self._stats_lock:
+            self._stats[key] = self._stats.get(key, 0) + n
+            if lost:
+                self._stats["lost"] += n
+
+
+_deliveries: "weakref.WeakSet[Delivery]" = weakref.WeakSet()
+
+
+def _reset_deliveries_after_fork() -> None:
+    for delivery in list(_deliveries):
+        try:
+            delivery._after_fork()
+        except Exception:  # pragma: no cover - never break a fork
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_deliveries_after_fork)
+
+
+def make_transport(settings: Any, abort: Optional[threading.Event] = None) -> Transport:
+    """The transport for these settings: ``http`` when a server is configured, else
+    ``file`` (the JSONL events file)."""
+    if settings.server_url:
+        return HttpTransport(
+            settings.server_url, settings.token, timeout=settings.server_timeout,
+            attempts=settings.server_attempts, attempt_sleep=settings.server_attempt_sleep,
+            verify_tls=settings.verify_tls, ca_bundle=settings.ca_bundle, abort=abort)
+    return FileTransport(settings.events_file, settings.spool_dir)
+
+
+def make_delivery(settings: Any) -> Delivery:
+    """The delivery for one task, from resolved ``definity_spark.settings.Settings``."""
+    abort = threading.Event()
+    transport = make_transport(settings, abort)
+    spool = Spool(settings.spool_dir) if isinstance(transport, HttpTransport) else None
+    delivery = Delivery(transport, spool, queue_size=settings.queue_size, abort=abort)
+    if spool is not None and settings.replay_spool:
+        with contained("delivery.background_replay"):
+            start_background_replay(settings, abort)
+    return delivery
+
+
+__all__ = [
+    "Delivery", "make_delivery", "make_transport", "replay", "replay_with", "ReplayReport",
+    "Spool", "HttpTransport", "FileTransport", "Transport", "SendResult", "STAT_KEYS",
+]

@@ -1,0 +1,370 @@
+"""The spool: payloads that could not be delivered wait on local disk for a replay.
+
+Layout: ``<spool_dir>/<stamp>__<task>.jsonl``, one file per task and writer (``stamp`` is
+the UTC creation time + pid + a random part, so that file names sort in time order and two
+processes never share a file; ``task`` is the file-name-safe task id, the real one is in
+the bodies). Directory mode 0700, file mode 0600.
+
+Records, one JSON object per line:
+  ``{"seq": 7, "endpoint": "/log/tf", "body": {...}}``  a payload (``wire.envelope`` + seq)
+  ``{"ack": 7}``  payload 7 was delivered after all (it was in flight when the delivery
+                  closed and got spooled, then the server answered 2xx)
+
+Each record is one ``write`` of a whole line on an ``O_APPEND`` descriptor followed by
+``fsync``, so a crash leaves at most a torn last line (skipped at replay). ``seq`` is the
+submission number: replay sends in ``seq`` order, which is the submission order even when
+a payload got to the file after a later one (overflow on the caller's thread, a payload in
+flight at close).
+
+A live writer holds a shared ``flock`` on its file for as long as it has it open; replay
+takes an exclusive one without waiting and skips files that are still being written.
+
+Replay keeps a cursor per file, ``<file>.cursor``: the number of records (in send order)
+already accepted by the server or permanently refused; it is replaced atomically after
+every accepted record, so replaying twice never re-sends what the server accepted. When a
+file is done, it and its cursor are removed. The one unavoidable duplicate: the server
+accepts a record and the replaying process dies before the cursor is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+from definity_spark.delivery.file import open_private, safe_name, write_line
+from definity_spark.delivery.transport import AUTH, REJECTED, SENT, Transport
+
+try:  # POSIX; on other platforms files are never considered live
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger("definity_spark.delivery")
+
+SUFFIX = ".jsonl"
+CURSOR_SUFFIX = ".cursor"
+
+
+def _new_stamp() -> str:
+    now = time.time()
+    return "{}{:03d}-{}-{:04x}".format(
+        time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)), int(now * 1000) % 1000,
+        os.getpid(), random.getrandbits(16))
+
+
+def ensure_dir(spool_dir: str) -> str:
+    path = os.path.abspath(os.path.expanduser(spool_dir))
+    if not os.path.isdir(path):
+        os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _record_line(record: Mapping[str, Any]) -> bytes:
+    return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
+
+
+class Spool:
+    """The writer side: one open file per task, appended to by the delivery."""
+
+    def __init__(self, spool_dir: str) -> None:
+        self.spool_dir = os.path.abspath(os.path.expanduser(spool_dir))
+        self._lock = threading.Lock()
+        self._files: Dict[str, Tuple[int, str]] = {}
+        self._stamp = _new_stamp()
+        self._pid = os.getpid()
+        self._error_logged = False
+
+    def path_for(self, task_id: str) -> Optional[str]:
+        entry = self._files.get(task_id)
+        return entry[1] if entry else None
+
+    def paths(self) -> List[str]:
+        return [p for _, p in self._files.values()]
+
+    def _fd_for(self, task_id: str) -> int:
+        if self._pid != os.getpid():
+            # Forked child: the parent's files are the parent's (the descriptors are
+            # shared copies); the child writes its own.
+            self._files = {}
+            self._stamp = _new_stamp()
+            self._pid = os.getpid()
+        entry = self._files.get(task_id)
+        if entry is not None:
+            return entry[0]
+        directory = ensure_dir(self.spool_dir)
+        path = os.path.join(directory, f"{self._stamp}__{safe_name(task_id)}{SUFFIX}")
+        fd = open_private(path)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except OSError:
+                pass  # a lock we cannot take only means replay may treat the file as idle
+        self._files[task_id] = (fd, path)
+        return fd
+
+    def append(self, task_id: str, records: Sequence[Mapping[str, Any]]) -> bool:
+        """Append records (``{"seq", "endpoint", "body"}`` or ``{"ack"}``) durably.
+
+        One write per line, one fsync per call. False (logged once) if the disk refused.
+        """
+        if not records:
+            return True
+        try:
+            with self._lock:
+                fd = self._fd_for(task_id)
+                for record in records:
+                    write_line(fd, _record_line(record))
+                os.fsync(fd)
+            return True
+        except OSError as exc:
+            if not self._error_logged:
+                self._error_logged = True
+                log.error("definity-spark: cannot write to the spool %s (%s: %s); reports "
+                          "that cannot be delivered are lost", self.spool_dir,
+                          type(exc).__name__, exc)
+            return False
+
+    def close(self) -> None:
+        with self._lock:
+            files, self._files = self._files, {}
+        if self._pid != os.getpid():
+            return
+        for fd, _ in files.values():
+            try:
+                os.close(fd)  # also releases the shared lock: the file is now replayable
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------------- replay
+@dataclass
+class ReplayReport:
+    """What one replay did; ``complete`` when nothing is left to send."""
+
+    files_done: int = 0
+    files_pending: int = 0
+    files_live: int = 0
+    sent: int = 0
+    rejected: int = 0
+    corrupt_lines: int = 0
+    stopped_by: str = ""  # why replay stopped early: "network", "auth", "aborted" or ""
+    details: List[str] = field(default_factory=list)
+    abort: Optional[threading.Event] = field(default=None, repr=False, compare=False)
+
+    @property
+    def complete(self) -> bool:
+        return self.files_pending == 0 and not self.stopped_by
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "files_done": self.files_done, "files_pending": self.files_pending,
+            "files_live": self.files_live, "sent": self.sent, "rejected": self.rejected,
+            "corrupt_lines": self.corrupt_lines, "stopped_by": self.stopped_by,
+        }
+
+
+def spool_files(spool_dir: str) -> List[str]:
+    """Spool files in time order (their names start with the creation stamp)."""
+    directory = os.path.abspath(os.path.expanduser(spool_dir))
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [os.path.join(directory, n) for n in sorted(names)
+            if n.endswith(SUFFIX) and "__" in n and not n.startswith(".")]
+
+
+def read_records(data: bytes) -> Tuple[List[Dict[str, Any]], int]:
+    """The payload records of a spool file in send order (acked ones removed), and the
+    number of lines that could not be read (a torn last line after a crash)."""
+    payloads: List[Dict[str, Any]] = []
+    acked = set()
+    corrupt = 0
+    lines = data.split(b"\n")
+    # the element after the last newline is empty for a well-formed file, or a torn write
+    if lines and lines[-1].strip():
+        corrupt += 1
+    for raw in lines[:-1]:
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            corrupt += 1
+            continue
+        if not isinstance(record, dict):
+            corrupt += 1
+        elif "ack" in record:
+            acked.add(record["ack"])
+        elif isinstance(record.get("body"), dict) and isinstance(record.get("endpoint"), str):
+            payloads.append(record)
+        else:
+            corrupt += 1
+    payloads = [r for r in payloads if r.get("seq") not in acked]
+    # Stable sort: records without a seq (written by hand) keep their file order at the end.
+    payloads.sort(key=lambda r: (0, r["seq"]) if isinstance(r.get("seq"), int) else (1, 0))
+    return payloads, corrupt
+
+
+def read_cursor(path: str) -> int:
+    try:
+        with open(path + CURSOR_SUFFIX, encoding="utf-8") as fh:
+            return max(0, int(json.load(fh).get("accepted", 0)))
+    except (OSError, ValueError, AttributeError, TypeError):
+        return 0
+
+
+def write_cursor(path: str, accepted: int) -> None:
+    """Replace the cursor atomically: write a temporary file, fsync, rename."""
+    target = path + CURSOR_SUFFIX
+    tmp = f"{target}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        write_line(fd, json.dumps({"accepted": accepted}).encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, target)
+
+
+def _remove(path: str) -> None:
+    for p in (path + CURSOR_SUFFIX, path):
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+
+def replay_with(transport: Transport, spool_dir: str,
+                abort: Optional[threading.Event] = None,
+                files: Optional[Iterable[str]] = None) -> ReplayReport:
+    """Send every idle spool file through ``transport``, in order; see module docstring.
+
+    Stops at the first payload that cannot be delivered (server down, token rejected):
+    sending later ones would break the order, and the next replay picks up from the cursor.
+    A payload the server refuses for good (4xx other than 401/403) is skipped and counted.
+    """
+    report = ReplayReport(abort=abort)
+    for path in list(files) if files is not None else spool_files(spool_dir):
+        if abort is not None and abort.is_set():
+            report.stopped_by = report.stopped_by or "aborted"
+        if report.stopped_by:
+            report.files_pending += 1
+            continue
+        try:
+            _replay_file(transport, path, report)
+        except OSError as exc:
+            report.files_pending += 1
+            report.details.append(f"{os.path.basename(path)}: {type(exc).__name__}: {exc}")
+            log.warning("definity-spark: cannot replay %s: %s", path, exc)
+    return report
+
+
+def _replay_file(transport: Transport, path: str, report: ReplayReport) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return  # replayed meanwhile by someone else
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                report.files_live += 1
+                log.info("definity-spark: %s is still being written by a running "
+                         "application; not replayed now", path)
+                return
+        if not os.path.exists(path):
+            return  # removed between listdir and lock by a replay that finished it
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            data = fh.read()
+        records, corrupt = read_records(data)
+        if corrupt:
+            report.corrupt_lines += corrupt
+            log.warning("definity-spark: %d unreadable line(s) in %s skipped", corrupt, path)
+        accepted = min(read_cursor(path), len(records))
+        name = os.path.basename(path)
+        while accepted < len(records):
+            if report.abort is not None and report.abort.is_set():
+                report.stopped_by = "aborted"
+                report.files_pending += 1
+                return
+            record = records[accepted]
+            result = transport.send(record["endpoint"], record["body"])
+            if result.outcome == SENT:
+                report.sent += 1
+            elif result.outcome == REJECTED:
+                # A permanent refusal would block the file forever: skip it, say so.
+                report.rejected += 1
+                report.details.append(f"{name}: seq {record.get('seq')} {record['endpoint']} "
+                                      f"refused (HTTP {result.status}: {result.detail[:200]})")
+            else:
+                report.stopped_by = "auth" if result.outcome == AUTH else (
+                    "aborted" if result.outcome == "aborted" else "network")
+                report.files_pending += 1
+                report.details.append(f"{name}: stopped at record {accepted + 1}/{len(records)}"
+                                      f": {result.detail or result.outcome}")
+                return
+            accepted += 1
+            write_cursor(path, accepted)
+        _remove(path)
+        report.files_done += 1
+    finally:
+        os.close(fd)  # releases the exclusive lock
+
+
+def replay(
+    spool_dir: str,
+    server_url: str,
+    token: Optional[str] = None,
+    *,
+    timeout: float = 5.0,
+    attempts: int = 3,
+    attempt_sleep: float = 1.0,
+    verify_tls: bool = True,
+    ca_bundle: Optional[str] = None,
+    abort: Optional[threading.Event] = None,
+) -> ReplayReport:
+    """Send the spooled tasks of ``spool_dir`` to ``server_url``; remove what was accepted."""
+    from definity_spark.delivery.http import HttpTransport
+
+    transport = HttpTransport(server_url, token, timeout=timeout, attempts=attempts,
+                              attempt_sleep=attempt_sleep, verify_tls=verify_tls,
+                              ca_bundle=ca_bundle, abort=abort)
+    try:
+        report = replay_with(transport, spool_dir, abort=abort)
+    finally:
+        transport.close()
+    level = logging.INFO if report.complete else logging.WARNING
+    log.log(level, "definity-spark: replay of %s to %s: %s", spool_dir, server_url,
+            report.as_dict())
+    return report
+
+
+def start_background_replay(settings: Any, abort: threading.Event) -> Optional[threading.Thread]:
+    """At activation (``replay_spool``): replay older, idle spool files on a daemon thread.
+
+    Files of running applications (this one included) are locked and skipped. ``abort``
+    (the delivery's) stops it between payloads and cuts its backoff sleeps at close.
+    """
+    if not settings.server_url or not spool_files(settings.spool_dir):
+        return None
+
+    def run() -> None:
+        try:
+            replay(settings.spool_dir, settings.server_url, settings.token,
+                   timeout=settings.server_timeout, attempts=settings.server_attempts,
+                   attempt_sleep=settings.server_attempt_sleep, verify_tls=settings.verify_tls,
+                   ca_bundle=settings.ca_bundle, abort=abort)
+        except Exception:  # noqa: BLE001 - a background thread must not die loudly
+            log.warning("definity-spark: background replay failed", exc_info=True)
+
+    thread = threading.Thread(target=run, name="definity-spark.replay", daemon=True)
+    thread.start()
+    return thread

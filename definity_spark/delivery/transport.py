@@ -1,0 +1,50 @@
+"""The transport contract: how one payload body reaches its destination.
+
+Small classes behind one contract (as OpenLineage's client transports): ``send(endpoint,
+body) -> SendResult`` and ``close()``. ``send`` runs on the delivery worker's thread only,
+does its own retries, and never raises for a delivery failure: the outcome is a
+``SendResult`` whose ``outcome`` says what happened, so that the delivery can count the
+loss by reason and decide whether the payload goes to the spool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+# Outcomes of one send (after all attempts).
+SENT = "sent"            # accepted (2xx) or written
+NETWORK = "network"      # retryable failure that outlasted the attempts: connection error,
+                         # timeout, reset, 5xx, 429
+AUTH = "auth"            # 401/403: the token was rejected; spooled for a replay with a fixed one
+REJECTED = "rejected"    # any other 4xx: permanent refusal of this payload, not retried
+IO_ERROR = "io_error"    # the local events file could not be written
+ABORTED = "aborted"      # shutdown interrupted the attempts; treated like NETWORK
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: str
+    status: Optional[int] = None
+    detail: str = ""
+    attempts: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == SENT
+
+
+class Transport:
+    """The contract. ``kind`` names the transport in logs and in ``make_transport``."""
+
+    kind = "base"
+
+    def send(self, endpoint: str, body: Mapping[str, Any]) -> SendResult:  # pragma: no cover
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - optional
+        pass
+
+    def describe(self) -> str:
+        """Where payloads go, for log lines (never contains the token)."""
+        return self.kind
