@@ -306,7 +306,7 @@ class Delivery:
                 self._stats["lost"] += n
 
 
-_deliveries: "weakref.WeakSet[Delivery]" = weakref.WeakSet()
+_deliveries: weakref.WeakSet[Delivery] = weakref.WeakSet()
 
 
 def _reset_deliveries_after_fork() -> None:

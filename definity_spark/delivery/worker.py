@@ -32,7 +32,7 @@ T = TypeVar("T")
 _STOP = object()  # the marker that makes the thread exit
 
 # Workers alive in this process, so that a forked child can reset them (see _after_fork).
-_workers: "weakref.WeakSet[BackgroundWorker]" = weakref.WeakSet()
+_workers: weakref.WeakSet[BackgroundWorker] = weakref.WeakSet()
 
 
 class BackgroundWorker(Generic[T]):
@@ -50,7 +50,7 @@ class BackgroundWorker(Generic[T]):
         # Everything that must be fresh in a forked child: a lock held by another thread at
         # fork time would stay locked forever in the child.
         self._lock = threading.Lock()
-        self._queue: "queue.Queue[object]" = queue.Queue()
+        self._queue: queue.Queue[object] = queue.Queue()
         self._thread: Optional[threading.Thread] = None
         self._thread_for_pid: Optional[int] = None
         self._closed = False
