@@ -1,0 +1,289 @@
+"""Activation by configuration only (issue 4, mode 1): the .pth hook, spark-submit, env, defaults.
+
+The applications here never import definity_spark: the plugin must come in through
+``definity_spark.pth`` (installed with the package) and attach when the SparkSession is
+created, because ``spark.definity.enabled`` is true in the Spark conf (``--conf``, or
+``spark-defaults.conf``) or ``DEFINITY_ENABLED`` in the environment. Everything runs for
+real: ``spark-submit`` from the pyspark wheel, a JVM per application, the local collector
+over loopback.
+
+The helpers at the top are shared with test_standalone_cluster.py.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import pytest
+from collector_util import collector  # noqa: F401 - pytest fixture
+
+from definity_spark import autoload
+
+# An application that knows nothing about definity: two writes, the second reads the first.
+APP = textwrap.dedent("""
+    import sys
+    from pyspark.sql import SparkSession
+
+    out = sys.argv[1]
+    spark = SparkSession.builder.appName("activation-app").getOrCreate()
+    df = spark.range(0, 100, numPartitions=4).selectExpr("id", "id % 7 AS k")
+    df.write.mode("overwrite").parquet(out + "/numbers")
+    (spark.read.parquet(out + "/numbers").groupBy("k").count()
+         .write.mode("overwrite").parquet(out + "/counts"))
+    print("PLUGIN_IMPORTED", "definity_spark" in sys.modules, flush=True)
+    spark.stop()
+""")
+
+
+def spark_bin(name: str) -> str:
+    """A launcher shipped with the pyspark wheel of this interpreter's venv."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    import pyspark
+
+    return str(Path(pyspark.__file__).parent / "bin" / name)
+
+
+def clean_env(**extra: str) -> Dict[str, str]:
+    """The test's environment without any DEFINITY_* or SPARK_* leftovers."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DEFINITY_", "SPARK_", "PYSPARK_"))}
+    env["PYSPARK_PYTHON"] = sys.executable
+    env["PYSPARK_DRIVER_PYTHON"] = sys.executable
+    env.update(extra)
+    return env
+
+
+def spark_submit(app: Path, args: List[str], conf: Optional[Mapping[str, str]] = None,
+                 env: Optional[Mapping[str, str]] = None, master: str = "local[2]",
+                 timeout: float = 240) -> subprocess.CompletedProcess:
+    cmd = [spark_bin("spark-submit"), "--master", master,
+           "--conf", "spark.ui.enabled=false",
+           "--conf", "spark.sql.shuffle.partitions=2"]
+    for key, value in (conf or {}).items():
+        cmd += ["--conf", f"{key}={value}"]
+    cmd += [str(app), *args]
+    result = subprocess.run(cmd, env=dict(env or clean_env()), cwd=str(app.parent),
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (
+        f"spark-submit failed ({result.returncode})\nSTDOUT:\n{result.stdout[-4000:]}\n"
+        f"STDERR:\n{result.stderr[-6000:]}")
+    return result
+
+
+def summarize(client: Any, out_dir: str) -> List[Dict[str, Any]]:
+    """What the collector holds, per task, with the run's output dir replaced by <out>."""
+    def norm(name: Optional[str]) -> Optional[str]:
+        if name is None:
+            return None
+        for prefix in ("file://" + out_dir, "file:" + out_dir, out_dir):
+            name = name.replace(prefix, "<out>")
+        return name
+
+    tasks = []
+    for task in client.tasks():
+        detail = client.task(task["task_id"])
+        raw = [(p["endpoint"], p["body"]) for p in detail["raw"]]
+        statuses = [b.get("status") for e, b in raw if e.endswith("/task")]
+        tfs = [(tf["tf_id"], sorted(norm(n) for n in tf["input_datasets"]),
+                norm(tf["output"]["name"])) for tf in detail["transformations"]]
+        cnt = sorted((norm(m["asset_name"]), m["value"]) for m in detail["metrics"]
+                     if m["metric_type"] == "cnt")
+        tasks.append({"task_id": task["task_id"], "app_name": task["app_name"],
+                      "task_name": task["task_name"], "statuses": statuses, "tfs": tfs,
+                      "cnt": cnt})
+    return tasks
+
+
+def expected_tfs() -> List[Tuple[int, List[str], str]]:
+    return [(1, [], "<out>/numbers"), (2, ["<out>/numbers"], "<out>/counts")]
+
+
+def assert_one_full_task(tasks: List[Dict[str, Any]], app_name: str = "activation-app") -> Dict:
+    assert len(tasks) == 1, tasks
+    task = tasks[0]
+    assert task["statuses"][0] == "start" and task["statuses"][-1] == "end", task
+    assert task["app_name"] == app_name and task["task_name"] == app_name, task
+    assert task["tfs"] == expected_tfs(), task
+    return task
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Path:
+    path = tmp_path / "app.py"
+    path.write_text(APP)
+    return path
+
+
+# ------------------------------------------------------------------- pure: the gate
+@pytest.mark.parametrize("conf_value, env_value, expected", [
+    (None, None, False),
+    ("true", None, True),
+    (None, "true", True),
+    (None, "1", True),
+    ("false", "true", False),   # conf wins over the environment
+    ("true", "false", True),
+    (" TRUE ", None, True),
+    ("off", None, False),
+    ("", "true", False),        # present but empty: treated as false, like settings
+    ("maybe", None, True),      # unrecognised: handed on so settings can warn by key
+])
+def test_gate_precedence(conf_value: Optional[str], env_value: Optional[str],
+                         expected: bool) -> None:
+    assert autoload.enabled_by_configuration(conf_value, env_value) is expected
+
+
+# ------------------------------------------------------------------- interpreter start
+def _start_probe(env: Mapping[str, str]) -> str:
+    code = ("import sys; print(sorted(m for m in sys.modules if m.startswith(("
+            "'pyspark', 'py4j', 'definity_spark', 'logging', 'requests', 'typing'))), "
+            "'armed' if any(type(f).__name__ == '_SessionModuleFinder' for f in sys.meta_path) "
+            "else 'not armed')")
+    return subprocess.run([sys.executable, "-c", code], env=dict(env), capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def test_pth_arms_hook_without_importing_pyspark_or_plugin() -> None:
+    out = _start_probe(clean_env())
+    # only the tiny hook module: not the plugin package, pyspark, logging or typing
+    assert out == "['definity_spark.autoload'] armed", out
+
+
+def test_autoload_zero_disarms() -> None:
+    out = _start_probe(clean_env(DEFINITY_AUTOLOAD="0"))
+    assert out == "[] not armed", out
+
+
+def test_import_of_package_binds_preloaded_autoload() -> None:
+    code = ("import sys; pre = sys.modules['definity_spark.autoload']; "
+            "import definity_spark.autoload; import definity_spark; "
+            "print(definity_spark.autoload is pre)")
+    out = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "True"
+
+
+# ------------------------------------------------------------------- spark-submit
+@pytest.mark.spark
+def test_spark_submit_conf_only(app: Path, tmp_path: Path, collector: Any) -> None:
+    from collector_util import CollectorClient
+
+    out = str(tmp_path / "out")
+    result = spark_submit(app, [out], conf={
+        "spark.definity.enabled": "true",
+        "spark.definity.server": collector.url,
+        "spark.definity.token": "conf-token-123",
+    })
+    assert "PLUGIN_IMPORTED True" in result.stdout
+    assert "conf-token-123" not in result.stdout + result.stderr
+    assert_one_full_task(summarize(CollectorClient(collector.url), out))
+
+
+@pytest.mark.spark
+def test_spark_submit_env_only(app: Path, tmp_path: Path, collector: Any) -> None:
+    from collector_util import CollectorClient
+
+    out = str(tmp_path / "out")
+    env = clean_env(DEFINITY_ENABLED="true", DEFINITY_SERVER_URL=collector.url,
+                    DEFINITY_TOKEN="env-token-456", DEFINITY_PIPELINE_NAME="env-pipeline")
+    result = spark_submit(app, [out], env=env)
+    assert "env-token-456" not in result.stdout + result.stderr
+    tasks = summarize(CollectorClient(collector.url), out)
+    assert len(tasks) == 1 and tasks[0]["app_name"] == "env-pipeline", tasks
+    assert tasks[0]["task_name"] == "activation-app"
+    assert tasks[0]["tfs"] == expected_tfs()
+    assert tasks[0]["statuses"] == ["start", "end"]
+
+
+@pytest.mark.spark
+def test_spark_defaults_conf(app: Path, tmp_path: Path, collector: Any) -> None:
+    from collector_util import CollectorClient
+
+    conf_dir = tmp_path / "spark-conf"
+    conf_dir.mkdir()
+    (conf_dir / "spark-defaults.conf").write_text(
+        "spark.definity.enabled      true\n"
+        f"spark.definity.server       {collector.url}\n"
+        "spark.definity.token        defaults-token-789\n"
+        "spark.definity.task.name    nightly-numbers\n")
+    out = str(tmp_path / "out")
+    result = spark_submit(app, [out], env=clean_env(SPARK_CONF_DIR=str(conf_dir)))
+    assert "defaults-token-789" not in result.stdout + result.stderr
+    tasks = summarize(CollectorClient(collector.url), out)
+    assert len(tasks) == 1, tasks
+    assert tasks[0]["task_name"] == "nightly-numbers" and tasks[0]["app_name"] == "activation-app"
+    assert tasks[0]["tfs"] == expected_tfs()
+
+
+@pytest.mark.spark
+def test_not_enabled_reports_nothing_and_never_imports_plugin(
+        app: Path, tmp_path: Path, collector: Any) -> None:
+    from collector_util import CollectorClient
+
+    out = str(tmp_path / "out")
+    # server configured but not enabled, and an explicit false in conf beating env true
+    env = clean_env(DEFINITY_ENABLED="true", DEFINITY_SERVER_URL=collector.url)
+    result = spark_submit(app, [out], env=env, conf={"spark.definity.enabled": "false"})
+    assert "PLUGIN_IMPORTED False" in result.stdout
+    assert CollectorClient(collector.url).payloads() == []
+
+
+# Every way a Python SparkSession comes to exist, in one application (one JVM start).
+SESSIONS_APP = textwrap.dedent("""
+    import logging, sys
+    from pyspark import SparkConf, SparkContext
+    from pyspark.sql import SparkSession
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    out = sys.argv[1]
+    conf = (SparkConf().setMaster("local[1]").setAppName("sessions-app")
+            .set("spark.ui.enabled", "false").set("spark.definity.enabled", "true"))
+    sc = SparkContext(conf=conf)
+    spark = SparkSession(sc)                                   # SparkSession(sc)
+    spark.range(3).write.mode("overwrite").parquet(out + "/direct")
+    other = spark.newSession()                                 # spark.newSession()
+    other.range(4).write.mode("overwrite").parquet(out + "/newsession")
+    jvm_only = spark._jsparkSession.newSession()               # a JVM session, then
+    wrapped = SparkSession(sc, jvm_only)                       # wrapped like a shell does
+    wrapped.range(5).write.mode("overwrite").parquet(out + "/wrapped")
+    again = SparkSession.builder.getOrCreate()                 # returns an existing one
+    again.range(6).write.mode("overwrite").parquet(out + "/again")
+
+    # A broken plugin must never break session creation.
+    import definity_spark
+    def broken(session):
+        raise RuntimeError("plugin exploded")
+    definity_spark.autoattach = broken
+    survivor = spark.newSession()
+    survivor.range(7).write.mode("overwrite").parquet(out + "/survivor")
+    print("SURVIVOR_ROWS", survivor.read.parquet(out + "/survivor").count(), flush=True)
+    sc.stop()
+""")
+
+
+@pytest.mark.spark
+def test_every_kind_of_session_is_attached(tmp_path: Path, collector: Any) -> None:
+    from collector_util import CollectorClient
+
+    app = tmp_path / "sessions_app.py"
+    app.write_text(SESSIONS_APP)
+    out = str(tmp_path / "out")
+    env = clean_env(DEFINITY_SERVER_URL=collector.url)
+    result = subprocess.run([sys.executable, str(app), out], env=env, capture_output=True,
+                            text=True, timeout=240, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+    assert "SURVIVOR_ROWS 7" in result.stdout
+    assert "plugin exploded" in result.stderr  # contained and logged, not raised
+    tasks = summarize(CollectorClient(collector.url), out)
+    assert len(tasks) == 1, tasks      # one application, one task, all its sessions
+    outputs = [tf[2] for tf in tasks[0]["tfs"]]
+    # the session made while the plugin was broken was not attached; all others were
+    assert outputs == ["<out>/direct", "<out>/newsession", "<out>/wrapped", "<out>/again"], \
+        tasks[0]
+    assert tasks[0]["statuses"] == ["start", "end"]
