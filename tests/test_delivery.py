@@ -280,6 +280,22 @@ def test_other_4xx_is_not_retried_logged_once_and_counted_lost(server: FaultySer
     assert sum("HTTP 400" in r.getMessage() for r in logs.records) == 1
 
 
+@pytest.mark.parametrize("status", [404, 307])
+def test_wrong_url_is_not_retried_logged_once_and_spooled(server: FaultyServer, tmp_path: Any,
+                                                          logs: Any, status: int) -> None:
+    server.reject(status)
+    settings = make_settings(tmp_path, server_url=server.url, server_attempts=4)
+    delivery = make_delivery(settings)
+    payloads = task_payloads(n_tf=1)
+    for p in payloads:
+        delivery.submit(p)
+    assert delivery.close(5.0)
+    assert server.requests_seen == 1  # the same answer would come for every payload
+    assert sum("base URL of the Definity server" in r.getMessage()
+               for r in logs.records) == 1
+    assert delivery.stats()["spooled"] == len(payloads) and delivery.stats()["lost"] == 0
+
+
 # --------------------------------------------------------------------------- slow / down
 def test_slow_server_times_out_retries_then_spools(server: FaultyServer, tmp_path: Any) -> None:
     server.slow(3.0)

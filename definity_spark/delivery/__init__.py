@@ -14,8 +14,10 @@ Policies (docs/reliability.md has the long form):
   newest payload is dropped and counted as lost.
 * A payload not delivered after ``server_attempts`` tries (connection error, timeout,
   reset, 5xx, 429) is spooled, and so is everything the task submits after it (order); a
-  401/403 is logged once and switches the whole delivery to the spool (no retry storm);
-  any other 4xx is a permanent refusal: logged once per status, counted, dropped.
+  401/403 (token rejected) or a 404/405/410/3xx (not the server's URL) is logged once and
+  switches the whole delivery to the spool (no retry storm; replay once fixed); any other
+  4xx (400, 413, 422...) is a refusal of that payload: logged once per status, counted,
+  dropped.
 * ``flush(timeout)`` waits for the queue against a deadline. ``close(timeout)`` flushes,
   then cuts retries and backoff short; what is still queued at the deadline, and a payload
   stuck in a request, go to the spool on the closing thread (disk only). It returns within
@@ -27,7 +29,7 @@ Policies (docs/reliability.md has the long form):
   ``spooled``    written to the spool, for ``definity-spark replay``
   ``queue_full`` found the queue full (then spooled, or lost without a spool)
   ``network``    failed after all attempts (connection, timeout, reset, 5xx, 429)
-  ``rejected``   refused by the server (4xx; 401/403 are spooled, others lost)
+  ``rejected``   refused by the server (401/403/404/405/410/3xx are spooled, other 4xx lost)
   ``spool_failed`` / ``io_error`` / ``invalid`` / ``closed``  lost: spool write failed,
                  events file write failed, payload could not be serialised, submitted
                  after close
@@ -59,6 +61,7 @@ from definity_spark.delivery.transport import (
     ABORTED,
     AUTH,
     IO_ERROR,
+    MISDIRECTED,
     NETWORK,
     REJECTED,
     SENT,
@@ -95,7 +98,7 @@ class Delivery:
         self._flight_lock = threading.Lock()
         self._inflight: Optional[_Item] = None
         self._spooling_tasks: Set[str] = set()  # tasks whose payloads now go to the spool
-        self._token_rejected = False
+        self._server_refuses = False
         self._closed = False
         self._close_lock = threading.Lock()
         _deliveries.add(self)
@@ -208,7 +211,7 @@ class Delivery:
                         type(exc).__name__, exc)
             return
         task_id = str(body.get("task_id", ""))
-        if self.spool is not None and (self.abort.is_set() or self._token_rejected
+        if self.spool is not None and (self.abort.is_set() or self._server_refuses
                                        or task_id in self._spooling_tasks):
             self._spool_items([item], reason="order", prepared=[(seq, endpoint, body)])
             return
@@ -244,9 +247,10 @@ class Delivery:
                     self.transport.describe(), result.attempts, result.detail,
                     self.spool.spool_dir)
             self._spool_items([item], reason="network", prepared=[(item[0], endpoint, body)])
-        elif outcome == AUTH:
+        elif outcome in (AUTH, MISDIRECTED):
             self._count("rejected")
-            self._token_rejected = True  # every later payload goes to the spool unsent
+            # Every later payload would get the same answer: they go to the spool unsent.
+            self._server_refuses = True
             if self.spool is None:
                 self._count("lost")
                 return

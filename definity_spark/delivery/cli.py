@@ -75,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     if report.stopped_by == "auth":
         print("the Definity server rejected the token; fix DEFINITY_TOKEN (or --token) and "
               "run replay again", file=sys.stderr)
+    elif report.stopped_by == "misdirected":
+        print("the server URL does not answer like a Definity server (404/405/redirect); "
+              "check --server / DEFINITY_SERVER_URL", file=sys.stderr)
     elif report.stopped_by == "network":
         print("the server could not be reached (or failed); run replay again later",
               file=sys.stderr)

@@ -5,9 +5,10 @@ token, JSON body, a timeout per attempt, and at most ``attempts`` tries in total
 first included). Retried: connection errors, timeouts, resets, 5xx and 429; the sleep
 between tries is exponential with jitter (``attempt_sleep * 2**(n-1)``, between half and
 all of it), or the server's ``Retry-After`` for a 429/503 (capped). Not retried: any other
-4xx. A 401/403 is logged once per transport ("the Definity server rejected the token");
-other refusals once per status code. Sleeps wait on an ``abort`` event, so ``close()``
-can cut them short and shutdown stays bounded.
+4xx. A 401/403 is logged once per transport ("the Definity server rejected the token"),
+a 404/405/410 or a redirect once too ("is ... the base URL of the Definity server?"; redirects
+are not followed), other refusals once per status code. Sleeps wait on an ``abort``
+event, so ``close()`` can cut them short and shutdown stays bounded.
 
 TLS certificates are verified by default (``ca_bundle`` for a private CA). Plain http to a
 host that is not loopback works; the warning about it is given once by the settings room
@@ -34,6 +35,7 @@ from requests.adapters import HTTPAdapter
 from definity_spark.delivery.transport import (
     ABORTED,
     AUTH,
+    MISDIRECTED,
     NETWORK,
     REJECTED,
     SENT,
@@ -46,6 +48,11 @@ log = logging.getLogger("definity_spark.delivery")
 MAX_RETRY_AFTER = 60.0   # never wait longer than this for one Retry-After
 MAX_BACKOFF = 60.0       # nor for one exponential step
 _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 600))
+# Answers that say "wrong URL" rather than "wrong payload": every payload would get the same,
+# so they are kept (spooled) for a replay to the right server instead of being dropped.
+# Redirects are not followed: requests would turn a redirected POST into a GET and drop
+# the Authorization header on a host change.
+_MISDIRECTED_STATUS = frozenset({404, 405, 410}) | frozenset(range(300, 400))
 
 try:  # the distribution version, for the User-Agent
     from importlib.metadata import version as _dist_version
@@ -111,6 +118,7 @@ class HttpTransport(Transport):
         self._session: Optional[requests.Session] = None
         self._session_pid: Optional[int] = None
         self._token_rejection_logged = False
+        self._misdirection_logged = False
         self._rejections_logged: Set[int] = set()
         self._quiet_insecure_warnings()
 
@@ -164,7 +172,8 @@ class HttpTransport(Transport):
                 return SendResult(ABORTED, last.status, last.detail, attempt - 1)
             retry_after: Optional[float] = None
             try:
-                resp = self._get_session().post(url, data=data, timeout=self.timeout)
+                resp = self._get_session().post(url, data=data, timeout=self.timeout,
+                                                allow_redirects=False)
             except requests.Timeout as exc:
                 last = SendResult(NETWORK, None, f"timeout after {self.timeout:g}s "
                                   f"({type(exc).__name__})", attempt)
@@ -176,11 +185,15 @@ class HttpTransport(Transport):
                     if 200 <= status < 300:
                         return SendResult(SENT, status, "", attempt)
                     text = self._scrub((resp.text or "")[:300].strip())
+                    location = self._scrub(resp.headers.get("Location") or "")
                 finally:
                     resp.close()
                 if status in (401, 403):
                     self._log_token_rejected(status, endpoint)
                     return SendResult(AUTH, status, text, attempt)
+                if status in _MISDIRECTED_STATUS:
+                    self._log_misdirected(status, endpoint, location)
+                    return SendResult(MISDIRECTED, status, text or location, attempt)
                 if status not in _RETRYABLE_STATUS:
                     # 1xx/3xx (redirects are followed by requests) and other 4xx
                     self._log_rejected(status, endpoint, text)
@@ -206,6 +219,18 @@ class HttpTransport(Transport):
             "reports are not retried but kept in the spool; fix spark.definity.token / "
             "DEFINITY_TOKEN and run `definity-spark replay`",
             status, self.base_url, endpoint,
+        )
+
+    def _log_misdirected(self, status: int, endpoint: str, location: str) -> None:
+        if self._misdirection_logged:
+            return
+        self._misdirection_logged = True
+        log.error(
+            "definity-spark: %s%s answered HTTP %d%s: is spark.definity.server / "
+            "DEFINITY_SERVER_URL the base URL of the Definity server? Reports are kept in "
+            "the spool; fix the URL and run `definity-spark replay`",
+            self.base_url, endpoint, status,
+            f" (redirect to {location})" if location else "",
         )
 
     def _log_rejected(self, status: int, endpoint: str, text: str) -> None:

@@ -38,7 +38,14 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from definity_spark.delivery.file import open_private, safe_name, write_line
-from definity_spark.delivery.transport import AUTH, REJECTED, SENT, Transport
+from definity_spark.delivery.transport import (
+    ABORTED,
+    AUTH,
+    MISDIRECTED,
+    REJECTED,
+    SENT,
+    Transport,
+)
 
 try:  # POSIX; on other platforms files are never considered live
     import fcntl
@@ -153,7 +160,8 @@ class ReplayReport:
     sent: int = 0
     rejected: int = 0
     corrupt_lines: int = 0
-    stopped_by: str = ""  # why replay stopped early: "network", "auth", "aborted" or ""
+    # why replay stopped early: "network", "auth", "misdirected", "aborted" or ""
+    stopped_by: str = ""
     details: List[str] = field(default_factory=list)
     abort: Optional[threading.Event] = field(default=None, repr=False, compare=False)
 
@@ -305,8 +313,8 @@ def _replay_file(transport: Transport, path: str, report: ReplayReport) -> None:
                 report.details.append(f"{name}: seq {record.get('seq')} {record['endpoint']} "
                                       f"refused (HTTP {result.status}: {result.detail[:200]})")
             else:
-                report.stopped_by = "auth" if result.outcome == AUTH else (
-                    "aborted" if result.outcome == "aborted" else "network")
+                report.stopped_by = {AUTH: "auth", MISDIRECTED: "misdirected",
+                                     ABORTED: "aborted"}.get(result.outcome, "network")
                 report.files_pending += 1
                 report.details.append(f"{name}: stopped at record {accepted + 1}/{len(records)}"
                                       f": {result.detail or result.outcome}")

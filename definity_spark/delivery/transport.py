@@ -17,6 +17,8 @@ SENT = "sent"            # accepted (2xx) or written
 NETWORK = "network"      # retryable failure that outlasted the attempts: connection error,
                          # timeout, reset, 5xx, 429
 AUTH = "auth"            # 401/403: the token was rejected; spooled for a replay with a fixed one
+MISDIRECTED = "misdirected"  # 3xx/404/405/410: the URL is not a Definity server's; spooled
+                             # for a replay to the right URL
 REJECTED = "rejected"    # any other 4xx: permanent refusal of this payload, not retried
 IO_ERROR = "io_error"    # the local events file could not be written
 ABORTED = "aborted"      # shutdown interrupted the attempts; treated like NETWORK
