@@ -6,12 +6,16 @@ For every room's tests (delivery, end to end, CLI...). Real HTTP, real SQLite, n
 
 * ``collector`` (pytest fixture): a started ``Collector`` (thread) on ``tmp_path/collector.db``;
   ``collector.url``, ``collector.fail_next(...)``, ``collector.wait_for_payloads(n)``.
-  Use it in a module with ``from collector_util import collector  # noqa: F401``.
+  Use it in a module with ``from collector_util import collector_fixture  # noqa: F401``
+  (the fixture's name is ``collector``; importing it under another name avoids F811).
 * ``running_collector(db_path, token=None)``: the same as a context manager.
 * ``CollectorProcess(db_path, token=None)``: the collector in its own process (the CLI
   ``python -m definity_spark.collector --port 0``), for tests that kill it (``kill()``).
 * ``CollectorClient(url)``: ``payloads()``, ``bodies()``, ``tasks()``, ``task(id)``,
   ``lineage()``, ``wait_for_payloads(n)`` over the read API.
+* ``render_page(url, tmp_dir)`` / ``rendered_graph(dom)``: load the lineage page in Debian's
+  headless Chromium (``CHROMIUM``; skip with ``needs_chromium``) and read back the node
+  labels the page's JavaScript drew.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -32,7 +37,7 @@ from definity_spark.collector import Collector
 
 
 @contextlib.contextmanager
-def running_collector(db_path: str, token: Optional[str] = None,
+def running_collector(db_path: str, token: str | None = None,
                       host: str = "127.0.0.1") -> Iterator[Collector]:
     """A started in-process collector on a free port; stopped on exit."""
     collector = Collector(db_path=db_path, host=host, port=0, token=token)
@@ -43,8 +48,8 @@ def running_collector(db_path: str, token: Optional[str] = None,
         collector.stop()
 
 
-@pytest.fixture
-def collector(tmp_path: Any) -> Iterator[Collector]:
+@pytest.fixture(name="collector")
+def collector_fixture(tmp_path: Any) -> Iterator[Collector]:
     """A started collector (no token) on ``tmp_path/collector.db``."""
     with running_collector(str(tmp_path / "collector.db")) as started:
         yield started
@@ -62,26 +67,26 @@ class CollectorClient:
         response.raise_for_status()
         return response.json()
 
-    def health(self) -> Dict[str, Any]:
+    def health(self) -> dict[str, Any]:
         return self._get("/health")
 
-    def payloads(self, task_id: Optional[str] = None,
-                 endpoint: Optional[str] = None) -> List[Dict[str, Any]]:
+    def payloads(self, task_id: str | None = None,
+                 endpoint: str | None = None) -> list[dict[str, Any]]:
         """Accepted payloads in arrival order: seq, endpoint, body (parsed), raw (text) ..."""
         params = {k: v for k, v in (("task_id", task_id), ("endpoint", endpoint)) if v}
         return self._get("/api/payloads", **params)
 
-    def bodies(self, endpoint: Optional[str] = None) -> List[Tuple[str, Dict[str, Any]]]:
+    def bodies(self, endpoint: str | None = None) -> list[tuple[str, dict[str, Any]]]:
         """(endpoint, body) of every accepted payload, in arrival order."""
         return [(p["endpoint"], p["body"]) for p in self.payloads(endpoint=endpoint)]
 
-    def tasks(self) -> List[Dict[str, Any]]:
+    def tasks(self) -> list[dict[str, Any]]:
         return self._get("/api/tasks")
 
-    def task(self, task_id: str) -> Dict[str, Any]:
+    def task(self, task_id: str) -> dict[str, Any]:
         return self._get("/api/tasks/" + requests.utils.quote(task_id, safe=""))
 
-    def lineage(self) -> Dict[str, Any]:
+    def lineage(self) -> dict[str, Any]:
         return self._get("/api/lineage")
 
     def wait_for_payloads(self, count: int, timeout: float = 10.0, **filters: Any) -> bool:
@@ -101,8 +106,8 @@ class CollectorClient:
 class CollectorProcess:
     """The collector CLI in a child process on a free port (``--port 0``)."""
 
-    def __init__(self, db_path: str, token: Optional[str] = None,
-                 extra_args: Optional[List[str]] = None, start_timeout: float = 30.0) -> None:
+    def __init__(self, db_path: str, token: str | None = None,
+                 extra_args: list[str] | None = None, start_timeout: float = 30.0) -> None:
         env = dict(os.environ)
         env.pop("DEFINITY_COLLECTOR_TOKEN", None)
         if token is not None:
@@ -165,4 +170,72 @@ class CollectorProcess:
         self._stderr.close()
 
 
-__all__ = ["collector", "running_collector", "CollectorClient", "CollectorProcess"]
+CHROMIUM = "/usr/bin/chromium"
+needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM),
+                                    reason=f"{CHROMIUM} missing (apt-get install chromium)")
+
+
+def render_page(url: str, tmp_dir: str, screenshot: str | None = None,
+                timeout: float = 90.0) -> str:
+    """The DOM of ``url`` after its scripts ran, from a real headless Chromium.
+
+    ``--virtual-time-budget`` lets the page's fetches to the collector complete before the
+    DOM is dumped. With ``screenshot`` (a .png path) a picture is taken as well.
+    """
+    base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+            "--no-first-run", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--disable-dev-shm-usage", "--virtual-time-budget=10000",
+            "--window-size=1400,900"]
+    profile = os.path.join(tmp_dir, "chromium-profile")
+    if screenshot:
+        subprocess.run(base + [f"--user-data-dir={profile}-shot", f"--screenshot={screenshot}",
+                               url], capture_output=True, timeout=timeout, check=False)
+    done = subprocess.run(base + [f"--user-data-dir={profile}", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0 or "<html" not in done.stdout:
+        raise RuntimeError(f"chromium failed ({done.returncode}): {done.stderr[-2000:]}")
+    return done.stdout
+
+
+def rendered_graph(dom: str) -> dict[str, Any]:
+    """What the page drew: {"rendered", "nodes": {id: (kind, label)}, "edges": {(s, t)}}."""
+    from html.parser import HTMLParser
+
+    class Reader(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rendered = None
+            self.nodes: dict[str, tuple[str, str]] = {}
+            self.edges = set()
+            self._node: tuple[str, str] | None = None
+            self._in_label = False
+
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            a = dict(attrs)
+            if tag == "body":
+                self.rendered = a.get("data-rendered")
+            elif tag == "g" and "node" in (a.get("class") or "").split():
+                self._node = (a.get("data-id"), a.get("data-kind"))
+            elif tag == "text" and self._node and a.get("class") == "label":
+                self._in_label = True
+            elif tag == "path" and "edge" in (a.get("class") or "").split():
+                self.edges.add((a.get("data-source"), a.get("data-target")))
+
+        def handle_data(self, data: str) -> None:
+            if self._in_label and self._node:
+                node_id, kind = self._node
+                self.nodes[node_id] = (kind, self.nodes.get(node_id, (kind, ""))[1] + data)
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "text":
+                self._in_label = False
+            elif tag == "g" and self._in_label is False:
+                self._node = None
+
+    reader = Reader()
+    reader.feed(dom)
+    return {"rendered": reader.rendered, "nodes": reader.nodes, "edges": reader.edges}
+
+
+__all__ = ["collector_fixture", "running_collector", "CollectorClient", "CollectorProcess",
+           "CHROMIUM", "needs_chromium", "render_page", "rendered_graph"]

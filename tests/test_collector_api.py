@@ -7,11 +7,15 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import pytest
 import requests
-from collector_util import CollectorClient, collector, running_collector  # noqa: F401
+from collector_util import (
+    CollectorClient,
+    collector_fixture,  # noqa: F401 - the `collector` fixture
+    running_collector,
+)
 
 from definity_spark import wire
 from definity_spark.collector import Collector, Store
@@ -23,7 +27,7 @@ def send(url: str, payload: Any) -> requests.Response:
     return response
 
 
-def report_task(url: str, task_id: str, name: str, writes: List[Any], end: bool = True) -> None:
+def report_task(url: str, task_id: str, name: str, writes: list[Any], end: bool = True) -> None:
     """One task: start, one tf + schema per (inputs, output), a row count metric, end."""
     send(url, wire.TaskStart(task_id, "nightly", name, env="dev", app_pit="2025-09-01"))
     for tf_id, (inputs, output) in enumerate(writes, start=1):
@@ -154,7 +158,7 @@ def test_everything_survives_a_restart_on_the_same_db(tmp_path: Path) -> None:
 
 
 def test_concurrent_posts_are_all_stored_once(collector: Collector) -> None:
-    errors: List[str] = []
+    errors: list[str] = []
 
     def worker(n: int) -> None:
         session = requests.Session()  # keep-alive, like the plugin's delivery
@@ -251,7 +255,7 @@ def test_read_api_is_open_when_a_token_is_set(tmp_path: Path) -> None:
         response = requests.post(started.url + "/log/task", json=wire.TaskEnd("t").to_json(),
                                  headers={"Authorization": "Bearer s3cr3t-xyz"}, timeout=10)
         assert response.status_code == 200
-        health: Dict[str, Any] = requests.get(started.url + "/health", timeout=10).json()
+        health: dict[str, Any] = requests.get(started.url + "/health", timeout=10).json()
         assert health["token_required"] is True
         assert len(CollectorClient(started.url).payloads()) == 1
         assert "s3cr3t-xyz" not in repr(started)

@@ -6,7 +6,8 @@ One collector per module (with a token) keeps this fast; every case posts for re
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -35,14 +36,14 @@ def collector(tmp_path_factory: Any) -> Iterator[Collector]:
         yield started
 
 
-def post(collector: Collector, endpoint: str, body: Any, headers: Dict[str, str] = AUTH,
+def post(collector: Collector, endpoint: str, body: Any, headers: dict[str, str] = AUTH,
          raw: bytes = None) -> requests.Response:
     data = raw if raw is not None else json.dumps(body).encode("utf-8")
     return requests.post(collector.url + endpoint, data=data, timeout=10,
                          headers={"Content-Type": "application/json", **headers})
 
 
-def with_(base: Dict[str, Any], **changes: Any) -> Dict[str, Any]:
+def with_(base: dict[str, Any], **changes: Any) -> dict[str, Any]:
     body = json.loads(json.dumps(base))
     for key, value in changes.items():
         if value is DROP:
@@ -156,7 +157,7 @@ def test_the_same_rules_without_http() -> None:
     ({"Authorization": f"Basic {TOKEN}"}, ["Bearer"]),
     ({"Authorization": "Bearer "}, ["Bearer"]),
 ])
-def test_missing_or_wrong_token_is_401(collector: Collector, headers: Dict[str, str],
+def test_missing_or_wrong_token_is_401(collector: Collector, headers: dict[str, str],
                                        words: Any) -> None:
     before = collector.store.count()
     response = post(collector, "/log/task", START, headers=headers)
@@ -200,7 +201,7 @@ def test_unknown_endpoint_is_404_and_other_methods_405(collector: Collector) -> 
                                               "metric_type": "bytes", "value": 1.5}])),
 ])
 def test_valid_payloads_are_accepted_and_stored_exactly(collector: Collector, endpoint: str,
-                                                        body: Dict[str, Any]) -> None:
+                                                        body: dict[str, Any]) -> None:
     response = post(collector, endpoint, body)
     assert response.status_code == 200, response.text
     seq = response.json()["seq"]

@@ -4,7 +4,8 @@ The lead's ``definity_spark/cli.py`` mounts this with ``add_parser(subparsers)``
 then (and always) ``python -m definity_spark.collector`` runs the same thing.
 
 Printing is fine here (this is a CLI): the base URL goes to stdout on its own first line
-(so scripts can read it when ``--port 0`` picks a free port); everything else to stderr.
+(so scripts can read it when ``--port 0`` picks a free port); everything else to stderr,
+except the summary of a plain ``--load`` (no ``--serve``), which is the command's output.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Any, List, Optional
+from typing import Any
 
 from definity_spark.collector.server import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, Collector
 from definity_spark.collector.store import default_db_path
@@ -59,8 +60,11 @@ def run(args: argparse.Namespace) -> int:
     token = args.token or os.environ.get(TOKEN_ENV) or None
     db_path = args.db or default_db_path()
     collector = Collector(db_path=db_path, host=args.host, port=args.port, token=token)
-    files: List[str] = [path for group in (args.load or []) for path in group]
+    files: list[str] = [path for group in (args.load or []) for path in group]
     status = 0
+    # When serving, stdout carries only the URL (first line), so the import summary goes
+    # to stderr; a plain import prints its summary on stdout.
+    summary = sys.stderr if args.serve else sys.stdout
     try:
         for path in files:
             try:
@@ -69,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
                 _err(f"definity-spark collector: cannot read {path}: {exc}")
                 return 2
             print(f"loaded {loaded} payload(s) from {path}"
-                  + (f", rejected {len(rejected)} line(s)" if rejected else ""), flush=True)
+                  + (f", rejected {len(rejected)} line(s)" if rejected else ""),
+                  file=summary, flush=True)
             for number, message in rejected[:20]:
                 _err(f"  {path}:{number}: {message}")
             if len(rejected) > 20:
@@ -116,7 +121,7 @@ def _stop_on_sigterm() -> None:
         pass
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="definity-spark collector", description=HELP)
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -26,7 +26,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from definity_spark import wire
@@ -45,7 +45,7 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 class _Fault:
     """One scripted failure: answer the next matching POST with ``status``."""
 
-    def __init__(self, status: int, retry_after: Optional[float], endpoint: Optional[str]):
+    def __init__(self, status: int, retry_after: float | None, endpoint: str | None):
         self.status = status
         self.retry_after = retry_after
         self.endpoint = endpoint
@@ -55,9 +55,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: Tuple[str, int], collector: Collector) -> None:
+    def __init__(self, address: tuple[str, int], collector: Collector) -> None:
         self.collector = collector
-        self.open_connections: Set[socket.socket] = set()
+        self.open_connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
         super().__init__(address, _Handler)
 
@@ -90,7 +90,9 @@ class _Handler(BaseHTTPRequestHandler):
     # -- responses -----------------------------------------------------------------------
 
     def _send(self, status: int, body: bytes, content_type: str,
-              headers: Optional[Dict[str, str]] = None) -> None:
+              headers: dict[str, str] | None = None) -> None:
+        # Recorded before answering: a client that got its answer finds it in requests().
+        self.server.collector._record(self.command, self.path, status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -102,18 +104,17 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        self.server.collector._record(self.command, self.path, status)
 
-    def _json(self, status: int, value: Any, headers: Optional[Dict[str, str]] = None) -> None:
+    def _json(self, status: int, value: Any, headers: dict[str, str] | None = None) -> None:
         body = json.dumps(value, ensure_ascii=False, indent=None).encode("utf-8")
         self._send(status, body, "application/json; charset=utf-8", headers)
 
-    def _error(self, status: int, message: str, headers: Optional[Dict[str, str]] = None) -> None:
+    def _error(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         self._json(status, {"error": message}, headers)
 
     # -- request body --------------------------------------------------------------------
 
-    def _read_body(self) -> Optional[bytes]:
+    def _read_body(self) -> bytes | None:
         """The request body, or None after answering 400/413 (connection then closed)."""
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             return self._read_chunked()
@@ -134,8 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.rfile.read(length)
 
-    def _read_chunked(self) -> Optional[bytes]:
-        parts: List[bytes] = []
+    def _read_chunked(self) -> bytes | None:
+        parts: list[bytes] = []
         total = 0
         while True:
             line = self.rfile.readline(1024)
@@ -278,21 +279,21 @@ class Collector:
     API and the page stay open: bind to loopback). Usable as a context manager.
     """
 
-    def __init__(self, db_path: Optional[str] = None, host: str = DEFAULT_HOST, port: int = 0,
-                 token: Optional[str] = None) -> None:
+    def __init__(self, db_path: str | None = None, host: str = DEFAULT_HOST, port: int = 0,
+                 token: str | None = None) -> None:
         self.db_path = db_path or default_db_path()
         self.host = host
         self.port = port
         self.token = token or None
         # Opened by start() (or add()), closed and reset by stop().
         self.store: Store = None  # type: ignore[assignment]
-        self._server: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
         self._changed = threading.Condition()
-        self._faults: Deque[_Fault] = collections.deque()
+        self._faults: collections.deque[_Fault] = collections.deque()
         self._faults_lock = threading.Lock()
         self._delay = 0.0
-        self._requests: Deque[Dict[str, Any]] = collections.deque(maxlen=10000)
+        self._requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=10000)
 
     def __repr__(self) -> str:
         # never the token itself
@@ -302,7 +303,7 @@ class Collector:
     # -- lifecycle -----------------------------------------------------------------------
 
     @property
-    def url(self) -> Optional[str]:
+    def url(self) -> str | None:
         if self._server is None:
             return None
         host, port = self._server.server_address[:2]
@@ -385,7 +386,7 @@ class Collector:
 
     # -- import --------------------------------------------------------------------------
 
-    def add(self, endpoint: str, body: Any, raw: Optional[bytes] = None,
+    def add(self, endpoint: str, body: Any, raw: bytes | None = None,
             source: str = "api") -> int:
         """Validate and store one payload without HTTP (the ``--load`` path); return seq.
 
@@ -404,7 +405,7 @@ class Collector:
         self._notify()
         return seq
 
-    def load_file(self, path: str) -> Tuple[int, List[Tuple[int, str]]]:
+    def load_file(self, path: str) -> tuple[int, list[tuple[int, str]]]:
         """Import a JSONL events file (the plugin's file transport / spool format).
 
         Each non-blank line is ``{"endpoint": "/log/...", "body": {...}}``
@@ -413,7 +414,7 @@ class Collector:
         Raises ``OSError`` if the file cannot be read.
         """
         loaded = 0
-        rejected: List[Tuple[int, str]] = []
+        rejected: list[tuple[int, str]] = []
         source = "load:" + os.path.abspath(path)
         with open(path, "rb") as handle:
             for number, line in enumerate(handle, start=1):
@@ -439,8 +440,8 @@ class Collector:
 
     # -- test hooks ----------------------------------------------------------------------
 
-    def fail_next(self, count: int = 1, status: int = 503, retry_after: Optional[float] = None,
-                  endpoint: Optional[str] = None) -> None:
+    def fail_next(self, count: int = 1, status: int = 503, retry_after: float | None = None,
+                  endpoint: str | None = None) -> None:
         """Answer the next ``count`` POSTs (to ``endpoint``, or any) with ``status``."""
         with self._faults_lock:
             for _ in range(count):
@@ -450,12 +451,12 @@ class Collector:
         """Sleep this long before answering each POST (to exercise client timeouts)."""
         self._delay = max(0.0, float(seconds))
 
-    def requests(self) -> List[Dict[str, Any]]:
+    def requests(self) -> list[dict[str, Any]]:
         """Every request answered so far: method, path, status, at (oldest first)."""
         return list(self._requests)
 
-    def wait_for_payloads(self, count: int, timeout: float = 10.0, task_id: Optional[str] = None,
-                          endpoint: Optional[str] = None) -> bool:
+    def wait_for_payloads(self, count: int, timeout: float = 10.0, task_id: str | None = None,
+                          endpoint: str | None = None) -> bool:
         """Wait until at least ``count`` payloads (matching the filters) are stored."""
         deadline = time.monotonic() + timeout
         with self._changed:
@@ -470,7 +471,7 @@ class Collector:
 
     # -- internals used by the handler -----------------------------------------------------
 
-    def _take_fault(self, endpoint: str) -> Optional[_Fault]:
+    def _take_fault(self, endpoint: str) -> _Fault | None:
         with self._faults_lock:
             for fault in list(self._faults):
                 if fault.endpoint is None or fault.endpoint == endpoint:
@@ -478,7 +479,7 @@ class Collector:
                     return fault
         return None
 
-    def _check_auth(self, header: Optional[str]) -> Optional[str]:
+    def _check_auth(self, header: str | None) -> str | None:
         """None when authorised, else the 401 message (which never contains a token)."""
         if self.token is None:
             return None

@@ -22,7 +22,8 @@ import os
 import sqlite3
 import sys
 import threading
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from definity_spark import wire
 from definity_spark.collector.validate import schema_fields
@@ -117,7 +118,7 @@ def utc_now() -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
-def _loads(text: Optional[str]) -> Any:
+def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
 
 
@@ -149,7 +150,7 @@ class Store:
     # -- writing -----------------------------------------------------------------------
 
     def add(self, endpoint: str, raw: bytes, body: Mapping[str, Any], source: str = "http",
-            content_type: Optional[str] = None) -> int:
+            content_type: str | None = None) -> int:
         """Store one validated payload (raw bytes + structure) atomically; return its seq."""
         received_at = utc_now()
         task_id = body.get("task_id")
@@ -231,18 +232,18 @@ class Store:
 
     # -- reading -----------------------------------------------------------------------
 
-    def _query(self, sql: str, params: Iterable[Any] = ()) -> List[sqlite3.Row]:
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return list(self._conn.execute(sql, tuple(params)))
 
     def count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM payloads")[0][0])
 
-    def payloads(self, task_id: Optional[str] = None, endpoint: Optional[str] = None,
-                 since: int = 0) -> List[Dict[str, Any]]:
+    def payloads(self, task_id: str | None = None, endpoint: str | None = None,
+                 since: int = 0) -> list[dict[str, Any]]:
         """Accepted payloads in arrival order: seq, received_at, endpoint, source, body, raw."""
         sql = "SELECT * FROM payloads WHERE seq > ?"
-        params: List[Any] = [since]
+        params: list[Any] = [since]
         if task_id is not None:
             sql += " AND task_id = ?"
             params.append(task_id)
@@ -252,7 +253,7 @@ class Store:
         return [self._payload(row) for row in self._query(sql + " ORDER BY seq", params)]
 
     @staticmethod
-    def _payload(row: sqlite3.Row) -> Dict[str, Any]:
+    def _payload(row: sqlite3.Row) -> dict[str, Any]:
         raw = bytes(row["raw"]).decode("utf-8", errors="replace")
         return {
             "seq": row["seq"],
@@ -265,7 +266,7 @@ class Store:
             "raw": raw,
         }
 
-    def tasks(self) -> List[Dict[str, Any]]:
+    def tasks(self) -> list[dict[str, Any]]:
         """Every task known, oldest first, with counts of what it reported."""
         rows = self._query(
             "SELECT t.*,"
@@ -277,7 +278,7 @@ class Store:
         return [self._task(row) for row in rows]
 
     @staticmethod
-    def _task(row: sqlite3.Row) -> Dict[str, Any]:
+    def _task(row: sqlite3.Row) -> dict[str, Any]:
         return {
             "task_id": row["task_id"],
             "app_name": row["app_name"],
@@ -298,7 +299,7 @@ class Store:
             },
         }
 
-    def task(self, task_id: str) -> Optional[Dict[str, Any]]:
+    def task(self, task_id: str) -> dict[str, Any] | None:
         """One task with its transformations, dataset schemas, metrics and raw payloads."""
         rows = [row for row in self.tasks() if row["task_id"] == task_id]
         if not rows:
@@ -320,7 +321,7 @@ class Store:
         return task
 
     @staticmethod
-    def _tf(row: sqlite3.Row) -> Dict[str, Any]:
+    def _tf(row: sqlite3.Row) -> dict[str, Any]:
         return {
             "tf_id": row["tf_id"],
             "status": row["status"],
@@ -332,7 +333,7 @@ class Store:
         }
 
     @staticmethod
-    def _dataset(row: sqlite3.Row) -> Dict[str, Any]:
+    def _dataset(row: sqlite3.Row) -> dict[str, Any]:
         metadata = json.loads(row["metadata"])
         return {
             "ds_name": row["ds_name"],
@@ -344,15 +345,15 @@ class Store:
             "seq": row["seq"],
         }
 
-    def lineage(self) -> Dict[str, List[Dict[str, Any]]]:
+    def lineage(self) -> dict[str, list[dict[str, Any]]]:
         """The dataset graph across all tasks, linked by dataset name.
 
         Nodes: one per dataset name (``dataset:<name>``) and one per task
         (``task:<task_id>``). Edges: dataset -> task for each input of each of the task's
         tfs, task -> dataset for each tf output; one edge per pair, listing the tf ids.
         """
-        nodes: Dict[str, Dict[str, Any]] = {}
-        edges: Dict[tuple, Dict[str, Any]] = {}
+        nodes: dict[str, dict[str, Any]] = {}
+        edges: dict[tuple, dict[str, Any]] = {}
 
         def dataset_node(name: str) -> str:
             node_id = "dataset:" + name
@@ -362,7 +363,7 @@ class Store:
             return node_id
 
         def edge(source: str, target: str, tf_id: int,
-                 columns: Optional[List[str]] = None) -> None:
+                 columns: list[str] | None = None) -> None:
             item = edges.setdefault((source, target), {"source": source, "target": target,
                                                        "tf_ids": []})
             if tf_id not in item["tf_ids"]:

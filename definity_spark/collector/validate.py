@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Dict, List, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from definity_spark import wire
 
@@ -48,7 +49,7 @@ def _reject_constant(name: str) -> Any:
     raise PayloadError(f"body is not valid JSON: {name} is not a JSON value")
 
 
-def parse_body(raw: bytes) -> Dict[str, Any]:
+def parse_body(raw: bytes) -> dict[str, Any]:
     """Decode a request body into a JSON object, or raise ``PayloadError``."""
     if not raw:
         raise PayloadError("body is empty: expected a JSON object")
@@ -152,7 +153,8 @@ def validate_tf(body: Mapping[str, Any]) -> None:
                                        f"{_type_name(column)}")
     output = _field(body, "output")
     if not isinstance(output, dict):
-        raise PayloadError(f"'output' must be an object {{\"name\": ...}}, got {_type_name(output)}")
+        raise PayloadError("'output' must be an object {\"name\": ...}, got "
+                           f"{_type_name(output)}")
     _string(output, "name", path="output.")
 
 
@@ -219,7 +221,7 @@ def validate(endpoint: str, body: Mapping[str, Any]) -> None:
     validator(body)
 
 
-def schema_fields(metadata: List[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+def schema_fields(metadata: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """``schema_field`` metadata entries as ``{"name", "type", "position"}`` in column order."""
     fields = []
     for entry in metadata:
