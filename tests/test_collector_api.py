@@ -259,3 +259,10 @@ def test_read_api_is_open_when_a_token_is_set(tmp_path: Path) -> None:
         assert health["token_required"] is True
         assert len(CollectorClient(started.url).payloads()) == 1
         assert "s3cr3t-xyz" not in repr(started)
+        # a read presenting a wrong token is refused (how `doctor` checks a token)
+        wrong = requests.get(started.url + "/api/tasks", timeout=10,
+                             headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401 and wrong.json()["error"] == "token rejected"
+        right = requests.get(started.url + "/api/tasks", timeout=10,
+                             headers={"Authorization": "Bearer s3cr3t-xyz"})
+        assert right.status_code == 200 and right.json()[0]["task_id"] == "t"

@@ -233,6 +233,15 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        # Reads are open (the page in a browser cannot send a bearer token), but a request
+        # that does present a token gets it checked: `definity-spark doctor` learns that
+        # its token is wrong from any endpoint, as with the real server.
+        header = self.headers.get("Authorization")
+        if header is not None:
+            auth_error = self.server.collector._check_auth(header)
+            if auth_error is not None:
+                self._error(401, auth_error, {"WWW-Authenticate": 'Bearer realm="definity"'})
+                return
         if path in ("/", "/index.html", "/lineage", "/lineage.html"):
             self._static("lineage.html", "text/html; charset=utf-8")
         elif path == "/health":
@@ -275,8 +284,9 @@ class Collector:
     """A local collector on ``host:port`` backed by the SQLite file ``db_path``.
 
     ``port=0`` picks a free port; ``start()`` returns the base URL (``http://host:port``).
-    ``token``: when set, ``POST /log/*`` needs ``Authorization: Bearer <token>`` (the read
-    API and the page stay open: bind to loopback). Usable as a context manager.
+    ``token``: when set, ``POST /log/*`` needs ``Authorization: Bearer <token>``; the read
+    API and the page stay open (bind to loopback), but a GET that presents a wrong token
+    is refused with 401 too. Usable as a context manager.
     """
 
     def __init__(self, db_path: str | None = None, host: str = DEFAULT_HOST, port: int = 0,
@@ -328,7 +338,7 @@ class Collector:
                                         kwargs={"poll_interval": 0.1},
                                         name="definity-collector", daemon=True)
         self._thread.start()
-        logger.info("collector listening on %s (db %s)", self.url, self.db_path)
+        logger.debug("collector listening on %s (db %s)", self.url, self.db_path)
         return self.url  # type: ignore[return-value]
 
     def serve_forever(self) -> None:
