@@ -1,0 +1,135 @@
+"""One logical write = one transformation, even when Spark runs it as nested executions.
+
+``saveAsTable`` and every CTAS run the data write as a nested SQL execution inside the
+outer command's execution (Spark 4's ``saveAsTable`` even nests three deep:
+``SaveAsV1TableCommand`` > ``CreateDataSourceTableAsSelectCommand`` > the insert). The
+listener sees the nested executions first, the outer one last. ``NestedWrites`` holds the
+nested outcomes by their root SQL execution id and, when the root's own callback arrives,
+folds them into one: the outer command's name and schema, the nested write's row/byte/file
+metrics, the inputs of whichever level has them.
+
+The pairing is exact where the facts carry SQL execution ids for both sides (Spark 4:
+``QueryExecution.queryId`` is the status store's ``queryId``; Spark 3.5: a write's metric
+accumulator ids appear in the status store's execution metrics). A Spark 3.5 outer CTAS
+command has neither (no metrics, no queryId): it claims the oldest pending group whose
+nested QueryExecutions were created after it (a nested QueryExecution is always created
+while its outer one runs, so its ``qe.id`` is larger). See docs/coverage.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Dict, List
+
+from definity_spark.lineage.rules import (
+    FAILED,
+    IGNORED,
+    READ,
+    WRITE,
+    Options,
+    Outcome,
+    describe_write,
+)
+
+logger = logging.getLogger("definity_spark.lineage")
+
+MAX_PENDING_GROUPS = 256
+
+
+class NestedWrites:
+    """Pairs nested executions with their root (single-threaded: the extraction worker)."""
+
+    def __init__(self) -> None:
+        self._pending: Dict[int, List[Outcome]] = OrderedDict()
+
+    def feed(self, outcome: Outcome) -> List[Outcome]:
+        """Take one callback's outcome; return the outcomes that are final now."""
+        ex, root = outcome.execution_id, outcome.root_execution_id
+        if ex is not None and root is not None and ex != root:
+            if outcome.kind in (WRITE, FAILED):
+                self._pending.setdefault(root, []).append(outcome)
+                if len(self._pending) > MAX_PENDING_GROUPS:  # a root that never came
+                    _, group = self._pending.popitem(last=False)
+                    logger.debug("nested group without root flushed")
+                    return [o for o in group if o.kind == WRITE]
+            return []  # nested reads (a JDBC write's own schema query...) belong to the root
+        group = None
+        if ex is not None and ex in self._pending:
+            group = self._pending.pop(ex)
+        elif ex is None and outcome.wrapper and self._pending:
+            group = self._claim_for_outer(outcome)
+        if not group:
+            return [outcome]
+        return _merge(outcome, group)
+
+    def _claim_for_outer(self, outcome: Outcome):
+        for key, group in self._pending.items():
+            if outcome.qe_id is None or all(
+                    o.qe_id is None or o.qe_id > outcome.qe_id for o in group):
+                return self._pending.pop(key)
+        return None
+
+    def flush(self) -> List[Outcome]:
+        """Pending nested writes whose root never reported: each is its own write."""
+        out: List[Outcome] = []
+        for group in self._pending.values():
+            out.extend(o for o in group if o.kind in (WRITE, FAILED))
+        self._pending.clear()
+        return out
+
+    def pending(self) -> int:
+        return sum(len(g) for g in self._pending.values())
+
+
+def _merge(outer: Outcome, group: List[Outcome]) -> List[Outcome]:
+    inner_writes = [o for o in group if o.kind == WRITE and o.lineage is not None]
+    if outer.kind == FAILED:
+        return [outer]  # one failed logical write, counted once
+    if outer.kind != WRITE or outer.lineage is None:
+        if outer.kind in (READ, IGNORED):
+            # the root is not a write (e.g. a command that runs writes of its own):
+            # every nested write is a transformation of its own
+            return [outer] + [o for o in group if o.kind in (WRITE, FAILED)]
+        return [outer]
+    if not inner_writes:
+        if any(o.kind == FAILED for o in group):
+            return [replace(outer, kind=FAILED, lineage=None,
+                            error=next(o.error for o in group if o.kind == FAILED))]
+        return [outer]
+    lin = outer.lineage
+    # metrics of the deepest write that has row counts (the actual data write)
+    with_rows = [o for o in inner_writes if "cnt" in o.lineage.metrics]
+    source = with_rows[-1] if with_rows else inner_writes[-1]
+    metrics = dict(source.lineage.metrics)
+    if "duration_ms" in lin.metrics:
+        metrics["duration_ms"] = lin.metrics["duration_ms"]  # the whole logical write
+    for k, v in lin.metrics.items():
+        metrics.setdefault(k, v)
+    inputs = lin.inputs
+    if not inputs:
+        for o in inner_writes:
+            if o.lineage.inputs:
+                inputs = o.lineage.inputs
+                break
+    schema = lin.output.schema
+    if not schema:
+        for o in inner_writes:
+            if o.lineage.output.schema:
+                schema = o.lineage.output.schema
+                break
+    query_str = lin.query_str
+    if not outer.extras.get("sql") and not outer.extras.get("call"):
+        # Spark 3.5 outer commands carry no execution description: the nested write
+        # knows its root's (``saveAsTable at ...``)
+        call = next((o.extras.get("root_call") for o in inner_writes
+                     if o.extras.get("root_call")), None)
+        if call:
+            query_str = describe_write(lin.output.name, call, outer.extras.get("mode"),
+                                       outer.command_class or "", Options())
+    merged = replace(lin, output=replace(lin.output, schema=schema), inputs=inputs,
+                     query_str=query_str,
+                     metrics=metrics, partial=lin.partial or any(o.lineage.partial
+                                                                 for o in inner_writes))
+    return [replace(outer, lineage=merged)]

@@ -1,0 +1,250 @@
+"""Spark's ``TreeNode.toJSON()`` plan form, read back into a small tree (pure, no py4j).
+
+``toJSON()`` writes a tree as a flat pre-order list of node dicts; a child field holds
+the child's index among ``children``; a non-child tree field (an expression, a subquery's
+``plan``, a command's non-child ``query``) holds its own flat list. This module rebuilds
+trees from that and answers the one question the columns rule needs: which expression ids
+does the query reference anywhere (every node's expressions, subqueries included, plus
+what each plan root returns)?
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
+
+# Leaves whose fields define attributes (their output) rather than reference them.
+RELATION_LEAVES = frozenset({
+    "LogicalRelation", "HiveTableRelation", "DataSourceV2Relation",
+    "DataSourceV2ScanRelation", "LocalRelation", "Range", "OneRowRelation",
+    "CTERelationRef", "LogicalRDD", "InMemoryRelation", "StreamingRelation",
+    "StreamingRelationV2", "StreamingDataSourceV2Relation", "ExternalRDD",
+})
+_LEFT_ONLY_JOINS = ("LeftSemi", "LeftAnti", "ExistenceJoin")
+_SET_OPS_ALL_COLUMNS = frozenset({"Intersect", "Except"})
+
+
+def simple_name(cls: str) -> str:
+    """``org.apache.spark.sql.catalyst.plans.logical.Project`` -> ``Project``."""
+    return cls.rsplit(".", 1)[-1].rstrip("$")
+
+
+@dataclass
+class PlanNode:
+    cls: str
+    fields: Dict[str, Any]
+    children: List[PlanNode] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return simple_name(self.cls)
+
+    def walk(self) -> Iterator[PlanNode]:
+        stack = [self]
+        while stack:
+            node = stack.pop()
+            yield node
+            stack.extend(reversed(node.children))
+
+
+def is_tree(value: Any) -> bool:
+    """A flat ``toJSON`` tree: a non-empty list of dicts with ``class``/``num-children``."""
+    return (isinstance(value, list) and bool(value) and isinstance(value[0], dict)
+            and "class" in value[0] and "num-children" in value[0])
+
+
+def build(flat: Sequence[Dict[str, Any]]) -> PlanNode:
+    """Rebuild the tree of one flat pre-order ``toJSON`` list (iteratively: deep plans)."""
+    nodes = [PlanNode(str(d.get("class")), d) for d in flat]
+    # pre-order: a node's children follow it; a stack of (node, children still missing)
+    stack: List[List[Any]] = []
+    root = nodes[0] if nodes else PlanNode("?", {})
+    for i, node in enumerate(nodes):
+        if stack:
+            parent = stack[-1]
+            parent[0].children.append(node)
+            parent[1] -= 1
+            if parent[1] == 0:
+                stack.pop()
+                while stack and stack[-1][1] == 0:
+                    stack.pop()
+        wanted = int(flat[i].get("num-children", 0) or 0)
+        if wanted > 0:
+            stack.append([node, wanted])
+    return root
+
+
+def _is_expression_class(cls: str) -> bool:
+    return ".expressions." in cls or cls.endswith("UDF") or ".analysis.Unresolved" in cls
+
+
+def _expr_trees(value: Any) -> Iterator[List[Dict[str, Any]]]:
+    """Every flat tree inside a field value (a tree, a list of trees, an Option...)."""
+    if is_tree(value):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _expr_trees(item)
+
+
+def _exprid(d: Dict[str, Any]) -> Optional[int]:
+    e = d.get("exprId")
+    if isinstance(e, dict) and "id" in e:
+        try:
+            return int(e["id"])
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def attr_ids(value: Any) -> List[int]:
+    """Expression ids of the top-level attributes/aliases in a Seq[NamedExpression] field."""
+    ids: List[int] = []
+    for tree in _expr_trees(value):
+        i = _exprid(tree[0])
+        if i is not None:
+            ids.append(i)
+    return ids
+
+
+class PlanIndex:
+    """All plan trees of one query (main plan, subqueries, non-child plan fields)."""
+
+    def __init__(self, flat: Sequence[Dict[str, Any]]):
+        self.root = build(flat)
+        self.roots: List[PlanNode] = [self.root]  # main plan + every nested plan tree
+        self.referenced: Set[int] = set()
+        self._outputs: Dict[int, List[int]] = {}
+        self.node_count = 0
+        self._collect(self.root)
+
+    # -- discovery -----------------------------------------------------------------
+    def _collect(self, root: PlanNode) -> None:
+        """Walk one plan tree: count nodes, gather references, recurse into nested plans."""
+        for node in root.walk():
+            self.node_count += 1
+            relation = not node.children and node.name in RELATION_LEAVES
+            for key, value in node.fields.items():
+                if key in ("class", "num-children") or isinstance(value, int):
+                    continue
+                for tree in _expr_trees(value):
+                    if _is_expression_class(str(tree[0].get("class"))):
+                        if not relation:
+                            self._scan_expression(tree)
+                    else:
+                        nested = build(tree)
+                        self.roots.append(nested)
+                        self._collect(nested)
+
+    def _scan_expression(self, flat: List[Dict[str, Any]]) -> None:
+        for d in flat:
+            i = _exprid(d)
+            if i is not None:
+                self.referenced.add(i)
+            plan = d.get("plan")
+            if is_tree(plan):  # ScalarSubquery / ListQuery / Exists / LateralSubquery
+                nested = build(plan)
+                self.roots.append(nested)
+                self._collect(nested)
+            for key, value in d.items():
+                if key not in ("plan", "class", "num-children") and isinstance(value, list):
+                    for tree in _expr_trees(value):
+                        if _is_expression_class(str(tree[0].get("class"))):
+                            self._scan_expression(tree)
+
+    # -- outputs -------------------------------------------------------------------
+    def output(self, node: PlanNode) -> List[int]:
+        """Expression ids a node returns, computed the way Spark's ``output`` does."""
+        key = id(node)
+        if key not in self._outputs:
+            self._outputs[key] = self._compute_output(node)
+        return self._outputs[key]
+
+    def _compute_output(self, node: PlanNode) -> List[int]:
+        f = node.fields
+        name = node.name
+        if name == "HiveTableRelation":
+            return attr_ids(f.get("dataCols")) + attr_ids(f.get("partitionCols"))
+        if "output" in f and not isinstance(f.get("output"), (int, str)):
+            return attr_ids(f.get("output"))
+        if name == "Project":
+            return attr_ids(f.get("projectList"))
+        if name == "Aggregate":
+            return attr_ids(f.get("aggregateExpressions"))
+        if name == "Window":
+            return self._child_output(node, 0) + attr_ids(f.get("windowExpressions"))
+        if name == "Generate":
+            return self._child_output(node, 0) + attr_ids(f.get("generatorOutput"))
+        if name == "Join":
+            jt = str(f.get("joinType"))
+            if any(k in jt for k in _LEFT_ONLY_JOINS):
+                return self._child_output(node, 0)
+            return self._child_output(node, 0) + self._child_output(node, 1)
+        if name in ("Union", "Intersect", "Except", "WithCTE"):
+            return self._child_output(node, 0)
+        out: List[int] = []
+        for i in range(len(node.children)):
+            out.extend(self._child_output(node, i))
+        return out
+
+    def _child_output(self, node: PlanNode, i: int) -> List[int]:
+        if i < len(node.children):
+            return self.output(node.children[i])
+        return []
+
+    # -- references ----------------------------------------------------------------
+    def referenced_ids(self) -> Set[int]:
+        """Every expression id the query references, propagated through set operations
+        (Union maps by position) and CTE references (a ``CTERelationRef`` maps by position
+        onto its ``CTERelationDef``)."""
+        refs = set(self.referenced)
+        for root in self.roots:
+            refs.update(self.output(_query_of(root)))
+        cte_defs: Dict[Any, PlanNode] = {}
+        nodes = [n for r in self.roots for n in r.walk()]
+        for n in nodes:
+            if n.name == "CTERelationDef":
+                cte_defs[n.fields.get("id")] = n
+        changed = True
+        while changed:
+            changed = False
+            for n in nodes:
+                extra: List[int] = []
+                if n.name == "Union":
+                    out = self.output(n)
+                    for pos, eid in enumerate(out):
+                        if eid in refs:
+                            for child in n.children:
+                                child_out = self.output(child)
+                                if pos < len(child_out):
+                                    extra.append(child_out[pos])
+                elif n.name in _SET_OPS_ALL_COLUMNS or n.name == "Distinct":
+                    for child in n.children:
+                        extra.extend(self.output(child))
+                elif n.name == "CTERelationRef":
+                    d = cte_defs.get(n.fields.get("cteId"))
+                    if d is not None:
+                        def_out = self.output(d)
+                        for pos, eid in enumerate(self.output(n)):
+                            if eid in refs and pos < len(def_out):
+                                extra.append(def_out[pos])
+                for eid in extra:
+                    if eid not in refs:
+                        refs.add(eid)
+                        changed = True
+        return refs
+
+
+def _query_of(root: PlanNode) -> PlanNode:
+    """The part of a plan that returns rows: below write commands, their query child."""
+    node = root
+    while node.children and (node.name.endswith("Command") or node.name in _WRITE_WRAPPERS):
+        node = node.children[0]
+    return node
+
+
+_WRITE_WRAPPERS = frozenset({
+    "InsertIntoHiveTable", "AppendData", "OverwriteByExpression",
+    "OverwritePartitionsDynamic", "ReplaceData", "WriteDelta", "CreateTableAsSelect",
+    "ReplaceTableAsSelect", "InsertIntoDir",
+})

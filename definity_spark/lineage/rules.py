@@ -1,0 +1,349 @@
+"""Extraction rules: one query's plan facts in, its lineage out (pure, no py4j).
+
+``extract(facts, options)`` classifies a finished query as
+
+* ``write``: one ``WriteLineage`` (output name/type/schema, inputs with columns, metrics,
+  query text). Which commands write, and where their target and schema come from, is one
+  table, ``WRITE_COMMANDS``, keyed by Spark node class name (OpenLineage's extractor
+  manager idea): adding a Spark command is one entry plus one recorded fixture.
+* ``read``: a read-only action (count, collect, show...) with the datasets it read.
+* ``failed``: the query threw; it wrote nothing (a failed write is not a transformation).
+* ``ignored``: DDL, SHOW, SET, an analysis failure, or a class no rule knows (logged at
+  debug, never an error).
+
+Nested executions (CTAS, saveAsTable) are paired afterwards by ``nesting.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+from definity_spark.lineage import naming
+from definity_spark.lineage.facts import CommandFacts, LeafFacts, QueryFacts
+from definity_spark.lineage.model import InputLineage, OutputLineage, WriteLineage
+from definity_spark.lineage.plan import PlanIndex, simple_name
+from definity_spark.lineage.types import type_name
+
+logger = logging.getLogger("definity_spark.lineage")
+
+WRITE = "write"
+READ = "read"
+FAILED = "failed"
+IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class Options:
+    """The settings the rules need (taken from ``Settings`` once, by the observer)."""
+
+    normalize_s3: bool = True
+    trim_partition_dirs: bool = True
+    redaction_regex: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class WriteRule:
+    """How one write command names its target and where its written schema comes from.
+
+    target: ``auto`` (catalog table, else JDBC, else path), ``path``, ``table``.
+    wrapper: an outer command that runs the data write as a nested execution (CTAS,
+    saveAsTable): its tf takes its name from here and metrics from the nested write.
+    """
+
+    target: str = "auto"
+    wrapper: bool = False
+
+
+# Spark node class (simple name) -> rule. Simple names: the same class moved packages
+# between Spark versions (e.g. Hive commands), the simple name did not.
+WRITE_COMMANDS: Dict[str, WriteRule] = {
+    # v1 file writes: df.write.<fmt>(path), INSERT into a datasource table, and the inner
+    # data write of every datasource / converted-Hive CTAS and saveAsTable
+    "InsertIntoHadoopFsRelationCommand": WriteRule(),
+    "InsertIntoHiveTable": WriteRule(target="table"),
+    "CreateDataSourceTableAsSelectCommand": WriteRule(target="table", wrapper=True),
+    "CreateHiveTableAsSelectCommand": WriteRule(target="table", wrapper=True),
+    "OptimizedCreateHiveTableAsSelectCommand": WriteRule(target="table", wrapper=True),
+    "SaveAsV1TableCommand": WriteRule(target="table", wrapper=True),  # Spark 4 saveAsTable
+    # df.write.format("jdbc"/other).save(): the datasource writes itself
+    "SaveIntoDataSourceCommand": WriteRule(),
+    "InsertIntoDataSourceCommand": WriteRule(),  # INSERT INTO a view USING jdbc etc.
+    # INSERT OVERWRITE [LOCAL] DIRECTORY
+    "InsertIntoHiveDirCommand": WriteRule(target="path"),
+    "InsertIntoDataSourceDirCommand": WriteRule(target="path"),
+    # DataSource V2 (Iceberg, JDBC v2 catalog)
+    "AppendData": WriteRule(target="table"),
+    "OverwriteByExpression": WriteRule(target="table"),
+    "OverwritePartitionsDynamic": WriteRule(target="table"),
+    "ReplaceData": WriteRule(target="table"),  # row-level MERGE/UPDATE/DELETE, copy-on-write
+    "WriteDelta": WriteRule(target="table"),  # row-level MERGE/UPDATE/DELETE, merge-on-read
+    "CreateTableAsSelect": WriteRule(target="table", wrapper=True),
+    "ReplaceTableAsSelect": WriteRule(target="table", wrapper=True),
+    "MergeIntoTable": WriteRule(target="table"),
+    "UpdateTable": WriteRule(target="table"),
+    "DeleteFromTable": WriteRule(target="table"),
+}
+
+# actions that only read (funcName of the callback); anything else non-writing is ignored
+READ_FUNCS = frozenset({
+    "count", "collect", "collectToPython", "collectAsList", "head", "take", "tail",
+    "toPandas", "collectAsArrowToPython", "toLocalIterator", "first", "show", "foreach",
+    "foreachPartition", "toArrowBatchRdd", "collectAsArrowToR", "toJSON",
+})
+
+# Iceberg / Spark metadata columns: never user columns
+METADATA_COLUMNS = frozenset({
+    "_file", "_pos", "_spec_id", "_partition", "_deleted", "_change_type",
+    "_change_ordinal", "_commit_snapshot_id", "_row_id", "_last_updated_sequence_number",
+    "_metadata",
+})
+
+# LogicalRelation relation classes and leaves that are not datasets
+_NOT_DATASETS = frozenset({
+    "LocalRelation", "Range", "OneRowRelation", "CTERelationRef", "LogicalRDD",
+    "ExternalRDD", "InMemoryRelation", "ResolvedIdentifier", "UnresolvedRelation",
+    "ResolvedTable", "ResolvedNamespace",
+})
+
+_WRITER_CALL = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*) at \S+:\d+$")
+_SECRET = re.compile(
+    r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key"
+    r"|credentials?)(\s*(?:=|:|\s)\s*)('[^']*'|\"[^\"]*\"|[^\s,;&)'\"]+)")
+REDACTED = "*********(redacted)"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one callback amounts to; ``nesting.NestedWrites`` pairs nested executions."""
+
+    kind: str
+    lineage: Optional[WriteLineage] = None
+    inputs: Tuple[InputLineage, ...] = ()
+    func_name: str = ""
+    error: Optional[str] = None
+    reason: str = ""
+    wrapper: bool = False
+    qe_id: Optional[int] = None
+    execution_id: Optional[int] = None
+    root_execution_id: Optional[int] = None
+    command_class: Optional[str] = None
+    extras: Dict[str, Any] = field(default_factory=dict)
+
+
+def redact(text: Optional[str], extra_regex: Optional[str] = None) -> Optional[str]:
+    """Mask secrets (``password=...``, ``'password' 'x'`` in OPTIONS, user regex)."""
+    if text is None:
+        return None
+    out = _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    out = re.sub(r"(?i)(//[^/:@\s]+:)[^@/\s]+@", r"\1" + REDACTED + "@", out)
+    if extra_regex:
+        try:
+            out = re.sub(extra_regex, REDACTED, out)
+        except re.error:
+            logger.debug("invalid redaction regex ignored")
+    return out
+
+
+def extract(facts: QueryFacts, options: Options = Options(), want_reads: bool = True) -> Outcome:
+    """Classify one callback and extract its lineage (see the module docstring)."""
+    base = dict(func_name=facts.func_name, qe_id=facts.qe_id, execution_id=facts.execution_id,
+                root_execution_id=facts.root_execution_id, command_class=facts.root_class)
+    if not facts.succeeded:
+        if facts.func_name == "analyze":  # Spark 4 analysis failure: no query ran
+            return Outcome(IGNORED, reason="analysis failure", **base)
+        rule = WRITE_COMMANDS.get(simple_name(facts.root_class or ""))
+        return Outcome(FAILED, error=redact(facts.error, options.redaction_regex),
+                       wrapper=bool(rule and rule.wrapper), **base)
+    root = simple_name(facts.root_class or "")
+    rule = WRITE_COMMANDS.get(root)
+    if rule is not None:
+        lineage = _write_lineage(facts, rule, options)
+        if lineage is None:
+            logger.debug("write command %s without a resolvable target", root)
+            return Outcome(IGNORED, reason=f"no target:{root}", **base)
+        extras = {
+            "sql": bool(facts.sql_text),
+            "call": writer_call(facts.description),
+            "root_call": writer_call(facts.root_description),
+            "mode": facts.command.mode if facts.command else None,
+        }
+        return Outcome(WRITE, lineage=lineage, wrapper=rule.wrapper, extras=extras, **base)
+    if root.endswith("Command") or root.endswith("Exec") or facts.func_name == "command":
+        return Outcome(IGNORED, reason=f"command:{root}", **base)
+    if facts.func_name in READ_FUNCS or facts.leaves:
+        inputs = _inputs(facts, options)[0] if want_reads else ()
+        return Outcome(READ, inputs=inputs, **base)
+    logger.debug("unknown query kind %s (%s) ignored", root, facts.func_name)
+    return Outcome(IGNORED, reason=f"unknown:{root}", **base)
+
+
+# -- inputs ------------------------------------------------------------------------
+
+def _leaf_names(leaf: LeafFacts, options: Options) -> List[str]:
+    kind = simple_name(leaf.cls)
+    if kind in _NOT_DATASETS:
+        return []
+    if leaf.table is not None:
+        catalog, namespace, table = leaf.table
+        return [naming.table_name(catalog, namespace, table)]
+    if leaf.jdbc_url and leaf.jdbc_table:
+        return [naming.jdbc_name(leaf.jdbc_url, leaf.jdbc_table)]
+    if leaf.paths:
+        names: List[str] = []
+        for p in leaf.paths:
+            n = naming.path_name(p, options.normalize_s3, options.trim_partition_dirs)
+            if n not in names:
+                names.append(n)
+        return names
+    logger.debug("leaf %s (%s) is not a known dataset", kind, leaf.relation_cls)
+    return []
+
+
+def _inputs(facts: QueryFacts, options: Options) -> Tuple[Tuple[InputLineage, ...], bool]:
+    """(inputs in first-seen order with the columns each is read for, columns known)."""
+    refs: Optional[Set[int]] = None
+    if facts.plan:
+        try:
+            refs = PlanIndex(facts.plan).referenced_ids()
+        except Exception as exc:  # a plan shape the index does not know: columns unknown
+            logger.debug("columns unknown: %s", exc)
+    order: List[str] = []
+    columns: Dict[str, Set[str]] = {}
+    schema_order: Dict[str, List[str]] = {}
+    metrics: Dict[str, Dict[str, float]] = {}
+    for leaf in facts.leaves:
+        names = _leaf_names(leaf, options)
+        user_cols = [a for a in leaf.output
+                     if not a.metadata_col and a.name not in METADATA_COLUMNS]
+        for name in names:
+            if name not in columns:
+                order.append(name)
+                columns[name] = set()
+                schema_order[name] = []
+            known = schema_order[name]
+            for a in user_cols:
+                if a.name not in known:
+                    known.append(a.name)
+            if refs is not None:
+                columns[name].update(a.name for a in user_cols if a.expr_id in refs)
+            for k, v in leaf.scan_metrics.items():
+                metrics.setdefault(name, {})
+                metrics[name][k] = metrics[name].get(k, 0) + v
+    result = []
+    for name in order:
+        cols: Optional[Tuple[str, ...]] = None
+        if refs is not None and not facts.partial:
+            cols = tuple(c for c in schema_order[name] if c in columns[name])
+        result.append(InputLineage(name=name, columns=cols, metrics=metrics.get(name, {})))
+    return tuple(result), refs is not None
+
+
+# -- output ------------------------------------------------------------------------
+
+def _fields(struct: Optional[Dict[str, Any]]) -> List[Tuple[str, str]]:
+    if not struct:
+        return []
+    return [(str(f.get("name")), type_name(f.get("type"))) for f in struct.get("fields", ())]
+
+
+def _partition_last(fields: List[Tuple[str, str]], partition: Sequence[str]) -> List[Tuple[str, str]]:
+    lowered = [p.lower() for p in partition]
+    data = [f for f in fields if f[0].lower() not in lowered]
+    parts = sorted((f for f in fields if f[0].lower() in lowered),
+                   key=lambda f: lowered.index(f[0].lower()))
+    return data + parts
+
+
+def _output(cmd: CommandFacts, rule: WriteRule, options: Options) -> Optional[OutputLineage]:
+    target = rule.target
+    if target == "auto":
+        if cmd.table is not None:
+            target = "table"
+        elif cmd.jdbc_url and cmd.jdbc_table:
+            target = "jdbc"
+        elif cmd.output_path:
+            target = "path"
+        else:
+            return None
+    query_fields = _partition_last(_fields(cmd.query_schema), cmd.partition_columns)
+    if target == "table":
+        if cmd.table is None:
+            return None
+        catalog, namespace, table = cmd.table
+        schema = _fields(cmd.table_schema) or query_fields
+        schema = [f for f in schema if f[0] not in METADATA_COLUMNS]
+        return OutputLineage(naming.table_name(catalog, namespace, table), "table", tuple(schema))
+    if target == "jdbc":
+        return OutputLineage(naming.jdbc_name(cmd.jdbc_url or "", cmd.jdbc_table or ""), "jdbc",
+                             tuple(query_fields))
+    if not cmd.output_path:
+        return None
+    name = naming.path_name(cmd.output_path, options.normalize_s3, options.trim_partition_dirs)
+    return OutputLineage(name, "path", tuple(query_fields))
+
+
+_METRIC_NAMES = {
+    "numOutputRows": "cnt",
+    "numOutputBytes": "write_bytes",
+    "numFiles": "write_files",
+    "numParts": "write_partitions",
+}
+
+
+def write_metrics(facts: QueryFacts) -> Dict[str, float]:
+    out: Dict[str, float] = {}
+    for spark_name, metric_type in _METRIC_NAMES.items():
+        if spark_name in facts.write_metrics:
+            out[metric_type] = float(facts.write_metrics[spark_name])
+    return out
+
+
+def writer_call(description: Optional[str]) -> Optional[str]:
+    """``saveAsTable at NativeMethodAccessorImpl.java:0`` -> ``saveAsTable`` (else None:
+    a description the user set with ``setJobDescription`` says nothing about the call)."""
+    if description:
+        m = _WRITER_CALL.match(description.strip())
+        if m:
+            return m.group(1)
+    return None
+
+
+def describe_write(name: str, call: Optional[str], mode: Optional[str], root_class: str,
+                   options: Options) -> str:
+    """``DataFrameWriter.parquet(file:/tmp/x) mode=overwrite`` (or the command class)."""
+    suffix = f" mode={mode.lower()}" if mode else ""
+    if call:
+        what = f"DataFrameWriter.{call}({name}){suffix}"
+    else:
+        what = f"{simple_name(root_class or '?')}({name}){suffix}"
+    return redact(what, options.redaction_regex) or what
+
+
+def _describe(facts: QueryFacts, out: OutputLineage, options: Options) -> str:
+    """SQL text when the write came from spark.sql(...), else a short action description."""
+    if facts.sql_text:
+        return redact(facts.sql_text, options.redaction_regex) or ""
+    cmd = facts.command
+    call = writer_call(facts.description)
+    return describe_write(out.name, call, cmd.mode if cmd else None, facts.root_class or "?",
+                          options)
+
+
+def _write_lineage(facts: QueryFacts, rule: WriteRule, options: Options) -> Optional[WriteLineage]:
+    if facts.command is None:
+        return None
+    out = _output(facts.command, rule, options)
+    if out is None:
+        return None
+    inputs, _ = _inputs(facts, options)
+    metrics = write_metrics(facts)
+    if facts.duration_ns is not None:
+        metrics["duration_ms"] = round(facts.duration_ns / 1e6, 3)
+    return WriteLineage(output=out, inputs=inputs, query_str=_describe(facts, out, options),
+                        metrics=metrics, partial=facts.partial)
+
+
+HandlerLookup = Callable[[str], Optional[WriteRule]]

@@ -1,0 +1,330 @@
+"""The fact reader: one ``QueryExecution`` (live, through py4j) -> ``QueryFacts`` (plain data).
+
+Runs on the extraction worker, never on Spark's listener bus. It reads each query once,
+with few round trips: one ``toJSON()`` of the analyzed plan (parsed in Python: node
+classes, catalog identifiers, every expression id), then accessors only where the JSON
+drops what lineage needs: file paths, JDBC url/table, V2 catalog identifiers, save modes,
+the written query's schema, the executed write node's metrics, and the SQL execution ids
+that pair nested executions. py4j class/method lookups are cached by py4j's JavaObject
+member cache per object; attribute chains through ``jvm.*`` are resolved once per reader.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from definity_spark.lineage.facts import Attr, CommandFacts, LeafFacts, QueryFacts
+from definity_spark.lineage.plan import simple_name
+from definity_spark.lineage.rules import WRITE_COMMANDS
+
+logger = logging.getLogger("definity_spark.spark")
+
+_METRIC = re.compile(r"(\w+) -> SQLMetric\(id: (\d+), name: .*?, value: (-?[\d.]+)\)")
+_PLAN_METRIC_ID = re.compile(r"SQLPlanMetric\([^()]*?,(\d+),\w+\)")
+_STATUS_SCAN = 32  # newest executions searched in the SQL status store
+
+
+def option_str(opt: Any) -> Optional[str]:
+    """A Scala ``Option[String]`` in one round trip (``Some(x)`` / ``None``)."""
+    s = str(opt.toString())
+    if s.startswith("Some(") and s.endswith(")"):
+        return s[5:-1]
+    return None
+
+
+def _table_from_json(ct: Any) -> Optional[Tuple[Optional[str], Tuple[str, ...], str]]:
+    """(catalog, (database,), table) from a JSON ``CatalogTable`` / ``TableIdentifier``."""
+    if not isinstance(ct, dict):
+        return None
+    ident = ct.get("identifier", ct)
+    if not isinstance(ident, dict) or "table" not in ident:
+        return None
+    db = ident.get("database")
+    return (ident.get("catalog"), (db,) if db else (), str(ident["table"]))
+
+
+def _attrs(value: Any) -> List[Attr]:
+    out: List[Attr] = []
+    for tree in value or ():
+        if isinstance(tree, list) and tree and isinstance(tree[0], dict):
+            d = tree[0]
+            e = d.get("exprId") or {}
+            if "id" not in e:
+                continue
+            meta = d.get("metadata") or {}
+            is_meta = any(str(k).startswith("__") and "metadata" in str(k) for k in meta)
+            out.append(Attr(str(d.get("name")), int(e["id"]), d.get("dataType"), is_meta))
+    return out
+
+
+class FactReader:
+    """Reads QueryExecutions of one SparkSession (one instance per observer)."""
+
+    def __init__(self, gateway: Any, jsession: Any, budget_ms: int = 2000,
+                 max_plan_nodes: int = 5000):
+        self._gw = gateway
+        self._jsession = jsession
+        self.budget_ms = budget_ms
+        self.max_plan_nodes = max_plan_nodes
+        self._status_store = None
+        self._version: Optional[str] = None
+        self._has_query_id: Optional[bool] = None
+
+    # -- entry point -----------------------------------------------------------------
+    def read(self, func_name: str, qe: Any, duration_ns: Optional[int],
+             exception: Any) -> QueryFacts:
+        started = time.monotonic()
+        facts = QueryFacts(func_name=func_name, succeeded=exception is None,
+                           duration_ns=duration_ns, spark_version=self.version())
+        if exception is not None:
+            facts.error = str(exception.toString())
+        try:
+            facts.qe_id = int(qe.id())
+            if func_name == "analyze":
+                return facts
+            # analyzed() rethrows (and Spark 4 logs an ERROR) when analysis failed:
+            # a failure only needs the root class, which logical() gives
+            plan = qe.analyzed() if facts.succeeded else qe.logical()
+            facts.plan = json.loads(plan.toJSON())
+            root = simple_name(str(facts.plan[0].get("class"))) if facts.plan else ""
+            if facts.succeeded:
+                facts.sql_text = option_str(plan.origin().sqlText())
+            if root in WRITE_COMMANDS:
+                facts.command = self._command(root, plan, facts.plan[0], facts)
+                if facts.succeeded:
+                    facts.write_metrics, acc_ids = self._write_metrics(qe)
+                else:
+                    acc_ids = []
+            else:
+                acc_ids = []
+            self._execution_ids(qe, facts, acc_ids)
+            if facts.succeeded:
+                self._leaves(plan, facts, started, root)
+        except Exception as exc:  # the plan could not be read: say so, never raise
+            facts.read_error = f"{type(exc).__name__}: {exc}"[:500]
+            facts.partial = True
+            logger.debug("plan read failed: %s", facts.read_error)
+        return facts
+
+    def version(self) -> Optional[str]:
+        if self._version is None:
+            try:
+                self._version = str(self._jsession.version())
+            except Exception:
+                self._version = "?"
+        return self._version
+
+    # -- leaves (inputs) ----------------------------------------------------------------
+    def _leaves(self, plan: Any, facts: QueryFacts, started: float, root: str) -> None:
+        if facts.plan is not None and len(facts.plan) > self.max_plan_nodes:
+            facts.partial = True
+            logger.debug("plan of %d nodes exceeds max_plan_nodes", len(facts.plan))
+            facts.plan = None
+            return
+        roots = [plan]
+        head = facts.plan[0] if facts.plan else {}
+        # a leaf command (3.5 CTAS) keeps its query in a non-child field
+        if int(head.get("num-children", 0) or 0) == 0 and isinstance(head.get("query"), list):
+            roots.append(plan.query())
+        seen_budget = self.budget_ms / 1000.0
+        for r in roots:
+            groups = [r.collectLeaves()]
+            subs = r.subqueriesAll()
+            for i in range(subs.size()):
+                groups.append(subs.apply(i).collectLeaves())
+            for leaves in groups:
+                for i in range(leaves.size()):
+                    if time.monotonic() - started > seen_budget:
+                        facts.partial = True
+                        logger.debug("extraction budget exhausted after %d leaves",
+                                     len(facts.leaves))
+                        return
+                    facts.leaves.append(self._leaf(leaves.apply(i)))
+
+    def _leaf(self, leaf: Any) -> LeafFacts:
+        d = json.loads(leaf.toJSON())[0]
+        cls = str(d.get("class"))
+        name = simple_name(cls)
+        if name == "HiveTableRelation":
+            out = _attrs(d.get("dataCols")) + _attrs(d.get("partitionCols"))
+        else:
+            out = _attrs(d.get("output"))
+        facts = LeafFacts(cls=cls, output=out)
+        if name == "LogicalRelation":
+            facts.table = _table_from_json(d.get("catalogTable"))
+            if facts.table is None:
+                rel = leaf.relation()
+                facts.relation_cls = str(rel.getClass().getName())
+                rname = simple_name(facts.relation_cls)
+                if rname == "HadoopFsRelation":
+                    paths = str(rel.location().rootPaths().mkString("\n"))
+                    facts.paths = [p for p in paths.split("\n") if p]
+                elif rname == "JDBCRelation":
+                    opts = rel.jdbcOptions()
+                    facts.jdbc_url = str(opts.url())
+                    facts.jdbc_table = str(opts.tableOrQuery())
+        elif name == "HiveTableRelation":
+            facts.table = _table_from_json(d.get("tableMeta"))
+        elif name in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
+            rel = leaf.relation() if name == "DataSourceV2ScanRelation" else leaf
+            self._v2(rel, facts)
+        return facts
+
+    def _v2(self, rel: Any, target: Any) -> None:
+        """Catalog identifier of a DataSourceV2Relation (and JDBC url of a JDBC table)."""
+        catalog = None
+        cat_opt = rel.catalog()
+        if cat_opt.isDefined():
+            catalog = str(cat_opt.get().name())
+        ident_opt = rel.identifier()
+        table = rel.table()
+        if ident_opt.isDefined():
+            ident = ident_opt.get()
+            target.table = (catalog, tuple(str(x) for x in ident.namespace()), str(ident.name()))
+        else:
+            target.table = (catalog, (), str(table.name()))
+        tcls = str(table.getClass().getName())
+        if simple_name(tcls) == "JDBCTable" and isinstance(target, LeafFacts):
+            target.relation_cls = tcls
+
+    # -- the write command ---------------------------------------------------------------
+    def _command(self, name: str, cmd: Any, head: Dict[str, Any], facts: QueryFacts) -> CommandFacts:
+        c = CommandFacts(cls=str(head.get("class")))
+        if name == "InsertIntoHadoopFsRelationCommand":
+            c.output_path = str(cmd.outputPath().toString())
+            c.mode = str(cmd.mode().toString())
+            ct = head.get("catalogTable")
+            c.table = _table_from_json(ct)
+            if isinstance(ct, dict):
+                c.table_schema = ct.get("schema")
+            c.partition_columns = [a.name for a in _attrs(head.get("partitionColumns"))]
+        elif name in ("InsertIntoHiveTable", "CreateDataSourceTableAsSelectCommand",
+                      "CreateHiveTableAsSelectCommand",
+                      "OptimizedCreateHiveTableAsSelectCommand", "SaveAsV1TableCommand"):
+            ct = head.get("table") or head.get("tableDesc")
+            c.table = _table_from_json(ct)
+            if isinstance(ct, dict):
+                c.table_schema = ct.get("schema")
+                c.partition_columns = [str(x) for x in ct.get("partitionColumnNames") or ()]
+            if name != "InsertIntoHiveTable":
+                with _quiet():
+                    c.mode = str(cmd.mode().toString())
+        elif name == "SaveIntoDataSourceCommand":
+            c.mode = str(cmd.mode().toString())
+            c.provider = str(cmd.dataSource().getClass().getName())
+            opts = cmd.options()
+            if "jdbc" in c.provider.lower():
+                c.jdbc_url = option_str(opts.get("url"))
+                c.jdbc_table = option_str(opts.get("dbtable"))
+            else:
+                c.output_path = option_str(opts.get("path"))
+        elif name == "InsertIntoDataSourceCommand":
+            rel = cmd.logicalRelation().relation()
+            if simple_name(str(rel.getClass().getName())) == "JDBCRelation":
+                opts = rel.jdbcOptions()
+                c.jdbc_url = str(opts.url())
+                c.jdbc_table = str(opts.tableOrQuery())
+            c.table = _table_from_json((head.get("logicalRelation") or [{}])[0]
+                                       .get("catalogTable") if isinstance(
+                                           head.get("logicalRelation"), list) else None)
+        elif name in ("InsertIntoHiveDirCommand", "InsertIntoDataSourceDirCommand"):
+            c.output_path = option_str(cmd.storage().locationUri())
+        elif name in ("AppendData", "OverwriteByExpression", "OverwritePartitionsDynamic",
+                      "ReplaceData", "WriteDelta"):
+            rel = cmd.table()
+            if simple_name(str(rel.getClass().getName())) == "DataSourceV2Relation":
+                self._v2(rel, c)
+                c.table_schema = json.loads(rel.schema().json())
+        elif name in ("CreateTableAsSelect", "ReplaceTableAsSelect"):
+            ident = cmd.name()
+            if simple_name(str(ident.getClass().getName())) == "ResolvedIdentifier":
+                i = ident.identifier()
+                c.table = (str(ident.catalog().name()), tuple(str(x) for x in i.namespace()),
+                           str(i.name()))
+        elif name in ("MergeIntoTable", "UpdateTable", "DeleteFromTable"):
+            pass  # rewritten by the analyzer where the table supports it (ReplaceData...)
+        with _quiet():
+            c.query_schema = json.loads(cmd.query().schema().json())
+        return c
+
+    # -- metrics and execution ids ----------------------------------------------------------
+    def _write_metrics(self, qe: Any) -> Tuple[Dict[str, float], List[int]]:
+        """Metrics of the executed write node (under AQE: unwrap the adaptive plan)."""
+        node = qe.executedPlan()
+        for _ in range(6):
+            n = simple_name(str(node.getClass().getName()))
+            if n == "AdaptiveSparkPlanExec":
+                node = node.executedPlan()
+            elif n.endswith("QueryStageExec"):
+                node = node.plan()
+            elif n == "CommandResultExec":
+                node = node.commandPhysicalPlan()
+            else:
+                break
+        metrics: Dict[str, float] = {}
+        ids: List[int] = []
+        for m in _METRIC.finditer(str(node.metrics().toString())):
+            metrics[m.group(1)] = float(m.group(3))
+            ids.append(int(m.group(2)))
+        return metrics, ids
+
+    def _store(self) -> Any:
+        if self._status_store is None:
+            self._status_store = self._jsession.sharedState().statusStore()
+        return self._status_store
+
+    def _execution_ids(self, qe: Any, facts: QueryFacts, acc_ids: List[int]) -> None:
+        """SQL execution id + root execution id: pairs nested executions exactly.
+
+        Spark 4: ``qe.queryId()`` equals the status store's ``queryId``. Spark 3.5: the
+        executed write node's metric accumulator ids appear in its execution's metrics.
+        """
+        query_id = None
+        if self._has_query_id is not False:
+            try:
+                query_id = str(qe.queryId().toString())
+                self._has_query_id = True
+            except Exception:
+                self._has_query_id = False
+        if query_id is None and not acc_ids:
+            return
+        store = self._store()
+        count = int(store.executionsCount())
+        start = max(0, count - _STATUS_SCAN)
+        lst = store.executionsList(start, count - start)
+        wanted = set(acc_ids)
+        for i in range(lst.size() - 1, -1, -1):
+            x = lst.apply(i)
+            if query_id is not None:
+                if str(x.queryId().toString()) != query_id:
+                    continue
+            else:
+                found = {int(m.group(1)) for m in
+                         _PLAN_METRIC_ID.finditer(str(x.metrics().toString()))}
+                if not wanted & found:
+                    continue
+            facts.execution_id = int(x.executionId())
+            facts.root_execution_id = int(x.rootExecutionId())
+            facts.description = str(x.description())
+            if facts.root_execution_id != facts.execution_id:
+                with _quiet():
+                    root = store.execution(facts.root_execution_id)
+                    if root.isDefined():
+                        facts.root_description = str(root.get().description())
+            return
+
+
+class _quiet:
+    """Context manager: an accessor that does not exist on this Spark version is skipped."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is not None:
+            logger.debug("accessor skipped: %s", exc)
+        return exc is not None and isinstance(exc, Exception)

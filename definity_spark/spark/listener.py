@@ -1,0 +1,198 @@
+"""The py4j edge: a Python ``QueryExecutionListener`` and its registration.
+
+Spark calls ``onSuccess`` / ``onFailure`` on its shared listener-bus thread, serially, for
+every listener of the application. Whatever time the callback takes holds that thread (and
+every other listener behind it; Spark drops events when its queue overflows), so the
+callback only snapshots the references it was given into a bounded queue and returns.
+All plan reading happens on the observer's worker thread.
+
+Registration is idempotent per JVM SparkSession (a registry keyed by the session's
+``System.identityHashCode``) and reversible: the Java proxy is made once and the same
+handle is passed to ``register`` and ``unregister`` (py4j would otherwise make a new proxy
+per call and ``unregister`` would silently do nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Dict, NamedTuple, Optional
+
+from definity_spark._internal import contained
+
+logger = logging.getLogger("definity_spark.spark")
+
+LISTENER_INTERFACE = "org.apache.spark.sql.util.QueryExecutionListener"
+
+
+class Callback(NamedTuple):
+    """One listener callback as received: references only, nothing read yet."""
+
+    func_name: str
+    qe: Any  # py4j JavaObject of the QueryExecution
+    duration_ns: Optional[int]
+    exception: Any  # py4j JavaObject of the Throwable (failures), else None
+    received: float  # time.monotonic() at arrival
+
+
+class PyQueryExecutionListener:
+    """py4j callback object implementing Spark's ``QueryExecutionListener``.
+
+    Do not block in these methods: they run on Spark's listener bus and hold it. They put
+    a snapshot into ``handoff`` without waiting and return; when the queue is full the
+    callback is dropped and counted (``dropped``).
+    """
+
+    def __init__(self, handoff: queue.Queue, on_first_call: Optional[Callable[[], None]] = None):
+        self.handoff = handoff
+        self.dropped = 0
+        self.received = 0
+        self.busy_ns_total = 0
+        self.busy_ns_samples: list = []  # listener-bus time of recent callbacks (bounded)
+        self._on_first_call = on_first_call
+
+    def _put(self, cb: Callback, started: int) -> None:
+        try:
+            self.handoff.put_nowait(cb)
+            self.received += 1
+        except queue.Full:
+            self.dropped += 1
+        spent = time.perf_counter_ns() - started
+        self.busy_ns_total += spent
+        if len(self.busy_ns_samples) < 10000:
+            self.busy_ns_samples.append(spent)
+
+    def onSuccess(self, funcName: str, qe: Any, durationNs: int) -> None:  # noqa: N802,N803
+        started = time.perf_counter_ns()
+        with contained("listener.onSuccess"):
+            self._first()
+            self._put(Callback(str(funcName), qe, int(durationNs), None, time.monotonic()),
+                      started)
+
+    def onFailure(self, funcName: str, qe: Any, exception: Any) -> None:  # noqa: N802,N803
+        started = time.perf_counter_ns()
+        with contained("listener.onFailure"):
+            self._first()
+            self._put(Callback(str(funcName), qe, None, exception, time.monotonic()), started)
+
+    def _first(self) -> None:
+        hook, self._on_first_call = self._on_first_call, None
+        if hook is not None:
+            hook()
+
+    class Java:
+        implements = [LISTENER_INTERFACE]
+
+
+# -- TCP_NODELAY workaround -------------------------------------------------------------
+
+class Py4jTuning:
+    """Sets TCP_NODELAY on the JVM side of py4j's sockets, through reflection.
+
+    py4j <= 0.10.9.9 leaves Nagle's algorithm on: any reply over 8 KiB stalls ~40 ms on
+    delayed ACK (py4j issue 516). New connections appear when a new Python thread calls
+    into the JVM, so ``server_connections`` is re-applied when their number changes.
+    """
+
+    def __init__(self, gateway: Any):
+        self._gw = gateway
+        self._field = None
+        self._seen_count = -1
+        self._lock = threading.Lock()
+
+    def server_connections(self) -> None:
+        with contained("py4j.nodelay"), self._lock:
+            server = getattr(self._gw, "java_gateway_server", None)
+            if server is None:
+                return
+            if self._field is None:
+                jvm = self._gw.jvm
+                cls = jvm.java.lang.Class.forName("py4j.GatewayServer")
+                f = cls.getDeclaredField("connections")
+                f.setAccessible(True)
+                self._field = f
+            conns = self._field.get(server)
+            n = conns.size()
+            if n == self._seen_count:
+                return
+            for i in range(n):
+                with contained("py4j.nodelay.conn"):
+                    sock = conns.get(i).getSocket()
+                    if not sock.getTcpNoDelay():
+                        sock.setTcpNoDelay(True)
+            self._seen_count = n
+
+    def callback_connection(self) -> None:
+        """For the JVM thread running a callback (call from inside the callback)."""
+        with contained("py4j.nodelay.callback"):
+            server = getattr(self._gw, "java_gateway_server", None)
+            if server is None:
+                return
+            client = server.getCallbackClient()
+            jvm = self._gw.jvm
+            if not client.getClass().getName().endswith("PythonClient"):
+                return
+            f = jvm.java.lang.Class.forName("py4j.PythonClient").getDeclaredField(
+                "threadConnection")
+            f.setAccessible(True)
+            ref = f.get(client).get()
+            conn = ref.get() if ref is not None else None
+            if conn is not None:
+                conn.getSocket().setTcpNoDelay(True)
+
+
+# -- registration registry ------------------------------------------------------------
+
+class _Registration(NamedTuple):
+    handle: Any  # the one Java proxy passed to register and unregister
+    listener: PyQueryExecutionListener
+    owner: object
+
+
+_registry: Dict[int, _Registration] = {}
+_registry_lock = threading.Lock()
+
+
+def session_key(gateway: Any, jsession: Any) -> int:
+    return int(gateway.jvm.java.lang.System.identityHashCode(jsession))
+
+
+def register(gateway: Any, jsession: Any, listener: PyQueryExecutionListener,
+             owner: object) -> bool:
+    """Register ``listener`` on the JVM session unless one is registered already.
+
+    Returns False (and registers nothing) when the session already has a listener.
+    """
+    from pyspark.java_gateway import ensure_callback_server_started
+
+    key = session_key(gateway, jsession)
+    with _registry_lock:
+        if key in _registry:
+            logger.warning("definity-spark: the listener is already registered on this "
+                           "SparkSession; not registering twice")
+            return False
+        ensure_callback_server_started(gateway)
+        handle = gateway.jvm.java.util.Collections.singletonList(listener).get(0)
+        jsession.listenerManager().register(handle)
+        _registry[key] = _Registration(handle, listener, owner)
+        return True
+
+
+def unregister(gateway: Any, jsession: Any, owner: object) -> bool:
+    """Unregister the listener ``owner`` registered on this session (False if none)."""
+    key = session_key(gateway, jsession)
+    with _registry_lock:
+        reg = _registry.get(key)
+        if reg is None or reg.owner is not owner:
+            return False
+        del _registry[key]
+    jsession.listenerManager().unregister(reg.handle)
+    return True
+
+
+def registered_owner(gateway: Any, jsession: Any) -> Optional[object]:
+    with _registry_lock:
+        reg = _registry.get(session_key(gateway, jsession))
+        return reg.owner if reg else None

@@ -1,0 +1,199 @@
+"""SessionObserver: listens to one SparkSession and hands each write to a sink.
+
+Flow: Spark's listener bus -> ``PyQueryExecutionListener`` (snapshot, bounded hand-off
+queue) -> the extraction worker thread (``FactReader`` reads the QueryExecution once,
+``rules.extract`` classifies it, ``NestedWrites`` pairs nested executions) -> the sink
+(``on_write`` / ``on_query_failed`` / optional ``on_read``). The observer never builds
+payloads and never raises into the host: every boundary is ``contained``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Dict, Optional
+
+from definity_spark._internal import contained
+from definity_spark.lineage.nesting import NestedWrites
+from definity_spark.lineage.rules import FAILED, READ, WRITE, Options, Outcome, extract
+from definity_spark.spark import listener as _listener
+from definity_spark.spark.facts import FactReader
+
+logger = logging.getLogger("definity_spark.spark")
+
+DEFAULT_HANDOFF_SIZE = 1000
+DEFAULT_BUDGET_MS = 2000
+DEFAULT_MAX_PLAN_NODES = 5000
+
+
+def _setting(settings: Any, name: str, default: Any) -> Any:
+    value = getattr(settings, name, None) if settings is not None else None
+    return default if value is None else value
+
+
+class SessionObserver:
+    """Observe one SparkSession; see the module docstring."""
+
+    def __init__(self, spark: Any, settings: Any, sink: Any):
+        if getattr(spark, "_jsparkSession", None) is not None:  # a pyspark SparkSession
+            self._jsession = spark._jsparkSession
+            self._gateway = spark.sparkContext._gateway
+            self._jsc = spark.sparkContext._jsc
+        else:  # a py4j JavaObject of the JVM SparkSession
+            from pyspark import SparkContext
+
+            self._jsession = spark
+            self._gateway = SparkContext._gateway
+            self._jsc = SparkContext._active_spark_context._jsc  # type: ignore[union-attr]
+        self._sink = sink
+        self._options = Options(
+            normalize_s3=bool(_setting(settings, "normalize_s3", True)),
+            trim_partition_dirs=bool(_setting(settings, "trim_partition_dirs", True)),
+            redaction_regex=_setting(settings, "redaction_regex", None),
+        )
+        self._queue: queue.Queue = queue.Queue(
+            maxsize=int(_setting(settings, "extraction_queue_size", DEFAULT_HANDOFF_SIZE)))
+        self._tuning = _listener.Py4jTuning(self._gateway)
+        self._listener = _listener.PyQueryExecutionListener(
+            self._queue, on_first_call=self._tuning.callback_connection)
+        self._reader = FactReader(
+            self._gateway, self._jsession,
+            budget_ms=int(_setting(settings, "extraction_budget_ms", DEFAULT_BUDGET_MS)),
+            max_plan_nodes=int(_setting(settings, "max_plan_nodes", DEFAULT_MAX_PLAN_NODES)))
+        self._nesting = NestedWrites()
+        self._want_reads = callable(getattr(sink, "on_read", None))
+        self._worker: Optional[threading.Thread] = None
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight = 0  # callbacks taken by the worker and not finished yet
+        self._registered = False
+        self._stopping = False
+        self.stats: Dict[str, int] = {"writes": 0, "failed_queries": 0, "reads": 0,
+                                      "ignored": 0, "extraction_errors": 0, "partial": 0}
+        self.extraction_ms: list = []  # time of the last extractions (bounded)
+        # test/recording hook: called with every QueryFacts read (tests/fixtures)
+        self.on_facts: Optional[Callable[[Any], None]] = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> bool:
+        """Register the listener (idempotent per JVM session). True if this call did."""
+        with contained("observer.start"):
+            if self._registered:
+                return False
+            self._tuning.server_connections()
+            if not _listener.register(self._gateway, self._jsession, self._listener, self):
+                return False
+            self._registered = True
+            self._stopping = False
+            self._ensure_worker()
+            return True
+        return False
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Unregister, process what was received, flush pending nested writes."""
+        ok = False
+        with contained("observer.stop"):
+            if not self._registered:
+                return True
+            ok = self.drain(timeout)
+            _listener.unregister(self._gateway, self._jsession, self)
+            self._registered = False
+            self._stopping = True
+            self._queue.put(None)  # wake the worker so it exits; never blocks for long
+            for outcome in self._nesting_flush():
+                self._dispatch(outcome)
+        return ok
+
+    def drain(self, timeout: float = 10.0) -> bool:
+        """Wait until Spark's listener bus is empty and every callback received so far has
+        been processed (how tests are deterministic without sleeping)."""
+        deadline = time.monotonic() + timeout
+        with contained("observer.drain"):
+            try:
+                self._jsc.sc().listenerBus().waitUntilEmpty(int(max(0.0, timeout) * 1000))
+            except Exception as exc:  # timeout of the bus: report, then still wait for ours
+                logger.debug("listener bus did not drain: %s", exc)
+            with self._idle:
+                while self._queue.unfinished_tasks > 0 or self._in_flight > 0:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._idle.wait(min(left, 0.05))
+            return True
+        return False
+
+    @property
+    def listener(self) -> _listener.PyQueryExecutionListener:
+        return self._listener
+
+    # -- worker ------------------------------------------------------------------------
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._run, name="definity-spark-extraction",
+                                            daemon=True)
+            self._worker.start()
+
+    def _run(self) -> None:
+        while True:
+            cb = self._queue.get()
+            try:
+                if cb is None:
+                    if self._stopping:
+                        return
+                    continue
+                with self._lock:
+                    self._in_flight += 1
+                self._handle(cb)
+            finally:
+                with self._idle:
+                    if cb is not None:
+                        self._in_flight -= 1
+                    self._queue.task_done()
+                    self._idle.notify_all()
+
+    def _handle(self, cb: _listener.Callback) -> None:
+        started = time.perf_counter()
+        try:
+            with contained("observer.extract"):
+                self._tuning.server_connections()
+                facts = self._reader.read(cb.func_name, cb.qe, cb.duration_ns, cb.exception)
+                if self.on_facts is not None:
+                    self.on_facts(facts)
+                if facts.read_error:
+                    self.stats["extraction_errors"] += 1
+                outcome = extract(facts, self._options, want_reads=self._want_reads)
+                if len(self.extraction_ms) < 10000:
+                    self.extraction_ms.append((time.perf_counter() - started) * 1000.0)
+                for final in self._nesting.feed(outcome):
+                    self._dispatch(final)
+        finally:
+            with contained("observer.detach"):
+                for obj in (cb.qe, cb.exception):
+                    if obj is not None:
+                        self._gateway.detach(obj)
+
+    def _nesting_flush(self):
+        with self._lock:
+            return self._nesting.flush()
+
+    def _dispatch(self, outcome: Outcome) -> None:
+        with contained("observer.sink"):
+            if outcome.kind == WRITE and outcome.lineage is not None:
+                self.stats["writes"] += 1
+                if outcome.lineage.partial:
+                    self.stats["partial"] += 1
+                self._sink.on_write(outcome.lineage)
+            elif outcome.kind == FAILED:
+                self.stats["failed_queries"] += 1
+                logger.info("definity-spark: query failed (%s): %s", outcome.func_name,
+                            (outcome.error or "")[:300])
+                self._sink.on_query_failed(outcome.func_name, outcome.error or "")
+            elif outcome.kind == READ:
+                self.stats["reads"] += 1
+                if self._want_reads:
+                    self._sink.on_read(outcome.func_name, outcome.inputs)
+            else:
+                self.stats["ignored"] += 1
+                logger.debug("query not reported (%s): %s", outcome.func_name, outcome.reason)
