@@ -266,3 +266,24 @@ def test_read_api_is_open_when_a_token_is_set(tmp_path: Path) -> None:
         right = requests.get(started.url + "/api/tasks", timeout=10,
                              headers={"Authorization": "Bearer s3cr3t-xyz"})
         assert right.status_code == 200 and right.json()[0]["task_id"] == "t"
+
+
+def test_one_keep_alive_connection_survives_rejections_and_chunked_bodies(
+        collector: Collector) -> None:
+    session = requests.Session()
+    url = collector.url
+    good = wire.TaskEnd("ka").to_json()
+    answers = [
+        session.post(url + "/log/task", json=good, timeout=10).status_code,
+        session.post(url + "/log/task", data=b'{"task_id": 1}', timeout=10).status_code,
+        session.post(url + "/log/nope", json=good, timeout=10).status_code,
+        session.get(url + "/api/tasks", data=b"ignored body", timeout=10).status_code,
+        # a generator body is sent with Transfer-Encoding: chunked
+        session.post(url + "/log/task", data=(c for c in (b'{"task_id": "ka", ',
+                                                           b'"status": "end"}')),
+                     timeout=10).status_code,
+        session.post(url + "/log/task", json=good, timeout=10).status_code,
+    ]
+    assert answers == [200, 400, 404, 200, 200, 200]
+    assert [p["body"] for p in collector.store.payloads()] == [good] * 3
+    assert collector.store.payloads()[1]["raw"] == '{"task_id": "ka", "status": "end"}'

@@ -66,8 +66,10 @@ class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.1 keep-alive: the plugin's delivery reuses one requests.Session.
     protocol_version = "HTTP/1.1"
     server_version = "definity-spark-collector"
-    # Idle keep-alive connections are dropped after this many seconds.
-    timeout = 60
+    # Idle keep-alive connections are dropped after this many seconds. Long, because a
+    # Spark application may go minutes between writes and a connection closed under a
+    # client makes its next POST fail once (the plugin retries, but why make it).
+    timeout = 600
     server: _Server
 
     # -- connection bookkeeping (so that stop() can cut keep-alive connections) ----------
@@ -229,6 +231,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {"ok": True, "seq": seq})
 
     def _get(self) -> None:
+        # Drain a (pointless) GET body so that the keep-alive stream stays in sync.
+        if self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding"):
+            if self._read_body() is None:
+                return
         store = self.server.collector.store
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/") or "/"

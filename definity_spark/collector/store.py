@@ -266,15 +266,17 @@ class Store:
             "raw": raw,
         }
 
-    def tasks(self) -> list[dict[str, Any]]:
-        """Every task known, oldest first, with counts of what it reported."""
+    def tasks(self, task_id: str | None = None) -> list[dict[str, Any]]:
+        """Every task known (or the one with ``task_id``), oldest first, with counts."""
+        where = "" if task_id is None else " WHERE t.task_id = ?"
         rows = self._query(
             "SELECT t.*,"
             " (SELECT COUNT(*) FROM tfs WHERE tfs.task_id = t.task_id) AS n_tfs,"
             " (SELECT COUNT(*) FROM datasets d WHERE d.task_id = t.task_id) AS n_datasets,"
             " (SELECT COUNT(*) FROM metrics m WHERE m.task_id = t.task_id) AS n_metrics,"
             " (SELECT COUNT(*) FROM payloads p WHERE p.task_id = t.task_id) AS n_payloads"
-            " FROM tasks t ORDER BY t.first_seq")
+            " FROM tasks t" + where + " ORDER BY t.first_seq",
+            () if task_id is None else (task_id,))
         return [self._task(row) for row in rows]
 
     @staticmethod
@@ -301,7 +303,7 @@ class Store:
 
     def task(self, task_id: str) -> dict[str, Any] | None:
         """One task with its transformations, dataset schemas, metrics and raw payloads."""
-        rows = [row for row in self.tasks() if row["task_id"] == task_id]
+        rows = self.tasks(task_id)
         if not rows:
             return None
         task = rows[0]
