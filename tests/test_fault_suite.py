@@ -11,10 +11,10 @@ nothing). Checked per fault:
 
 * exit code and stdout equal to the run without the plugin;
 * the plugin's extra wall time: the shutdown phase (``spark.stop()`` to the end of atexit)
-  may exceed the baseline's by at most the flush bound + ``SHUTDOWN_SLACK``; the whole
-  process by at most the flush bound + ``TOTAL_SLACK`` (process wall time on a loaded
-  2-core machine varies by seconds between identical runs, hence the larger slack; the
-  shutdown phase is where the plugin waits, and is measured tightly);
+  may exceed the baseline's by at most the flush bound + ``SHUTDOWN_SLACK`` (1.5 s); the
+  whole process by at most the flush bound + max(6 s, 25% of the baseline's wall time)
+  (process wall time on a loaded 2-core machine varies by seconds between identical runs,
+  hence the larger slack; the shutdown phase is where the plugin waits, measured tightly);
 * after recovery the server holds exactly the payloads of the fault-free run with the
   plugin, in the same order (normalised: task id, base dir, timing metric values);
 * no "internal error" of the plugin in the application's stderr.
@@ -57,7 +57,11 @@ from fault_apps.harness import (  # noqa: E402
 from faulty_server import FaultyServer  # noqa: E402
 
 SHUTDOWN_SLACK = 1.5  # seconds over the flush bound for the shutdown phase
-TOTAL_SLACK = 6.0  # seconds over the flush bound for the whole process (noise, see above)
+# Seconds over the flush bound for the whole process: identical runs differ by seconds
+# (JVM start, a loaded 2-core machine), so the larger of 6 s and a quarter of the
+# baseline's wall time. The shutdown phase above is the tight check.
+TOTAL_SLACK = 6.0
+TOTAL_SLACK_FRACTION = 0.25
 
 RESULTS: list[dict[str, Any]] = []
 
@@ -166,8 +170,10 @@ def _assert_time_bound(run: AppRun, baseline: AppRun) -> None:
         f"shutdown took {run.shutdown:.2f}s vs {baseline.shutdown:.2f}s without the plugin; "
         f"flush bound {FLUSH_TIMEOUT}s")
     total_extra = run.wall - baseline.wall
-    assert total_extra <= FLUSH_TIMEOUT + TOTAL_SLACK, (
-        f"the run took {run.wall:.1f}s vs {baseline.wall:.1f}s without the plugin")
+    slack = max(TOTAL_SLACK, TOTAL_SLACK_FRACTION * baseline.wall)
+    assert total_extra <= FLUSH_TIMEOUT + slack, (
+        f"the run took {run.wall:.1f}s vs {baseline.wall:.1f}s without the plugin "
+        f"(bound: flush {FLUSH_TIMEOUT}s + slack {slack:.1f}s)")
 
 
 def test_reference_run_reports_every_write(reference: dict[str, Any], baseline: AppRun) -> None:
