@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import pytest
-from collector_util import collector  # noqa: F401 - pytest fixture
+from collector_util import collector_fixture  # noqa: F401 - fixture "collector"
 
 from definity_spark import autoload
 
