@@ -35,31 +35,17 @@ pytest.importorskip("pyspark")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from it_helpers import TOKEN, CollectorReader, Task  # noqa: E402
+from it_helpers import (  # noqa: E402
+    TOKEN,
+    CollectorReader,
+    Task,
+    iceberg_jar,
+    is_spark35,
+    spark_version,
+)
 
 SQLITE_JAR = "/usr/share/java/sqlite-jdbc.jar"
 POSTGRES_JAR = "/usr/share/java/postgresql.jar"
-ICEBERG_RUNTIME = "iceberg-spark-runtime-3.5_2.12-1.10.2.jar"
-
-
-def spark_version() -> str:
-    import pyspark
-
-    return pyspark.__version__
-
-
-def is_spark35() -> bool:
-    return spark_version().startswith("3.5")
-
-
-def iceberg_jar() -> Optional[str]:
-    """The Iceberg runtime from the PyPI wheel snowpark-connect-deps-iceberg==1.0.2."""
-    try:
-        import snowpark_connect_deps_iceberg as deps  # type: ignore[import-not-found]
-
-        return str(deps.get_jar_path(ICEBERG_RUNTIME))
-    except Exception:  # noqa: BLE001 - not installed / wrong version: Iceberg tests skip
-        return None
 
 
 # --------------------------------------------------------------------------- session
@@ -113,8 +99,7 @@ def spark(it_base: Path) -> Iterator[Any]:
         .config("spark.hadoop.javax.jdo.option.ConnectionURL",
                 f"jdbc:derby:;databaseName={derby}/metastore_db;create=true")
         .config("spark.sql.session.timeZone", "UTC")
-        # Hive CTAS/INSERT with dynamic partitions (a common production setting)
-        .config("hive.exec.dynamic.partition.mode", "nonstrict")
+        .config("spark.ui.showConsoleProgress", "false")
         .enableHiveSupport()
     )
     if jars:
@@ -130,6 +115,8 @@ def spark(it_base: Path) -> Iterator[Any]:
         )
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
+    # Hive CTAS/INSERT with dynamic partitions (a common production setting)
+    session.conf.set("hive.exec.dynamic.partition.mode", "nonstrict")
     try:
         yield session
     finally:

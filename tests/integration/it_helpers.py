@@ -20,9 +20,30 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import requests
 
 TOKEN = "t0k-integration"
+ICEBERG_RUNTIME = "iceberg-spark-runtime-3.5_2.12-1.10.2.jar"
 FLUSH_TIMEOUT = 60.0
 
 Body = Dict[str, Any]
+
+
+def spark_version() -> str:
+    import pyspark
+
+    return str(pyspark.__version__)
+
+
+def is_spark35() -> bool:
+    return spark_version().startswith("3.5")
+
+
+def iceberg_jar() -> Optional[str]:
+    """The Iceberg runtime from the PyPI wheel snowpark-connect-deps-iceberg==1.0.2."""
+    try:
+        import snowpark_connect_deps_iceberg as deps  # type: ignore[import-not-found]
+
+        return str(deps.get_jar_path(ICEBERG_RUNTIME))
+    except Exception:  # noqa: BLE001 - not installed / other version: Iceberg tests skip
+        return None
 
 
 class CollectorReader:
