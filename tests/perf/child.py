@@ -1,0 +1,140 @@
+"""One benchmark run: a fresh interpreter and JVM, one workload, with or without the plugin.
+
+    python tests/perf/child.py --workload small_writes --plugin 1 \
+        --collector http://127.0.0.1:PORT --params '{"n": 200}' --out run.json
+
+Writes one JSON object: the workload's figures, the listener-bus metrics after the run
+(bus drained), the plugin's flush time and task id, process timings. Started by run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any, Dict
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import common  # noqa: E402
+import workloads  # noqa: E402
+
+
+def build_session(workdir: str, hive: bool) -> Any:
+    from pyspark.sql import SparkSession
+
+    builder = (
+        SparkSession.builder.master("local[2]")
+        .appName("definity-perf")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.warehouse.dir", os.path.join(workdir, "warehouse"))
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={workdir}")
+    )
+    if hive:
+        builder = builder.config(
+            "javax.jdo.option.ConnectionURL",
+            f"jdbc:derby:;databaseName={os.path.join(workdir, 'metastore_db')};create=true",
+        ).enableHiveSupport()
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workload", required=True, choices=sorted(workloads.WORKLOADS))
+    parser.add_argument("--plugin", type=int, choices=(0, 1), required=True)
+    parser.add_argument("--collector", default=None, help="collector URL (plugin runs)")
+    parser.add_argument("--params", default="{}")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    t_process = time.perf_counter()
+    params: Dict[str, Any] = json.loads(args.params)
+    workload = workloads.WORKLOADS[args.workload]()
+    result: Dict[str, Any] = {"workload": args.workload, "plugin": bool(args.plugin),
+                              "params": params, "load_start": common.loadavg()}
+    workdir = tempfile.mkdtemp(prefix=f"perf-{args.workload}-")
+    spark = None
+    try:
+        spark = build_session(workdir, workload.hive)
+        result["session_s"] = time.perf_counter() - t_process
+        handle = None
+        probe = None
+        if args.plugin:
+            import definity_spark
+            from probe import Probe
+
+            try:  # import the observer first so the probe can wrap its entry points
+                import definity_spark.spark.observer  # noqa: F401
+            except ImportError:
+                pass
+            probe = Probe().install()
+            t0 = time.perf_counter()
+            overrides: Dict[str, Any] = {"pipeline_name": "definity-perf",
+                                         "task_name": f"{args.workload}"}
+            if args.collector:
+                overrides["server_url"] = args.collector
+            else:
+                overrides["events_file"] = os.path.join(workdir, "events.jsonl")
+            handle = definity_spark.activate(spark, **overrides)
+            result["activate_s"] = time.perf_counter() - t0
+            if handle is None:
+                raise RuntimeError("definity_spark.activate() returned None")
+            result["task_id"] = handle.task_id
+            probe.attach(handle)
+            result["probe_source"] = probe.source
+        ctx = workloads.Ctx(spark, handle, probe, workdir, params)
+        t0 = time.perf_counter()
+        workload.setup(ctx)
+        result["setup_s"] = time.perf_counter() - t0
+        workload.run(ctx)
+        result.update(ctx.result)
+        if handle is not None:
+            t0 = time.perf_counter()
+            result["flush_ok"] = bool(handle.flush(120.0))
+            result["flush_s"] = time.perf_counter() - t0
+            samples = probe.all_samples() if probe else {}
+            result["extraction_all_ms"] = samples.get("extraction_ms", [])
+            result["handle_all_ms"] = samples.get("handle_ms", [])
+            from probe import observer_stats
+
+            result["observer_stats"] = observer_stats(handle)
+            try:
+                result["delivery_stats"] = dict(handle._runtime.delivery.stats())
+            except Exception:
+                result["delivery_stats"] = None
+        result["bus_empty"] = common.wait_bus_empty(spark)
+        result["bus"] = common.bus_metrics(spark)
+        if handle is not None:
+            import definity_spark
+
+            definity_spark.deactivate(spark, timeout=30.0)
+        result["ok"] = True
+    except Exception as exc:  # report, do not hide: the runner marks the run failed
+        result["ok"] = False
+        result["error"] = f"{type(exc).__name__}: {exc}"
+        result["traceback"] = traceback.format_exc()
+    finally:
+        result["load_end"] = common.loadavg()
+        result["process_s"] = time.perf_counter() - t_process
+        with open(args.out, "w") as handle_out:
+            json.dump(result, handle_out)
+        if spark is not None:
+            try:
+                spark.stop()
+            except Exception:
+                pass
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Shared helpers of the benchmark suite: statistics, Spark's listener-bus metrics, machine facts.
+
+Nothing here imports the plugin: the same code runs in the runs without it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+from typing import Any, Dict, List, Optional, Sequence
+
+# Spark's listener-bus timers keep their samples in a Codahale ExponentiallyDecayingReservoir
+# of 1028 values: below that many events the snapshot holds every event exactly.
+RESERVOIR_SIZE = 1028
+EXECUTION_LISTENER_BUS = "org.apache.spark.sql.util.ExecutionListenerBus"
+
+
+def summary(values: Sequence[float]) -> Dict[str, Optional[float]]:
+    """min / median / max / n of a sample (None when empty)."""
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"n": 0, "min": None, "median": None, "max": None}
+    return {"n": len(vals), "min": min(vals), "median": statistics.median(vals),
+            "max": max(vals)}
+
+
+def percentile(values: Sequence[float], q: float) -> Optional[float]:
+    """The q-th percentile (0..100), linear interpolation; None when empty."""
+    vals = sorted(float(v) for v in values)
+    if not vals:
+        return None
+    if len(vals) == 1:
+        return vals[0]
+    pos = (len(vals) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(vals) - 1)
+    return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
+
+
+def ratio(with_plugin: Optional[float], without: Optional[float]) -> Optional[float]:
+    if with_plugin is None or not without:
+        return None
+    return with_plugin / without
+
+
+# --------------------------------------------------------------------------- listener bus
+def listener_bus(spark: Any) -> Any:
+    return spark.sparkContext._jsc.sc().listenerBus()
+
+
+def wait_bus_empty(spark: Any, timeout_ms: int = 120_000) -> bool:
+    """Wait until Spark's listener bus delivered every event posted so far."""
+    try:
+        listener_bus(spark).waitUntilEmpty(timeout_ms)
+        return True
+    except Exception:  # py4j wraps Spark's TimeoutException
+        return False
+
+
+def _long_array(jarray: Any, jvm: Any) -> List[int]:
+    # One round trip for the whole array instead of one per element.
+    text = str(jvm.java.util.Arrays.toString(jarray)).strip("[]")
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def bus_metrics(spark: Any, with_values: Sequence[str] = (EXECUTION_LISTENER_BUS,)) -> Dict[str, Any]:
+    """Read LiveListenerBus.metrics: per-listener and per-queue timers, drop counters.
+
+    Timer values are nanoseconds. ``values`` (the reservoir snapshot) are returned for the
+    listener classes named in ``with_values`` and for classes that look like py4j proxies
+    (a Python listener registered on the bus).
+    """
+    jvm = spark.sparkContext._jvm
+    registry = listener_bus(spark).metrics().metricRegistry()
+    timers: Dict[str, Any] = {}
+    jtimers = registry.getTimers()
+    for name in list(jtimers.keySet().toArray()):
+        name = str(name)
+        timer = jtimers.get(name)
+        snap = timer.getSnapshot()
+        entry: Dict[str, Any] = {
+            "count": int(timer.getCount()),
+            "snapshot_size": int(snap.size()),
+            "median_ns": float(snap.getMedian()),
+            "p99_ns": float(snap.get99thPercentile()),
+            "max_ns": float(snap.getMax()),
+            "mean_ns": float(snap.getMean()),
+        }
+        cls = name.split("listenerProcessingTime.", 1)[-1]
+        if cls in with_values or "Proxy" in cls or "py4j" in cls.lower():
+            entry["values_ns"] = _long_array(snap.getValues(), jvm)
+        timers[name] = entry
+    counters: Dict[str, int] = {}
+    jcounters = registry.getCounters()
+    for name in list(jcounters.keySet().toArray()):
+        counters[str(name)] = int(jcounters.get(name).getCount())
+    dropped = sum(v for k, v in counters.items() if k.endswith("numDroppedEvents"))
+    return {"timers": timers, "counters": counters, "dropped_events": dropped}
+
+
+def top_k_ms(values_ns: Sequence[int], k: int) -> List[float]:
+    """The k largest samples in ms: the events that carried a query callback.
+
+    The ExecutionListenerBus receives every event of the bus but only does work (calls the
+    QueryExecutionListeners) on SparkListenerSQLExecutionEnd; the other events cost a few
+    microseconds. With one execution per query and the reservoir holding every event, the k
+    largest samples are the k query-end events.
+    """
+    return [v / 1e6 for v in sorted(values_ns, reverse=True)[:k]]
+
+
+# --------------------------------------------------------------------------- machine
+def machine() -> Dict[str, Any]:
+    info: Dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
+    }
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemTotal"):
+                    info["mem_gb"] = round(int(line.split()[1]) / 1024 / 1024, 1)
+                    break
+    except OSError:
+        pass
+    try:
+        out = subprocess.run(["java", "-version"], capture_output=True, text=True, timeout=30)
+        info["java"] = (out.stderr or out.stdout).splitlines()[0].strip()
+    except Exception:
+        info["java"] = "?"
+    try:
+        import pyspark
+
+        info["pyspark"] = pyspark.__version__
+    except Exception:
+        info["pyspark"] = "?"
+    return info
+
+
+def loadavg() -> Optional[float]:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None

@@ -1,0 +1,219 @@
+"""The benchmark runner: every workload with and without the plugin, alternating, one JVM per run.
+
+    python tests/perf/run.py                  # the whole suite (< 15 min on 2 cores), then
+                                              # rewrite docs/performance.md + docs/perf/*.png
+    python tests/perf/run.py --quick          # a smoke run of every workload (~3 min)
+    python tests/perf/run.py --only plan_sweep --runs 3
+    python tests/perf/run.py --report-only    # re-render the docs from the last results
+
+Workload-agnostic: a run is ``child.py --workload W --plugin 0|1``; runs of one workload
+alternate without / with (A B A B ...). A run with the plugin gets its own local collector
+(real HTTP, SQLite), started here, in another process than the Spark driver, so the
+collector does not compete for the driver's GIL; its receipt times give the delivery
+latency. Raw results go to tests/perf/results/latest.json; report.py turns them into the
+document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import common  # noqa: E402
+
+RESULTS = os.path.join(HERE, "results", "latest.json")
+SWEEP_SIZES = [1, 2, 5, 10, 20, 30, 40, 60, 80, 100]
+
+# (workload, params, runs of each side). runs None: --runs.
+SUITE: List[Tuple[str, Dict[str, Any], Optional[int]]] = [
+    ("small_writes", {"n": 200, "k_listener": 50, "warmup": 10}, None),
+    ("big_job", {"rows": 10_000_000, "partitions": 2000}, None),
+    ("plan_sweep", {"sizes": SWEEP_SIZES, "tpch": True, "warmup": 3}, None),
+    ("many_queries", {"n": 10_000, "every": 500, "warmup": 200}, 1),
+]
+QUICK: List[Tuple[str, Dict[str, Any], Optional[int]]] = [
+    ("small_writes", {"n": 20, "k_listener": 10, "warmup": 2}, 1),
+    ("big_job", {"rows": 1_000_000, "partitions": 200}, 1),
+    ("plan_sweep", {"sizes": [1, 2, 5, 20], "tpch": True, "warmup": 1}, 1),
+    ("many_queries", {"n": 300, "every": 100, "warmup": 20}, 1),
+]
+
+
+def fetch_payloads(url: str, task_id: str) -> List[Dict[str, Any]]:
+    import requests
+
+    resp = requests.get(f"{url}/api/payloads", params={"task_id": task_id}, timeout=60)
+    resp.raise_for_status()
+    data = resp.json()
+    return data if isinstance(data, list) else data.get("payloads", [])
+
+
+def _epoch(received_at: str) -> float:
+    stamp = dt.datetime.strptime(received_at, "%Y-%m-%dT%H:%M:%S.%fZ")
+    return stamp.replace(tzinfo=dt.timezone.utc).timestamp()
+
+
+def delivery_latency(payloads: List[Dict[str, Any]], ends: List[float]) -> Dict[str, Any]:
+    """Query end (the action returned) -> collector receipt, per timed write.
+
+    The timed writes are the last ``len(ends)`` transformations (the warm-up writes come
+    first and were flushed before the timed ones). ``first``: receipt of the tf payload;
+    ``complete``: receipt of the last payload carrying that tf_id (dataset, metrics).
+    """
+    first: Dict[int, float] = {}
+    last: Dict[int, float] = {}
+    for p in payloads:
+        body = p.get("body") or {}
+        tf_id = body.get("tf_id")
+        if tf_id is None:
+            continue
+        t = _epoch(p["received_at"])
+        tf_id = int(tf_id)
+        if p.get("endpoint", "").endswith("/tf"):
+            first[tf_id] = min(first.get(tf_id, t), t)
+        last[tf_id] = max(last.get(tf_id, t), t)
+    tf_ids = sorted(first)
+    out: Dict[str, Any] = {"tf_count": len(tf_ids), "payload_count": len(payloads)}
+    if len(tf_ids) < len(ends):
+        out["error"] = f"{len(tf_ids)} tfs received for {len(ends)} timed writes"
+        return out
+    timed = tf_ids[-len(ends):] if ends else []
+    out["first_ms"] = [(first[t] - e) * 1000 for t, e in zip(timed, ends)]
+    out["complete_ms"] = [(last[t] - e) * 1000 for t, e in zip(timed, ends)]
+    return out
+
+
+def run_one(workload: str, plugin: bool, params: Dict[str, Any], timeout: float,
+            logdir: str) -> Dict[str, Any]:
+    out = tempfile.NamedTemporaryFile(prefix="perf-", suffix=".json", delete=False).name
+    collector = None
+    url = None
+    if plugin:
+        from definity_spark.collector import Collector
+
+        collector = Collector(os.path.join(tempfile.mkdtemp(prefix="perf-col-"), "c.db"),
+                              host="127.0.0.1", port=0, token=None)
+        url = collector.start()
+    cmd = [sys.executable, os.path.join(HERE, "child.py"), "--workload", workload,
+           "--plugin", "1" if plugin else "0", "--params", json.dumps(params), "--out", out]
+    if url:
+        cmd += ["--collector", url]
+    side = "with" if plugin else "without"
+    log_path = os.path.join(logdir, f"{workload}-{side}-{int(time.time() * 1000)}.log")
+    t0 = time.perf_counter()
+    with open(log_path, "w") as log:
+        try:
+            rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                                cwd=REPO).returncode
+        except subprocess.TimeoutExpired:
+            rc = -1
+    elapsed = time.perf_counter() - t0
+    try:
+        with open(out) as handle:
+            result = json.load(handle)
+    except (OSError, ValueError):
+        result = {"ok": False, "error": f"no result (exit {rc}, see {log_path})"}
+    os.unlink(out) if os.path.exists(out) else None
+    result.update({"rc": rc, "elapsed_s": elapsed, "log": log_path})
+    if collector is not None:
+        try:
+            if result.get("task_id") and result.get("ends"):
+                payloads = fetch_payloads(url, result["task_id"])
+                result["latency"] = delivery_latency(payloads, result["ends"])
+        except Exception as exc:
+            result["latency"] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            collector.stop()
+    result.pop("ends", None)  # raw stamps are not needed in the results file
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="runs of each side (default 5)")
+    parser.add_argument("--only", default=None, help="comma-separated workloads")
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--timeout", type=float, default=900.0, help="per run, seconds")
+    parser.add_argument("--results", default=RESULTS)
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the other workloads' results already in --results")
+    parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+
+    if args.report_only:
+        import report
+
+        report.render(args.results)
+        return 0
+
+    suite = QUICK if args.quick else SUITE
+    if args.only:
+        wanted = set(args.only.split(","))
+        suite = [s for s in suite if s[0] in wanted]
+    logdir = tempfile.mkdtemp(prefix="perf-logs-")
+    results: Dict[str, Any] = {}
+    if args.merge and os.path.exists(args.results):
+        with open(args.results) as handle:
+            results = json.load(handle)
+    results.setdefault("workloads", {})
+    results.update({
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": common.machine(),
+        "quick": bool(args.quick),
+        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, cwd=REPO).stdout.strip(),
+        "logs": logdir,
+    })
+    t_suite = time.perf_counter()
+    for workload, params, runs in suite:
+        runs = runs or args.runs
+        entries: List[Dict[str, Any]] = []
+        for i in range(runs):
+            for plugin in (False, True):  # A B A B ...
+                r = run_one(workload, plugin, params, args.timeout, logdir)
+                r["index"] = i
+                entries.append(r)
+                print(f"[perf] {workload} #{i + 1}/{runs} {'with' if plugin else 'without'}:"
+                      f" ok={r.get('ok')} wall_s={_fmt(r.get('wall_s'))}"
+                      f" elapsed={r['elapsed_s']:.1f}s load={_fmt(r.get('load_start'))}"
+                      + ("" if r.get("ok") else f" error={r.get('error')} log={r['log']}"),
+                      flush=True)
+        results["workloads"][workload] = {"params": params, "runs": entries}
+        _save(results, args.results)
+    results["suite_s"] = time.perf_counter() - t_suite
+    results["finished"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    _save(results, args.results)
+    print(f"[perf] suite took {results['suite_s'] / 60:.1f} min; results: {args.results}")
+    if not args.no_report and not args.quick:
+        import report
+
+        report.render(args.results)
+    return 0
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, (int, float)) else str(value)
+
+
+def _save(results: Dict[str, Any], path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(results, handle, indent=1)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,280 @@
+"""The workloads of the benchmark suite, each run in a fresh interpreter + JVM by child.py.
+
+A workload is a ``setup(ctx)`` (untimed: tables, warm-up) and a ``run(ctx)`` that times its
+own actions and writes figures into ``ctx.result``. The same code runs with and without
+the plugin; ``ctx.plugin`` says which, and plugin-only figures (extraction time, flush)
+are read through ``ctx.probe`` (extraction timings) and ``ctx.handle``.
+
+Times: ``time.perf_counter`` for durations, ``time.time`` for the query-end stamps that are
+compared with the collector's receipt time (same machine, same clock).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import common
+
+TPCH_DIR = os.environ.get("DEFINITY_TPCH_DIR", "/work/shared/benchmarks/tpch")
+
+
+class Ctx:
+    """What a workload gets: the session, the plugin handle (or None), params, result."""
+
+    def __init__(self, spark: Any, handle: Any, probe: Any, workdir: str,
+                 params: Dict[str, Any]) -> None:
+        self.spark = spark
+        self.handle = handle
+        self.probe = probe
+        self.workdir = workdir
+        self.params = params
+        self.result: Dict[str, Any] = {}
+
+    @property
+    def plugin(self) -> bool:
+        return self.handle is not None
+
+    def flush(self, timeout: float = 60.0) -> Optional[bool]:
+        """With the plugin: wait until every query so far was extracted and delivered."""
+        if self.handle is None:
+            return None
+        return bool(self.handle.flush(timeout))
+
+
+class Workload:
+    name = "?"
+    hive = False  # needs enableHiveSupport (TPC-H Hive tables)
+
+    def setup(self, ctx: Ctx) -> None:
+        pass
+
+    def run(self, ctx: Ctx) -> None:
+        raise NotImplementedError
+
+
+# --------------------------------------------------------------------------- small writes
+class SmallWrites(Workload):
+    """``n`` small parquet overwrites of ``spark.range(1000)`` to one path.
+
+    Figures: ``wall_s`` (sum of the writes' times), per-write ``ends`` (epoch s, for the
+    delivery latency), and the ExecutionListenerBus timer snapshot taken, bus drained, after
+    the first ``k_listener`` writes (untimed) so that the reservoir still holds every event.
+    """
+
+    name = "small_writes"
+
+    def setup(self, ctx: Ctx) -> None:
+        warm = os.path.join(ctx.workdir, "warm")
+        for _ in range(int(ctx.params.get("warmup", 10))):
+            ctx.spark.range(1000).write.mode("overwrite").parquet(warm)
+        ctx.flush()
+
+    def run(self, ctx: Ctx) -> None:
+        spark = ctx.spark
+        n = int(ctx.params.get("n", 200))
+        k = int(ctx.params.get("k_listener", 50))
+        path = os.path.join(ctx.workdir, "small")
+        durations: List[float] = []
+        ends: List[float] = []
+        # The bus's counts when the timed writes start, to count the events of k writes.
+        before = common.bus_metrics(spark)
+        for i in range(n):
+            t0 = time.perf_counter()
+            spark.range(1000).write.mode("overwrite").parquet(path)
+            durations.append(time.perf_counter() - t0)
+            ends.append(time.time())
+            if i + 1 == k:
+                # Untimed: drain the bus and snapshot the timers (k writes' events in the
+                # reservoir, exactly, as long as fewer than 1028 events were timed).
+                common.wait_bus_empty(spark)
+                ctx.result["bus_after_k"] = common.bus_metrics(spark)
+                ctx.result["bus_before"] = before
+        ctx.result.update({
+            "wall_s": sum(durations),
+            "query_ms": [d * 1000 for d in durations],
+            "ends": ends,
+            "k_listener": k,
+        })
+
+
+# --------------------------------------------------------------------------- big job
+class BigJob(Workload):
+    """One job of ``partitions`` map tasks: ``spark.range(0, N, 1, 2000)`` grouped and written.
+
+    ``spark.sql.shuffle.partitions`` is 2 so the job is the 2,000 map tasks plus 2 reduce
+    tasks (a grouped aggregate without 2000x200 shuffle blocks). Figure: ``wall_s``.
+    """
+
+    name = "big_job"
+
+    def setup(self, ctx: Ctx) -> None:
+        ctx.spark.conf.set("spark.sql.shuffle.partitions", "2")
+        warm = os.path.join(ctx.workdir, "warm")
+        for _ in range(2):
+            self._job(ctx, 200_000, 20, warm)
+        ctx.flush()
+
+    @staticmethod
+    def _job(ctx: Ctx, n: int, partitions: int, path: str) -> None:
+        from pyspark.sql import functions as F
+
+        (ctx.spark.range(0, n, 1, partitions)
+         .groupBy((F.col("id") % 100).alias("k"))
+         .agg(F.sum("id").alias("s"), F.count("*").alias("c"))
+         .write.mode("overwrite").parquet(path))
+
+    def run(self, ctx: Ctx) -> None:
+        n = int(ctx.params.get("rows", 10_000_000))
+        partitions = int(ctx.params.get("partitions", 2000))
+        t0 = time.perf_counter()
+        self._job(ctx, n, partitions, os.path.join(ctx.workdir, "big"))
+        ctx.result["wall_s"] = time.perf_counter() - t0
+        ctx.result["ends"] = [time.time()]
+
+
+# --------------------------------------------------------------------------- plan size
+def create_join_tables(spark: Any, count: int) -> None:
+    spark.sql("CREATE DATABASE IF NOT EXISTS bench")
+    for i in range(count):
+        spark.sql(f"CREATE TABLE IF NOT EXISTS bench.t{i} (id INT, v STRING) USING parquet")
+
+
+def join_ctas(size: int, target: str) -> str:
+    """CTAS of ``size`` catalog tables joined on id (``size`` relations in the plan)."""
+    cols = ", ".join(f"t{i}.v AS v{i}" for i in range(size))
+    joins = " ".join(f"JOIN bench.t{i} t{i} ON t0.id = t{i}.id" for i in range(1, size))
+    return f"CREATE TABLE {target} USING parquet AS SELECT t0.id, {cols} FROM bench.t0 t0 {joins}"
+
+
+def create_tpch_tables(spark: Any) -> None:
+    spark.sql("CREATE DATABASE IF NOT EXISTS tpch")
+    with open(os.path.join(TPCH_DIR, "schema.sql")) as handle:
+        text = handle.read()
+    lines = [ln for ln in text.splitlines() if not ln.strip().startswith("--")]
+    for stmt in "\n".join(lines).split(";"):
+        if stmt.strip():
+            spark.sql(stmt)
+
+
+def tpch_query(number: int) -> str:
+    with open(os.path.join(TPCH_DIR, f"q{number}.sql")) as handle:
+        lines = [ln for ln in handle.read().splitlines() if not ln.strip().startswith("--")]
+    return "\n".join(lines).strip().rstrip(";")
+
+
+class PlanSweep(Workload):
+    """CTAS over catalog tables: ``sizes`` joined relations, then the 22 TPC-H queries.
+
+    Each statement is timed alone; with the plugin, ``flush()`` after it (untimed) and the
+    extraction time the probe saw for it (both executions of the CTAS summed).
+    Figures: ``sweep`` {size: {wall_ms, extraction_ms}}, ``tpch`` {qN: {...}}.
+    """
+
+    name = "plan_sweep"
+    hive = True
+
+    def setup(self, ctx: Ctx) -> None:
+        sizes = [int(s) for s in ctx.params.get("sizes", [1, 2, 5, 10, 20, 40, 60, 80, 100])]
+        create_join_tables(ctx.spark, max(sizes + [2]))
+        if ctx.params.get("tpch", True):
+            create_tpch_tables(ctx.spark)
+        ctx.spark.sql("CREATE DATABASE IF NOT EXISTS out")
+        for i in range(int(ctx.params.get("warmup", 3))):
+            ctx.spark.sql(join_ctas(3, f"out.warm{i}"))
+        ctx.flush()
+
+    def _one(self, ctx: Ctx, sql: str) -> Dict[str, Any]:
+        if ctx.probe is not None:
+            ctx.probe.mark()
+        t0 = time.perf_counter()
+        ctx.spark.sql(sql)
+        wall = time.perf_counter() - t0
+        out: Dict[str, Any] = {"wall_ms": wall * 1000}
+        if ctx.plugin:
+            t1 = time.perf_counter()
+            out["flush_ok"] = ctx.flush()
+            out["flush_ms"] = (time.perf_counter() - t1) * 1000
+            if ctx.probe is not None:
+                out.update(ctx.probe.since_mark())
+        return out
+
+    def run(self, ctx: Ctx) -> None:
+        sizes = [int(s) for s in ctx.params.get("sizes", [1, 2, 5, 10, 20, 40, 60, 80, 100])]
+        sweep: Dict[str, Any] = {}
+        for size in sizes:
+            sweep[str(size)] = self._one(ctx, join_ctas(size, f"out.j{size}"))
+        ctx.result["sweep"] = sweep
+        if ctx.params.get("tpch", True):
+            ctx.spark.sql("USE tpch")
+            tpch: Dict[str, Any] = {}
+            for q in range(1, 23):
+                tpch[f"q{q}"] = self._one(
+                    ctx, f"CREATE TABLE out.tpch_q{q} USING parquet AS {tpch_query(q)}")
+            ctx.result["tpch"] = tpch
+
+
+# --------------------------------------------------------------------------- RSS
+def _jvm_heap_used_mb(spark: Any) -> float:
+    jvm = spark.sparkContext._jvm
+    runtime = jvm.java.lang.Runtime.getRuntime()
+    jvm.java.lang.System.gc()
+    return (runtime.totalMemory() - runtime.freeMemory()) / 1024 / 1024
+
+
+class ManyQueries(Workload):
+    """``n`` cheap writes (``spark.range(1).write.format("noop").mode("overwrite")``).
+
+    The noop data source is a real DataSourceV2 write (one job, one task, nothing stored),
+    so every query goes through the plugin's whole path. Samples the driver's Python RSS
+    (psutil) every ``every`` queries after ``warmup``; the JVM heap after a GC at the ends.
+    """
+
+    name = "many_queries"
+
+    def setup(self, ctx: Ctx) -> None:
+        for _ in range(int(ctx.params.get("warmup", 200))):
+            self._query(ctx)
+        ctx.flush()
+
+    @staticmethod
+    def _query(ctx: Ctx) -> None:
+        ctx.spark.range(0, 1, 1, 1).write.format("noop").mode("overwrite").save()
+
+    def run(self, ctx: Ctx) -> None:
+        import psutil
+
+        proc = psutil.Process()
+        n = int(ctx.params.get("n", 10_000))
+        every = int(ctx.params.get("every", 500))
+        gc.collect()
+        heap0 = _jvm_heap_used_mb(ctx.spark)
+        samples: List[List[float]] = [[0, proc.memory_info().rss / 1024 / 1024]]
+        t0 = time.perf_counter()
+        for i in range(1, n + 1):
+            self._query(ctx)
+            if i % every == 0:
+                samples.append([i, proc.memory_info().rss / 1024 / 1024])
+        wall = time.perf_counter() - t0
+        rss_end = proc.memory_info().rss / 1024 / 1024
+        flushed = ctx.flush(120.0)
+        gc.collect()
+        rss_flushed = proc.memory_info().rss / 1024 / 1024
+        ctx.result.update({
+            "wall_s": wall,
+            "rss_samples_mb": samples,
+            "rss_start_mb": samples[0][1],
+            "rss_end_mb": rss_end,
+            "rss_after_flush_mb": rss_flushed,
+            "rss_growth_mb": rss_flushed - samples[0][1],
+            "flush_ok": flushed,
+            "jvm_heap_start_mb": heap0,
+            "jvm_heap_end_mb": _jvm_heap_used_mb(ctx.spark),
+        })
+
+
+WORKLOADS: Dict[str, Callable[[], Workload]] = {
+    cls.name: cls for cls in (SmallWrites, BigJob, PlanSweep, ManyQueries)
+}
