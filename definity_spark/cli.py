@@ -103,6 +103,9 @@ def run_doctor(args: argparse.Namespace) -> int:
     elif resp.status_code >= 400:
         print(f"server: {settings.server_url} reachable, answered HTTP {resp.status_code}")
         ok = False
+    elif not settings.token:
+        print(f"server: {settings.server_url} reachable; no token configured "
+              "(spark.definity.token / DEFINITY_TOKEN)")
     else:
         print(f"server: {settings.server_url} reachable, token accepted")
     return 0 if ok else 1
@@ -150,10 +153,10 @@ def run_demo(args: argparse.Namespace) -> int:
         if code != 0:
             print(f"the example pipeline failed (exit code {code})", file=sys.stderr)
             return code
-        tasks = requests.get(f"{url}/api/tasks", timeout=10).json()
-        lineage = requests.get(f"{url}/api/lineage", timeout=10).json()
+        tasks = [requests.get(f"{url}/api/tasks/{t['task_id']}", timeout=10).json()
+                 for t in requests.get(f"{url}/api/tasks", timeout=10).json()]
         print()
-        print(render_lineage_tree(tasks, lineage))
+        print(render_lineage_tree(tasks))
         print()
         print(f"lineage page: {url}/")
         if args.keep_serving:
@@ -204,28 +207,24 @@ def _spark_submit() -> str:
     return found
 
 
-def render_lineage_tree(tasks: List[Dict[str, Any]], lineage: Dict[str, Any]) -> str:
-    """A readable text tree: task -> its transformations' inputs -> output."""
-    nodes = {n["id"]: n for n in lineage.get("nodes", [])}
-    inputs: Dict[str, List[str]] = {}
-    outputs: Dict[str, List[str]] = {}
-    for edge in lineage.get("edges", []):
-        src, dst = nodes.get(edge["source"], {}), nodes.get(edge["target"], {})
-        if dst.get("kind") == "task":
-            inputs.setdefault(edge["target"], []).append(src.get("label", edge["source"]))
-        elif src.get("kind") == "task":
-            outputs.setdefault(edge["source"], []).append(dst.get("label", edge["target"]))
-    lines = [f"lineage ({len(tasks)} task(s)):"]
-    for node_id, node in nodes.items():
-        if node.get("kind") != "task":
-            continue
-        lines.append(f"task {node.get('label', node_id)}")
-        for out in sorted(set(outputs.get(node_id, []))):
-            lines.append(f"  writes {out}")
-        for inp in sorted(set(inputs.get(node_id, []))):
-            lines.append(f"  reads  {inp}")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+def render_lineage_tree(tasks: List[Dict[str, Any]]) -> str:
+    """A readable text tree: task -> transformation -> output <- inputs (columns)."""
+    lines: List[str] = []
+    for task in tasks:
+        lines.append(f"pipeline {task.get('app_name')!r}, task {task.get('task_name')!r} "
+                     f"({task.get('task_id')}, {task.get('status')})")
+        metrics = task.get("metrics", [])
+        for tf in task.get("transformations", []):
+            out = tf["output"]["name"]
+            rows = next((m["value"] for m in metrics if m["asset_name"] == out
+                         and m["metric_type"] == "cnt" and m["seq"] > tf["seq"]), None)
+            suffix = f"  ({rows} rows)" if rows is not None else ""
+            lines.append(f"  tf {tf['tf_id']}: {out}{suffix}")
+            inputs = tf.get("input_datasets") or {}
+            if not inputs:
+                lines.append("      <- (no dataset: in-memory data)")
+            for name, detail in inputs.items():
+                columns = (detail or {}).get("columns")
+                cols = f" [{', '.join(columns)}]" if columns else ""
+                lines.append(f"      <- {name}{cols}")
+    return "\n".join(lines) if lines else "no task was reported"

@@ -28,12 +28,14 @@ customers.write.mode("overwrite").json(f"{data_dir}/raw/customers")
 spark.sql("CREATE DATABASE IF NOT EXISTS shop")
 spark.read.parquet(f"{data_dir}/raw/orders").write.mode("overwrite").saveAsTable("shop.orders")
 spark.read.json(f"{data_dir}/raw/customers").createOrReplaceTempView("customers_raw")
-spark.sql("CREATE OR REPLACE TABLE shop.customers USING parquet AS "
+spark.sql("DROP TABLE IF EXISTS shop.customers")  # DDL without data: not reported
+spark.sql("CREATE TABLE shop.customers USING parquet AS "
           "SELECT customer_id, name, country FROM customers_raw")
 
 # 3. a mart joining both
+spark.sql("DROP TABLE IF EXISTS shop.revenue_by_country")
 spark.sql("""
-    CREATE OR REPLACE TABLE shop.revenue_by_country USING parquet AS
+    CREATE TABLE shop.revenue_by_country USING parquet AS
     SELECT c.country, sum(o.amount) AS revenue, count(*) AS orders
     FROM shop.orders o JOIN shop.customers c ON o.customer_id = c.customer_id
     GROUP BY c.country
