@@ -45,10 +45,13 @@ ENV_ENABLED = "DEFINITY_ENABLED"
 ENV_AUTOLOAD = "DEFINITY_AUTOLOAD"
 CONF_PREFIX = "spark.definity."
 
-# Kept in sync with definity_spark.settings' boolean parsing; anything else is handed to
-# autoattach(), whose settings resolution warns about it by key.
-_FALSE = ("0", "false", "no", "off", "n", "f", "")
-_TRUE = ("1", "true", "yes", "on", "y", "t")
+# The false words of definity_spark.settings' boolean parsing (plus empty). Anything
+# else is handed to autoattach(), whose settings resolution decides, and warns about an
+# unrecognised value by key.
+_FALSE = ("0", "false", "no", "")
+_TRUE = ("1", "true", "yes", "on")
+# DEFINITY_AUTOLOAD=0 disarms the hook entirely (read before anything else).
+_DISARM = ("0", "false", "no", "off")
 
 # Attribute set on every function we wrap: marks it, and keeps the original for uninstall.
 _WRAPPED_ATTR = "__definity_original__"
@@ -315,7 +318,7 @@ def install() -> bool:
     """
     global _finder
     try:
-        if os.environ.get(ENV_AUTOLOAD, "1").strip().lower() in _FALSE:
+        if os.environ.get(ENV_AUTOLOAD, "1").strip().lower() in _DISARM:
             return False
         module = sys.modules.get(TARGET_MODULE)
         if module is not None:

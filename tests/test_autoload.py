@@ -130,7 +130,8 @@ def app(tmp_path: Path) -> Path:
     ("false", "true", False),   # conf wins over the environment
     ("true", "false", True),
     (" TRUE ", None, True),
-    ("off", None, False),
+    ("no", None, False),
+    ("off", None, True),        # not a settings boolean: settings warns and stays off
     ("", "true", False),        # present but empty: treated as false, like settings
     ("maybe", None, True),      # unrecognised: handed on so settings can warn by key
 ])
