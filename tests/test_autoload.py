@@ -288,3 +288,47 @@ def test_every_kind_of_session_is_attached(tmp_path: Path, collector: Any) -> No
     assert outputs == ["<out>/direct", "<out>/newsession", "<out>/wrapped", "<out>/again"], \
         tasks[0]
     assert tasks[0]["statuses"] == ["start", "end"]
+
+
+# ------------------------------------------------------------------- --py-files, no pip
+PY_FILES_APP = "import definity_spark.autoload  # the one line: arms the hook\n" + APP
+
+
+@pytest.mark.spark
+def test_py_files_zip_without_pip(tmp_path: Path, collector: Any) -> None:
+    """Deployment without pip: the package as a zip in --py-files, one import line."""
+    import zipfile
+
+    import pyspark
+
+    from collector_util import CollectorClient
+
+    repo = Path(__file__).resolve().parents[1]
+    archive = tmp_path / "definity_spark.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in (repo / "definity_spark").rglob("*.py"):
+            zf.write(path, path.relative_to(repo).as_posix())
+    # A Python without definity-spark installed (no .pth): a bare venv that sees only the
+    # cluster's packages (pyspark, py4j, requests ...) through PYTHONPATH.
+    subprocess.run([getattr(sys, "_base_executable", sys.executable), "-m", "venv",
+                    "--without-pip", str(tmp_path / "venv")], check=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    cluster_site = tmp_path / "cluster-site"
+    cluster_site.mkdir()
+    site = Path(pyspark.__file__).resolve().parents[1]
+    for name in ("pyspark", "py4j", "requests", "urllib3", "idna", "charset_normalizer",
+                 "certifi"):
+        if (site / name).exists():
+            (cluster_site / name).symlink_to(site / name)
+    app = tmp_path / "app.py"
+    app.write_text(PY_FILES_APP)
+    out = str(tmp_path / "out")
+    env = clean_env(PYSPARK_PYTHON=python, PYSPARK_DRIVER_PYTHON=python,
+                    PYTHONPATH=str(cluster_site))
+    probe = subprocess.run([python, "-c", "import definity_spark"], env=env,
+                           capture_output=True, text=True, cwd=str(tmp_path))
+    assert probe.returncode != 0  # really not installed there
+    cmd_conf = {"spark.definity.enabled": "true", "spark.definity.server": collector.url,
+                "spark.submit.pyFiles": str(archive)}
+    spark_submit(app, [out], conf=cmd_conf, env=env)
+    assert_one_full_task(summarize(CollectorClient(collector.url), out))
