@@ -361,6 +361,38 @@ def is_armed() -> bool:
     return _finder is not None or _patched
 
 
+def hook_status() -> "dict":
+    """For ``definity-spark doctor``: is the start hook installed and armed in this Python?
+
+    Returns ``{"armed": bool, "pth": path or None, "reason": str}``.
+    """
+    import site
+
+    dirs = []
+    try:
+        dirs.extend(site.getsitepackages())
+    except Exception:  # noqa: BLE001 - some embedded Pythons lack it
+        pass
+    try:
+        dirs.append(site.getusersitepackages())
+    except Exception:  # noqa: BLE001
+        pass
+    pth = next((os.path.join(d, "definity_spark.pth") for d in dirs
+                if os.path.isfile(os.path.join(d, "definity_spark.pth"))), None)
+    armed = is_armed()
+    if os.environ.get(ENV_AUTOLOAD, "1").strip().lower() in _DISARM:
+        reason = f"disarmed by {ENV_AUTOLOAD}={os.environ.get(ENV_AUTOLOAD)}"
+    elif pth is None and not armed:
+        reason = ("definity_spark.pth not found in site-packages: activation by "
+                  "configuration needs a pip install (or `import definity_spark.autoload`)")
+    elif armed:
+        reason = ("armed: a SparkSession created with spark.definity.enabled=true "
+                  "(or DEFINITY_ENABLED=true) activates the plugin")
+    else:
+        reason = "definity_spark.pth present but the hook is not armed in this process"
+    return {"armed": armed, "pth": pth, "reason": reason}
+
+
 # Importing this module arms the hook: that is what ``definity_spark.pth`` does at
 # interpreter start, and the one line an application deployed without pip adds.
 install()

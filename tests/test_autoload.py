@@ -170,6 +170,20 @@ def test_import_of_package_binds_preloaded_autoload() -> None:
     assert out == "True"
 
 
+def test_hook_status_for_doctor() -> None:
+    code = ("import json, sys; from definity_spark.autoload import hook_status; "
+            "print(json.dumps(hook_status()))")
+    import json
+
+    armed = json.loads(subprocess.run([sys.executable, "-c", code], env=clean_env(),
+                                      capture_output=True, text=True, check=True).stdout)
+    assert armed["armed"] is True and armed["pth"].endswith("definity_spark.pth"), armed
+    off = json.loads(subprocess.run([sys.executable, "-c", code],
+                                    env=clean_env(DEFINITY_AUTOLOAD="0"),
+                                    capture_output=True, text=True, check=True).stdout)
+    assert off["armed"] is False and "DEFINITY_AUTOLOAD=0" in off["reason"], off
+
+
 # ------------------------------------------------------------------- spark-submit
 @pytest.mark.spark
 def test_spark_submit_conf_only(app: Path, tmp_path: Path, collector: Any) -> None:
