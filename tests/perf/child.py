@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import traceback
-from typing import Any, Dict
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -39,7 +39,7 @@ def build_session(workdir: str, hive: bool) -> Any:
     )
     if hive:
         builder = builder.config(
-            "javax.jdo.option.ConnectionURL",
+            "spark.hadoop.javax.jdo.option.ConnectionURL",
             f"jdbc:derby:;databaseName={os.path.join(workdir, 'metastore_db')};create=true",
         ).enableHiveSupport()
     spark = builder.getOrCreate()
@@ -57,9 +57,9 @@ def main() -> int:
     args = parser.parse_args()
 
     t_process = time.perf_counter()
-    params: Dict[str, Any] = json.loads(args.params)
+    params: dict[str, Any] = json.loads(args.params)
     workload = workloads.WORKLOADS[args.workload]()
-    result: Dict[str, Any] = {"workload": args.workload, "plugin": bool(args.plugin),
+    result: dict[str, Any] = {"workload": args.workload, "plugin": bool(args.plugin),
                               "params": params, "load_start": common.loadavg()}
     workdir = tempfile.mkdtemp(prefix=f"perf-{args.workload}-")
     spark = None
@@ -69,8 +69,9 @@ def main() -> int:
         handle = None
         probe = None
         if args.plugin:
-            import definity_spark
             from probe import Probe
+
+            import definity_spark
 
             try:  # import the observer first so the probe can wrap its entry points
                 import definity_spark.spark.observer  # noqa: F401
@@ -78,7 +79,7 @@ def main() -> int:
                 pass
             probe = Probe().install()
             t0 = time.perf_counter()
-            overrides: Dict[str, Any] = {"pipeline_name": "definity-perf",
+            overrides: dict[str, Any] = {"pipeline_name": "definity-perf",
                                          "task_name": f"{args.workload}"}
             if args.collector:
                 overrides["server_url"] = args.collector

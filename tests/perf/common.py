@@ -9,7 +9,8 @@ import os
 import platform
 import statistics
 import subprocess
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 # Spark's listener-bus timers keep their samples in a Codahale ExponentiallyDecayingReservoir
 # of 1028 values: below that many events the snapshot holds every event exactly.
@@ -17,7 +18,7 @@ RESERVOIR_SIZE = 1028
 EXECUTION_LISTENER_BUS = "org.apache.spark.sql.util.ExecutionListenerBus"
 
 
-def summary(values: Sequence[float]) -> Dict[str, Optional[float]]:
+def summary(values: Sequence[float]) -> dict[str, float | None]:
     """min / median / max / n of a sample (None when empty)."""
     vals = [float(v) for v in values if v is not None]
     if not vals:
@@ -26,7 +27,7 @@ def summary(values: Sequence[float]) -> Dict[str, Optional[float]]:
             "max": max(vals)}
 
 
-def percentile(values: Sequence[float], q: float) -> Optional[float]:
+def percentile(values: Sequence[float], q: float) -> float | None:
     """The q-th percentile (0..100), linear interpolation; None when empty."""
     vals = sorted(float(v) for v in values)
     if not vals:
@@ -39,7 +40,7 @@ def percentile(values: Sequence[float], q: float) -> Optional[float]:
     return vals[lo] + (vals[hi] - vals[lo]) * (pos - lo)
 
 
-def ratio(with_plugin: Optional[float], without: Optional[float]) -> Optional[float]:
+def ratio(with_plugin: float | None, without: float | None) -> float | None:
     if with_plugin is None or not without:
         return None
     return with_plugin / without
@@ -59,13 +60,13 @@ def wait_bus_empty(spark: Any, timeout_ms: int = 120_000) -> bool:
         return False
 
 
-def _long_array(jarray: Any, jvm: Any) -> List[int]:
+def _long_array(jarray: Any, jvm: Any) -> list[int]:
     # One round trip for the whole array instead of one per element.
     text = str(jvm.java.util.Arrays.toString(jarray)).strip("[]")
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def bus_metrics(spark: Any, with_values: Sequence[str] = (EXECUTION_LISTENER_BUS,)) -> Dict[str, Any]:
+def bus_metrics(spark: Any, with_values: Sequence[str] = (EXECUTION_LISTENER_BUS,)) -> dict[str, Any]:
     """Read LiveListenerBus.metrics: per-listener and per-queue timers, drop counters.
 
     Timer values are nanoseconds. ``values`` (the reservoir snapshot) are returned for the
@@ -74,13 +75,13 @@ def bus_metrics(spark: Any, with_values: Sequence[str] = (EXECUTION_LISTENER_BUS
     """
     jvm = spark.sparkContext._jvm
     registry = listener_bus(spark).metrics().metricRegistry()
-    timers: Dict[str, Any] = {}
+    timers: dict[str, Any] = {}
     jtimers = registry.getTimers()
     for name in list(jtimers.keySet().toArray()):
         name = str(name)
         timer = jtimers.get(name)
         snap = timer.getSnapshot()
-        entry: Dict[str, Any] = {
+        entry: dict[str, Any] = {
             "count": int(timer.getCount()),
             "snapshot_size": int(snap.size()),
             "median_ns": float(snap.getMedian()),
@@ -92,7 +93,7 @@ def bus_metrics(spark: Any, with_values: Sequence[str] = (EXECUTION_LISTENER_BUS
         if cls in with_values or "Proxy" in cls or "py4j" in cls.lower():
             entry["values_ns"] = _long_array(snap.getValues(), jvm)
         timers[name] = entry
-    counters: Dict[str, int] = {}
+    counters: dict[str, int] = {}
     jcounters = registry.getCounters()
     for name in list(jcounters.keySet().toArray()):
         counters[str(name)] = int(jcounters.get(name).getCount())
@@ -100,7 +101,7 @@ def bus_metrics(spark: Any, with_values: Sequence[str] = (EXECUTION_LISTENER_BUS
     return {"timers": timers, "counters": counters, "dropped_events": dropped}
 
 
-def top_k_ms(values_ns: Sequence[int], k: int) -> List[float]:
+def top_k_ms(values_ns: Sequence[int], k: int) -> list[float]:
     """The k largest samples in ms: the events that carried a query callback.
 
     The ExecutionListenerBus receives every event of the bus but only does work (calls the
@@ -111,9 +112,30 @@ def top_k_ms(values_ns: Sequence[int], k: int) -> List[float]:
     return [v / 1e6 for v in sorted(values_ns, reverse=True)[:k]]
 
 
+def execution_end_times(spark: Any) -> list[float]:
+    """Completion times (epoch s, JVM clock = this machine's clock) of the SQL executions.
+
+    From Spark's own SQL status store (what the SQL tab of the UI shows), in execution id
+    order: the moment the JVM finished each query, before py4j returned to Python.
+    """
+    store = spark._jsparkSession.sharedState().statusStore()
+    seq = store.executionsList()
+    rows = []
+    for i in range(int(seq.size())):
+        data = seq.apply(i)
+        completion = data.completionTime()
+        if completion.isDefined():
+            rows.append((int(data.executionId()), int(completion.get().getTime()) / 1000.0))
+    return [t for _, t in sorted(rows)]
+
+
+def execution_count(spark: Any) -> int:
+    return int(spark._jsparkSession.sharedState().statusStore().executionsCount())
+
+
 # --------------------------------------------------------------------------- machine
-def machine() -> Dict[str, Any]:
-    info: Dict[str, Any] = {
+def machine() -> dict[str, Any]:
+    info: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cores": os.cpu_count(),
@@ -145,7 +167,7 @@ def machine() -> Dict[str, Any]:
     return info
 
 
-def loadavg() -> Optional[float]:
+def loadavg() -> float | None:
     try:
         return os.getloadavg()[0]
     except OSError:

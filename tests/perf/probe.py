@@ -19,11 +19,11 @@ import importlib
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable
 
 # (module, attribute) of the extraction room's entry points, outermost first. One call of
 # the first found = one extraction (one execution: a CTAS has two).
-ENTRY_POINTS: List[Tuple[str, str]] = [
+ENTRY_POINTS: list[tuple[str, str]] = [
     ("definity_spark.spark.observer", "SessionObserver._handle"),
 ]
 
@@ -31,16 +31,16 @@ ENTRY_POINTS: List[Tuple[str, str]] = [
 class Probe:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._samples: List[Tuple[str, float]] = []  # (entry point, ms) in order
+        self._samples: list[tuple[str, float]] = []  # (entry point, ms) in order
         self._mark = 0
-        self._observers: List[Any] = []
-        self._obs_mark: List[int] = []
+        self._observers: list[Any] = []
+        self._obs_mark: list[int] = []
         self._local = threading.local()
-        self.wrapped: List[str] = []
+        self.wrapped: list[str] = []
         self.source = "none"
 
     # ----------------------------------------------------------------- install
-    def install(self) -> "Probe":
+    def install(self) -> Probe:
         """Wrap the entry points that exist (call before activate())."""
         for module_name, attr in ENTRY_POINTS:
             try:
@@ -86,7 +86,7 @@ class Probe:
 
         return timed
 
-    def attach(self, handle: Any) -> "Probe":
+    def attach(self, handle: Any) -> Probe:
         """Find the observers of the activated session (their own extraction timings)."""
         try:
             observers = list(handle._runtime.observers.values())
@@ -106,13 +106,13 @@ class Probe:
             self._mark = len(self._samples)
             self._obs_mark = [len(o.extraction_ms) for o in self._observers]
 
-    def _observer_new(self) -> List[float]:
-        out: List[float] = []
+    def _observer_new(self) -> list[float]:
+        out: list[float] = []
         for observer, start in zip(self._observers, self._obs_mark):
             out.extend(float(x) for x in list(observer.extraction_ms)[start:])
         return out
 
-    def since_mark(self) -> Dict[str, Any]:
+    def since_mark(self) -> dict[str, Any]:
         with self._lock:
             new = [ms for _, ms in self._samples[self._mark:]]
         extraction = self._observer_new() if self._observers else None
@@ -123,19 +123,19 @@ class Probe:
             "handle_samples_ms": [round(x, 3) for x in new],
         }
 
-    def all_samples(self) -> Dict[str, List[float]]:
+    def all_samples(self) -> dict[str, list[float]]:
         with self._lock:
             handle = [ms for _, ms in self._samples]
-        extraction: List[float] = []
+        extraction: list[float] = []
         for observer in self._observers:
             extraction.extend(float(x) for x in list(observer.extraction_ms))
         return {"extraction_ms": extraction, "handle_ms": handle}
 
 
-def observer_stats(handle: Any) -> Optional[Dict[str, Any]]:
+def observer_stats(handle: Any) -> dict[str, Any] | None:
     """The observers' own counters (``stats``: a dict, or a method returning one)."""
     try:
-        out: Dict[str, Any] = {}
+        out: dict[str, Any] = {}
         for key, observer in handle._runtime.observers.items():
             stats = getattr(observer, "stats", None)
             if callable(stats):

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -36,13 +36,13 @@ RESULTS = os.path.join(HERE, "results", "latest.json")
 SWEEP_SIZES = [1, 2, 5, 10, 20, 30, 40, 60, 80, 100]
 
 # (workload, params, runs of each side). runs None: --runs.
-SUITE: List[Tuple[str, Dict[str, Any], Optional[int]]] = [
+SUITE: list[tuple[str, dict[str, Any], int | None]] = [
     ("small_writes", {"n": 200, "k_listener": 50, "warmup": 10}, None),
     ("big_job", {"rows": 10_000_000, "partitions": 2000}, None),
     ("plan_sweep", {"sizes": SWEEP_SIZES, "tpch": True, "warmup": 3}, None),
     ("many_queries", {"n": 10_000, "every": 500, "warmup": 200}, 1),
 ]
-QUICK: List[Tuple[str, Dict[str, Any], Optional[int]]] = [
+QUICK: list[tuple[str, dict[str, Any], int | None]] = [
     ("small_writes", {"n": 20, "k_listener": 10, "warmup": 2}, 1),
     ("big_job", {"rows": 1_000_000, "partitions": 200}, 1),
     ("plan_sweep", {"sizes": [1, 2, 5, 20], "tpch": True, "warmup": 1}, 1),
@@ -50,7 +50,7 @@ QUICK: List[Tuple[str, Dict[str, Any], Optional[int]]] = [
 ]
 
 
-def fetch_payloads(url: str, task_id: str) -> List[Dict[str, Any]]:
+def fetch_payloads(url: str, task_id: str) -> list[dict[str, Any]]:
     import requests
 
     resp = requests.get(f"{url}/api/payloads", params={"task_id": task_id}, timeout=60)
@@ -64,15 +64,19 @@ def _epoch(received_at: str) -> float:
     return stamp.replace(tzinfo=dt.timezone.utc).timestamp()
 
 
-def delivery_latency(payloads: List[Dict[str, Any]], ends: List[float]) -> Dict[str, Any]:
-    """Query end (the action returned) -> collector receipt, per timed write.
+def delivery_latency(payloads: list[dict[str, Any]], ends: list[float],
+                     jvm_ends: list[float] | None = None) -> dict[str, Any]:
+    """Query end -> collector receipt, per timed write.
 
-    The timed writes are the last ``len(ends)`` transformations (the warm-up writes come
-    first and were flushed before the timed ones). ``first``: receipt of the tf payload;
-    ``complete``: receipt of the last payload carrying that tf_id (dataset, metrics).
+    Query end: the JVM's completion time of the execution (Spark's SQL status store), and
+    also the moment the action returned in Python (``ends``; later than the JVM's end by the
+    py4j reply, so the receipt can come first). The timed writes are the last ``len(ends)``
+    transformations (the warm-up writes come first and were flushed before the timed ones).
+    ``first``: receipt of the tf payload; ``complete``: receipt of the last payload carrying
+    that tf_id (dataset, metrics).
     """
-    first: Dict[int, float] = {}
-    last: Dict[int, float] = {}
+    first: dict[int, float] = {}
+    last: dict[int, float] = {}
     for p in payloads:
         body = p.get("body") or {}
         tf_id = body.get("tf_id")
@@ -84,18 +88,23 @@ def delivery_latency(payloads: List[Dict[str, Any]], ends: List[float]) -> Dict[
             first[tf_id] = min(first.get(tf_id, t), t)
         last[tf_id] = max(last.get(tf_id, t), t)
     tf_ids = sorted(first)
-    out: Dict[str, Any] = {"tf_count": len(tf_ids), "payload_count": len(payloads)}
+    out: dict[str, Any] = {"tf_count": len(tf_ids), "payload_count": len(payloads)}
     if len(tf_ids) < len(ends):
         out["error"] = f"{len(tf_ids)} tfs received for {len(ends)} timed writes"
         return out
     timed = tf_ids[-len(ends):] if ends else []
-    out["first_ms"] = [(first[t] - e) * 1000 for t, e in zip(timed, ends)]
-    out["complete_ms"] = [(last[t] - e) * 1000 for t, e in zip(timed, ends)]
+    out["first_ms_py"] = [(first[t] - e) * 1000 for t, e in zip(timed, ends)]
+    out["complete_ms_py"] = [(last[t] - e) * 1000 for t, e in zip(timed, ends)]
+    if jvm_ends and len(jvm_ends) == len(ends):
+        out["first_ms"] = [(first[t] - e) * 1000 for t, e in zip(timed, jvm_ends)]
+        out["complete_ms"] = [(last[t] - e) * 1000 for t, e in zip(timed, jvm_ends)]
+    else:
+        out["jvm_error"] = f"{len(jvm_ends or [])} JVM end times for {len(ends)} writes"
     return out
 
 
-def run_one(workload: str, plugin: bool, params: Dict[str, Any], timeout: float,
-            logdir: str) -> Dict[str, Any]:
+def run_one(workload: str, plugin: bool, params: dict[str, Any], timeout: float,
+            logdir: str) -> dict[str, Any]:
     out = tempfile.NamedTemporaryFile(prefix="perf-", suffix=".json", delete=False).name
     collector = None
     url = None
@@ -130,12 +139,14 @@ def run_one(workload: str, plugin: bool, params: Dict[str, Any], timeout: float,
         try:
             if result.get("task_id") and result.get("ends"):
                 payloads = fetch_payloads(url, result["task_id"])
-                result["latency"] = delivery_latency(payloads, result["ends"])
+                result["latency"] = delivery_latency(payloads, result["ends"],
+                                                     result.get("jvm_ends"))
         except Exception as exc:
             result["latency"] = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
             collector.stop()
     result.pop("ends", None)  # raw stamps are not needed in the results file
+    result.pop("jvm_ends", None)
     return result
 
 
@@ -163,7 +174,7 @@ def main() -> int:
         wanted = set(args.only.split(","))
         suite = [s for s in suite if s[0] in wanted]
     logdir = tempfile.mkdtemp(prefix="perf-logs-")
-    results: Dict[str, Any] = {}
+    results: dict[str, Any] = {}
     if args.merge and os.path.exists(args.results):
         with open(args.results) as handle:
             results = json.load(handle)
@@ -179,7 +190,7 @@ def main() -> int:
     t_suite = time.perf_counter()
     for workload, params, runs in suite:
         runs = runs or args.runs
-        entries: List[Dict[str, Any]] = []
+        entries: list[dict[str, Any]] = []
         for i in range(runs):
             for plugin in (False, True):  # A B A B ...
                 r = run_one(workload, plugin, params, args.timeout, logdir)
@@ -207,7 +218,7 @@ def _fmt(value: Any) -> str:
     return f"{value:.2f}" if isinstance(value, (int, float)) else str(value)
 
 
-def _save(results: Dict[str, Any], path: str) -> None:
+def _save(results: dict[str, Any], path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w") as handle:

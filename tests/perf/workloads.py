@@ -14,7 +14,7 @@ from __future__ import annotations
 import gc
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable
 
 import common
 
@@ -25,19 +25,19 @@ class Ctx:
     """What a workload gets: the session, the plugin handle (or None), params, result."""
 
     def __init__(self, spark: Any, handle: Any, probe: Any, workdir: str,
-                 params: Dict[str, Any]) -> None:
+                 params: dict[str, Any]) -> None:
         self.spark = spark
         self.handle = handle
         self.probe = probe
         self.workdir = workdir
         self.params = params
-        self.result: Dict[str, Any] = {}
+        self.result: dict[str, Any] = {}
 
     @property
     def plugin(self) -> bool:
         return self.handle is not None
 
-    def flush(self, timeout: float = 60.0) -> Optional[bool]:
+    def flush(self, timeout: float = 60.0) -> bool | None:
         """With the plugin: wait until every query so far was extracted and delivered."""
         if self.handle is None:
             return None
@@ -77,8 +77,8 @@ class SmallWrites(Workload):
         n = int(ctx.params.get("n", 200))
         k = int(ctx.params.get("k_listener", 50))
         path = os.path.join(ctx.workdir, "small")
-        durations: List[float] = []
-        ends: List[float] = []
+        durations: list[float] = []
+        ends: list[float] = []
         # The bus's counts when the timed writes start, to count the events of k writes.
         before = common.bus_metrics(spark)
         for i in range(n):
@@ -92,12 +92,16 @@ class SmallWrites(Workload):
                 common.wait_bus_empty(spark)
                 ctx.result["bus_after_k"] = common.bus_metrics(spark)
                 ctx.result["bus_before"] = before
+                # every execution so far (warm-up included) carried one query callback
+                ctx.result["executions_at_k"] = common.execution_count(spark)
         ctx.result.update({
             "wall_s": sum(durations),
             "query_ms": [d * 1000 for d in durations],
             "ends": ends,
             "k_listener": k,
         })
+        if ctx.plugin:  # untimed: the JVM's end time of each timed write
+            ctx.result["jvm_ends"] = common.execution_end_times(spark)[-n:]
 
 
 # --------------------------------------------------------------------------- big job
@@ -136,17 +140,23 @@ class BigJob(Workload):
 
 
 # --------------------------------------------------------------------------- plan size
+# Distinct catalog tables for the join plans. Creating a table in the Hive metastore costs
+# 0.1-0.7 s here, so plans over more relations than this reuse tables under new aliases
+# (relation i reads bench.t{i % JOIN_TABLES}): the plan still has ``size`` relation leaves.
+JOIN_TABLES = 25
+
+
 def create_join_tables(spark: Any, count: int) -> None:
     spark.sql("CREATE DATABASE IF NOT EXISTS bench")
     for i in range(count):
         spark.sql(f"CREATE TABLE IF NOT EXISTS bench.t{i} (id INT, v STRING) USING parquet")
 
 
-def join_ctas(size: int, target: str) -> str:
-    """CTAS of ``size`` catalog tables joined on id (``size`` relations in the plan)."""
-    cols = ", ".join(f"t{i}.v AS v{i}" for i in range(size))
-    joins = " ".join(f"JOIN bench.t{i} t{i} ON t0.id = t{i}.id" for i in range(1, size))
-    return f"CREATE TABLE {target} USING parquet AS SELECT t0.id, {cols} FROM bench.t0 t0 {joins}"
+def join_ctas(size: int, target: str, tables: int = JOIN_TABLES) -> str:
+    """CTAS of ``size`` catalog relations joined on id (``size`` relation leaves)."""
+    cols = ", ".join(f"a{i}.v AS v{i}" for i in range(size))
+    joins = " ".join(f"JOIN bench.t{i % tables} a{i} ON a0.id = a{i}.id" for i in range(1, size))
+    return f"CREATE TABLE {target} USING parquet AS SELECT a0.id, {cols} FROM bench.t0 a0 {joins}"
 
 
 def create_tpch_tables(spark: Any) -> None:
@@ -178,7 +188,7 @@ class PlanSweep(Workload):
 
     def setup(self, ctx: Ctx) -> None:
         sizes = [int(s) for s in ctx.params.get("sizes", [1, 2, 5, 10, 20, 40, 60, 80, 100])]
-        create_join_tables(ctx.spark, max(sizes + [2]))
+        create_join_tables(ctx.spark, min(max(sizes + [2]), JOIN_TABLES))
         if ctx.params.get("tpch", True):
             create_tpch_tables(ctx.spark)
         ctx.spark.sql("CREATE DATABASE IF NOT EXISTS out")
@@ -186,13 +196,13 @@ class PlanSweep(Workload):
             ctx.spark.sql(join_ctas(3, f"out.warm{i}"))
         ctx.flush()
 
-    def _one(self, ctx: Ctx, sql: str) -> Dict[str, Any]:
+    def _one(self, ctx: Ctx, sql: str) -> dict[str, Any]:
         if ctx.probe is not None:
             ctx.probe.mark()
         t0 = time.perf_counter()
         ctx.spark.sql(sql)
         wall = time.perf_counter() - t0
-        out: Dict[str, Any] = {"wall_ms": wall * 1000}
+        out: dict[str, Any] = {"wall_ms": wall * 1000}
         if ctx.plugin:
             t1 = time.perf_counter()
             out["flush_ok"] = ctx.flush()
@@ -203,13 +213,13 @@ class PlanSweep(Workload):
 
     def run(self, ctx: Ctx) -> None:
         sizes = [int(s) for s in ctx.params.get("sizes", [1, 2, 5, 10, 20, 40, 60, 80, 100])]
-        sweep: Dict[str, Any] = {}
+        sweep: dict[str, Any] = {}
         for size in sizes:
             sweep[str(size)] = self._one(ctx, join_ctas(size, f"out.j{size}"))
         ctx.result["sweep"] = sweep
         if ctx.params.get("tpch", True):
             ctx.spark.sql("USE tpch")
-            tpch: Dict[str, Any] = {}
+            tpch: dict[str, Any] = {}
             for q in range(1, 23):
                 tpch[f"q{q}"] = self._one(
                     ctx, f"CREATE TABLE out.tpch_q{q} USING parquet AS {tpch_query(q)}")
@@ -251,7 +261,7 @@ class ManyQueries(Workload):
         every = int(ctx.params.get("every", 500))
         gc.collect()
         heap0 = _jvm_heap_used_mb(ctx.spark)
-        samples: List[List[float]] = [[0, proc.memory_info().rss / 1024 / 1024]]
+        samples: list[list[float]] = [[0, proc.memory_info().rss / 1024 / 1024]]
         t0 = time.perf_counter()
         for i in range(1, n + 1):
             self._query(ctx)
@@ -275,6 +285,6 @@ class ManyQueries(Workload):
         })
 
 
-WORKLOADS: Dict[str, Callable[[], Workload]] = {
+WORKLOADS: dict[str, Callable[[], Workload]] = {
     cls.name: cls for cls in (SmallWrites, BigJob, PlanSweep, ManyQueries)
 }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole benchmark suite (issue 6): every workload with and without the plugin, A B A B,
+# a fresh JVM per run; then rewrites docs/performance.md and docs/perf/plan_size.png.
+#
+#   bash tests/perf/run_all.sh              # full suite, < 15 min on 2 idle cores
+#   bash tests/perf/run_all.sh --quick      # smoke run, leaves the docs alone
+#   PYTHON=.venv/bin/python bash tests/perf/run_all.sh --runs 7
+#
+# Extra arguments go to tests/perf/run.py (see --help). Needs the bench extra:
+# pip install -e '.[bench]' (matplotlib, psutil) in the venv that has pyspark.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PYTHON="${PYTHON:-}"
+if [ -z "$PYTHON" ]; then
+  if [ -x /opt/venvs/spark35/bin/python ]; then PYTHON=/opt/venvs/spark35/bin/python
+  elif [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python
+  else PYTHON=python3; fi
+fi
+exec "$PYTHON" tests/perf/run.py "$@"
