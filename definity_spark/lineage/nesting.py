@@ -119,16 +119,36 @@ def _merge(outer: Outcome, group: List[Outcome]) -> List[Outcome]:
             if o.lineage.output.schema:
                 schema = o.lineage.output.schema
                 break
+    name = lin.output.name
+    if lin.output.ds_type == "table" and "." not in name:
+        # Spark 4 SaveAsV1TableCommand names the table as the user wrote it; the nested
+        # CTAS command has it qualified (database.table)
+        for o in inner_writes:
+            if o.lineage.output.ds_type == "table" and o.lineage.output.name.endswith("." + name):
+                name = o.lineage.output.name
+                break
+    if lin.output.ds_type == "path":
+        # INSERT OVERWRITE DIRECTORY: the command holds the path as written, the nested
+        # insert as Spark qualified it (file:/x)
+        for o in inner_writes:
+            inner_name = o.lineage.output.name
+            if o.lineage.output.ds_type == "path" and inner_name != name \
+                    and inner_name.endswith(":" + name):
+                name = inner_name
+                break
     query_str = lin.query_str
-    if not outer.extras.get("sql") and not outer.extras.get("call"):
+    if not outer.extras.get("sql") and outer.extras.get("call") and name != lin.output.name:
+        query_str = describe_write(name, outer.extras.get("call"), outer.extras.get("mode"),
+                                   outer.command_class or "", Options())
+    elif not outer.extras.get("sql") and not outer.extras.get("call"):
         # Spark 3.5 outer commands carry no execution description: the nested write
         # knows its root's (``saveAsTable at ...``)
         call = next((o.extras.get("root_call") for o in inner_writes
                      if o.extras.get("root_call")), None)
         if call:
-            query_str = describe_write(lin.output.name, call, outer.extras.get("mode"),
+            query_str = describe_write(name, call, outer.extras.get("mode"),
                                        outer.command_class or "", Options())
-    merged = replace(lin, output=replace(lin.output, schema=schema), inputs=inputs,
+    merged = replace(lin, output=replace(lin.output, name=name, schema=schema), inputs=inputs,
                      query_str=query_str,
                      metrics=metrics, partial=lin.partial or any(o.lineage.partial
                                                                  for o in inner_writes))

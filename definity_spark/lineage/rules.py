@@ -73,7 +73,7 @@ WRITE_COMMANDS: Dict[str, WriteRule] = {
     "InsertIntoDataSourceCommand": WriteRule(),  # INSERT INTO a view USING jdbc etc.
     # INSERT OVERWRITE [LOCAL] DIRECTORY
     "InsertIntoHiveDirCommand": WriteRule(target="path"),
-    "InsertIntoDataSourceDirCommand": WriteRule(target="path"),
+    "InsertIntoDataSourceDirCommand": WriteRule(target="path", wrapper=True),
     # DataSource V2 (Iceberg, JDBC v2 catalog)
     "AppendData": WriteRule(target="table"),
     "OverwriteByExpression": WriteRule(target="table"),

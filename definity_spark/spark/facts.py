@@ -93,6 +93,10 @@ class FactReader:
             root = simple_name(str(facts.plan[0].get("class"))) if facts.plan else ""
             if facts.succeeded:
                 facts.sql_text = option_str(plan.origin().sqlText())
+                if facts.sql_text is None and "query" in (facts.plan[0] if facts.plan else {}):
+                    # Spark 4 CTAS: the command's own origin is empty, its query's is not
+                    with _quiet():
+                        facts.sql_text = option_str(plan.query().origin().sqlText())
             if root in WRITE_COMMANDS:
                 facts.command = self._command(root, plan, facts.plan[0], facts)
                 if facts.succeeded:
@@ -127,9 +131,9 @@ class FactReader:
             return
         roots = [plan]
         head = facts.plan[0] if facts.plan else {}
-        # a leaf command (3.5 CTAS) keeps its query in a non-child field
-        if int(head.get("num-children", 0) or 0) == 0 and isinstance(head.get("query"), list):
-            roots.append(plan.query())
+        # a leaf command (CTAS, saveAsTable) keeps its query in a non-child field
+        if int(head.get("num-children", 0) or 0) == 0 and root in WRITE_COMMANDS:
+            roots = [plan.query()] if isinstance(head.get("query"), list) else []
         seen_budget = self.budget_ms / 1000.0
         for r in roots:
             groups = [r.collectLeaves()]
