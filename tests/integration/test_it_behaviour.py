@@ -117,7 +117,7 @@ DDL = [
     f"CREATE TABLE {DB}.ddl_t (id INT, name STRING) USING parquet",
     f"CREATE TABLE {DB}.ddl_h (id INT) STORED AS TEXTFILE",
     f"ALTER TABLE {DB}.ddl_t ADD COLUMNS (extra STRING)",
-    f"ALTER TABLE {DB}.ddl_t SET TBLPROPERTIES ('owner' = 'it')",
+    f"ALTER TABLE {DB}.ddl_t SET TBLPROPERTIES ('it.note' = 'ddl only')",
     f"CREATE VIEW {DB}.ddl_v AS SELECT id, name FROM {SRC}",
     f"CREATE TEMPORARY VIEW it_beh_tv AS SELECT * FROM {SRC}",
     f"DESCRIBE TABLE {SRC}",
