@@ -41,6 +41,7 @@ import pytest
 pytest.importorskip("pyspark")
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
+from fault_apps import harness  # noqa: E402
 from fault_apps.harness import (  # noqa: E402
     FLUSH_TIMEOUT,
     INTERNAL_ERROR,
@@ -162,6 +163,7 @@ def _assert_same_job(run: AppRun, baseline: AppRun) -> None:
     assert run.returncode == baseline.returncode, run.stderr[-3000:]
     assert run.stdout == baseline.stdout
     assert INTERNAL_ERROR not in run.stderr, run.stderr[-3000:]
+    assert INTERNAL_ERROR not in run.log_text, run.log_text[-3000:]
 
 
 def _assert_time_bound(run: AppRun, baseline: AppRun) -> None:
@@ -232,14 +234,15 @@ def test_fault(fault: Fault, workroot: Path, baseline: AppRun,
     assert not run.spool_files(), "replay left files in the spool"
     assert TOKEN not in first.stdout + first.stderr
     # every payload exactly once, same content and order as the fault-free run
-    assert len(delivered) == len(expected), (n_ok, delivered, expected)
-    assert delivered == expected
+    assert delivered == expected, (
+        f"{len(delivered)} delivered, {len(expected)} expected, {n_ok} of them as "
+        f"expected:\n{harness.diff(delivered, expected)}")
     if fault.name == "401":
         # no retry storm: the first rejection switches the delivery to the spool
         assert seen_during_run <= 2, f"{seen_during_run} requests against a 401"
-        rejections = [line for line in run.stderr.splitlines()
+        rejections = [line for line in run.log_text.splitlines()
                       if re.search(r"(?i)rejected the token", line)]
-        assert len(rejections) == 1, run.stderr[-3000:]
+        assert len(rejections) == 1, run.log_text[-3000:]
 
 
 # ----------------------------------------------------------------------------- raising app

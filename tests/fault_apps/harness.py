@@ -70,6 +70,12 @@ class AppRun:
                 break  # the exception line ends the traceback
         return "\n".join(out).replace(self.base, "<base>")
 
+    @property
+    def log_text(self) -> str:
+        """What the plugin logged through the app's handler (FAULT_APP_LOG_FILE)."""
+        path = Path(self.log_file) if self.log_file else None
+        return path.read_text(errors="replace") if path and path.exists() else ""
+
     def spool_files(self) -> list[Path]:
         spool = Path(self.spool_dir)
         return sorted(spool.glob("*.jsonl")) if spool.is_dir() else []
@@ -106,6 +112,10 @@ def run_app(workdir: Path, mode: str, env_extra: dict[str, str] | None = None,
     plugin = env_extra.get("FAULT_APP_PLUGIN") == "1"
     if not plugin:
         env["DEFINITY_AUTOLOAD"] = "0"  # truly without the plugin
+    else:
+        # The plugin's logger has a NullHandler (library convention), so its records are
+        # visible only through a handler the application installs: app.py installs one.
+        env_extra.setdefault("FAULT_APP_LOG_FILE", str(workdir / "definity.log"))
     env.update(env_extra)
     timing = workdir / "timing.json"
     env["FAULT_APP_TIMING"] = str(timing)
@@ -153,6 +163,17 @@ def normalise(records: Iterable[tuple[str, Any]], base: str) -> list[tuple[str, 
                 metric["value"] = "<timing>"
         out.append((path, norm))
     return out
+
+
+def diff(got: list[tuple[str, Any]], want: list[tuple[str, Any]]) -> str:
+    """A unified diff of two payload lists, one JSON line per payload (for messages)."""
+    import difflib
+
+    def lines(items: list[tuple[str, Any]]) -> list[str]:
+        return [f"{p} {json.dumps(b, sort_keys=True)}" for p, b in items]
+
+    return "\n".join(difflib.unified_diff(lines(want), lines(got), "expected (fault-free)",
+                                          "delivered", lineterm=""))
 
 
 def server_records(server: Any) -> list[tuple[str, Any]]:
