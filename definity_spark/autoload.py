@@ -36,7 +36,7 @@ import sys
 # No runtime import of typing: it alone costs ~8 ms of interpreter start.
 TYPE_CHECKING = False
 if TYPE_CHECKING:  # pragma: no cover
-    from typing import Any, Callable, Optional
+    from typing import Any, Callable
 
 TARGET_MODULE = "pyspark.sql.session"
 PACKAGE = "definity_spark"
@@ -56,7 +56,7 @@ _DISARM = ("0", "false", "no", "off")
 # Attribute set on every function we wrap: marks it, and keeps the original for uninstall.
 _WRAPPED_ATTR = "__definity_original__"
 
-_finder: Optional[_SessionModuleFinder] = None
+_finder: _SessionModuleFinder | None = None
 _patched = False
 # Set while our own code runs, so that sessions created by the plugin itself (if any) or
 # re-entrant getOrCreate calls do not recurse into autoattach.
@@ -90,7 +90,7 @@ def _strict() -> bool:
 # The decision: read the session's conf once, cheaply, without importing the plugin.
 
 
-def _truthy(value: Optional[str]) -> Optional[bool]:
+def _truthy(value: str | None) -> bool | None:
     """True/False for a recognised boolean, None for absent, True for unrecognised.
 
     Unrecognised values are passed on (True) so the settings resolution can warn about
@@ -104,7 +104,7 @@ def _truthy(value: Optional[str]) -> Optional[bool]:
     return True
 
 
-def enabled_by_configuration(conf_value: Optional[str], environ_value: Optional[str]) -> bool:
+def enabled_by_configuration(conf_value: str | None, environ_value: str | None) -> bool:
     """The gate: Spark conf ``spark.definity.enabled`` wins over ``DEFINITY_ENABLED``."""
     decision = _truthy(conf_value)
     if decision is None:
@@ -112,7 +112,7 @@ def enabled_by_configuration(conf_value: Optional[str], environ_value: Optional[
     return bool(decision)
 
 
-def _session_conf_value(session: Any, key: str) -> Optional[str]:
+def _session_conf_value(session: Any, key: str) -> str | None:
     """One py4j round trip: the session conf falls back to the SparkContext's conf."""
     value = session.conf.get(key, None)
     return None if value is None else str(value)
@@ -361,7 +361,7 @@ def is_armed() -> bool:
     return _finder is not None or _patched
 
 
-def hook_status() -> "dict":
+def hook_status() -> dict:
     """For ``definity-spark doctor``: is the start hook installed and armed in this Python?
 
     Returns ``{"armed": bool, "pth": path or None, "reason": str}``.

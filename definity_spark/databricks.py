@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 log = logging.getLogger("definity_spark.databricks")
 
@@ -74,7 +75,7 @@ SHARED_MODES = ("USER_ISOLATION", "LEGACY_TABLE_ACL", "SHARED", "STANDARD")
 _shared_mode_logged = False
 
 
-def _get(props: Mapping[str, str], key: str) -> Optional[str]:
+def _get(props: Mapping[str, str], key: str) -> str | None:
     value = props.get(key)
     if value is None:
         return None
@@ -82,7 +83,7 @@ def _get(props: Mapping[str, str], key: str) -> Optional[str]:
     return text or None
 
 
-def _merged(conf: Mapping[str, str], local_properties: Optional[Mapping[str, str]]) -> Dict[str, str]:
+def _merged(conf: Mapping[str, str], local_properties: Mapping[str, str] | None) -> dict[str, str]:
     merged = {k: str(v) for k, v in conf.items() if v is not None}
     for key, value in (local_properties or {}).items():
         if value is not None and str(value).strip():
@@ -90,13 +91,13 @@ def _merged(conf: Mapping[str, str], local_properties: Optional[Mapping[str, str
     return merged
 
 
-def is_databricks(conf: Mapping[str, str], environ: Optional[Mapping[str, str]] = None) -> bool:
+def is_databricks(conf: Mapping[str, str], environ: Mapping[str, str] | None = None) -> bool:
     """True on a Databricks cluster (its runtime env var, or its cluster usage tags)."""
     env = os.environ if environ is None else environ
     return bool(env.get(RUNTIME_ENV)) or _get(conf, CLUSTER_ID) is not None
 
 
-def access_mode(conf: Mapping[str, str]) -> Optional[str]:
+def access_mode(conf: Mapping[str, str]) -> str | None:
     """The cluster's data security mode (``SINGLE_USER``, ``USER_ISOLATION``, ...) if known."""
     for key in DATA_SECURITY_MODE_KEYS:
         value = _get(conf, key)
@@ -105,7 +106,7 @@ def access_mode(conf: Mapping[str, str]) -> Optional[str]:
     return None
 
 
-def _true(value: Optional[str]) -> bool:
+def _true(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -121,7 +122,7 @@ def is_shared_access_mode(conf: Mapping[str, str]) -> bool:
     return _true(_get(conf, PY4J_SECURITY)) or _true(_get(conf, DF_ACLS))
 
 
-def explain_shared_mode_once(logger: Optional[logging.Logger] = None) -> None:
+def explain_shared_mode_once(logger: logging.Logger | None = None) -> None:
     """The one clear log line for shared access mode (logged once per process)."""
     global _shared_mode_logged
     if _shared_mode_logged:
@@ -138,7 +139,7 @@ def _basename(path: str) -> str:
 
 
 def derive_names(conf: Mapping[str, str],
-                 local_properties: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
+                 local_properties: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Platform-derived defaults: ``pipeline_name``, ``task_name`` and ``tags``.
 
     Empty when nothing Databricks-specific is present. The caller applies them below
@@ -148,8 +149,8 @@ def derive_names(conf: Mapping[str, str],
     job_id = _get(props, JOB_ID)
     notebook = _get(props, NOTEBOOK_PATH)
     cluster = _get(props, CLUSTER_NAME)
-    out: Dict[str, Any] = {}
-    tags: Dict[str, str] = {}
+    out: dict[str, Any] = {}
+    tags: dict[str, str] = {}
     if job_id is not None:
         out["pipeline_name"] = _get(props, JOB_NAME) or f"databricks-job-{job_id}"
         out["task_name"] = (_basename(notebook) if notebook else None) or _get(
@@ -176,13 +177,13 @@ def derive_names(conf: Mapping[str, str],
     return out
 
 
-def read_properties(session: Any) -> Dict[str, str]:
+def read_properties(session: Any) -> dict[str, str]:
     """Thin reader: the Databricks keys from a live session's conf and local properties.
 
     Returns one mapping (local properties override conf). Reads only the keys above, one
     py4j call each; missing keys are skipped. Never raises.
     """
-    out: Dict[str, str] = {}
+    out: dict[str, str] = {}
     for key in KEYS:
         try:
             value = session.conf.get(key, None)

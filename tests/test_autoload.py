@@ -16,8 +16,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any
 
 import pytest
 from collector_util import collector_fixture  # noqa: F401 - fixture "collector"
@@ -50,7 +51,7 @@ def spark_bin(name: str) -> str:
     return str(Path(pyspark.__file__).parent / "bin" / name)
 
 
-def clean_env(**extra: str) -> Dict[str, str]:
+def clean_env(**extra: str) -> dict[str, str]:
     """The test's environment without any DEFINITY_* or SPARK_* leftovers."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("DEFINITY_", "SPARK_", "PYSPARK_"))}
@@ -60,8 +61,8 @@ def clean_env(**extra: str) -> Dict[str, str]:
     return env
 
 
-def spark_submit(app: Path, args: List[str], conf: Optional[Mapping[str, str]] = None,
-                 env: Optional[Mapping[str, str]] = None, master: str = "local[2]",
+def spark_submit(app: Path, args: list[str], conf: Mapping[str, str] | None = None,
+                 env: Mapping[str, str] | None = None, master: str = "local[2]",
                  timeout: float = 240) -> subprocess.CompletedProcess:
     cmd = [spark_bin("spark-submit"), "--master", master,
            "--conf", "spark.ui.enabled=false",
@@ -77,9 +78,9 @@ def spark_submit(app: Path, args: List[str], conf: Optional[Mapping[str, str]] =
     return result
 
 
-def summarize(client: Any, out_dir: str) -> List[Dict[str, Any]]:
+def summarize(client: Any, out_dir: str) -> list[dict[str, Any]]:
     """What the collector holds, per task, with the run's output dir replaced by <out>."""
-    def norm(name: Optional[str]) -> Optional[str]:
+    def norm(name: str | None) -> str | None:
         if name is None:
             return None
         for prefix in ("file://" + out_dir, "file:" + out_dir, out_dir):
@@ -101,11 +102,11 @@ def summarize(client: Any, out_dir: str) -> List[Dict[str, Any]]:
     return tasks
 
 
-def expected_tfs() -> List[Tuple[int, List[str], str]]:
+def expected_tfs() -> list[tuple[int, list[str], str]]:
     return [(1, [], "<out>/numbers"), (2, ["<out>/numbers"], "<out>/counts")]
 
 
-def assert_one_full_task(tasks: List[Dict[str, Any]], app_name: str = "activation-app") -> Dict:
+def assert_one_full_task(tasks: list[dict[str, Any]], app_name: str = "activation-app") -> dict:
     assert len(tasks) == 1, tasks
     task = tasks[0]
     assert task["statuses"][0] == "start" and task["statuses"][-1] == "end", task
@@ -135,7 +136,7 @@ def app(tmp_path: Path) -> Path:
     ("", "true", False),        # present but empty: treated as false, like settings
     ("maybe", None, True),      # unrecognised: handed on so settings can warn by key
 ])
-def test_gate_precedence(conf_value: Optional[str], env_value: Optional[str],
+def test_gate_precedence(conf_value: str | None, env_value: str | None,
                          expected: bool) -> None:
     assert autoload.enabled_by_configuration(conf_value, env_value) is expected
 
@@ -314,7 +315,6 @@ def test_py_files_zip_without_pip(tmp_path: Path, collector: Any) -> None:
     import zipfile
 
     import pyspark
-
     from collector_util import CollectorClient
 
     repo = Path(__file__).resolve().parents[1]

@@ -15,8 +15,9 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any
 
 import pytest
 from collector_util import CollectorClient, collector_fixture  # noqa: F401 - fixture "collector"
@@ -82,7 +83,8 @@ def site_packages(root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def installed_root(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Iterator[Dict[str, Any]]:
+def installed_root(tmp_path_factory: pytest.TempPathFactory,
+                   wheel: Path) -> Iterator[dict[str, Any]]:
     base = tmp_path_factory.mktemp("dbx")
     root = make_root(base)
     # pre-existing content of /etc/environment must survive
@@ -94,7 +96,7 @@ def installed_root(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Ite
     yield {"root": root, "result": result}
 
 
-def test_installs_wheel_and_writes_driver_conf(installed_root: Dict[str, Any]) -> None:
+def test_installs_wheel_and_writes_driver_conf(installed_root: dict[str, Any]) -> None:
     root, result = installed_root["root"], installed_root["result"]
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ERROR" not in result.stdout + result.stderr
@@ -125,7 +127,7 @@ def test_installs_wheel_and_writes_driver_conf(installed_root: Dict[str, Any]) -
     assert "dbx-secret-token" not in result.stdout + result.stderr
 
 
-def test_rerun_is_idempotent(installed_root: Dict[str, Any], wheel: Path) -> None:
+def test_rerun_is_idempotent(installed_root: dict[str, Any], wheel: Path) -> None:
     root = installed_root["root"]
     before = (root / "etc" / "environment").read_text()
     result = run_init(root, DEFINITY_WHEEL=str(wheel), DEFINITY_PIP_ARGS="--no-deps --no-index",
@@ -155,7 +157,7 @@ APP = textwrap.dedent("""
 
 @pytest.mark.spark
 def test_python_with_resulting_environment_activates(
-        installed_root: Dict[str, Any], cluster_site: Path, tmp_path: Path,
+        installed_root: dict[str, Any], cluster_site: Path, tmp_path: Path,
         collector: Any) -> None:
     root = installed_root["root"]
     python = root / "databricks" / "python" / "bin" / "python"

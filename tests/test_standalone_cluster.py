@@ -18,8 +18,9 @@ import socket
 import subprocess
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any
 
 import pytest
 from collector_util import CollectorClient, running_collector
@@ -49,7 +50,7 @@ def _stop(proc: subprocess.Popen, timeout: float = 20) -> None:
         proc.wait(10)
 
 
-def _master_state(ui_port: int) -> Dict[str, Any]:
+def _master_state(ui_port: int) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as resp:
         return json.loads(resp.read().decode("utf-8"))
 
@@ -60,7 +61,7 @@ def standalone_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     port, ui_port, worker_ui = free_port(), free_port(), free_port()
     env = clean_env(SPARK_LOG_DIR=str(base / "logs"), SPARK_WORKER_DIR=str(base / "work"),
                     SPARK_LOCAL_IP="127.0.0.1", SPARK_NO_DAEMONIZE="1")
-    procs: List[subprocess.Popen] = []
+    procs: list[subprocess.Popen] = []
     logs = []
     try:
         master_log = open(base / "master.log", "w")

@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +34,8 @@ REPO = Path(__file__).resolve().parents[2]
 def _make_venv(root: Path, python: str, with_hook: bool) -> Path:
     subprocess.run([python, "-m", "venv", "--without-pip", str(root)], check=True)
     site = subprocess.run(
-        [str(root / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        [str(root / "bin" / "python"), "-c",
+         "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         check=True, capture_output=True, text=True).stdout.strip()
     site_dir = Path(site)
     # Same path entry in both: the checkout (how an editable install exposes the package).
@@ -45,26 +45,26 @@ def _make_venv(root: Path, python: str, with_hook: bool) -> Path:
     return root / "bin" / "python"
 
 
-def _run_once(python: Path, env: Dict[str, str]) -> float:
+def _run_once(python: Path, env: dict[str, str]) -> float:
     start = time.perf_counter()
     subprocess.run([str(python), "-c", "pass"], check=True, env=env)
     return (time.perf_counter() - start) * 1000.0
 
 
-def _importtime(python: Path, env: Dict[str, str]) -> List[str]:
+def _importtime(python: Path, env: dict[str, str]) -> list[str]:
     out = subprocess.run([str(python), "-X", "importtime", "-c", "pass"], env=env,
                          capture_output=True, text=True, check=True).stderr
     return [line for line in out.splitlines() if "definity" in line or "pyspark" in line]
 
 
-def _loaded(python: Path, env: Dict[str, str]) -> str:
+def _loaded(python: Path, env: dict[str, str]) -> str:
     code = ("import sys; print(sorted(m for m in sys.modules if m.startswith(('pyspark', "
             "'py4j', 'definity', '_definity', 'logging', 'requests'))))")
     return subprocess.run([str(python), "-c", code], env=env, capture_output=True,
                           text=True, check=True).stdout.strip()
 
 
-def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
+def main(argv: list[str] = None) -> int:  # type: ignore[assignment]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5)
@@ -81,7 +81,7 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
         for _ in range(args.warmup):
             _run_once(without, env)
             _run_once(with_hook, env)
-        times: Dict[str, List[float]] = {"without": [], "with": []}
+        times: dict[str, list[float]] = {"without": [], "with": []}
         for i in range(args.runs):
             # Alternate which side goes first, so neither side always follows the other.
             order = [("without", without), ("with", with_hook)]
@@ -93,7 +93,8 @@ def main(argv: List[str] = None) -> int:  # type: ignore[assignment]
         med_with = statistics.median(times["with"])
         # Paired differences are less noisy than the difference of medians.
         diffs = [w - wo for w, wo in zip(times["with"], times["without"])]
-        print(f"python: {args.python} ({sys.version.split()[0]}), runs: {args.runs} alternating pairs")
+        print(f"python: {args.python} ({sys.version.split()[0]}), "
+              f"runs: {args.runs} alternating pairs")
         print(f"python -c pass without definity_spark.pth: median {med_without:.2f} ms")
         print(f"python -c pass with    definity_spark.pth: median {med_with:.2f} ms")
         print(f"difference of medians: {med_with - med_without:+.2f} ms; "
