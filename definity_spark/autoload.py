@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import sys
+from _thread import get_ident  # builtin, already loaded: threading would cost more
 
 # No runtime import of typing: it alone costs ~8 ms of interpreter start.
 TYPE_CHECKING = False
@@ -58,9 +59,10 @@ _WRAPPED_ATTR = "__definity_original__"
 
 _finder: _SessionModuleFinder | None = None
 _patched = False
-# Set while our own code runs, so that sessions created by the plugin itself (if any) or
-# re-entrant getOrCreate calls do not recurse into autoattach.
-_busy = False
+# Threads currently inside our own code (per thread: sessions may be created
+# concurrently), so that sessions created by the plugin itself or re-entrant getOrCreate
+# calls do not recurse into autoattach.
+_busy: set = set()
 # The Python session objects a decision was taken for (weak: stopped sessions go away).
 # Created lazily so that interpreter start does not touch the weakref module.
 _decided: Any = None
@@ -136,10 +138,10 @@ def _seen(session: Any) -> bool:
 
 def _on_session(session: Any, reason: str) -> None:
     """Called right after Spark created or returned a session; never raises (unless strict)."""
-    global _busy
-    if _busy or session is None:
+    me = get_ident()
+    if me in _busy or session is None:
         return
-    _busy = True
+    _busy.add(me)
     try:
         _remember(session)
         conf_value = _session_conf_value(session, CONF_ENABLED)
@@ -156,7 +158,7 @@ def _on_session(session: Any, reason: str) -> None:
         if _strict():
             raise
     finally:
-        _busy = False
+        _busy.discard(me)
 
 
 # ---------------------------------------------------------------------------------------
@@ -274,12 +276,15 @@ class _SessionModuleFinder:
     """
 
     def __init__(self) -> None:
-        self._searching = False
+        self._searching: set = set()  # thread ids inside find_spec (re-entry guard)
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
-        if (fullname != TARGET_MODULE and fullname != PACKAGE) or self._searching:
+        if fullname != TARGET_MODULE and fullname != PACKAGE:
             return None
-        self._searching = True
+        me = get_ident()
+        if me in self._searching:
+            return None
+        self._searching.add(me)
         try:
             spec = None
             for finder in sys.meta_path:
@@ -299,7 +304,7 @@ class _SessionModuleFinder:
             _log_error("autoload (find pyspark.sql.session)", exc)
             return None
         finally:
-            self._searching = False
+            self._searching.discard(me)
 
     def invalidate_caches(self) -> None:
         return None
