@@ -84,6 +84,22 @@ def _log_error(what: str, exc: BaseException) -> None:
             pass
 
 
+_connect_logged = False
+
+
+def _log_connect_once() -> None:
+    """Spark Connect sessions have no py4j gateway: say so once, stay off."""
+    global _connect_logged
+    if _connect_logged:
+        return
+    _connect_logged = True
+    import logging
+
+    logging.getLogger("definity_spark").warning(
+        "definity-spark: spark.definity.enabled is set but this is a Spark Connect session "
+        "(no py4j in the client), which the plugin does not support; it stays off")
+
+
 def _strict() -> bool:
     return os.environ.get("DEFINITY_STRICT", "").strip().lower() in _TRUE
 
@@ -146,6 +162,9 @@ def _on_session(session: Any, reason: str) -> None:
         _remember(session)
         conf_value = _session_conf_value(session, CONF_ENABLED)
         if not enabled_by_configuration(conf_value, os.environ.get(ENV_ENABLED)):
+            return
+        if type(session).__module__.startswith("pyspark.sql.connect"):
+            _log_connect_once()
             return
         # Only now pay for importing the plugin (settings, delivery, requests ...).
         # autoattach resolves the settings properly (warning about bad values by key),

@@ -185,6 +185,31 @@ def test_hook_status_for_doctor() -> None:
     assert off["armed"] is False and "DEFINITY_AUTOLOAD=0" in off["reason"], off
 
 
+def test_wrapping_is_idempotent_and_uninstall_restores() -> None:
+    # importing pyspark starts no JVM: this checks the class surgery alone
+    code = textwrap.dedent("""
+        import sys
+        autoload = sys.modules["definity_spark.autoload"]
+        from pyspark.sql import session as m
+        S = m.SparkSession
+        init, goc = S.__init__, S.Builder.getOrCreate
+        orig_init = init.__definity_original__
+        orig_goc = goc.__definity_original__
+        assert not hasattr(orig_init, "__definity_original__")
+        autoload.install(); autoload.install()            # no double wrapping
+        assert S.__init__ is init and S.Builder.getOrCreate is goc
+        autoload.uninstall()
+        assert S.__init__ is orig_init and S.Builder.getOrCreate is orig_goc
+        assert not autoload.is_armed()
+        autoload.install()                                # pyspark already imported
+        assert S.__init__.__definity_original__ is orig_init
+        print("OK")
+    """)
+    result = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True,
+                            text=True)
+    assert result.stdout.strip() == "OK", result.stderr
+
+
 # ------------------------------------------------------------------- spark-submit
 @pytest.mark.spark
 def test_spark_submit_conf_only(app: Path, tmp_path: Path, collector: Any) -> None:
