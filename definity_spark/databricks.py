@@ -177,6 +177,22 @@ def derive_names(conf: Mapping[str, str],
     return out
 
 
+def task_scope(conf: Mapping[str, str],
+               local_properties: Mapping[str, str] | None = None,
+               environ: Mapping[str, str] | None = None) -> str:
+    """``"session"`` or ``"application"``: what one Definity task covers here.
+
+    On a Databricks all-purpose cluster every notebook attached to the cluster shares one
+    SparkContext (one Spark application) but has its own SparkSession: one task per
+    notebook session. A job run (``spark.databricks.job.id``) and everything outside
+    Databricks: one task per application.
+    """
+    props = _merged(conf, local_properties)
+    if is_databricks(props, environ) and _get(props, JOB_ID) is None:
+        return "session"
+    return "application"
+
+
 def read_properties(session: Any) -> dict[str, str]:
     """Thin reader: the Databricks keys from a live session's conf and local properties.
 

@@ -90,3 +90,11 @@ def test_shared_mode_line_logged_once(caplog: pytest.LogCaptureFixture,
         databricks.explain_shared_mode_once()
     lines = [r.getMessage() for r in caplog.records if "shared access mode" in r.getMessage()]
     assert len(lines) == 1 and "single-user" in lines[0]
+
+
+def test_task_scope() -> None:
+    notebook = {"spark.databricks.notebook.path": "/Users/ana/explore"}
+    assert databricks.task_scope(CLUSTER, notebook, environ={}) == "session"
+    job = dict(CLUSTER, **{"spark.databricks.job.id": "5"})
+    assert databricks.task_scope(job, notebook, environ={}) == "application"
+    assert databricks.task_scope({"spark.app.name": "x"}, environ={}) == "application"
