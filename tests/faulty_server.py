@@ -14,6 +14,7 @@ answers 200, and records every accepted request (path, headers, body). It can be
 * ``accept_only(n)``         accept the next ``n`` requests, then answer 503 until ``clear()``
 * ``slow(..., accept=True)`` a delayed request is recorded and answered 200 (the server
                              completed it after the client gave up)
+* ``tls=(cert, key)``        serve https with that certificate
 * ``token=...``              answer 401 to a request without ``Authorization: Bearer token``
 
 ``requests_seen`` counts every request that reached the handler (accepted or not);
@@ -24,12 +25,13 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import struct
 import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 
 @dataclass
@@ -51,8 +53,11 @@ class _Server(ThreadingHTTPServer):
 
 
 class FaultyServer:
-    def __init__(self, token: Optional[str] = None) -> None:
+    def __init__(self, token: Optional[str] = None,
+                 tls: Optional[Tuple[str, str]] = None) -> None:
+        """``tls``: (certificate file, key file) to serve https instead of http."""
         self.token = token
+        self.tls = tls
         self.lock = threading.Lock()
         self.records: List[Record] = []
         self.requests_seen = 0
@@ -67,7 +72,7 @@ class FaultyServer:
     # ------------------------------------------------------------------ control
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def clear(self) -> None:
         """Behave again (faults off); records are kept."""
@@ -112,6 +117,10 @@ class FaultyServer:
         self._stopping.clear()
         httpd = _Server(("127.0.0.1", self.port), _handler_for(self))
         self.port = httpd.server_address[1]
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
         self._httpd = httpd
         self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name=f"faulty-server-{self.port}", daemon=True)

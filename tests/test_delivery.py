@@ -419,3 +419,31 @@ def test_submit_after_close_is_counted(server: FaultyServer, tmp_path: Any) -> N
     assert delivery.submit(task_payloads()[0]) is False
     assert delivery.stats()["closed"] == 1 and delivery.stats()["lost"] == 1
     assert delivery.close(1.0) is True  # idempotent
+
+
+# --------------------------------------------------------------------------- pure logic
+def test_retry_after_parsing_and_cap() -> None:
+    from email.utils import formatdate
+
+    from definity_spark.delivery.http import MAX_RETRY_AFTER, parse_retry_after
+
+    assert parse_retry_after("2") == 2.0
+    assert parse_retry_after("0.5") == 0.5
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("99999") == MAX_RETRY_AFTER
+    now = 1_700_000_000.0
+    assert parse_retry_after(formatdate(now + 10, usegmt=True), now=now) == pytest.approx(10)
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+def test_backoff_is_exponential_with_jitter() -> None:
+    import random
+
+    from definity_spark.delivery.http import MAX_BACKOFF, backoff_delay
+
+    rng = random.Random(7)
+    for attempt, step in ((1, 1.0), (2, 2.0), (3, 4.0)):
+        delays = [backoff_delay(attempt, 1.0, rng) for _ in range(200)]
+        assert all(step / 2 <= d <= step for d in delays)
+        assert max(delays) - min(delays) > step / 4  # really jittered
+    assert backoff_delay(30, 1.0, rng) <= MAX_BACKOFF

@@ -14,7 +14,8 @@ Policies (docs/reliability.md has the long form):
   newest payload is dropped and counted as lost.
 * A payload not delivered after ``server_attempts`` tries (connection error, timeout,
   reset, 5xx, 429) is spooled, and so is everything the task submits after it (order); a
-  401/403 (token rejected) or a 404/405/410/3xx (not the server's URL) is logged once and
+  401/403 (token rejected), a 404/405/410/3xx (not the server's URL) or an untrusted TLS
+  certificate is logged once and
   switches the whole delivery to the spool (no retry storm; replay once fixed); any other
   4xx (400, 413, 422...) is a refusal of that payload: logged once per status, counted,
   dropped.
@@ -29,7 +30,8 @@ Policies (docs/reliability.md has the long form):
   ``spooled``    written to the spool, for ``definity-spark replay``
   ``queue_full`` found the queue full (then spooled, or lost without a spool)
   ``network``    failed after all attempts (connection, timeout, reset, 5xx, 429)
-  ``rejected``   refused by the server (401/403/404/405/410/3xx are spooled, other 4xx lost)
+  ``rejected``   refused by the server (401/403/404/405/410/3xx and an untrusted TLS
+                 certificate are spooled, other 4xx lost)
   ``spool_failed`` / ``io_error`` / ``invalid`` / ``closed``  lost: spool write failed,
                  events file write failed, payload could not be serialised, submitted
                  after close
@@ -65,6 +67,7 @@ from definity_spark.delivery.transport import (
     NETWORK,
     REJECTED,
     SENT,
+    TLS,
     SendResult,
     Transport,
 )
@@ -247,7 +250,7 @@ class Delivery:
                     self.transport.describe(), result.attempts, result.detail,
                     self.spool.spool_dir)
             self._spool_items([item], reason="network", prepared=[(item[0], endpoint, body)])
-        elif outcome in (AUTH, MISDIRECTED):
+        elif outcome in (AUTH, MISDIRECTED, TLS):
             self._count("rejected")
             # Every later payload would get the same answer: they go to the spool unsent.
             self._server_refuses = True

@@ -78,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
     elif report.stopped_by == "misdirected":
         print("the server URL does not answer like a Definity server (404/405/redirect); "
               "check --server / DEFINITY_SERVER_URL", file=sys.stderr)
+    elif report.stopped_by == "tls":
+        print("the server's TLS certificate could not be verified; set "
+              "DEFINITY_SERVER_CA_BUNDLE to the CA that signed it", file=sys.stderr)
     elif report.stopped_by == "network":
         print("the server could not be reached (or failed); run replay again later",
               file=sys.stderr)

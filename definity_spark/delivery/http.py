@@ -39,6 +39,7 @@ from definity_spark.delivery.transport import (
     NETWORK,
     REJECTED,
     SENT,
+    TLS,
     SendResult,
     Transport,
 )
@@ -119,6 +120,7 @@ class HttpTransport(Transport):
         self._session_pid: Optional[int] = None
         self._token_rejection_logged = False
         self._misdirection_logged = False
+        self._tls_failure_logged = False
         self._rejections_logged: Set[int] = set()
         self._quiet_insecure_warnings()
 
@@ -172,11 +174,22 @@ class HttpTransport(Transport):
                 return SendResult(ABORTED, last.status, last.detail, attempt - 1)
             retry_after: Optional[float] = None
             try:
+                # verify per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
+                # override a session-level verify (psf/requests#3829), so a configured
+                # ca_bundle would be ignored where those variables are set.
                 resp = self._get_session().post(url, data=data, timeout=self.timeout,
-                                                allow_redirects=False)
+                                                allow_redirects=False, verify=self._verify)
             except requests.Timeout as exc:
                 last = SendResult(NETWORK, None, f"timeout after {self.timeout:g}s "
                                   f"({type(exc).__name__})", attempt)
+            except requests.exceptions.SSLError as exc:
+                detail = self._scrub(_short_error(exc))
+                if "certificate verify failed" in str(exc).lower() or \
+                        "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                    # Retrying cannot fix a certificate the client does not trust.
+                    self._log_tls_failure(detail)
+                    return SendResult(TLS, None, detail, attempt)
+                last = SendResult(NETWORK, None, detail, attempt)
             except requests.RequestException as exc:
                 last = SendResult(NETWORK, None, self._scrub(_short_error(exc)), attempt)
             else:
@@ -220,6 +233,16 @@ class HttpTransport(Transport):
             "DEFINITY_TOKEN and run `definity-spark replay`",
             status, self.base_url, endpoint,
         )
+
+    def _log_tls_failure(self, detail: str) -> None:
+        if self._tls_failure_logged:
+            return
+        self._tls_failure_logged = True
+        log.error(
+            "definity-spark: the TLS certificate of %s could not be verified (%s); reports "
+            "are kept in the spool; point spark.definity.server.caBundle / "
+            "DEFINITY_SERVER_CA_BUNDLE to the CA that signed it and run `definity-spark "
+            "replay`", self.base_url, detail)
 
     def _log_misdirected(self, status: int, endpoint: str, location: str) -> None:
         if self._misdirection_logged:

@@ -44,6 +44,7 @@ from definity_spark.delivery.transport import (
     MISDIRECTED,
     REJECTED,
     SENT,
+    TLS,
     Transport,
 )
 
@@ -160,7 +161,7 @@ class ReplayReport:
     sent: int = 0
     rejected: int = 0
     corrupt_lines: int = 0
-    # why replay stopped early: "network", "auth", "misdirected", "aborted" or ""
+    # why replay stopped early: "network", "auth", "misdirected", "tls", "aborted" or ""
     stopped_by: str = ""
     details: List[str] = field(default_factory=list)
     abort: Optional[threading.Event] = field(default=None, repr=False, compare=False)
@@ -313,7 +314,7 @@ def _replay_file(transport: Transport, path: str, report: ReplayReport) -> None:
                 report.details.append(f"{name}: seq {record.get('seq')} {record['endpoint']} "
                                       f"refused (HTTP {result.status}: {result.detail[:200]})")
             else:
-                report.stopped_by = {AUTH: "auth", MISDIRECTED: "misdirected",
+                report.stopped_by = {AUTH: "auth", MISDIRECTED: "misdirected", TLS: "tls",
                                      ABORTED: "aborted"}.get(result.outcome, "network")
                 report.files_pending += 1
                 report.details.append(f"{name}: stopped at record {accepted + 1}/{len(records)}"

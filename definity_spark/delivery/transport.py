@@ -20,6 +20,8 @@ AUTH = "auth"            # 401/403: the token was rejected; spooled for a replay
 MISDIRECTED = "misdirected"  # 3xx/404/405/410: the URL is not a Definity server's; spooled
                              # for a replay to the right URL
 REJECTED = "rejected"    # any other 4xx: permanent refusal of this payload, not retried
+TLS = "tls"              # the server's certificate failed verification: a configuration
+                         # problem (ca_bundle), not a passing one; spooled, not retried
 IO_ERROR = "io_error"    # the local events file could not be written
 ABORTED = "aborted"      # shutdown interrupted the attempts; treated like NETWORK
 

@@ -1,0 +1,86 @@
+"""TLS: certificates are verified by default; ``ca_bundle`` trusts a private CA.
+
+A real https server on loopback with a self-signed certificate made by ``openssl``.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+from typing import Any, Iterator, Tuple
+
+import pytest
+
+from definity_spark.delivery import make_delivery
+from definity_spark.delivery.spool import replay
+
+try:
+    from faulty_server import FaultyServer
+    from test_delivery import TOKEN, make_settings, spooled_bodies, task_payloads
+except ImportError:  # tests/ imported as a package
+    from tests.faulty_server import FaultyServer
+    from tests.test_delivery import TOKEN, make_settings, spooled_bodies, task_payloads
+
+pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: Any) -> Tuple[str, str]:
+    d = tmp_path_factory.mktemp("tls")
+    cert, key = str(d / "cert.pem"), str(d / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture()
+def https_server(certificate: Tuple[str, str]) -> Iterator[FaultyServer]:
+    srv = FaultyServer(token=TOKEN, tls=certificate)
+    yield srv
+    srv.close()
+
+
+def test_untrusted_certificate_is_refused_once_and_spooled(https_server: FaultyServer,
+                                                           tmp_path: Any, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG, logger="definity_spark")
+    settings = make_settings(tmp_path, server_url=https_server.url, server_attempts=3)
+    delivery = make_delivery(settings)
+    payloads = task_payloads(n_tf=1)
+    for p in payloads:
+        delivery.submit(p)
+    assert delivery.close(5.0)
+    assert https_server.records == []  # verification is on by default: nothing went out
+    assert sum("could not be verified" in r.getMessage() for r in caplog.records) == 1
+    assert delivery.stats()["spooled"] == len(payloads)
+    assert spooled_bodies(settings.spool_dir) == [p.to_json() for p in payloads]
+    assert TOKEN not in caplog.text
+
+
+def test_ca_bundle_trusts_the_private_ca(https_server: FaultyServer, tmp_path: Any,
+                                         certificate: Tuple[str, str]) -> None:
+    settings = make_settings(tmp_path, server_url=https_server.url, ca_bundle=certificate[0])
+    delivery = make_delivery(settings)
+    payloads = task_payloads(n_tf=1)
+    for p in payloads:
+        delivery.submit(p)
+    assert delivery.close(5.0)
+    assert https_server.bodies() == [p.to_json() for p in payloads]
+
+
+def test_replay_with_the_ca_bundle_after_a_tls_refusal(https_server: FaultyServer,
+                                                       tmp_path: Any,
+                                                       certificate: Tuple[str, str]) -> None:
+    settings = make_settings(tmp_path, server_url=https_server.url)
+    delivery = make_delivery(settings)
+    payloads = task_payloads(n_tf=1)
+    for p in payloads:
+        delivery.submit(p)
+    delivery.close(5.0)
+    refused = replay(settings.spool_dir, https_server.url, TOKEN, attempts=1)
+    assert refused.stopped_by == "tls" and refused.sent == 0
+    fixed = replay(settings.spool_dir, https_server.url, TOKEN, attempts=1,
+                   ca_bundle=certificate[0])
+    assert fixed.complete and https_server.bodies() == [p.to_json() for p in payloads]
