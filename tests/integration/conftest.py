@@ -26,8 +26,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, List, Optional
+from typing import Any
 
 import pytest
 
@@ -199,7 +200,7 @@ class Postgres:
         self.psql(f"CREATE USER {self.user} PASSWORD '{self.password}'", db="postgres")
         self.psql(f"CREATE DATABASE {self.database} OWNER {self.user}", db="postgres")
 
-    def psql(self, sql: str, db: Optional[str] = None) -> str:
+    def psql(self, sql: str, db: str | None = None) -> str:
         """Run SQL over the Unix socket (trust auth) as the owner of the shop database."""
         user = "postgres" if db == "postgres" else self.user
         out = self._as_postgres(os.path.join(self.bindir, "psql"), "-X", "-q", "-A", "-t",
@@ -230,7 +231,7 @@ def postgres() -> Iterator[Postgres]:
         server.stop()
 
 
-def pytest_report_header(config: Any) -> List[str]:
+def pytest_report_header(config: Any) -> list[str]:
     try:
         return [f"definity-spark integration: pyspark {spark_version()}, "
                 f"iceberg jar: {iceberg_jar() or 'not installed'}"]

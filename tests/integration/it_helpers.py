@@ -15,7 +15,8 @@ output (ds_type, schema_field entries in order) and the ``cnt`` metric of the ou
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable
 
 import requests
 
@@ -23,7 +24,7 @@ TOKEN = "t0k-integration"
 ICEBERG_RUNTIME = "iceberg-spark-runtime-3.5_2.12-1.10.2.jar"
 FLUSH_TIMEOUT = 60.0
 
-Body = Dict[str, Any]
+Body = dict[str, Any]
 
 
 def spark_version() -> str:
@@ -36,7 +37,7 @@ def is_spark35() -> bool:
     return spark_version().startswith("3.5")
 
 
-def iceberg_jar() -> Optional[str]:
+def iceberg_jar() -> str | None:
     """The Iceberg runtime from the PyPI wheel snowpark-connect-deps-iceberg==1.0.2."""
     try:
         import snowpark_connect_deps_iceberg as deps  # type: ignore[import-not-found]
@@ -52,7 +53,7 @@ class CollectorReader:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
 
-    def bodies(self, task_id: str) -> List[Tuple[str, Body]]:
+    def bodies(self, task_id: str) -> list[tuple[str, Body]]:
         response = requests.get(self.url + "/api/payloads", params={"task_id": task_id},
                                 timeout=30)
         response.raise_for_status()
@@ -62,30 +63,30 @@ class CollectorReader:
 class Batch:
     """The payloads a scenario produced (one task), with accessors by endpoint."""
 
-    def __init__(self, task_id: str, payloads: List[Tuple[str, Body]]) -> None:
+    def __init__(self, task_id: str, payloads: list[tuple[str, Body]]) -> None:
         self.task_id = task_id
         self.payloads = payloads
 
-    def of(self, endpoint: str) -> List[Body]:
+    def of(self, endpoint: str) -> list[Body]:
         return [body for ep, body in self.payloads if ep == endpoint]
 
     @property
-    def tfs(self) -> List[Body]:
+    def tfs(self) -> list[Body]:
         return self.of("/log/tf")
 
     @property
-    def datasets(self) -> List[Body]:
+    def datasets(self) -> list[Body]:
         return self.of("/log/dataset")
 
     @property
-    def metrics(self) -> List[Body]:
+    def metrics(self) -> list[Body]:
         """Every metric entry of every /log/metrics payload of the batch, flattened."""
         return [m for body in self.of("/log/metrics") for m in body.get("metrics", [])]
 
     def text(self) -> str:
         return json.dumps(self.payloads, sort_keys=True)
 
-    def summary(self) -> List[Dict[str, Any]]:
+    def summary(self) -> list[dict[str, Any]]:
         """A compact view of the tfs for assertion messages."""
         return [{"tf_id": t.get("tf_id"), "output": t.get("output", {}).get("name"),
                  "inputs": t.get("input_datasets"), "query_str": t.get("query_str")}
@@ -129,7 +130,7 @@ class Task:
         action()
         return self.collect(errors_before)
 
-    def run_failing(self, action: Callable[[], Any], exc_type: type) -> Tuple[Batch, BaseException]:
+    def run_failing(self, action: Callable[[], Any], exc_type: type) -> tuple[Batch, BaseException]:
         """Run user code that must raise ``exc_type`` (the plugin must not change it)."""
         from definity_spark._internal import internal_error_counts
 
@@ -184,11 +185,11 @@ def expect_write(
     batch: Batch,
     *,
     output: str,
-    inputs: Mapping[str, Optional[Sequence[str]]],
+    inputs: Mapping[str, Sequence[str] | None],
     schema: Sequence[str],
-    cnt: Optional[int],
-    ds_type: Optional[str] = None,
-    query_str: Optional[str] = None,
+    cnt: int | None,
+    ds_type: str | None = None,
+    query_str: str | None = None,
 ) -> Body:
     """Assert the batch holds exactly ONE transformation, exactly as expected.
 
@@ -210,8 +211,8 @@ def expect_write(
     return tf
 
 
-def expect_schema(batch: Batch, name: str, schema: Sequence[str], tf_id: Optional[int] = None,
-                  ds_type: Optional[str] = None) -> Body:
+def expect_schema(batch: Batch, name: str, schema: Sequence[str], tf_id: int | None = None,
+                  ds_type: str | None = None) -> Body:
     matching = [d for d in batch.datasets if d.get("ds_name") == name]
     assert len(matching) == 1, f"expected one /log/dataset for {name}: {batch.datasets}"
     ds = matching[0]
@@ -248,7 +249,7 @@ ORDERS_DDL = "order_id INT, person_id INT, amount DECIMAL(10,2), status STRING"
 ORDERS_COLS = ["order_id", "person_id", "amount", "status"]
 
 
-def orders_rows() -> List[Tuple[int, int, Any, str]]:
+def orders_rows() -> list[tuple[int, int, Any, str]]:
     from decimal import Decimal
 
     return [(101, 1, Decimal("120.50"), "shipped"), (102, 1, Decimal("30.00"), "open"),

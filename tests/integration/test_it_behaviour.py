@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import pytest
 from it_helpers import Task, expect_no_tf, expect_write, file_name, people_df
@@ -34,7 +34,7 @@ def _analysis_failure(spark: Any) -> None:
     spark.sql(f"INSERT INTO {SRC} SELECT no_such_column FROM {SRC}")
 
 
-def _capture(action: Any) -> Tuple[type, str]:
+def _capture(action: Any) -> tuple[type, str]:
     try:
         action()
     except Exception as exc:  # noqa: BLE001
@@ -49,7 +49,7 @@ def _normalise(message: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def module_data(spark: Any, module_dir: Path) -> Dict[str, Any]:
+def module_data(spark: Any, module_dir: Path) -> dict[str, Any]:
     spark.sql(f"DROP DATABASE IF EXISTS {DB} CASCADE")
     spark.sql(f"CREATE DATABASE {DB}")
     people_df(spark).coalesce(1).write.format("parquet").saveAsTable(SRC)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 from it_helpers import Task, expect_write, file_name, people_df
@@ -27,7 +27,7 @@ CATALOG = "org.apache.spark.sql.execution.datasources.v2.jdbc.JDBCTableCatalog"
 
 
 @pytest.fixture(scope="module")
-def module_data(spark: Any, postgres: Any) -> Dict[str, Any]:
+def module_data(spark: Any, postgres: Any) -> dict[str, Any]:
     values = ", ".join(f"({i}, '{c}', {a})" for i, c, a in ORDERS)
     postgres.psql(
         "CREATE TABLE public.orders (order_id int, customer text, amount numeric(10,2));"
@@ -44,7 +44,7 @@ def module_data(spark: Any, postgres: Any) -> Dict[str, Any]:
     }
 
 
-def test_read_jdbc_with_password_properties(task: Task, module_data: Dict[str, Any],
+def test_read_jdbc_with_password_properties(task: Task, module_data: dict[str, Any],
                                             module_dir: Path) -> None:
     pg = module_data["pg"]
     out = str(module_dir / "out" / "pg_read")
@@ -56,7 +56,7 @@ def test_read_jdbc_with_password_properties(task: Task, module_data: Dict[str, A
                  schema=["order_id-INTEGER"], cnt=2, ds_type="path")
 
 
-def test_credentials_in_url_never_in_the_name(task: Task, module_data: Dict[str, Any],
+def test_credentials_in_url_never_in_the_name(task: Task, module_data: dict[str, Any],
                                               module_dir: Path) -> None:
     pg = module_data["pg"]
     url = f"{pg.url}?user={pg.user}&password={pg.password}&ApplicationName=it"
@@ -70,7 +70,7 @@ def test_credentials_in_url_never_in_the_name(task: Task, module_data: Dict[str,
                  schema=ORDERS_SCHEMA, cnt=len(ORDERS), ds_type="path")
 
 
-def test_write_jdbc_append_existing_table(task: Task, module_data: Dict[str, Any]) -> None:
+def test_write_jdbc_append_existing_table(task: Task, module_data: dict[str, Any]) -> None:
     pg = module_data["pg"]
 
     def action() -> None:
@@ -85,7 +85,7 @@ def test_write_jdbc_append_existing_table(task: Task, module_data: Dict[str, Any
                  schema=ORDERS_SCHEMA, cnt=len(ORDERS), ds_type="jdbc")
 
 
-def test_write_jdbc_creates_new_table(task: Task, module_data: Dict[str, Any]) -> None:
+def test_write_jdbc_creates_new_table(task: Task, module_data: dict[str, Any]) -> None:
     pg = module_data["pg"]
     batch = task.run(lambda: people_df(task.spark).select("id", "name").write
                      .format("jdbc").option("url", pg.url).option("dbtable", "public.people")
@@ -96,7 +96,7 @@ def test_write_jdbc_creates_new_table(task: Task, module_data: Dict[str, Any]) -
     assert pg.psql("SELECT count(*) FROM public.people").strip() == "4"
 
 
-def test_v2_catalog_insert_is_append_data(task: Task, module_data: Dict[str, Any]) -> None:
+def test_v2_catalog_insert_is_append_data(task: Task, module_data: dict[str, Any]) -> None:
     sql = ("INSERT INTO pg.public.orders_v2 SELECT order_id, customer, amount "
            "FROM pg.public.orders WHERE amount > 100")
     batch = task.run(lambda: task.spark.sql(sql))
@@ -105,7 +105,7 @@ def test_v2_catalog_insert_is_append_data(task: Task, module_data: Dict[str, Any
                  schema=ORDERS_SCHEMA, cnt=2, ds_type="table", query_str=sql)
 
 
-def test_v2_catalog_read_to_path(task: Task, module_data: Dict[str, Any],
+def test_v2_catalog_read_to_path(task: Task, module_data: dict[str, Any],
                                  module_dir: Path) -> None:
     out = str(module_dir / "out" / "pg_v2_read")
     batch = task.run(lambda: task.spark.table("pg.public.orders").select("customer")
@@ -114,7 +114,7 @@ def test_v2_catalog_read_to_path(task: Task, module_data: Dict[str, Any],
                  schema=["customer-STRING"], cnt=len(ORDERS), ds_type="path")
 
 
-def test_v2_catalog_ctas(task: Task, module_data: Dict[str, Any]) -> None:
+def test_v2_catalog_ctas(task: Task, module_data: dict[str, Any]) -> None:
     sql = ("CREATE TABLE pg.public.big_orders AS "
            "SELECT order_id, amount FROM pg.public.orders WHERE amount > 100")
     batch = task.run(lambda: task.spark.sql(sql))
@@ -124,7 +124,7 @@ def test_v2_catalog_ctas(task: Task, module_data: Dict[str, Any]) -> None:
                  query_str=sql)
 
 
-def test_password_appears_in_no_payload(task: Task, module_data: Dict[str, Any]) -> None:
+def test_password_appears_in_no_payload(task: Task, module_data: dict[str, Any]) -> None:
     # runs last in the module: every payload of this task so far
     bodies = task.reader.bodies(task.task_id)
     assert len([b for e, b in bodies if e == "/log/tf"]) >= 6

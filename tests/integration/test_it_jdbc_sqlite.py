@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 from it_helpers import PEOPLE, Task, expect_write, file_name, people_df
@@ -27,7 +27,7 @@ CUSTOMERS = [(1, "Ann", "ann@x.com"), (2, "Bob", "bob@y.org"), (3, "Cid", "cid@x
 
 
 @pytest.fixture(scope="module")
-def module_data(spark: Any, module_dir: Path) -> Dict[str, Any]:
+def module_data(spark: Any, module_dir: Path) -> dict[str, Any]:
     if not os.path.exists(SQLITE_JAR):
         pytest.skip("Debian libxerial-sqlite-jdbc-java not installed (.ci/setup-deps.sh)")
     db = module_dir / "crm.db"
@@ -41,11 +41,11 @@ def module_data(spark: Any, module_dir: Path) -> Dict[str, Any]:
     return {"url": f"jdbc:sqlite:{db}", "name": f"sqlite:{db}", "src": src}
 
 
-def _name(data: Dict[str, Any], table: str) -> str:
+def _name(data: dict[str, Any], table: str) -> str:
     return f"{data['name']}/{table}"
 
 
-def test_read_jdbc_method(task: Task, module_data: Dict[str, Any], module_dir: Path) -> None:
+def test_read_jdbc_method(task: Task, module_data: dict[str, Any], module_dir: Path) -> None:
     out = str(module_dir / "out" / "from_read_jdbc")
     batch = task.run(lambda: task.spark.read.jdbc(module_data["url"], "customers",
                                                   properties=dict(DRIVER))
@@ -55,7 +55,7 @@ def test_read_jdbc_method(task: Task, module_data: Dict[str, Any], module_dir: P
                  schema=["id-INTEGER", "name-STRING"], cnt=len(CUSTOMERS), ds_type="path")
 
 
-def test_read_format_jdbc(task: Task, module_data: Dict[str, Any], module_dir: Path) -> None:
+def test_read_format_jdbc(task: Task, module_data: dict[str, Any], module_dir: Path) -> None:
     out = str(module_dir / "out" / "from_format_jdbc")
 
     def action() -> None:
@@ -69,7 +69,7 @@ def test_read_format_jdbc(task: Task, module_data: Dict[str, Any], module_dir: P
                  schema=["name-STRING"], cnt=2, ds_type="path")
 
 
-def test_write_format_jdbc_save(task: Task, module_data: Dict[str, Any]) -> None:
+def test_write_format_jdbc_save(task: Task, module_data: dict[str, Any]) -> None:
     src = module_data["src"]
     batch = task.run(lambda: task.spark.read.parquet(str(src)).select("id", "name")
                      .write.format("jdbc").option("url", module_data["url"])
@@ -80,7 +80,7 @@ def test_write_format_jdbc_save(task: Task, module_data: Dict[str, Any]) -> None
                  schema=["id-INTEGER", "name-STRING"], cnt=len(PEOPLE), ds_type="jdbc")
 
 
-def test_write_jdbc_method(task: Task, module_data: Dict[str, Any]) -> None:
+def test_write_jdbc_method(task: Task, module_data: dict[str, Any]) -> None:
     batch = task.run(lambda: people_df(task.spark).where("age > 30").select("id", "name")
                      .write.jdbc(module_data["url"], "customers_api", mode="append",
                                  properties=dict(DRIVER)))
@@ -88,7 +88,7 @@ def test_write_jdbc_method(task: Task, module_data: Dict[str, Any]) -> None:
                  schema=["id-INTEGER", "name-STRING"], cnt=2, ds_type="jdbc")
 
 
-def test_jdbc_to_jdbc_same_names_read_and_written(task: Task, module_data: Dict[str, Any]
+def test_jdbc_to_jdbc_same_names_read_and_written(task: Task, module_data: dict[str, Any]
                                                   ) -> None:
     def action() -> None:
         task.spark.read.jdbc(module_data["url"], "customers", properties=dict(DRIVER)) \

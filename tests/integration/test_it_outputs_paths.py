@@ -6,7 +6,7 @@ mode, with ``partitionBy`` (partition columns last in the schema), and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 from it_helpers import (
@@ -24,7 +24,7 @@ N = len(PEOPLE)
 
 
 @pytest.fixture(scope="module")
-def module_data(spark: Any, module_dir: Path) -> Dict[str, Path]:
+def module_data(spark: Any, module_dir: Path) -> dict[str, Path]:
     src = module_dir / "src" / "people"
     people_df(spark).coalesce(1).write.parquet(str(src))
     existing = module_dir / "out" / "existing"
@@ -37,7 +37,7 @@ def _out(module_dir: Path, name: str) -> str:
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "orc", "json", "csv"])
-def test_write_each_format(task: Task, module_data: Dict[str, Path], module_dir: Path,
+def test_write_each_format(task: Task, module_data: dict[str, Path], module_dir: Path,
                            fmt: str) -> None:
     src = module_data["src"]
     out = _out(module_dir, f"as_{fmt}")
@@ -47,7 +47,7 @@ def test_write_each_format(task: Task, module_data: Dict[str, Path], module_dir:
                  schema=["id-INTEGER", "city-STRING"], cnt=N, ds_type="path")
 
 
-def test_write_text(task: Task, module_data: Dict[str, Path], module_dir: Path) -> None:
+def test_write_text(task: Task, module_data: dict[str, Path], module_dir: Path) -> None:
     src = module_data["src"]
     out = _out(module_dir, "as_text")
     batch = task.run(lambda: task.spark.read.parquet(str(src)).select("name").write.text(out))
@@ -55,7 +55,7 @@ def test_write_text(task: Task, module_data: Dict[str, Path], module_dir: Path) 
                  schema=["name-STRING"], cnt=N, ds_type="path")
 
 
-def test_format_save(task: Task, module_data: Dict[str, Path], module_dir: Path) -> None:
+def test_format_save(task: Task, module_data: dict[str, Path], module_dir: Path) -> None:
     src = module_data["src"]
     out = _out(module_dir, "format_save")
     batch = task.run(lambda: task.spark.read.parquet(str(src)).select("age").write
@@ -64,7 +64,7 @@ def test_format_save(task: Task, module_data: Dict[str, Path], module_dir: Path)
                  schema=["age-INTEGER"], cnt=N, ds_type="path")
 
 
-def test_mode_error_on_existing_path_is_no_tf(task: Task, module_data: Dict[str, Path]) -> None:
+def test_mode_error_on_existing_path_is_no_tf(task: Task, module_data: dict[str, Path]) -> None:
     from pyspark.errors import AnalysisException
 
     existing = str(module_data["existing"])
@@ -74,7 +74,7 @@ def test_mode_error_on_existing_path_is_no_tf(task: Task, module_data: Dict[str,
     expect_no_tf(batch)
 
 
-def test_mode_append(task: Task, module_data: Dict[str, Path], module_dir: Path) -> None:
+def test_mode_append(task: Task, module_data: dict[str, Path], module_dir: Path) -> None:
     out = _out(module_dir, "append")
     task.spark.range(2).write.parquet(out)
     task.run(lambda: None)  # consume the setup write
@@ -83,7 +83,7 @@ def test_mode_append(task: Task, module_data: Dict[str, Path], module_dir: Path)
                  ds_type="path")
 
 
-def test_mode_overwrite(task: Task, module_data: Dict[str, Path], module_dir: Path) -> None:
+def test_mode_overwrite(task: Task, module_data: dict[str, Path], module_dir: Path) -> None:
     src = module_data["src"]
     out = _out(module_dir, "overwrite")
     task.spark.range(2).write.parquet(out)
@@ -104,7 +104,7 @@ def test_mode_ignore_on_new_path_writes(task: Task, module_dir: Path) -> None:
 
 
 def test_mode_ignore_on_existing_path_writes_nothing(task: Task,
-                                                     module_data: Dict[str, Path]) -> None:
+                                                     module_data: dict[str, Path]) -> None:
     # Spark runs the command but skips the insertion: nothing was written, so no tf.
     existing = str(module_data["existing"])
     batch = task.run(lambda: task.spark.range(9).write.mode("ignore").parquet(existing))
@@ -112,7 +112,7 @@ def test_mode_ignore_on_existing_path_writes_nothing(task: Task,
     assert task.spark.read.parquet(existing).count() == 2  # really nothing written
 
 
-def test_partition_by_puts_partition_columns_last(task: Task, module_data: Dict[str, Path],
+def test_partition_by_puts_partition_columns_last(task: Task, module_data: dict[str, Path],
                                                   module_dir: Path) -> None:
     src = module_data["src"]
     out = _out(module_dir, "by_city_age")
@@ -138,7 +138,7 @@ def test_partition_by_append_keeps_table_root_name(task: Task, module_dir: Path)
     assert [d["metadata"][-1]["info_value"] for d in batch.datasets] == ["city-STRING"] * 2
 
 
-def test_insert_overwrite_directory_datasource(task: Task, module_data: Dict[str, Path],
+def test_insert_overwrite_directory_datasource(task: Task, module_data: dict[str, Path],
                                                module_dir: Path) -> None:
     src = module_data["src"]
     out = _out(module_dir, "dir_parquet")
@@ -149,7 +149,7 @@ def test_insert_overwrite_directory_datasource(task: Task, module_data: Dict[str
                  schema=["id-INTEGER", "name-STRING"], cnt=2, ds_type="path", query_str=sql)
 
 
-def test_insert_overwrite_local_directory_hive(task: Task, module_data: Dict[str, Path],
+def test_insert_overwrite_local_directory_hive(task: Task, module_data: dict[str, Path],
                                                module_dir: Path) -> None:
     src = module_data["src"]
     out = _out(module_dir, "dir_hive")
