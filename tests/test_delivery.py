@@ -447,3 +447,18 @@ def test_backoff_is_exponential_with_jitter() -> None:
         assert all(step / 2 <= d <= step for d in delays)
         assert max(delays) - min(delays) > step / 4  # really jittered
     assert backoff_delay(30, 1.0, rng) <= MAX_BACKOFF
+
+
+def test_a_body_that_is_not_json_is_counted_and_does_not_stop_the_rest(
+        server: FaultyServer, tmp_path: Any) -> None:
+    import datetime
+
+    bad = wire.RawPayload(endpoint=wire.TASK, body={"task_id": "t", "at": datetime.date.today()})
+    good = task_payloads(task_id="t", n_tf=0)
+    delivery = make_delivery(make_settings(tmp_path, server_url=server.url))
+    delivery.submit(bad)
+    for p in good:
+        delivery.submit(p)
+    assert delivery.close(3.0)
+    assert delivery.stats()["invalid"] == 1 and delivery.stats()["lost"] == 1
+    assert server.bodies() == [p.to_json() for p in good]

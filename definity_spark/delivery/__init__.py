@@ -62,6 +62,7 @@ from definity_spark.delivery.spool import (
 from definity_spark.delivery.transport import (
     ABORTED,
     AUTH,
+    INVALID,
     IO_ERROR,
     MISDIRECTED,
     NETWORK,
@@ -260,6 +261,10 @@ class Delivery:
             self._spool_items([item], reason="auth", prepared=[(item[0], endpoint, body)])
         elif outcome == REJECTED:
             self._count("rejected", lost=True)
+        elif outcome == INVALID:
+            self._count("invalid", lost=True)
+            log.warning("definity-spark: a %s report could not be serialised (%s); dropped",
+                        endpoint, result.detail)
         elif outcome == IO_ERROR:
             self._count("io_error", lost=True)
             log.warning("definity-spark: could not write a report to %s: %s",

@@ -18,7 +18,7 @@ import re
 import threading
 from typing import Any, Dict, Mapping, Optional
 
-from definity_spark.delivery.transport import IO_ERROR, SENT, SendResult, Transport
+from definity_spark.delivery.transport import INVALID, IO_ERROR, SENT, SendResult, Transport
 
 log = logging.getLogger("definity_spark.delivery")
 
@@ -76,8 +76,11 @@ class FileTransport(Transport):
 
     def send(self, endpoint: str, body: Mapping[str, Any]) -> SendResult:
         path = self.path_for(str(body.get("task_id", "")))
-        line = json.dumps({"endpoint": endpoint, "body": body}, separators=(",", ":"),
-                          ensure_ascii=False) + "\n"
+        try:
+            line = json.dumps({"endpoint": endpoint, "body": body}, separators=(",", ":"),
+                              ensure_ascii=False) + "\n"
+        except (TypeError, ValueError) as exc:
+            return SendResult(INVALID, None, f"{type(exc).__name__}: {exc}", 0)
         try:
             with self._lock:
                 fd = self._fds.get(path)

@@ -35,6 +35,7 @@ from requests.adapters import HTTPAdapter
 from definity_spark.delivery.transport import (
     ABORTED,
     AUTH,
+    INVALID,
     MISDIRECTED,
     NETWORK,
     REJECTED,
@@ -166,7 +167,10 @@ class HttpTransport(Transport):
 
     # ------------------------------------------------------------------ sending
     def send(self, endpoint: str, body: Mapping[str, Any]) -> SendResult:
-        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        try:
+            data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            return SendResult(INVALID, None, f"{type(exc).__name__}: {exc}", 0)
         url = self.base_url + endpoint
         last = SendResult(NETWORK, detail="not attempted")
         for attempt in range(1, self.attempts + 1):
@@ -208,7 +212,7 @@ class HttpTransport(Transport):
                     self._log_misdirected(status, endpoint, location)
                     return SendResult(MISDIRECTED, status, text or location, attempt)
                 if status not in _RETRYABLE_STATUS:
-                    # 1xx/3xx (redirects are followed by requests) and other 4xx
+                    # other 4xx (and 1xx): a refusal of this payload
                     self._log_rejected(status, endpoint, text)
                     return SendResult(REJECTED, status, text, attempt)
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))

@@ -124,10 +124,16 @@ class Spool:
         if not records:
             return True
         try:
+            lines = [_record_line(record) for record in records]
+        except (TypeError, ValueError) as exc:  # not JSON-serialisable: a bug upstream
+            log.warning("definity-spark: a report could not be serialised for the spool "
+                        "(%s: %s); dropped", type(exc).__name__, exc)
+            return False
+        try:
             with self._lock:
                 fd = self._fd_for(task_id)
-                for record in records:
-                    write_line(fd, _record_line(record))
+                for line in lines:
+                    write_line(fd, line)
                 os.fsync(fd)
             return True
         except OSError as exc:

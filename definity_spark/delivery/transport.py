@@ -23,6 +23,7 @@ REJECTED = "rejected"    # any other 4xx: permanent refusal of this payload, not
 TLS = "tls"              # the server's certificate failed verification: a configuration
                          # problem (ca_bundle), not a passing one; spooled, not retried
 IO_ERROR = "io_error"    # the local events file could not be written
+INVALID = "invalid"      # the body is not JSON-serialisable (a bug upstream): dropped, counted
 ABORTED = "aborted"      # shutdown interrupted the attempts; treated like NETWORK
 
 
