@@ -69,10 +69,10 @@ class _Runtime:
                 observer.stop(max(0.0, deadline - time.monotonic()))
         self.observers.clear()
         with contained("task.end"):
-            stats = _delivery_stats(self.delivery)
-            dropped = stats.get("queue_full", 0)
-            if dropped:
-                self.reporter.add_task_metric("dropped_events", dropped)
+            # payloads lost for good (not those that overflowed to the spool)
+            lost = _delivery_stats(self.delivery).get("lost", 0)
+            if lost:
+                self.reporter.add_task_metric("dropped_events", lost)
             self.reporter.end()
         with contained("delivery.close"):
             self.delivery.close(max(0.0, deadline - time.monotonic()))
