@@ -58,7 +58,7 @@ def it_base() -> Iterator[Path]:
     shutil.rmtree(base, ignore_errors=True)
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def _clean_definity_environment() -> Iterator[None]:
     """No DEFINITY_* variable of the developer's shell may steer the suite."""
     saved = {k: v for k, v in os.environ.items() if k.startswith("DEFINITY_")}
@@ -114,17 +114,42 @@ def spark(it_base: Path) -> Iterator[Any]:
             .config("spark.sql.catalog.ice.type", "hadoop")
             .config("spark.sql.catalog.ice.warehouse", "file:" + str(it_base / "iceberg"))
         )
+    from pyspark import SparkContext
+
+    if SparkContext._active_spark_context is not None:
+        # another in-process test left a context: ours needs its own static confs
+        SparkContext._active_spark_context.stop()
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     # Hive CTAS/INSERT with dynamic partitions (a common production setting)
     session.conf.set("hive.exec.dynamic.partition.mode", "nonstrict")
+    _STARTED.append(session)
     try:
         yield session
     finally:
+        _stop_spark()
+
+
+_STARTED: list[Any] = []
+
+
+def _stop_spark() -> None:
+    """End the suite's task and stop its SparkSession (idempotent)."""
+    while _STARTED:
+        session = _STARTED.pop()
         import definity_spark
 
         definity_spark.deactivate(session)
         session.stop()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: Any, nextitem: Any) -> None:
+    # Stop our SparkSession as soon as the last test of this directory ran, not at the
+    # end of the whole pytest session: later in-process Spark tests must not inherit it.
+    here = os.path.dirname(os.path.abspath(__file__))
+    if nextitem is None or not str(nextitem.fspath).startswith(here + os.sep):
+        _stop_spark()
 
 
 # --------------------------------------------------------------------------- per module

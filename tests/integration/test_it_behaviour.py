@@ -61,11 +61,13 @@ def module_data(spark: Any, module_dir: Path) -> dict[str, Any]:
 
 
 def test_first_write_of_a_task_is_tf_1(task: Task, module_data: Any, module_dir: Path) -> None:
+    # also the first write of the process when this module runs first (cold py4j/JVM):
+    # its inputs must be complete like any other write's
     assert task.last_tf_id == 0, "this module's task must start with this scenario"
     out = str(module_dir / "out" / "first")
-    batch = task.run(lambda: task.spark.range(3).write.parquet(out))
-    tf = expect_write(batch, output=file_name(out), inputs={}, schema=["id-LONG"], cnt=3,
-                      ds_type="path")
+    batch = task.run(lambda: task.spark.table(SRC).select("id").write.parquet(out))
+    tf = expect_write(batch, output=file_name(out), inputs={SRC: ["id"]},
+                      schema=["id-INTEGER"], cnt=4, ds_type="path")
     assert tf["tf_id"] == 1
 
 
