@@ -18,7 +18,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from definity_spark.lineage.facts import Attr, CommandFacts, LeafFacts, QueryFacts
-from definity_spark.lineage.plan import simple_name
+from definity_spark.lineage.plan import build, simple_name
 from definity_spark.lineage.rules import WRITE_COMMANDS
 
 logger = logging.getLogger("definity_spark.spark")
@@ -135,22 +135,32 @@ class FactReader:
         if int(head.get("num-children", 0) or 0) == 0 and root in WRITE_COMMANDS:
             roots = [plan.query()] if isinstance(head.get("query"), list) else []
         seen_budget = self.budget_ms / 1000.0
+        # the main tree's leaves in pre-order are exactly collectLeaves(): reuse their JSON
+        # instead of one toJSON round trip per leaf
+        main_json: List[Dict[str, Any]] = []
+        if roots and roots[0] is plan and facts.plan:
+            main_json = [n.fields for n in build(facts.plan).walk() if not n.children]
         for r in roots:
-            groups = [r.collectLeaves()]
+            groups = [(r.collectLeaves(), main_json if r is plan else [])]
             subs = r.subqueriesAll()
             for i in range(subs.size()):
-                groups.append(subs.apply(i).collectLeaves())
-            for leaves in groups:
-                for i in range(leaves.size()):
+                groups.append((subs.apply(i).collectLeaves(), []))
+            for leaves, known in groups:
+                n = leaves.size()
+                if len(known) != n:
+                    known = []
+                for i in range(n):
                     if time.monotonic() - started > seen_budget:
                         facts.partial = True
                         logger.debug("extraction budget exhausted after %d leaves",
                                      len(facts.leaves))
                         return
-                    facts.leaves.append(self._leaf(leaves.apply(i)))
+                    facts.leaves.append(self._leaf(leaves.apply(i),
+                                                   known[i] if known else None))
 
-    def _leaf(self, leaf: Any) -> LeafFacts:
-        d = json.loads(leaf.toJSON())[0]
+    def _leaf(self, leaf: Any, d: Optional[Dict[str, Any]] = None) -> LeafFacts:
+        if d is None:
+            d = json.loads(leaf.toJSON())[0]
         cls = str(d.get("class"))
         name = simple_name(cls)
         if name == "HiveTableRelation":

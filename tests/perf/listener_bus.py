@@ -1,0 +1,66 @@
+"""Measure listener-bus time per query callback and the extraction time of a 20-way join.
+
+    /opt/venvs/spark35/bin/python tests/perf/listener_bus.py [n_queries]
+
+Listener-bus time: Spark's own timer of the ``ExecutionListenerBus`` listener (the one
+that calls ours through py4j) records every event it sees; the ``n`` largest samples are
+the ``n`` query-end events that reached our callback (the rest are no-op filters).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from sparkutil import RecordingSink, hive_session  # noqa: E402
+
+from definity_spark.spark.observer import SessionObserver  # noqa: E402
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    tmp = tempfile.mkdtemp(prefix="definity-perf-")
+    spark = hive_session(tmp)
+    sink = RecordingSink()
+    obs = SessionObserver(spark, None, sink)
+    obs.start()
+    for _ in range(n):
+        spark.range(3).write.mode("overwrite").parquet(f"{tmp}/many")
+    obs.drain(120)
+    timers = spark.sparkContext._jsc.sc().listenerBus().metrics().metricRegistry().getTimers()
+    for name in list(timers.keySet().toArray()):
+        if "ExecutionListenerBus" in str(name):
+            values = sorted(int(v) for v in timers.get(name).getSnapshot().getValues())
+            top = values[-n:]
+            print(f"listener-bus time per query callback (JVM side, {len(top)} largest "
+                  f"samples): median {statistics.median(top) / 1e6:.3f} ms, "
+                  f"p90 {top[int(len(top) * 0.9) - 1] / 1e6:.3f} ms")
+    py = obs.listener.busy_ns_samples
+    print(f"python side of the callback: median {statistics.median(py) / 1e6:.3f} ms")
+    # 20-way join: extraction time on the worker (facts read + rules)
+    base = spark.range(10).selectExpr("id", "cast(id as string) name")
+    base.write.parquet(f"{tmp}/base")
+    df = spark.read.parquet(f"{tmp}/base")
+    for i in range(20):
+        spark.range(5).selectExpr("id", f"id * {i} as v{i}").write.parquet(f"{tmp}/j{i}")
+        df = df.join(spark.read.parquet(f"{tmp}/j{i}"), "id")
+    obs.drain(120)
+    before = len(obs.extraction_ms)
+    df.write.mode("overwrite").parquet(f"{tmp}/join20")
+    obs.drain(120)
+    t = obs.extraction_ms[before:]
+    w = sink.writes[-1]
+    print(f"20-way join: {len(w.inputs)} inputs, extraction {t[-1]:.1f} ms "
+          f"(read facts through py4j + rules, on the worker)")
+    started = time.perf_counter()
+    obs.stop(30)
+    spark.stop()
+    del started
+
+
+if __name__ == "__main__":
+    main()
