@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -95,6 +97,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     logger = logging.getLogger("definity_spark")
     logger.addHandler(capture)
     server = FaultyServer(token=TOKEN)
+    # Python workers (UDFs, mapInPandas) run this interpreter, which has pandas/pyarrow
+    old_python = os.environ.get("PYSPARK_PYTHON")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
     spark = (SparkSession.builder.master("local[1]").appName("odd-plans")
              .config("spark.ui.enabled", "false")
              .config("spark.sql.shuffle.partitions", "1")
@@ -112,6 +117,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         server.close()
         logger.removeHandler(capture)
         _internal.set_strict(was_strict)
+        if old_python is None:
+            os.environ.pop("PYSPARK_PYTHON", None)
+        else:
+            os.environ["PYSPARK_PYTHON"] = old_python
 
 
 # ----------------------------------------------------------------------------- wide / deep
