@@ -66,7 +66,8 @@ def _long_array(jarray: Any, jvm: Any) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def bus_metrics(spark: Any, with_values: Sequence[str] = (EXECUTION_LISTENER_BUS,)) -> dict[str, Any]:
+def bus_metrics(spark: Any,
+                with_values: Sequence[str] = (EXECUTION_LISTENER_BUS,)) -> dict[str, Any]:
     """Read LiveListenerBus.metrics: per-listener and per-queue timers, drop counters.
 
     Timer values are nanoseconds. ``values`` (the reservoir snapshot) are returned for the

@@ -179,7 +179,7 @@ def rss(results: dict[str, Any]) -> dict[str, Any]:
             "heap_start": [r["jvm_heap_start_mb"] for r in runs],
             "heap_end": [r["jvm_heap_end_mb"] for r in runs],
             "wall": [r["wall_s"] for r in runs],
-            "n": [r.get("params", {}).get("n") for r in runs],
+            "n": [r.get("queries") or r.get("params", {}).get("n") for r in runs],
             "samples": [r["rss_samples_mb"] for r in runs],
         }
     return out

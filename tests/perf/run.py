@@ -33,14 +33,15 @@ sys.path.insert(0, HERE)
 import common  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results", "latest.json")
-SWEEP_SIZES = [1, 2, 5, 10, 20, 30, 40, 60, 80, 100]
+SWEEP_SIZES = [1, 5, 10, 20, 40, 70, 100]
 
 # (workload, params, runs of each side). runs None: --runs.
 SUITE: list[tuple[str, dict[str, Any], int | None]] = [
     ("small_writes", {"n": 200, "k_listener": 50, "warmup": 10}, None),
     ("big_job", {"rows": 10_000_000, "partitions": 2000}, None),
-    ("plan_sweep", {"sizes": SWEEP_SIZES, "tpch": True, "warmup": 3}, None),
-    ("many_queries", {"n": 10_000, "every": 500, "warmup": 200}, 1),
+    ("plan_sweep", {"sizes": SWEEP_SIZES, "tpch": True, "tpch_without": False, "warmup": 3},
+     None),
+    ("many_queries", {"n": 10_000, "every": 500, "warmup": 200, "max_s": 1500}, 1),
 ]
 QUICK: list[tuple[str, dict[str, Any], int | None]] = [
     ("small_writes", {"n": 20, "k_listener": 10, "warmup": 2}, 1),
@@ -159,6 +160,8 @@ def main() -> int:
     parser.add_argument("--results", default=RESULTS)
     parser.add_argument("--merge", action="store_true",
                         help="keep the other workloads' results already in --results")
+    parser.add_argument("--sides", default="without,with",
+                        help="which sides to run (default both, alternating)")
     parser.add_argument("--no-report", action="store_true")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -192,7 +195,8 @@ def main() -> int:
         runs = runs or args.runs
         entries: list[dict[str, Any]] = []
         for i in range(runs):
-            for plugin in (False, True):  # A B A B ...
+            sides = [s.strip() == "with" for s in args.sides.split(",") if s.strip()]
+            for plugin in sides:  # A B A B ...
                 r = run_one(workload, plugin, params, args.timeout, logdir)
                 r["index"] = i
                 entries.append(r)
