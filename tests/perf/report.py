@@ -473,5 +473,38 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     return text
 
 
+def merge(paths: Sequence[str], out_path: str) -> str:
+    """Merge result files of separate invocations (e.g. workloads run in parallel streams)
+    into one: the workloads' runs are concatenated, the first file's header is kept, the
+    suite time is the longest stream's."""
+    merged: dict[str, Any] = {}
+    for path in paths:
+        with open(path) as handle:
+            part = json.load(handle)
+        if not merged:
+            merged = {k: v for k, v in part.items() if k != "workloads"}
+            merged["workloads"] = {}
+            merged["streams"] = []
+        merged["streams"].append({"file": os.path.basename(path),
+                                  "started": part.get("started"),
+                                  "finished": part.get("finished"),
+                                  "suite_s": part.get("suite_s")})
+        merged["suite_s"] = max(merged.get("suite_s") or 0, part.get("suite_s") or 0)
+        for name, wl in part.get("workloads", {}).items():
+            entry = merged["workloads"].setdefault(name, {"params": wl.get("params"),
+                                                          "runs": []})
+            entry["runs"].extend(wl.get("runs", []))
+    with open(out_path, "w") as handle:
+        json.dump(merged, handle, indent=1)
+    return out_path
+
+
 if __name__ == "__main__":
-    render(sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "results", "latest.json"))
+    # report.py [results.json]             render one results file
+    # report.py a.json b.json ...          merge them into results/latest.json, render
+    latest = os.path.join(HERE, "results", "latest.json")
+    args = sys.argv[1:]
+    if len(args) > 1:
+        render(merge(args, latest))
+    else:
+        render(args[0] if args else latest)
