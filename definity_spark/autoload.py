@@ -185,18 +185,21 @@ def _on_session(session: Any, reason: str) -> None:
 
 
 def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
+    import functools  # pyspark is being imported anyway: no start cost
+
+    @functools.wraps(original)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
         _on_session(self, "SparkSession.__init__")
 
-    __init__.__name__ = getattr(original, "__name__", "__init__")
-    __init__.__qualname__ = getattr(original, "__qualname__", "__init__")
-    __init__.__doc__ = getattr(original, "__doc__", None)
     setattr(__init__, _WRAPPED_ATTR, original)
     return __init__
 
 
 def _wrap_get_or_create(original: Callable[..., Any]) -> Callable[..., Any]:
+    import functools
+
+    @functools.wraps(original)
     def getOrCreate(self: Any) -> Any:  # noqa: N802 - Spark's name
         session = original(self)
         try:
@@ -212,9 +215,6 @@ def _wrap_get_or_create(original: Callable[..., Any]) -> Callable[..., Any]:
                 raise
         return session
 
-    getOrCreate.__name__ = getattr(original, "__name__", "getOrCreate")
-    getOrCreate.__qualname__ = getattr(original, "__qualname__", "getOrCreate")
-    getOrCreate.__doc__ = getattr(original, "__doc__", None)
     setattr(getOrCreate, _WRAPPED_ATTR, original)
     return getOrCreate
 
