@@ -159,6 +159,10 @@ def _activate(spark: Any, overrides: Mapping[str, Any], require_enabled: bool) -
     settings = settings_mod.resolve(overrides=dict(overrides), spark_conf=conf,
                                     environ=os.environ)
     configure_logging(settings.log_level)
+    with contained("log_filter"):
+        from definity_spark import redaction
+
+        redaction.install_log_filter(settings.redaction_pattern(), [settings.token])
     if settings.enabled is False or (require_enabled and settings.enabled is not True):
         log.debug("definity-spark: not enabled for this session")
         return None

@@ -561,8 +561,11 @@ _USERINFO = re.compile(r"(//)[^/@\s]*@")
 
 
 def _mask_userinfo(url: str) -> str:
-    """``https://user:pw@host`` -> ``https://***@host`` (credentials in a URL stay hidden)."""
-    return _USERINFO.sub(r"\1***@", url)
+    """``https://user:pw@host`` -> ``https://***@host``; sensitive query parameters
+    (``?token=...``) redacted too (credentials in a URL stay hidden)."""
+    from definity_spark.redaction import redact_url  # sensitive query parameters too
+
+    return redact_url(_USERINFO.sub(r"\1***@", url)) or url
 
 
 def _display_bad(d: SettingDef, raw: Any) -> str:
