@@ -196,18 +196,43 @@ def expect_write(
     ``inputs``: dataset name -> columns read, in the input's schema order (None: the
     payload must leave ``columns`` out). ``schema``: ``"col-TYPE"`` entries in order.
     ``cnt``: rows written (None: not asserted, only for cases documented as unknown).
+
+    Every part is compared and ALL differences are reported together (expected vs
+    actual), so that one failure message says everything that is wrong with the write.
     """
     assert len(batch.tfs) == 1, f"expected exactly one tf, got {batch.summary()}"
     tf = batch.tfs[0]
-    assert tf["output"] == {"name": output}, batch.summary()
+    problems: list[str] = []
+
+    def check(what: str, expected: Any, actual: Any) -> None:
+        if expected != actual:
+            problems.append(f"{what}: expected {expected!r}, actual {actual!r}")
+
+    check("output", {"name": output}, tf.get("output"))
     expected_inputs = {name: ({} if cols is None else {"columns": list(cols)})
                        for name, cols in inputs.items()}
-    assert tf["input_datasets"] == expected_inputs, batch.summary()
+    check("input_datasets", expected_inputs, tf.get("input_datasets"))
     if query_str is not None:
-        assert tf.get("query_str") == query_str, tf.get("query_str")
-    expect_schema(batch, output, schema, tf_id=tf["tf_id"], ds_type=ds_type)
+        check("query_str", query_str, tf.get("query_str"))
+    matching = [d for d in batch.datasets if d.get("ds_name") == output]
+    if len(matching) != 1:
+        problems.append(f"/log/dataset for {output}: expected one, actual {batch.datasets!r}")
+    else:
+        ds = matching[0]
+        check("/log/dataset tf_id", tf.get("tf_id"), ds.get("tf_id"))
+        if ds_type is not None:
+            check("ds_type", ds_type, ds.get("ds_type"))
+        check("schema_field entries", list(schema),
+              [m.get("info_value") for m in ds.get("metadata", [])])
+        expected_meta = [{"info_type": "schema_field", "info_value": entry, "info_num": i}
+                         for i, entry in enumerate(schema)]
+        if [m.get("info_value") for m in ds.get("metadata", [])] == list(schema):
+            check("metadata", expected_meta, ds.get("metadata"))
     if cnt is not None:
-        assert output_metric(batch, output, "cnt") == cnt, batch.metrics
+        values = [m["value"] for m in batch.metrics
+                  if m.get("asset_name") == output and m.get("metric_type") == "cnt"]
+        check(f"cnt metric of {output}", [cnt], values)
+    assert not problems, "\n".join(problems + [f"tf: {tf!r}", f"metrics: {batch.metrics!r}"])
     return tf
 
 
