@@ -200,6 +200,9 @@ def main() -> int:
                 r = run_one(workload, plugin, params, args.timeout, logdir)
                 r["index"] = i
                 entries.append(r)
+                # saved after every run: a suite cut short still leaves its pairs
+                results["workloads"][workload] = {"params": params, "runs": entries}
+                _save(results, args.results)
                 print(f"[perf] {workload} #{i + 1}/{runs} {'with' if plugin else 'without'}:"
                       f" ok={r.get('ok')} wall_s={_fmt(r.get('wall_s'))}"
                       f" elapsed={r['elapsed_s']:.1f}s load={_fmt(r.get('load_start'))}"
