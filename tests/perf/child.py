@@ -108,6 +108,12 @@ def main() -> int:
             from probe import observer_stats
 
             result["observer_stats"] = observer_stats(handle)
+            try:  # the Python part of the listener-bus time, as the listener measures it
+                result["listener_busy_ms"] = [
+                    ns / 1e6 for o in handle._runtime.observers.values()
+                    for ns in list(o.listener.busy_ns_samples)]
+            except Exception:
+                result["listener_busy_ms"] = None
             try:
                 result["delivery_stats"] = dict(handle._runtime.delivery.stats())
             except Exception:
