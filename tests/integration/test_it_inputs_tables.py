@@ -41,6 +41,11 @@ def module_data(spark: Any) -> None:
     spark.sql(f"INSERT INTO {PEOPLE_H} SELECT * FROM {PEOPLE_T}")
     spark.sql(f"CREATE VIEW {DB}.v_adults AS SELECT id, name, city FROM {PEOPLE_T} "
               "WHERE age >= 30")
+    people_df(spark).write.partitionBy("city").format("parquet").saveAsTable(f"{DB}.ds_part")
+    spark.sql(f"CREATE TABLE {DB}.hive_part (id INT, name STRING, age INT) "
+              "PARTITIONED BY (city STRING) STORED AS TEXTFILE")
+    spark.sql(f"INSERT INTO {DB}.hive_part PARTITION (city) "
+              f"SELECT id, name, age, city FROM {PEOPLE_T}")
 
 
 def _out(module_dir: Path, name: str) -> str:
@@ -61,6 +66,18 @@ def test_hive_serde_table_sql(task: Task, module_data: Any, module_dir: Path) ->
         f"SELECT id, name FROM {PEOPLE_H} WHERE age < 30").write.parquet(out))
     expect_write(batch, output=file_name(out), inputs={PEOPLE_H: ["id", "name", "age"]},
                  schema=["id-INTEGER", "name-STRING"], cnt=2, ds_type="path")
+
+
+@pytest.mark.parametrize("table", ["ds_part", "hive_part"])
+def test_partitioned_table_read_is_the_table(task: Task, module_data: Any, module_dir: Path,
+                                             table: str) -> None:
+    # partition pruning reads one directory; the input is still the table, and the
+    # partition column comes last in its schema order
+    out = _out(module_dir, f"from_{table}")
+    batch = task.run(lambda: task.spark.sql(
+        f"SELECT name, city FROM {DB}.{table} WHERE city = 'Paris'").write.parquet(out))
+    expect_write(batch, output=file_name(out), inputs={f"{DB}.{table}": ["name", "city"]},
+                 schema=["name-STRING", "city-STRING"], cnt=2, ds_type="path")
 
 
 def test_unqualified_name_gets_the_database(task: Task, module_data: Any,
