@@ -103,7 +103,10 @@ def listener_per_query(results: dict[str, Any]) -> dict[str, Any]:
     baseline_present = any(
         ("listenerProcessingTime." + common.EXECUTION_LISTENER_BUS) in
         (r.get("bus") or {}).get("timers", {}) for r in _runs(results, "small_writes", False))
-    return {"samples": samples, "per_run": per_run, "exact": exact,
+    busy: list[float] = []
+    for r in _runs(results, "small_writes", True):
+        busy.extend(r.get("listener_busy_ms") or [])
+    return {"samples": samples, "per_run": per_run, "exact": exact, "python_busy": busy,
             "median": _med(samples), "baseline_present": baseline_present,
             "p90": common.percentile(samples, 90), "max": max(samples) if samples else None}
 
@@ -378,8 +381,24 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
            if bus["exact"] else " (more than 1,028 events: the reservoir is a sample).")
         + f" Per-run medians: {', '.join(_f(v, 3) for v in bus['per_run'])} ms. "
         + ("Without the plugin the timer does not exist (no QueryExecutionListener, so Spark "
-           "creates no `shared` queue): the baseline is 0."
-           if not bus["baseline_present"] else ""))
+           "creates no `shared` queue): the baseline is 0. "
+           if not bus["baseline_present"] else "")
+        + (f"Of that, the Python code of the callback (the listener's own "
+           f"`busy_ns_samples`: snapshot + hand-off) takes median "
+           f"{_f(_med(bus['python_busy']), 3)} ms, p99 "
+           f"{_f(common.percentile(bus['python_busy'], 99), 3)} ms; the rest is py4j's "
+           "callback round trip (JVM -> Python socket, Python thread wake-up, GIL)."
+           if bus["python_busy"] else ""))
+    firsts = [r["extraction_all_ms"][0] for r in _runs(results, "small_writes", True)
+              if r.get("extraction_all_ms")]
+    rest = [x for r in _runs(results, "small_writes", True)
+            for x in (r.get("extraction_all_ms") or [])[1:]]
+    if firsts:
+        add("")
+        add(f"**Extraction of a small write** (small_writes runs): the first query of a run "
+            f"{_mmm(firsts, 0)} ms (one-time costs: py4j reflection, TCP_NODELAY set-up, "
+            f"JIT), every later one median {_f(_med(rest), 1)} ms, p90 "
+            f"{_f(common.percentile(rest, 90), 1)} ms.")
     add("")
     add(f"**Delivery latency** (with the plugin, delivering over HTTP to a local collector in "
         f"another process): from the JVM's completion time of the write (Spark's SQL status "
