@@ -48,7 +48,8 @@ class NestedWrites:
         """Take one callback's outcome; return the outcomes that are final now."""
         ex, root = outcome.execution_id, outcome.root_execution_id
         if ex is not None and root is not None and ex != root:
-            if outcome.kind in (WRITE, FAILED):
+            if outcome.kind in (WRITE, FAILED) or (outcome.kind == READ
+                                                   and "rows" in outcome.extras):
                 self._pending.setdefault(root, []).append(outcome)
                 if len(self._pending) > MAX_PENDING_GROUPS:  # a root that never came
                     _, group = self._pending.popitem(last=False)
@@ -93,7 +94,13 @@ def _merge(outer: Outcome, group: List[Outcome]) -> List[Outcome]:
             # every nested write is a transformation of its own
             return [outer] + [o for o in group if o.kind in (WRITE, FAILED)]
         return [outer]
+    nested_rows = [o.extras["rows"] for o in group if o.kind == READ and "rows" in o.extras]
     if not inner_writes:
+        if nested_rows and "cnt" not in outer.lineage.metrics:
+            # JDBC write: the rows went out through the nested query execution
+            metrics = dict(outer.lineage.metrics)
+            metrics["cnt"] = float(sum(nested_rows))
+            return [replace(outer, lineage=replace(outer.lineage, metrics=metrics))]
         if any(o.kind == FAILED for o in group):
             return [replace(outer, kind=FAILED, lineage=None,
                             error=next(o.error for o in group if o.kind == FAILED))]
@@ -139,7 +146,8 @@ def _merge(outer: Outcome, group: List[Outcome]) -> List[Outcome]:
     query_str = lin.query_str
     if not outer.extras.get("sql") and outer.extras.get("call") and name != lin.output.name:
         query_str = describe_write(name, outer.extras.get("call"), outer.extras.get("mode"),
-                                   outer.command_class or "", Options())
+                                   outer.command_class or "", Options(),
+                                   outer.extras.get("format"))
     elif not outer.extras.get("sql") and not outer.extras.get("call"):
         # Spark 3.5 outer commands carry no execution description: the nested write
         # knows its root's (``saveAsTable at ...``)
@@ -147,7 +155,8 @@ def _merge(outer: Outcome, group: List[Outcome]) -> List[Outcome]:
                      if o.extras.get("root_call")), None)
         if call:
             query_str = describe_write(name, call, outer.extras.get("mode"),
-                                       outer.command_class or "", Options())
+                                       outer.command_class or "", Options(),
+                                       outer.extras.get("format"))
     merged = replace(lin, output=replace(lin.output, name=name, schema=schema), inputs=inputs,
                      query_str=query_str,
                      metrics=metrics, partial=lin.partial or any(o.lineage.partial

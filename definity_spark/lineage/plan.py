@@ -108,49 +108,17 @@ def attr_ids(value: Any) -> List[int]:
 
 
 class PlanIndex:
-    """All plan trees of one query (main plan, subqueries, non-child plan fields)."""
+    """All plan trees of one query (main plan, subqueries, non-child plan fields) and the
+    expression ids the query needs from its leaves (top-down, like column pruning)."""
 
     def __init__(self, flat: Sequence[Dict[str, Any]]):
         self.root = build(flat)
         self.roots: List[PlanNode] = [self.root]  # main plan + every nested plan tree
-        self.referenced: Set[int] = set()
         self._outputs: Dict[int, List[int]] = {}
         self.node_count = 0
-        self._collect(self.root)
-
-    # -- discovery -----------------------------------------------------------------
-    def _collect(self, root: PlanNode) -> None:
-        """Walk one plan tree: count nodes, gather references, recurse into nested plans."""
-        for node in root.walk():
-            self.node_count += 1
-            relation = not node.children and node.name in RELATION_LEAVES
-            for key, value in node.fields.items():
-                if key in ("class", "num-children") or isinstance(value, int):
-                    continue
-                for tree in _expr_trees(value):
-                    if _is_expression_class(str(tree[0].get("class"))):
-                        if not relation:
-                            self._scan_expression(tree)
-                    else:
-                        nested = build(tree)
-                        self.roots.append(nested)
-                        self._collect(nested)
-
-    def _scan_expression(self, flat: List[Dict[str, Any]]) -> None:
-        for d in flat:
-            i = _exprid(d)
-            if i is not None:
-                self.referenced.add(i)
-            plan = d.get("plan")
-            if is_tree(plan):  # ScalarSubquery / ListQuery / Exists / LateralSubquery
-                nested = build(plan)
-                self.roots.append(nested)
-                self._collect(nested)
-            for key, value in d.items():
-                if key not in ("plan", "class", "num-children") and isinstance(value, list):
-                    for tree in _expr_trees(value):
-                        if _is_expression_class(str(tree[0].get("class"))):
-                            self._scan_expression(tree)
+        self._needed: Set[int] = set()
+        self._cte_defs: Dict[Any, PlanNode] = {}
+        self._cte_refs: List[PlanNode] = []
 
     # -- outputs -------------------------------------------------------------------
     def output(self, node: PlanNode) -> List[int]:
@@ -192,47 +160,97 @@ class PlanIndex:
             return self.output(node.children[i])
         return []
 
-    # -- references ----------------------------------------------------------------
+    # -- required columns -------------------------------------------------------------
     def referenced_ids(self) -> Set[int]:
-        """Every expression id the query references, propagated through set operations
-        (Union maps by position) and CTE references (a ``CTERelationRef`` maps by position
-        onto its ``CTERelationDef``)."""
-        refs = set(self.referenced)
-        for root in self.roots:
-            refs.update(self.output(_query_of(root)))
-        cte_defs: Dict[Any, PlanNode] = {}
-        nodes = [n for r in self.roots for n in r.walk()]
-        for n in nodes:
-            if n.name == "CTERelationDef":
-                cte_defs[n.fields.get("id")] = n
+        """Expression ids the query needs, walked top-down the way column pruning does:
+        what the written query returns is needed; a Project/Aggregate/Window item adds
+        its references only when its own output is needed (so a view's or a DataFrame's
+        unused columns are not "read"); every other node's expressions (filters, join
+        keys, sort keys, grouping keys, subqueries incl. correlated references) are
+        needed. Unions map by position; a CTE reference maps onto its definition."""
+        self._needed = set(self.output(_query_of(self.root)))
+        for node in self.root.walk():  # definitions first: references map onto them
+            if node.name == "CTERelationDef":
+                self._cte_defs[node.fields.get("id")] = node
+        self._visit(self.root)
+        # CTE definitions come after their references in pre-order; map late refs again
         changed = True
         while changed:
-            changed = False
-            for n in nodes:
-                extra: List[int] = []
-                if n.name == "Union":
-                    out = self.output(n)
+            before = len(self._needed)
+            for ref in self._cte_refs:
+                self._map_cte(ref)
+            for d in list(self._cte_defs.values()):
+                self._visit(d)
+            changed = len(self._needed) != before
+        return self._needed
+
+    def _visit(self, root: PlanNode) -> None:
+        for node in root.walk():
+            self.node_count += 1
+            name = node.name
+            f = node.fields
+            if not node.children and name in RELATION_LEAVES:
+                if name == "CTERelationRef":
+                    self._cte_refs.append(node)
+                    self._map_cte(node)
+                continue
+            if name == "CTERelationDef":
+                self._cte_defs[f.get("id")] = node
+            if name == "Union":
+                out = self.output(node)
+                for child in node.children:
+                    child_out = self.output(child)
                     for pos, eid in enumerate(out):
-                        if eid in refs:
-                            for child in n.children:
-                                child_out = self.output(child)
-                                if pos < len(child_out):
-                                    extra.append(child_out[pos])
-                elif n.name in _SET_OPS_ALL_COLUMNS or n.name == "Distinct":
-                    for child in n.children:
-                        extra.extend(self.output(child))
-                elif n.name == "CTERelationRef":
-                    d = cte_defs.get(n.fields.get("cteId"))
-                    if d is not None:
-                        def_out = self.output(d)
-                        for pos, eid in enumerate(self.output(n)):
-                            if eid in refs and pos < len(def_out):
-                                extra.append(def_out[pos])
-                for eid in extra:
-                    if eid not in refs:
-                        refs.add(eid)
-                        changed = True
-        return refs
+                        if eid in self._needed and pos < len(child_out):
+                            self._needed.add(child_out[pos])
+            elif name in _SET_OPS_ALL_COLUMNS or name == "Distinct":
+                for child in node.children:
+                    self._needed.update(self.output(child))
+            for key, value in f.items():
+                if key in ("class", "num-children") or isinstance(value, int):
+                    continue
+                selective = (name in ("Project", "Aggregate") and key in (
+                    "projectList", "aggregateExpressions")) or (
+                    name == "Window" and key == "windowExpressions")
+                for tree in _expr_trees(value):
+                    cls = str(tree[0].get("class"))
+                    if _is_expression_class(cls):
+                        if selective:
+                            own = _exprid(tree[0])
+                            if own is not None and own not in self._needed:
+                                continue
+                        self._scan_expression(tree)
+                    else:
+                        nested = build(tree)
+                        self.roots.append(nested)
+                        self._needed.update(self.output(_query_of(nested)))
+                        self._visit(nested)
+
+    def _map_cte(self, ref: PlanNode) -> None:
+        d = self._cte_defs.get(ref.fields.get("cteId"))
+        if d is None:
+            return
+        def_out = self.output(d)
+        for pos, eid in enumerate(self.output(ref)):
+            if eid in self._needed and pos < len(def_out):
+                self._needed.add(def_out[pos])
+
+    def _scan_expression(self, flat: List[Dict[str, Any]]) -> None:
+        for d in flat:
+            i = _exprid(d)
+            if i is not None:
+                self._needed.add(i)
+            plan = d.get("plan")
+            if is_tree(plan):  # ScalarSubquery / ListQuery / Exists / LateralSubquery
+                nested = build(plan)
+                self.roots.append(nested)
+                self._needed.update(self.output(nested))
+                self._visit(nested)
+            for key, value in d.items():
+                if key not in ("plan", "class", "num-children") and isinstance(value, list):
+                    for tree in _expr_trees(value):
+                        if _is_expression_class(str(tree[0].get("class"))):
+                            self._scan_expression(tree)
 
 
 def _query_of(root: PlanNode) -> PlanNode:

@@ -69,7 +69,7 @@ WRITE_COMMANDS: Dict[str, WriteRule] = {
     "OptimizedCreateHiveTableAsSelectCommand": WriteRule(target="table", wrapper=True),
     "SaveAsV1TableCommand": WriteRule(target="table", wrapper=True),  # Spark 4 saveAsTable
     # df.write.format("jdbc"/other).save(): the datasource writes itself
-    "SaveIntoDataSourceCommand": WriteRule(),
+    "SaveIntoDataSourceCommand": WriteRule(wrapper=True),  # JDBC: rows in a nested query
     "InsertIntoDataSourceCommand": WriteRule(),  # INSERT INTO a view USING jdbc etc.
     # INSERT OVERWRITE [LOCAL] DIRECTORY
     "InsertIntoHiveDirCommand": WriteRule(target="path"),
@@ -159,6 +159,8 @@ def extract(facts: QueryFacts, options: Options = Options(), want_reads: bool = 
                        wrapper=bool(rule and rule.wrapper), **base)
     root = simple_name(facts.root_class or "")
     rule = WRITE_COMMANDS.get(root)
+    if rule is not None and _ignored_nothing_written(facts):
+        return Outcome(IGNORED, reason="mode=ignore, target exists: nothing written", **base)
     if rule is not None:
         lineage = _write_lineage(facts, rule, options)
         if lineage is None:
@@ -169,15 +171,28 @@ def extract(facts: QueryFacts, options: Options = Options(), want_reads: bool = 
             "call": writer_call(facts.description),
             "root_call": writer_call(facts.root_description),
             "mode": facts.command.mode if facts.command else None,
+            "format": facts.command.provider if facts.command else None,
         }
         return Outcome(WRITE, lineage=lineage, wrapper=rule.wrapper, extras=extras, **base)
     if root.endswith("Command") or root.endswith("Exec") or facts.func_name == "command":
         return Outcome(IGNORED, reason=f"command:{root}", **base)
     if facts.func_name in READ_FUNCS or facts.leaves:
         inputs = _inputs(facts, options)[0] if want_reads else ()
-        return Outcome(READ, inputs=inputs, **base)
+        extras = {}
+        if "queryOutputRows" in facts.write_metrics:
+            extras["rows"] = facts.write_metrics["queryOutputRows"]
+        return Outcome(READ, inputs=inputs, extras=extras, **base)
     logger.debug("unknown query kind %s (%s) ignored", root, facts.func_name)
     return Outcome(IGNORED, reason=f"unknown:{root}", **base)
+
+
+def _ignored_nothing_written(facts: QueryFacts) -> bool:
+    """``mode("ignore")`` on an existing target: Spark runs the command, writes nothing."""
+    cmd = facts.command
+    if cmd is None or (cmd.mode or "").lower() != "ignore":
+        return False
+    m = facts.write_metrics
+    return not m.get("numFiles") and not m.get("numOutputRows")
 
 
 # -- inputs ------------------------------------------------------------------------
@@ -312,9 +327,12 @@ def writer_call(description: Optional[str]) -> Optional[str]:
 
 
 def describe_write(name: str, call: Optional[str], mode: Optional[str], root_class: str,
-                   options: Options) -> str:
-    """``DataFrameWriter.parquet(file:/tmp/x) mode=overwrite`` (or the command class)."""
+                   options: Options, fmt: Optional[str] = None) -> str:
+    """``DataFrameWriter.parquet(file:/tmp/x) mode=overwrite`` (or the command class);
+    ``format=orc`` is added when the call does not say it (``save``, ``insertInto``...)."""
     suffix = f" mode={mode.lower()}" if mode else ""
+    if fmt and (not call or fmt.lower() != call.lower()):
+        suffix = f" format={fmt.lower()}" + suffix
     if call:
         what = f"DataFrameWriter.{call}({name}){suffix}"
     else:
@@ -329,7 +347,7 @@ def _describe(facts: QueryFacts, out: OutputLineage, options: Options) -> str:
     cmd = facts.command
     call = writer_call(facts.description)
     return describe_write(out.name, call, cmd.mode if cmd else None, facts.root_class or "?",
-                          options)
+                          options, cmd.provider if cmd else None)
 
 
 def _write_lineage(facts: QueryFacts, rule: WriteRule, options: Options) -> Optional[WriteLineage]:

@@ -26,6 +26,15 @@ logger = logging.getLogger("definity_spark.spark")
 _METRIC = re.compile(r"(\w+) -> SQLMetric\(id: (\d+), name: .*?, value: (-?[\d.]+)\)")
 _PLAN_METRIC_ID = re.compile(r"SQLPlanMetric\([^()]*?,(\d+),\w+\)")
 _STATUS_SCAN = 32  # newest executions searched in the SQL status store
+_ROWS = re.compile(r"numOutputRows -> SQLMetric\(id: (\d+), name: .*?, value: (-?[\d.]+)\)")
+_ROW_PRESERVING = frozenset({
+    "ProjectExec", "WholeStageCodegenExec", "InputAdapter", "ColumnarToRowExec",
+    "RowToColumnarExec", "ShuffleExchangeExec", "AQEShuffleReadExec", "SortExec",
+    "WriteFilesExec", "CoalesceExec", "DeserializeToObjectExec", "SerializeFromObjectExec",
+    "MapPartitionsExec", "ReusedExchangeExec",
+})
+# callbacks of nested executions that carry a write's rows (JDBC writes: foreachPartition)
+ROWS_OF_NESTED_READS = frozenset({"foreachPartition"})
 
 
 def option_str(opt: Any) -> Optional[str]:
@@ -97,14 +106,18 @@ class FactReader:
                     # Spark 4 CTAS: the command's own origin is empty, its query's is not
                     with _quiet():
                         facts.sql_text = option_str(plan.query().origin().sqlText())
+            acc_ids: List[int] = []
             if root in WRITE_COMMANDS:
                 facts.command = self._command(root, plan, facts.plan[0], facts)
                 if facts.succeeded:
                     facts.write_metrics, acc_ids = self._write_metrics(qe)
-                else:
-                    acc_ids = []
-            else:
-                acc_ids = []
+            elif facts.succeeded and func_name in ROWS_OF_NESTED_READS:
+                # a JDBC write's data goes out through a nested foreachPartition: its
+                # query's row count is the write's row count
+                rows, acc = self._rows_below(qe.executedPlan())
+                if rows is not None:
+                    facts.write_metrics = {"queryOutputRows": rows}
+                    acc_ids = [acc]
             self._execution_ids(qe, facts, acc_ids)
             if facts.succeeded:
                 self._leaves(plan, facts, started, root)
@@ -216,6 +229,8 @@ class FactReader:
             if isinstance(ct, dict):
                 c.table_schema = ct.get("schema")
             c.partition_columns = [a.name for a in _attrs(head.get("partitionColumns"))]
+            with _quiet():
+                c.provider = str(cmd.fileFormat().toString()).lower()
         elif name in ("InsertIntoHiveTable", "CreateDataSourceTableAsSelectCommand",
                       "CreateHiveTableAsSelectCommand",
                       "OptimizedCreateHiveTableAsSelectCommand", "SaveAsV1TableCommand"):
@@ -229,9 +244,12 @@ class FactReader:
                     c.mode = str(cmd.mode().toString())
         elif name == "SaveIntoDataSourceCommand":
             c.mode = str(cmd.mode().toString())
-            c.provider = str(cmd.dataSource().getClass().getName())
+            provider_cls = str(cmd.dataSource().getClass().getName())
+            c.provider = provider_cls
+            with _quiet():
+                c.provider = str(cmd.dataSource().shortName())
             opts = cmd.options()
-            if "jdbc" in c.provider.lower():
+            if "jdbc" in provider_cls.lower():
                 c.jdbc_url = option_str(opts.get("url"))
                 c.jdbc_table = option_str(opts.get("dbtable"))
             else:
@@ -247,6 +265,15 @@ class FactReader:
                                            head.get("logicalRelation"), list) else None)
         elif name in ("InsertIntoHiveDirCommand", "InsertIntoDataSourceDirCommand"):
             c.output_path = option_str(cmd.storage().locationUri())
+            if c.output_path and ":" not in c.output_path.split("/", 1)[0]:
+                with _quiet():  # qualify as Spark does (LOCAL DIRECTORY: the local fs)
+                    jvm = self._gw.jvm
+                    path = jvm.org.apache.hadoop.fs.Path(c.output_path)
+                    conf = self._jsession.sparkContext().hadoopConfiguration()
+                    local = bool(head.get("isLocal"))
+                    fs = (jvm.org.apache.hadoop.fs.FileSystem.getLocal(conf) if local
+                          else path.getFileSystem(conf))
+                    c.output_path = str(fs.makeQualified(path).toString())
         elif name in ("AppendData", "OverwriteByExpression", "OverwritePartitionsDynamic",
                       "ReplaceData", "WriteDelta"):
             rel = cmd.table()
@@ -284,7 +311,37 @@ class FactReader:
         for m in _METRIC.finditer(str(node.metrics().toString())):
             metrics[m.group(1)] = float(m.group(3))
             ids.append(int(m.group(2)))
+        if "numOutputRows" not in metrics:
+            # DataSource V2 writes (Iceberg, JDBC catalog) report no row count of their
+            # own: the rows written are the rows their query produced
+            children = node.children()
+            if children.size() == 1:
+                rows, acc = self._rows_below(children.apply(0))
+                if rows is not None:
+                    metrics["numOutputRows"] = rows
+                    ids.append(acc)
         return metrics, ids
+
+    def _rows_below(self, node: Any) -> Tuple[Optional[float], int]:
+        """numOutputRows of the first node, going down through row-preserving nodes
+        (projections, exchanges, sorts, codegen and AQE wrappers), that has one."""
+        for _ in range(12):
+            n = simple_name(str(node.getClass().getName()))
+            m = _ROWS.search(str(node.metrics().toString()))
+            if m:
+                return float(m.group(2)), int(m.group(1))
+            if n == "AdaptiveSparkPlanExec":
+                node = node.executedPlan()
+            elif n.endswith("QueryStageExec"):
+                node = node.plan()
+            elif n in _ROW_PRESERVING:
+                children = node.children()
+                if children.size() != 1:
+                    return None, -1
+                node = children.apply(0)
+            else:
+                return None, -1
+        return None, -1
 
     def _store(self) -> Any:
         if self._status_store is None:

@@ -119,6 +119,7 @@ def test_jdbc_names_and_no_secret():
     ws = [o.lineage for o in out if o.kind == WRITE]
     assert ws[0].output.name == "sqlite:/TMP/crm.db/customers"
     assert ws[0].output.ds_type == "jdbc"
+    assert ws[0].metrics["cnt"] == 10  # rows of the nested foreachPartition execution
     assert inputs(ws[1]) == {"sqlite:/TMP/crm.db/customers": ("id", "name")}
     for w in ws:
         assert "s3cret" not in repr(w)
@@ -146,3 +147,47 @@ def test_redaction():
     s = redact("OPTIONS (url 'jdbc:postgresql://u:pw@h/db', password 'hunter2', token=abc)")
     assert "hunter2" not in s and "abc" not in s and ":pw@" not in s
     assert redact("x secret_thing", r"secret_\w+") == "x *********(redacted)"
+
+
+def test_view_columns_are_the_ones_the_query_uses(v):
+    (w,) = writes(v, "view_columns")
+    # v_all = SELECT * FROM t2 and a temp view of t2: only id (select, join) and grp
+    # (filter) are read, not every column the views expose
+    assert inputs(w) == {"default.t2": ("id", "grp")}
+
+
+def test_mode_ignore_on_existing_path_is_not_a_tf(v):
+    assert [o.kind for o in replay(v, "mode_ignore")] == [IGNORED]
+
+
+ICEBERG = "spark35"
+
+
+@pytest.mark.skipif("spark35" not in VERSIONS, reason="no Spark 3.5 fixtures")
+class TestIcebergRecorded:
+    def test_append_sql(self):
+        (w,) = writes(ICEBERG, "iceberg_append_sql")
+        assert w.output.name == "ice.db.target" and w.output.ds_type == "table"
+        assert inputs(w) == {"ice.db.events": ("id", "kind", "amount")}
+        assert w.metrics["cnt"] == 2
+
+    def test_v2_ctas_is_one_tf(self):
+        (w,) = writes(ICEBERG, "iceberg_ctas")
+        assert w.output.name == "ice.db.ctas"
+        assert w.output.schema == (("id", "LONG"), ("kind", "STRING"))
+        assert w.metrics["cnt"] == 3
+
+    def test_merge_target_and_source_are_inputs_without_metadata_columns(self):
+        (w,) = writes(ICEBERG, "iceberg_merge")
+        assert set(inputs(w)) == {"ice.db.target", "ice.db.updates"}
+        for cols in inputs(w).values():
+            assert not any(c.startswith("_") for c in cols)
+
+    def test_delete_merge_on_read(self):
+        (w,) = writes(ICEBERG, "iceberg_delete_mor")
+        assert w.output.name == "ice.db.mor" and "ice.db.mor" in inputs(w)
+        assert w.metrics["cnt"] == 1  # one position delete
+
+    def test_read_iceberg_columns(self):
+        (w,) = writes(ICEBERG, "iceberg_read")
+        assert inputs(w) == {"ice.db.events": ("id", "kind")}
