@@ -33,6 +33,9 @@ _ROW_PRESERVING = frozenset({
     "WriteFilesExec", "CoalesceExec", "DeserializeToObjectExec", "SerializeFromObjectExec",
     "MapPartitionsExec", "ReusedExchangeExec",
 })
+_SUMMARY = re.compile(r"([a-z\-]+)=(\d+)")
+_V2_WRITES = frozenset({"AppendData", "OverwriteByExpression", "OverwritePartitionsDynamic",
+                        "ReplaceData", "WriteDelta"})
 # callbacks of nested executions that carry a write's rows (JDBC writes: foreachPartition)
 ROWS_OF_NESTED_READS = frozenset({"foreachPartition"})
 
@@ -111,6 +114,9 @@ class FactReader:
                 facts.command = self._command(root, plan, facts.plan[0], facts)
                 if facts.succeeded:
                     facts.write_metrics, acc_ids = self._write_metrics(qe)
+                    if "numOutputRows" not in facts.write_metrics and root in _V2_WRITES:
+                        with _quiet():
+                            facts.write_metrics.update(self._iceberg_snapshot(plan))
             elif facts.succeeded and func_name in ROWS_OF_NESTED_READS:
                 # a JDBC write's data goes out through a nested foreachPartition: its
                 # query's row count is the write's row count
@@ -321,6 +327,30 @@ class FactReader:
                     metrics["numOutputRows"] = rows
                     ids.append(acc)
         return metrics, ids
+
+    @staticmethod
+    def _iceberg_snapshot(cmd: Any) -> Dict[str, float]:
+        """Iceberg row-level writes (MERGE/UPDATE/DELETE) report no Spark metric: the
+        snapshot the write committed says what it wrote (summary ``added-*``)."""
+        table = cmd.table().table()  # DataSourceV2Relation -> SparkTable
+        if simple_name(str(table.getClass().getName())) == "RowLevelOperationTable":
+            table = table.table()  # MERGE/UPDATE/DELETE wrap the table
+        if "iceberg" not in str(table.getClass().getName()).lower():
+            return {}
+        snapshot = table.table().currentSnapshot()
+        if snapshot is None:
+            return {}
+        summary = dict(_SUMMARY.findall(str(snapshot.summary().toString())))
+
+        def num(*keys: str) -> float:
+            return float(sum(int(summary.get(k, 0) or 0) for k in keys))
+
+        out = {"numOutputRows": num("added-records", "added-position-deletes",
+                                    "added-equality-deletes")}
+        if "added-files-size" in summary:
+            out["numOutputBytes"] = num("added-files-size")
+        out["numFiles"] = num("added-data-files", "added-delete-files")
+        return out
 
     def _rows_below(self, node: Any) -> Tuple[Optional[float], int]:
         """numOutputRows of the first node, going down through row-preserving nodes
