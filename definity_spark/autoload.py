@@ -63,6 +63,8 @@ _patched = False
 # concurrently), so that sessions created by the plugin itself or re-entrant getOrCreate
 # calls do not recurse into autoattach.
 _busy: set = set()
+# Per thread: id() of the session the last wrapped __init__ made (getOrCreate skips it).
+_just_created: dict = {}
 # The Python session objects a decision was taken for (weak: stopped sessions go away).
 # Created lazily so that interpreter start does not touch the weakref module.
 _decided: Any = None
@@ -190,6 +192,7 @@ def _wrap_init(original: Callable[..., None]) -> Callable[..., None]:
     @functools.wraps(original)
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
         original(self, *args, **kwargs)
+        _just_created[get_ident()] = id(self)  # an id: keeps no session alive
         _on_session(self, "SparkSession.__init__")
 
     setattr(__init__, _WRAPPED_ATTR, original)
@@ -201,10 +204,14 @@ def _wrap_get_or_create(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def getOrCreate(self: Any) -> Any:  # noqa: N802 - Spark's name
+        me = get_ident()
+        _just_created.pop(me, None)
         session = original(self)
         try:
+            if _just_created.pop(me, None) == id(session):
+                return session  # made by this call: __init__ has decided already
             options = getattr(self, "_options", None) or {}
-            # A session seen before is re-checked only when this builder could have changed
+            # An existing session is re-checked only when this builder could have changed
             # its definity conf (applyModifiableSettings on an existing session); keeps the
             # common "getOrCreate() everywhere" pattern free of py4j round trips.
             if not _seen(session) or any(str(k).startswith(CONF_PREFIX) for k in options):

@@ -137,11 +137,12 @@ def test_rerun_is_idempotent(installed_root: dict[str, Any], wheel: Path) -> Non
 
 
 APP = textwrap.dedent("""
-    import sys
+    import logging, sys
     from pyspark.sql import SparkSession
 
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     out = sys.argv[1]
-    # the keys a Databricks job cluster carries (what the driver conf would hold)
+    # The keys a Databricks job cluster carries (what the driver conf would hold).
     spark = (SparkSession.builder.master("local[1]").appName("Databricks Shell")
              .config("spark.ui.enabled", "false")
              .config("spark.databricks.clusterUsageTags.clusterId", "0926-101010-abcd1234")
@@ -152,7 +153,17 @@ APP = textwrap.dedent("""
     spark.range(10).write.mode("overwrite").parquet(out + "/orders")
     print("PLUGIN_IMPORTED", "definity_spark" in sys.modules, flush=True)
     spark.stop()
+    # Then a second application in the same JVM, on a cluster in shared access mode: one
+    # log line, no task. (It comes second because a JVM keeps the conf of the first
+    # application as system properties, and later SparkConfs inherit them.)
+    shared = (SparkSession.builder.master("local[1]").appName("Databricks Shell")
+              .config("spark.ui.enabled", "false")
+              .config("spark.databricks.clusterUsageTags.dataSecurityMode", "USER_ISOLATION")
+              .getOrCreate())
+    shared.range(3).write.mode("overwrite").parquet(out + "/shared")
+    shared.stop()
 """)
+
 
 
 @pytest.mark.spark
@@ -175,9 +186,10 @@ def test_python_with_resulting_environment_activates(
                             text=True, timeout=240, cwd=str(tmp_path))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     assert "PLUGIN_IMPORTED True" in result.stdout
+    assert result.stderr.count("shared access mode") == 1, result.stderr[-3000:]
     client = CollectorClient(collector.url)
     tasks = client.tasks()
-    assert len(tasks) == 1, tasks
+    assert len(tasks) == 1, tasks  # the job's; nothing from the shared-mode application
     task = tasks[0]
     assert task["app_name"] == "databricks-job-123", task
     assert task["env"] == "prod"
