@@ -13,7 +13,12 @@ The pairing is exact where the facts carry SQL execution ids for both sides (Spa
 accumulator ids appear in the status store's execution metrics). A Spark 3.5 outer CTAS
 command has neither (no metrics, no queryId): it claims the oldest pending group whose
 nested QueryExecutions were created after it (a nested QueryExecution is always created
-while its outer one runs, so its ``qe.id`` is larger). See docs/coverage.md.
+while its outer one runs, so its ``qe.id`` is larger). A Spark 3.5 write with no metrics
+at all (V1-fallback V2 writes such as the JDBC v2 catalog) has no execution id either: it is
+held until the next callback, which claims it when that is an outer command without ids,
+created before it, for the same target (the outer callback always directly follows its
+nested ones); otherwise it is released then, or after an idle period / ``drain``.
+See docs/coverage.md.
 """
 
 from __future__ import annotations
@@ -43,9 +48,48 @@ class NestedWrites:
 
     def __init__(self) -> None:
         self._pending: Dict[int, List[Outcome]] = OrderedDict()
+        # a write without execution ids (Spark 3.5, no write metrics: V1-fallback V2 and
+        # JDBC writes) waits for the next callback: if that is an outer command without
+        # ids created before it, for the same target, it is that command's nested write
+        self._held: List[Outcome] = []
 
     def feed(self, outcome: Outcome) -> List[Outcome]:
         """Take one callback's outcome; return the outcomes that are final now."""
+        released: List[Outcome] = []
+        if self._held:
+            if self._claims_held(outcome):
+                held, self._held = self._held, []
+                return self._hold_or_return(_merge(outcome, held))
+            released, self._held = self._held, []
+        return released + self._hold_or_return(self._feed(outcome))
+
+    def _claims_held(self, outcome: Outcome) -> bool:
+        if not (outcome.wrapper and outcome.execution_id is None and outcome.kind == WRITE
+                and outcome.lineage is not None):
+            return False
+        for h in self._held:
+            if h.lineage is None or (outcome.qe_id is not None and h.qe_id is not None
+                                     and h.qe_id < outcome.qe_id):
+                return False
+            if h.lineage.output.name != outcome.lineage.output.name:
+                return False
+        return True
+
+    def _hold_or_return(self, finals: List[Outcome]) -> List[Outcome]:
+        out: List[Outcome] = []
+        for o in finals:
+            if o.kind == WRITE and o.execution_id is None and o.qe_id is not None:
+                self._held.append(o)
+            else:
+                out.append(o)
+        return out
+
+    def release_held(self) -> List[Outcome]:
+        """Writes held for a possible outer command: final now (queue idle / drain)."""
+        held, self._held = self._held, []
+        return held
+
+    def _feed(self, outcome: Outcome) -> List[Outcome]:
         ex, root = outcome.execution_id, outcome.root_execution_id
         if ex is not None and root is not None and ex != root:
             if outcome.kind in (WRITE, FAILED) or (outcome.kind == READ
@@ -74,7 +118,7 @@ class NestedWrites:
 
     def flush(self) -> List[Outcome]:
         """Pending nested writes whose root never reported: each is its own write."""
-        out: List[Outcome] = []
+        out: List[Outcome] = self.release_held()
         for group in self._pending.values():
             out.extend(o for o in group if o.kind in (WRITE, FAILED))
         self._pending.clear()

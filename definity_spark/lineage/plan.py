@@ -221,6 +221,8 @@ class PlanIndex:
                                 continue
                         self._scan_expression(tree)
                     else:
+                        if key in _TARGET_FIELDS and name in _WRITE_WRAPPERS:
+                            continue  # a V2 write's target relation is written, not read
                         nested = build(tree)
                         self.roots.append(nested)
                         self._needed.update(self.output(_query_of(nested)))
@@ -261,6 +263,7 @@ def _query_of(root: PlanNode) -> PlanNode:
     return node
 
 
+_TARGET_FIELDS = frozenset({"table", "originalTable", "name"})
 _WRITE_WRAPPERS = frozenset({
     "InsertIntoHiveTable", "AppendData", "OverwriteByExpression",
     "OverwritePartitionsDynamic", "ReplaceData", "WriteDelta", "CreateTableAsSelect",

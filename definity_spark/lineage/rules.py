@@ -49,8 +49,9 @@ class WriteRule:
     """How one write command names its target and where its written schema comes from.
 
     target: ``auto`` (catalog table, else JDBC, else path), ``path``, ``table``.
-    wrapper: an outer command that runs the data write as a nested execution (CTAS,
-    saveAsTable): its tf takes its name from here and metrics from the nested write.
+    wrapper: an outer command that may run the data write as a nested execution (CTAS,
+    saveAsTable; V1-fallback V2 writes and JDBC writes through ``foreachPartition``): its
+    tf takes its name from here and metrics from the nested execution.
     """
 
     target: str = "auto"
@@ -75,9 +76,9 @@ WRITE_COMMANDS: Dict[str, WriteRule] = {
     "InsertIntoHiveDirCommand": WriteRule(target="path"),
     "InsertIntoDataSourceDirCommand": WriteRule(target="path", wrapper=True),
     # DataSource V2 (Iceberg, JDBC v2 catalog)
-    "AppendData": WriteRule(target="table"),
-    "OverwriteByExpression": WriteRule(target="table"),
-    "OverwritePartitionsDynamic": WriteRule(target="table"),
+    "AppendData": WriteRule(target="table", wrapper=True),
+    "OverwriteByExpression": WriteRule(target="table", wrapper=True),
+    "OverwritePartitionsDynamic": WriteRule(target="table", wrapper=True),
     "ReplaceData": WriteRule(target="table"),  # row-level MERGE/UPDATE/DELETE, copy-on-write
     "WriteDelta": WriteRule(target="table"),  # row-level MERGE/UPDATE/DELETE, merge-on-read
     "CreateTableAsSelect": WriteRule(target="table", wrapper=True),

@@ -26,6 +26,8 @@ logger = logging.getLogger("definity_spark.spark")
 DEFAULT_HANDOFF_SIZE = 1000
 DEFAULT_BUDGET_MS = 2000
 DEFAULT_MAX_PLAN_NODES = 5000
+IDLE_RELEASE_SECONDS = 5.0  # a held write (see nesting.py) is final after this idle time
+_RELEASE_HELD = object()  # hand-off queue marker put by drain()
 
 
 def _setting(settings: Any, name: str, default: Any) -> Any:
@@ -115,6 +117,10 @@ class SessionObserver:
                 self._jsc.sc().listenerBus().waitUntilEmpty(int(max(0.0, timeout) * 1000))
             except Exception as exc:  # timeout of the bus: report, then still wait for ours
                 logger.debug("listener bus did not drain: %s", exc)
+            try:  # after everything received so far: make held writes final
+                self._queue.put(_RELEASE_HELD, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                return False
             with self._idle:
                 while self._queue.unfinished_tasks > 0 or self._in_flight > 0:
                     left = deadline - time.monotonic()
@@ -137,18 +143,30 @@ class SessionObserver:
 
     def _run(self) -> None:
         while True:
-            cb = self._queue.get()
+            try:
+                cb = self._queue.get(timeout=IDLE_RELEASE_SECONDS)
+            except queue.Empty:
+                # idle: a write held for a possible outer command (nesting.py) is final
+                with contained("observer.release"):
+                    for outcome in self._nesting.release_held():
+                        self._dispatch(outcome)
+                continue
             try:
                 if cb is None:
                     if self._stopping:
                         return
+                    continue
+                if cb is _RELEASE_HELD:
+                    with contained("observer.release"):
+                        for outcome in self._nesting.release_held():
+                            self._dispatch(outcome)
                     continue
                 with self._lock:
                     self._in_flight += 1
                 self._handle(cb)
             finally:
                 with self._idle:
-                    if cb is not None:
+                    if cb is not None and cb is not _RELEASE_HELD:
                         self._in_flight -= 1
                     self._queue.task_done()
                     self._idle.notify_all()
