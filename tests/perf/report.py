@@ -185,6 +185,23 @@ def rss(results: dict[str, Any]) -> dict[str, Any]:
             "n": [r.get("queries") or r.get("params", {}).get("n") for r in runs],
             "samples": [r["rss_samples_mb"] for r in runs],
         }
+        # Linear trend of RSS against queries (MB per 1,000), and the growth it projects
+        # for 10,000 queries when a time-budgeted run did fewer.
+        slopes = []
+        for r in runs:
+            pts = r["rss_samples_mb"]
+            fit = linear_fit([p[0] for p in pts], [p[1] for p in pts])
+            if fit["slope"] is not None:
+                slopes.append(fit["slope"] * 1000)
+        out[side]["per_1000"] = slopes
+        done = [n for n in out[side]["n"] if n]
+        growth = _med(out[side]["growth"])
+        if growth is not None and done and min(done) < 10_000 and slopes:
+            out[side]["at_10000"] = max(growth, _med(slopes) * 10)
+            out[side]["projected"] = True
+        else:
+            out[side]["at_10000"] = growth
+            out[side]["projected"] = False
     return out
 
 
@@ -276,7 +293,7 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     def verdict(ok: bool | None) -> str:
         return "n/a" if ok is None else ("met" if ok else "**missed**")
 
-    rss_with = _med(mem["with"]["growth"])
+    rss_with = mem["with"]["at_10000"]
     linear_ok = None if fit["r2"] is None else fit["r2"] >= 0.9
     j20 = _med(join20.get("extraction", []))
     measured = {
@@ -300,9 +317,13 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
                        f"{_f(lat['p99'], 0)} ms ({len(lat['first'])} writes); all payloads "
                        f"of the write: p50 {_f(lat['complete_p50'], 0)} ms",
                        None if lat["p50"] is None else lat["p50"] <= 200.0),
-        "rss_mb": (f"{_f(rss_with, 1)} MB with the plugin ({_f(_med(mem['without']['growth']), 1)}"
-                   f" MB without) over {_med([n for n in mem['with']['n'] if n]) or 'n/a'}"
-                   " queries", None if rss_with is None else rss_with <= 20.0),
+        "rss_mb": (f"{_f(rss_with, 1)} MB with the plugin, "
+                   f"{_f(mem['without']['at_10000'], 1)} MB without"
+                   + (f" (projected: {_f(_med(mem['with']['growth']), 1)} MB measured over "
+                      f"{_med([n for n in mem['with']['n'] if n])} queries, trend "
+                      f"{_f(_med(mem['with']['per_1000']), 2)} MB per 1,000)"
+                      if mem["with"]["projected"] else ""),
+                   None if rss_with is None else rss_with <= 20.0),
         "dropped": (f"{drop_total} (all queues, {drop_runs} runs)", drop_total == 0
                     if drop_runs else None),
     }
@@ -415,13 +436,14 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
         "plugin's whole path; RSS of the driver's Python process by psutil after a warm-up, "
         "and again after the last query, a flush and a `gc.collect()`).")
     add("")
-    add("| | queries | Python RSS at start (MB) | growth (MB) | JVM heap after GC, start -> end "
-        "(MB) | wall (s) |")
-    add("|---|---|---|---|---|---|")
+    add("| | queries | Python RSS at start (MB) | growth (MB) | trend (MB per 1,000 queries) "
+        "| JVM heap after GC, start -> end (MB) | wall (s) |")
+    add("|---|---|---|---|---|---|---|")
     for side in ("without", "with"):
         d = mem[side]
         add(f"| {side} plugin | {_med([n for n in d['n'] if n]) or 'n/a'} | "
             f"{_f(_med(d['start']), 1)} | {_f(_med(d['growth']), 1)} | "
+            f"{_f(_med(d['per_1000']), 3)} | "
             f"{_f(_med(d['heap_start']), 0)} -> {_f(_med(d['heap_end']), 0)} | "
             f"{_f(_med(d['wall']), 1)} |")
     add("")

@@ -41,7 +41,7 @@ SUITE: list[tuple[str, dict[str, Any], int | None]] = [
     ("big_job", {"rows": 10_000_000, "partitions": 2000}, None),
     ("plan_sweep", {"sizes": SWEEP_SIZES, "tpch": True, "tpch_without": False, "warmup": 3},
      None),
-    ("many_queries", {"n": 10_000, "every": 500, "warmup": 200, "max_s": 1500}, 1),
+    ("many_queries", {"n": 10_000, "every": 500, "warmup": 200, "max_s": 900}, 1),
 ]
 QUICK: list[tuple[str, dict[str, Any], int | None]] = [
     ("small_writes", {"n": 20, "k_listener": 10, "warmup": 2}, 1),
@@ -156,7 +156,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="runs of each side (default 5)")
     parser.add_argument("--only", default=None, help="comma-separated workloads")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
-    parser.add_argument("--timeout", type=float, default=900.0, help="per run, seconds")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
     parser.add_argument("--results", default=RESULTS)
     parser.add_argument("--merge", action="store_true",
                         help="keep the other workloads' results already in --results")
