@@ -290,8 +290,21 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     drop_total, drop_runs = dropped(results)
     plotted = plot(sw, fit, plot_path)
 
-    def verdict(ok: bool | None) -> str:
+    def verdict(ok: Any) -> str:
+        if isinstance(ok, str):
+            return ok
         return "n/a" if ok is None else ("met" if ok else "**missed**")
+
+    def ratio_verdict(fig: dict[str, Any], limit: float) -> Any:
+        """met / missed only when the run-to-run spread is small enough to tell."""
+        if fig["ratio"] is None:
+            return None
+        spread = max(((max(v) - min(v)) / statistics.median(v)) if len(v) > 1 else 0.0
+                     for v in (fig["with"], fig["without"]))
+        if spread > 5 * (limit - 1.0):
+            return (f"inconclusive: run-to-run spread {spread * 100:.0f} % of the median "
+                    f"(target {(limit - 1) * 100:.0f} %)")
+        return fig["ratio"] <= limit
 
     rss_with = mem["with"]["at_10000"]
     linear_ok = None if fit["r2"] is None else fit["r2"] >= 0.9
@@ -300,11 +313,11 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
         "small_ratio": (f"{_f(small['ratio'], 3)} (median {_f(_med(small['with']))} s with / "
                         f"{_f(_med(small['without']))} s without; paired "
                         f"{_mmm(small['pair_ratios'], 3)})",
-                        None if small["ratio"] is None else small["ratio"] <= 1.02),
+                        ratio_verdict(small, 1.02)),
         "big_ratio": (f"{_f(big['ratio'], 3)} (median {_f(_med(big['with']))} s with / "
                       f"{_f(_med(big['without']))} s without; paired "
                       f"{_mmm(big['pair_ratios'], 3)})",
-                      None if big["ratio"] is None else big["ratio"] <= 1.01),
+                      ratio_verdict(big, 1.01)),
         "bus_ms": (f"median {_f(bus['median'], 3)} ms, p90 {_f(bus['p90'], 3)} ms, max "
                    f"{_f(bus['max'], 1)} ms ({len(bus['samples'])} queries)",
                    None if bus["median"] is None else bus["median"] <= 1.0),
