@@ -194,27 +194,32 @@ def _new_runtime(key: str, session: Any, settings: Any, conf: Mapping[str, str])
     from definity_spark.task import TaskReporter, new_task_id
 
     app_name = conf.get("spark.app.name") or "spark-app"
-    names = _derived_names(conf)
+    names = _derived_names(conf, session)
     pipeline_name = settings.pipeline_name or names.get("pipeline_name") or app_name
     task_name = settings.task_name or names.get("task_name") or app_name
     task_id = settings.task_id or new_task_id(conf.get("spark.app.id"))
+    tags = dict(names.get("tags") or {})  # platform tags (Databricks job/run ids) ...
+    tags.update(settings.tags or {})      # ... below the configured ones
     delivery = make_delivery(settings)
     reporter = TaskReporter(
         delivery=delivery, task_id=task_id, app_name=pipeline_name, task_name=task_name,
-        env=settings.env_name, app_pit=settings.pipeline_pit, tags=dict(settings.tags or {}),
+        env=settings.env_name, app_pit=settings.pipeline_pit, tags=tags,
     )
     reporter.start()
     return _Runtime(key, settings, delivery, reporter)
 
 
-def _derived_names(conf: Mapping[str, str]) -> Dict[str, str]:
-    """Pipeline/task names derived from the platform (Databricks job/notebook), if any."""
+def _derived_names(conf: Mapping[str, str], session: Any = None) -> Dict[str, Any]:
+    """Pipeline/task names and tags derived from the platform (Databricks job/notebook)."""
     with contained("derived_names"):
         try:
             from definity_spark import databricks
         except ImportError:
             return {}
-        return dict(databricks.derive_names(conf) or {})
+        # Databricks sets job/notebook keys as local properties of the calling thread too.
+        local = (databricks.read_properties(session)
+                 if session is not None and databricks.is_databricks(conf) else None)
+        return dict(databricks.derive_names(conf, local) or {})
     return {}
 
 

@@ -142,14 +142,18 @@ APP = textwrap.dedent("""
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     out = sys.argv[1]
-    # The keys a Databricks job cluster carries (what the driver conf would hold).
-    spark = (SparkSession.builder.master("local[1]").appName("Databricks Shell")
-             .config("spark.ui.enabled", "false")
-             .config("spark.databricks.clusterUsageTags.clusterId", "0926-101010-abcd1234")
-             .config("spark.databricks.clusterUsageTags.clusterName", "job-123-run-456")
-             .config("spark.databricks.job.id", "123")
-             .config("spark.databricks.job.runId", "456")
-             .getOrCreate())
+    # The keys a Databricks job cluster carries (what the driver conf would hold), and
+    # the notebook of the job's task as a local property of the thread, as the REPL sets it.
+    from pyspark import SparkConf, SparkContext
+    conf = (SparkConf().setMaster("local[1]").setAppName("Databricks Shell")
+            .set("spark.ui.enabled", "false")
+            .set("spark.databricks.clusterUsageTags.clusterId", "0926-101010-abcd1234")
+            .set("spark.databricks.clusterUsageTags.clusterName", "job-123-run-456")
+            .set("spark.databricks.job.id", "123")
+            .set("spark.databricks.job.runId", "456"))
+    sc = SparkContext(conf=conf)
+    sc.setLocalProperty("spark.databricks.notebook.path", "/Repos/etl/daily/orders_nb")
+    spark = SparkSession(sc)
     spark.range(10).write.mode("overwrite").parquet(out + "/orders")
     print("PLUGIN_IMPORTED", "definity_spark" in sys.modules, flush=True)
     spark.stop()
@@ -191,7 +195,10 @@ def test_python_with_resulting_environment_activates(
     tasks = client.tasks()
     assert len(tasks) == 1, tasks  # the job's; nothing from the shared-mode application
     task = tasks[0]
-    assert task["app_name"] == "databricks-job-123", task
+    assert (task["app_name"], task["task_name"]) == ("databricks-job-123", "orders_nb"), task
+    assert task["tags"] == {"databricks_job_id": "123", "databricks_run_id": "456",
+                            "databricks_notebook_path": "/Repos/etl/daily/orders_nb",
+                            "databricks_cluster": "job-123-run-456"}, task
     assert task["env"] == "prod"
     assert task["status"] == "end"
     detail = client.task(task["task_id"])
