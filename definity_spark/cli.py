@@ -84,6 +84,10 @@ def run_doctor(args: argparse.Namespace) -> int:
     print("settings (highest precedence first: activate() > spark conf > env > default):")
     for key, value, source in settings.describe():
         print(f"  {key:45s} {value!s:40s} [{source}]")
+    from definity_spark.autoload import hook_status
+
+    hook = hook_status()
+    print(f"start hook: {hook['reason']}" + (f" [{hook['pth']}]" if hook["pth"] else ""))
     if not settings.server_url:
         where = settings.events_file or "a JSONL file under the spool dir"
         print(f"server: none configured; events go to {where} "

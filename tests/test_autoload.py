@@ -210,6 +210,17 @@ def test_wrapping_is_idempotent_and_uninstall_restores() -> None:
     assert result.stdout.strip() == "OK", result.stderr
 
 
+def test_doctor_reports_the_start_hook() -> None:
+    code = "import sys; from definity_spark.cli import main; sys.exit(main(['doctor']))"
+    armed = subprocess.run([sys.executable, "-c", code], env=clean_env(), capture_output=True,
+                           text=True)
+    assert "start hook: armed" in armed.stdout and "definity_spark.pth" in armed.stdout, \
+        armed.stdout + armed.stderr
+    off = subprocess.run([sys.executable, "-c", code], env=clean_env(DEFINITY_AUTOLOAD="0"),
+                         capture_output=True, text=True)
+    assert "start hook: disarmed by DEFINITY_AUTOLOAD=0" in off.stdout, off.stdout
+
+
 # ------------------------------------------------------------------- spark-submit
 @pytest.mark.spark
 def test_spark_submit_conf_only(app: Path, tmp_path: Path, collector: Any) -> None:
