@@ -52,11 +52,11 @@ class _Capture(logging.Handler):
 
 class Env:
     def __init__(self, spark: SparkSession, handle: Any, server: FaultyServer,
-                 tmp: Path, capture: _Capture) -> None:
+                 tmp: Path, capture: _Capture, errors_before: dict) -> None:
         self.spark, self.handle, self.server, self.tmp, self.capture = (
             spark, handle, server, tmp, capture)
         # internal errors contained before this module (other tests in the process)
-        self.errors_before = _internal.internal_error_counts()
+        self.errors_before = errors_before
 
     def mark(self) -> int:
         with self.server.lock:
@@ -93,6 +93,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp = tmp_path_factory.mktemp("odd")
     was_strict = _internal.is_strict()
     _internal.set_strict(False)
+    errors_before = _internal.internal_error_counts()
     capture = _Capture()
     logger = logging.getLogger("definity_spark")
     logger.addHandler(capture)
@@ -110,7 +111,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         flush_timeout=FLUSH_TIMEOUT, server_timeout=5.0, log_level="DEBUG")
     assert handle is not None
     try:
-        yield Env(spark, handle, server, tmp, capture)
+        yield Env(spark, handle, server, tmp, capture, errors_before)
     finally:
         definity_spark.deactivate(spark, timeout=FLUSH_TIMEOUT)
         spark.stop()
