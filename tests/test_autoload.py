@@ -382,3 +382,33 @@ def test_py_files_zip_without_pip(tmp_path: Path, collector: Any) -> None:
                 "spark.submit.pyFiles": str(archive)}
     spark_submit(app, [out], conf=cmd_conf, env=env)
     assert_one_full_task(summarize(CollectorClient(collector.url), out))
+
+
+# ------------------------------------------------------------------- the pyspark shell
+@pytest.mark.spark
+def test_pyspark_shell_by_environment(tmp_path: Path, collector: Any) -> None:
+    """The `pyspark` shell (its startup script builds the session) under a real pty."""
+    import shutil
+
+    from collector_util import CollectorClient
+
+    script = shutil.which("script")  # util-linux: the shell only starts on a terminal
+    if script is None:
+        pytest.skip("util-linux `script` not available")
+    out = str(tmp_path / "out")
+    commands = tmp_path / "commands.txt"
+    commands.write_text(f'spark.range(3).write.mode("overwrite").parquet({out + "/shell"!r})\n'
+                        "exit()\n")
+    env = clean_env(DEFINITY_ENABLED="true", DEFINITY_SERVER_URL=collector.url,
+                    PATH=str(Path(spark_bin("pyspark")).parent) + os.pathsep
+                    + os.environ.get("PATH", ""))
+    with open(commands) as stdin:
+        result = subprocess.run([script, "-q", "-c",
+                                 f"{spark_bin('pyspark')} --conf spark.ui.enabled=false",
+                                 os.devnull], stdin=stdin, env=env, capture_output=True,
+                                text=True, timeout=240, cwd=str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:]
+    tasks = summarize(CollectorClient(collector.url), out)
+    assert len(tasks) == 1, (tasks, result.stdout[-3000:])
+    assert tasks[0]["app_name"] == "PySparkShell" and tasks[0]["statuses"] == ["start", "end"]
+    assert tasks[0]["tfs"] == [(1, [], "<out>/shell")]
