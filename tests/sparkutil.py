@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Any, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
-def hive_session(tmp: Optional[str] = None, extra_conf: Optional[dict] = None,
+def hive_session(tmp: str | None = None, extra_conf: dict | None = None,
                  jars: Sequence[str] = ()) -> Any:
     """A local[2] SparkSession with Hive support on an embedded Derby in ``tmp``."""
     from pyspark.sql import SparkSession
@@ -33,9 +34,9 @@ class RecordingSink:
     """A sink that keeps what it receives (the real TaskReporter lives in task.py)."""
 
     def __init__(self) -> None:
-        self.writes: List[Any] = []
-        self.failed: List[Any] = []
-        self.reads: List[Any] = []
+        self.writes: list[Any] = []
+        self.failed: list[Any] = []
+        self.reads: list[Any] = []
 
     def on_write(self, lineage: Any) -> None:
         self.writes.append(lineage)

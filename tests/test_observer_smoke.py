@@ -75,7 +75,7 @@ def test_failed_write_is_counted_not_a_tf(env):
     spark, _, _, tmp = env
 
     def fail():
-        with pytest.raises(Exception):
+        with pytest.raises(Exception):  # noqa: B017 - pyspark's error class differs by version
             spark.range(3).selectExpr("if(id > 1, raise_error('boom'), id) AS a") \
                 .write.mode("overwrite").parquet(f"{tmp}/fail")
 
@@ -111,7 +111,7 @@ def test_unregister_stops_reports(env):
 
 def test_listener_bus_time_per_callback(env):
     spark, _, obs, tmp = env
-    for i in range(20):
+    for _i in range(20):
         run(env, lambda: spark.range(3).write.mode("overwrite").parquet(f"{tmp}/many"))
     samples = obs.listener.busy_ns_samples
     median_ms = statistics.median(samples) / 1e6

@@ -14,7 +14,7 @@ into ``LeafFacts`` / ``CommandFacts``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 FACTS_VERSION = 1
 
@@ -34,14 +34,14 @@ class LeafFacts:
     """A leaf of the analyzed plan (or of one of its subqueries): a possible input."""
 
     cls: str  # Spark node class name, e.g. org.apache.spark...LogicalRelation
-    output: List[Attr] = field(default_factory=list)
-    relation_cls: Optional[str] = None  # BaseRelation class of a LogicalRelation
-    paths: List[str] = field(default_factory=list)  # HadoopFsRelation root paths
+    output: list[Attr] = field(default_factory=list)
+    relation_cls: str | None = None  # BaseRelation class of a LogicalRelation
+    paths: list[str] = field(default_factory=list)  # HadoopFsRelation root paths
     # catalog table: (catalog, namespace..., table); catalog None for v1 identifiers
-    table: Optional[Tuple[Optional[str], Tuple[str, ...], str]] = None
-    jdbc_url: Optional[str] = None
-    jdbc_table: Optional[str] = None
-    scan_metrics: Dict[str, float] = field(default_factory=dict)
+    table: tuple[str | None, tuple[str, ...], str] | None = None
+    jdbc_url: str | None = None
+    jdbc_table: str | None = None
+    scan_metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -49,15 +49,15 @@ class CommandFacts:
     """What a write command's JSON drops: target location, mode, written schema."""
 
     cls: str
-    output_path: Optional[str] = None
-    mode: Optional[str] = None
-    table: Optional[Tuple[Optional[str], Tuple[str, ...], str]] = None
-    jdbc_url: Optional[str] = None
-    jdbc_table: Optional[str] = None
-    provider: Optional[str] = None  # datasource short name / class (SaveIntoDataSource)
-    query_schema: Optional[Dict[str, Any]] = None  # StructType JSON of the written query
-    table_schema: Optional[Dict[str, Any]] = None  # StructType JSON of the target table
-    partition_columns: List[str] = field(default_factory=list)
+    output_path: str | None = None
+    mode: str | None = None
+    table: tuple[str | None, tuple[str, ...], str] | None = None
+    jdbc_url: str | None = None
+    jdbc_table: str | None = None
+    provider: str | None = None  # datasource short name / class (SaveIntoDataSource)
+    query_schema: dict[str, Any] | None = None  # StructType JSON of the written query
+    table_schema: dict[str, Any] | None = None  # StructType JSON of the target table
+    partition_columns: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -66,37 +66,37 @@ class QueryFacts:
 
     func_name: str
     succeeded: bool
-    error: Optional[str] = None
-    duration_ns: Optional[int] = None
-    spark_version: Optional[str] = None
-    qe_id: Optional[int] = None
-    execution_id: Optional[int] = None
-    root_execution_id: Optional[int] = None
-    description: Optional[str] = None  # SQL execution description (call site or job desc)
-    root_description: Optional[str] = None  # description of the root execution (nested)
-    sql_text: Optional[str] = None  # text given to spark.sql(...), when known
-    plan: Optional[List[Dict[str, Any]]] = None  # analyzed plan, TreeNode.toJSON() form
-    leaves: List[LeafFacts] = field(default_factory=list)
-    command: Optional[CommandFacts] = None
-    write_metrics: Dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    duration_ns: int | None = None
+    spark_version: str | None = None
+    qe_id: int | None = None
+    execution_id: int | None = None
+    root_execution_id: int | None = None
+    description: str | None = None  # SQL execution description (call site or job desc)
+    root_description: str | None = None  # description of the root execution (nested)
+    sql_text: str | None = None  # text given to spark.sql(...), when known
+    plan: list[dict[str, Any]] | None = None  # analyzed plan, TreeNode.toJSON() form
+    leaves: list[LeafFacts] = field(default_factory=list)
+    command: CommandFacts | None = None
+    write_metrics: dict[str, float] = field(default_factory=dict)
     partial: bool = False  # the reader stopped early (time budget / plan size)
-    read_error: Optional[str] = None  # why the reader could not read the plan
+    read_error: str | None = None  # why the reader could not read the plan
 
     @property
-    def root_class(self) -> Optional[str]:
+    def root_class(self) -> str | None:
         if self.command is not None:
             return self.command.cls
         if self.plan:
             return str(self.plan[0].get("class"))
         return None
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         body = asdict(self)
         body["facts_version"] = FACTS_VERSION
         return body
 
     @classmethod
-    def from_json(cls, body: Dict[str, Any]) -> QueryFacts:
+    def from_json(cls, body: dict[str, Any]) -> QueryFacts:
         data = dict(body)
         data.pop("facts_version", None)
         data["leaves"] = [_leaf_from_json(x) for x in data.get("leaves") or ()]
@@ -107,14 +107,14 @@ class QueryFacts:
         return cls(**data)
 
 
-def _table_tuple(value: Any) -> Optional[Tuple[Optional[str], Tuple[str, ...], str]]:
+def _table_tuple(value: Any) -> tuple[str | None, tuple[str, ...], str] | None:
     if value is None:
         return None
     catalog, namespace, name = value
     return (catalog, tuple(namespace), name)
 
 
-def _leaf_from_json(body: Dict[str, Any]) -> LeafFacts:
+def _leaf_from_json(body: dict[str, Any]) -> LeafFacts:
     data = dict(body)
     data["output"] = [Attr(**a) for a in data.get("output") or ()]
     data["table"] = _table_tuple(data.get("table"))

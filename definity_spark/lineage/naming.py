@@ -8,7 +8,7 @@ documented in docs/naming.md; keep the two in step.
 from __future__ import annotations
 
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 SESSION_CATALOG = "spark_catalog"
 
@@ -21,7 +21,7 @@ _USERINFO = re.compile(r"^([A-Za-z0-9+.\-:]*//)[^/@]*@")
 _ORACLE_THIN_USER = re.compile(r"^(oracle:thin:)[^@]*@", re.IGNORECASE)
 
 
-def table_name(catalog: Optional[str], namespace: Sequence[str], table: str) -> str:
+def table_name(catalog: str | None, namespace: Sequence[str], table: str) -> str:
     """``database.table`` for the session catalog, ``catalog.namespace.table`` otherwise.
 
     The session catalog (``spark_catalog``, or no catalog at all as in a v1

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import replace
-from typing import Dict, List
 
 from definity_spark.lineage.rules import (
     FAILED,
@@ -47,15 +46,15 @@ class NestedWrites:
     """Pairs nested executions with their root (single-threaded: the extraction worker)."""
 
     def __init__(self) -> None:
-        self._pending: Dict[int, List[Outcome]] = OrderedDict()
+        self._pending: dict[int, list[Outcome]] = OrderedDict()
         # a write without execution ids (Spark 3.5, no write metrics: V1-fallback V2 and
         # JDBC writes) waits for the next callback: if that is an outer command without
         # ids created before it, for the same target, it is that command's nested write
-        self._held: List[Outcome] = []
+        self._held: list[Outcome] = []
 
-    def feed(self, outcome: Outcome) -> List[Outcome]:
+    def feed(self, outcome: Outcome) -> list[Outcome]:
         """Take one callback's outcome; return the outcomes that are final now."""
-        released: List[Outcome] = []
+        released: list[Outcome] = []
         if self._held:
             if self._claims_held(outcome):
                 held, self._held = self._held, []
@@ -75,8 +74,8 @@ class NestedWrites:
                 return False
         return True
 
-    def _hold_or_return(self, finals: List[Outcome]) -> List[Outcome]:
-        out: List[Outcome] = []
+    def _hold_or_return(self, finals: list[Outcome]) -> list[Outcome]:
+        out: list[Outcome] = []
         for o in finals:
             if o.kind == WRITE and o.execution_id is None and o.qe_id is not None:
                 self._held.append(o)
@@ -84,12 +83,12 @@ class NestedWrites:
                 out.append(o)
         return out
 
-    def release_held(self) -> List[Outcome]:
+    def release_held(self) -> list[Outcome]:
         """Writes held for a possible outer command: final now (queue idle / drain)."""
         held, self._held = self._held, []
         return held
 
-    def _feed(self, outcome: Outcome) -> List[Outcome]:
+    def _feed(self, outcome: Outcome) -> list[Outcome]:
         ex, root = outcome.execution_id, outcome.root_execution_id
         if ex is not None and root is not None and ex != root:
             if outcome.kind in (WRITE, FAILED) or (outcome.kind == READ
@@ -116,9 +115,9 @@ class NestedWrites:
                 return self._pending.pop(key)
         return None
 
-    def flush(self) -> List[Outcome]:
+    def flush(self) -> list[Outcome]:
         """Pending nested writes whose root never reported: each is its own write."""
-        out: List[Outcome] = self.release_held()
+        out: list[Outcome] = self.release_held()
         for group in self._pending.values():
             out.extend(o for o in group if o.kind in (WRITE, FAILED))
         self._pending.clear()
@@ -128,7 +127,7 @@ class NestedWrites:
         return sum(len(g) for g in self._pending.values())
 
 
-def _merge(outer: Outcome, group: List[Outcome]) -> List[Outcome]:
+def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
     inner_writes = [o for o in group if o.kind == WRITE and o.lineage is not None]
     if outer.kind == FAILED:
         return [outer]  # one failed logical write, counted once

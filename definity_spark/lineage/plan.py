@@ -10,8 +10,9 @@ what each plan root returns)?
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Set
+from typing import Any
 
 # Leaves whose fields define attributes (their output) rather than reference them.
 RELATION_LEAVES = frozenset({
@@ -32,8 +33,8 @@ def simple_name(cls: str) -> str:
 @dataclass
 class PlanNode:
     cls: str
-    fields: Dict[str, Any]
-    children: List[PlanNode] = field(default_factory=list)
+    fields: dict[str, Any]
+    children: list[PlanNode] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -53,11 +54,11 @@ def is_tree(value: Any) -> bool:
             and "class" in value[0] and "num-children" in value[0])
 
 
-def build(flat: Sequence[Dict[str, Any]]) -> PlanNode:
+def build(flat: Sequence[dict[str, Any]]) -> PlanNode:
     """Rebuild the tree of one flat pre-order ``toJSON`` list (iteratively: deep plans)."""
     nodes = [PlanNode(str(d.get("class")), d) for d in flat]
     # pre-order: a node's children follow it; a stack of (node, children still missing)
-    stack: List[List[Any]] = []
+    stack: list[list[Any]] = []
     root = nodes[0] if nodes else PlanNode("?", {})
     for i, node in enumerate(nodes):
         if stack:
@@ -78,7 +79,7 @@ def _is_expression_class(cls: str) -> bool:
     return ".expressions." in cls or cls.endswith("UDF") or ".analysis.Unresolved" in cls
 
 
-def _expr_trees(value: Any) -> Iterator[List[Dict[str, Any]]]:
+def _expr_trees(value: Any) -> Iterator[list[dict[str, Any]]]:
     """Every flat tree inside a field value (a tree, a list of trees, an Option...)."""
     if is_tree(value):
         yield value
@@ -87,7 +88,7 @@ def _expr_trees(value: Any) -> Iterator[List[Dict[str, Any]]]:
             yield from _expr_trees(item)
 
 
-def _exprid(d: Dict[str, Any]) -> Optional[int]:
+def _exprid(d: dict[str, Any]) -> int | None:
     e = d.get("exprId")
     if isinstance(e, dict) and "id" in e:
         try:
@@ -97,9 +98,9 @@ def _exprid(d: Dict[str, Any]) -> Optional[int]:
     return None
 
 
-def attr_ids(value: Any) -> List[int]:
+def attr_ids(value: Any) -> list[int]:
     """Expression ids of the top-level attributes/aliases in a Seq[NamedExpression] field."""
-    ids: List[int] = []
+    ids: list[int] = []
     for tree in _expr_trees(value):
         i = _exprid(tree[0])
         if i is not None:
@@ -111,24 +112,24 @@ class PlanIndex:
     """All plan trees of one query (main plan, subqueries, non-child plan fields) and the
     expression ids the query needs from its leaves (top-down, like column pruning)."""
 
-    def __init__(self, flat: Sequence[Dict[str, Any]]):
+    def __init__(self, flat: Sequence[dict[str, Any]]):
         self.root = build(flat)
-        self.roots: List[PlanNode] = [self.root]  # main plan + every nested plan tree
-        self._outputs: Dict[int, List[int]] = {}
+        self.roots: list[PlanNode] = [self.root]  # main plan + every nested plan tree
+        self._outputs: dict[int, list[int]] = {}
         self.node_count = 0
-        self._needed: Set[int] = set()
-        self._cte_defs: Dict[Any, PlanNode] = {}
-        self._cte_refs: List[PlanNode] = []
+        self._needed: set[int] = set()
+        self._cte_defs: dict[Any, PlanNode] = {}
+        self._cte_refs: list[PlanNode] = []
 
     # -- outputs -------------------------------------------------------------------
-    def output(self, node: PlanNode) -> List[int]:
+    def output(self, node: PlanNode) -> list[int]:
         """Expression ids a node returns, computed the way Spark's ``output`` does."""
         key = id(node)
         if key not in self._outputs:
             self._outputs[key] = self._compute_output(node)
         return self._outputs[key]
 
-    def _compute_output(self, node: PlanNode) -> List[int]:
+    def _compute_output(self, node: PlanNode) -> list[int]:
         f = node.fields
         name = node.name
         if name == "HiveTableRelation":
@@ -150,18 +151,18 @@ class PlanIndex:
             return self._child_output(node, 0) + self._child_output(node, 1)
         if name in ("Union", "Intersect", "Except", "WithCTE"):
             return self._child_output(node, 0)
-        out: List[int] = []
+        out: list[int] = []
         for i in range(len(node.children)):
             out.extend(self._child_output(node, i))
         return out
 
-    def _child_output(self, node: PlanNode, i: int) -> List[int]:
+    def _child_output(self, node: PlanNode, i: int) -> list[int]:
         if i < len(node.children):
             return self.output(node.children[i])
         return []
 
     # -- required columns -------------------------------------------------------------
-    def referenced_ids(self) -> Set[int]:
+    def referenced_ids(self) -> set[int]:
         """Expression ids the query needs, walked top-down the way column pruning does:
         what the written query returns is needed; a Project/Aggregate/Window item adds
         its references only when its own output is needed (so a view's or a DataFrame's
@@ -221,8 +222,11 @@ class PlanIndex:
                                 continue
                         self._scan_expression(tree)
                     else:
-                        if key in _TARGET_FIELDS and name in _WRITE_WRAPPERS:
-                            continue  # a V2 write's target relation is written, not read
+                        if key in _TARGET_FIELDS and name in _WRITE_WRAPPERS \
+                                and name != "ReplaceData":
+                            # a V2 write's target relation is written, not read; a
+                            # copy-on-write ReplaceData does read whole target rows
+                            continue
                         nested = build(tree)
                         self.roots.append(nested)
                         self._needed.update(self.output(_query_of(nested)))
@@ -237,7 +241,7 @@ class PlanIndex:
             if eid in self._needed and pos < len(def_out):
                 self._needed.add(def_out[pos])
 
-    def _scan_expression(self, flat: List[Dict[str, Any]]) -> None:
+    def _scan_expression(self, flat: list[dict[str, Any]]) -> None:
         for d in flat:
             i = _exprid(d)
             if i is not None:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any
 
 from definity_spark.lineage import naming
 from definity_spark.lineage.facts import CommandFacts, LeafFacts, QueryFacts
@@ -41,7 +42,7 @@ class Options:
 
     normalize_s3: bool = True
     trim_partition_dirs: bool = True
-    redaction_regex: Optional[str] = None
+    redaction_regex: str | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class WriteRule:
 
 # Spark node class (simple name) -> rule. Simple names: the same class moved packages
 # between Spark versions (e.g. Hive commands), the simple name did not.
-WRITE_COMMANDS: Dict[str, WriteRule] = {
+WRITE_COMMANDS: dict[str, WriteRule] = {
     # v1 file writes: df.write.<fmt>(path), INSERT into a datasource table, and the inner
     # data write of every datasource / converted-Hive CTAS and saveAsTable
     "InsertIntoHadoopFsRelationCommand": WriteRule(),
@@ -121,20 +122,20 @@ class Outcome:
     """What one callback amounts to; ``nesting.NestedWrites`` pairs nested executions."""
 
     kind: str
-    lineage: Optional[WriteLineage] = None
-    inputs: Tuple[InputLineage, ...] = ()
+    lineage: WriteLineage | None = None
+    inputs: tuple[InputLineage, ...] = ()
     func_name: str = ""
-    error: Optional[str] = None
+    error: str | None = None
     reason: str = ""
     wrapper: bool = False
-    qe_id: Optional[int] = None
-    execution_id: Optional[int] = None
-    root_execution_id: Optional[int] = None
-    command_class: Optional[str] = None
-    extras: Dict[str, Any] = field(default_factory=dict)
+    qe_id: int | None = None
+    execution_id: int | None = None
+    root_execution_id: int | None = None
+    command_class: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
-def redact(text: Optional[str], extra_regex: Optional[str] = None) -> Optional[str]:
+def redact(text: str | None, extra_regex: str | None = None) -> str | None:
     """Mask secrets (``password=...``, ``'password' 'x'`` in OPTIONS, user regex)."""
     if text is None:
         return None
@@ -148,8 +149,10 @@ def redact(text: Optional[str], extra_regex: Optional[str] = None) -> Optional[s
     return out
 
 
-def extract(facts: QueryFacts, options: Options = Options(), want_reads: bool = True) -> Outcome:
+def extract(facts: QueryFacts, options: Options | None = None,
+            want_reads: bool = True) -> Outcome:
     """Classify one callback and extract its lineage (see the module docstring)."""
+    options = options or Options()
     base = dict(func_name=facts.func_name, qe_id=facts.qe_id, execution_id=facts.execution_id,
                 root_execution_id=facts.root_execution_id, command_class=facts.root_class)
     if not facts.succeeded:
@@ -198,7 +201,7 @@ def _ignored_nothing_written(facts: QueryFacts) -> bool:
 
 # -- inputs ------------------------------------------------------------------------
 
-def _leaf_names(leaf: LeafFacts, options: Options) -> List[str]:
+def _leaf_names(leaf: LeafFacts, options: Options) -> list[str]:
     kind = simple_name(leaf.cls)
     if kind in _NOT_DATASETS:
         return []
@@ -208,7 +211,7 @@ def _leaf_names(leaf: LeafFacts, options: Options) -> List[str]:
     if leaf.jdbc_url and leaf.jdbc_table:
         return [naming.jdbc_name(leaf.jdbc_url, leaf.jdbc_table)]
     if leaf.paths:
-        names: List[str] = []
+        names: list[str] = []
         for p in leaf.paths:
             n = naming.path_name(p, options.normalize_s3, options.trim_partition_dirs)
             if n not in names:
@@ -218,18 +221,18 @@ def _leaf_names(leaf: LeafFacts, options: Options) -> List[str]:
     return []
 
 
-def _inputs(facts: QueryFacts, options: Options) -> Tuple[Tuple[InputLineage, ...], bool]:
+def _inputs(facts: QueryFacts, options: Options) -> tuple[tuple[InputLineage, ...], bool]:
     """(inputs in first-seen order with the columns each is read for, columns known)."""
-    refs: Optional[Set[int]] = None
+    refs: set[int] | None = None
     if facts.plan:
         try:
             refs = PlanIndex(facts.plan).referenced_ids()
         except Exception as exc:  # a plan shape the index does not know: columns unknown
             logger.debug("columns unknown: %s", exc)
-    order: List[str] = []
-    columns: Dict[str, Set[str]] = {}
-    schema_order: Dict[str, List[str]] = {}
-    metrics: Dict[str, Dict[str, float]] = {}
+    order: list[str] = []
+    columns: dict[str, set[str]] = {}
+    schema_order: dict[str, list[str]] = {}
+    metrics: dict[str, dict[str, float]] = {}
     for leaf in facts.leaves:
         names = _leaf_names(leaf, options)
         user_cols = [a for a in leaf.output
@@ -250,7 +253,7 @@ def _inputs(facts: QueryFacts, options: Options) -> Tuple[Tuple[InputLineage, ..
                 metrics[name][k] = metrics[name].get(k, 0) + v
     result = []
     for name in order:
-        cols: Optional[Tuple[str, ...]] = None
+        cols: tuple[str, ...] | None = None
         if refs is not None and not facts.partial:
             cols = tuple(c for c in schema_order[name] if c in columns[name])
         result.append(InputLineage(name=name, columns=cols, metrics=metrics.get(name, {})))
@@ -259,13 +262,14 @@ def _inputs(facts: QueryFacts, options: Options) -> Tuple[Tuple[InputLineage, ..
 
 # -- output ------------------------------------------------------------------------
 
-def _fields(struct: Optional[Dict[str, Any]]) -> List[Tuple[str, str]]:
+def _fields(struct: dict[str, Any] | None) -> list[tuple[str, str]]:
     if not struct:
         return []
     return [(str(f.get("name")), type_name(f.get("type"))) for f in struct.get("fields", ())]
 
 
-def _partition_last(fields: List[Tuple[str, str]], partition: Sequence[str]) -> List[Tuple[str, str]]:
+def _partition_last(fields: list[tuple[str, str]],
+                    partition: Sequence[str]) -> list[tuple[str, str]]:
     lowered = [p.lower() for p in partition]
     data = [f for f in fields if f[0].lower() not in lowered]
     parts = sorted((f for f in fields if f[0].lower() in lowered),
@@ -273,7 +277,7 @@ def _partition_last(fields: List[Tuple[str, str]], partition: Sequence[str]) -> 
     return data + parts
 
 
-def _output(cmd: CommandFacts, rule: WriteRule, options: Options) -> Optional[OutputLineage]:
+def _output(cmd: CommandFacts, rule: WriteRule, options: Options) -> OutputLineage | None:
     target = rule.target
     if target == "auto":
         if cmd.table is not None:
@@ -309,15 +313,15 @@ _METRIC_NAMES = {
 }
 
 
-def write_metrics(facts: QueryFacts) -> Dict[str, float]:
-    out: Dict[str, float] = {}
+def write_metrics(facts: QueryFacts) -> dict[str, float]:
+    out: dict[str, float] = {}
     for spark_name, metric_type in _METRIC_NAMES.items():
         if spark_name in facts.write_metrics:
             out[metric_type] = float(facts.write_metrics[spark_name])
     return out
 
 
-def writer_call(description: Optional[str]) -> Optional[str]:
+def writer_call(description: str | None) -> str | None:
     """``saveAsTable at NativeMethodAccessorImpl.java:0`` -> ``saveAsTable`` (else None:
     a description the user set with ``setJobDescription`` says nothing about the call)."""
     if description:
@@ -327,8 +331,8 @@ def writer_call(description: Optional[str]) -> Optional[str]:
     return None
 
 
-def describe_write(name: str, call: Optional[str], mode: Optional[str], root_class: str,
-                   options: Options, fmt: Optional[str] = None) -> str:
+def describe_write(name: str, call: str | None, mode: str | None, root_class: str,
+                   options: Options, fmt: str | None = None) -> str:
     """``DataFrameWriter.parquet(file:/tmp/x) mode=overwrite`` (or the command class);
     ``format=orc`` is added when the call does not say it (``save``, ``insertInto``...)."""
     suffix = f" mode={mode.lower()}" if mode else ""
@@ -351,7 +355,7 @@ def _describe(facts: QueryFacts, out: OutputLineage, options: Options) -> str:
                           options, cmd.provider if cmd else None)
 
 
-def _write_lineage(facts: QueryFacts, rule: WriteRule, options: Options) -> Optional[WriteLineage]:
+def _write_lineage(facts: QueryFacts, rule: WriteRule, options: Options) -> WriteLineage | None:
     if facts.command is None:
         return None
     out = _output(facts.command, rule, options)
@@ -365,4 +369,3 @@ def _write_lineage(facts: QueryFacts, rule: WriteRule, options: Options) -> Opti
                         metrics=metrics, partial=facts.partial)
 
 
-HandlerLookup = Callable[[str], Optional[WriteRule]]

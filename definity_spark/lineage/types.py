@@ -8,7 +8,8 @@ struct, UDT): the upper-cased ``simpleString`` (``ARRAY<STRING>``,
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 # JSON name -> Spark's simpleString, for atomic types whose two spellings differ
 _SIMPLE = {
@@ -48,6 +49,6 @@ def simple_string(json_type: Any) -> str:
     return str(kind)
 
 
-def schema_fields(struct_json: Mapping[str, Any]) -> List[Tuple[str, str]]:
+def schema_fields(struct_json: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(column, TYPE) for every top-level field of a ``StructType`` JSON, in order."""
     return [(str(f.get("name")), type_name(f.get("type"))) for f in struct_json.get("fields", ())]

@@ -15,7 +15,7 @@ import json
 import logging
 import re
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from definity_spark.lineage.facts import Attr, CommandFacts, LeafFacts, QueryFacts
 from definity_spark.lineage.plan import build, simple_name
@@ -26,6 +26,7 @@ logger = logging.getLogger("definity_spark.spark")
 _METRIC = re.compile(r"(\w+) -> SQLMetric\(id: (\d+), name: .*?, value: (-?[\d.]+)\)")
 _PLAN_METRIC_ID = re.compile(r"SQLPlanMetric\([^()]*?,(\d+),\w+\)")
 _STATUS_SCAN = 32  # newest executions searched in the SQL status store
+MIN_LEAVES = 64  # leaves read whatever the time budget says
 _ROWS = re.compile(r"numOutputRows -> SQLMetric\(id: (\d+), name: .*?, value: (-?[\d.]+)\)")
 _ROW_PRESERVING = frozenset({
     "ProjectExec", "WholeStageCodegenExec", "InputAdapter", "ColumnarToRowExec",
@@ -40,7 +41,7 @@ _V2_WRITES = frozenset({"AppendData", "OverwriteByExpression", "OverwritePartiti
 ROWS_OF_NESTED_READS = frozenset({"foreachPartition"})
 
 
-def option_str(opt: Any) -> Optional[str]:
+def option_str(opt: Any) -> str | None:
     """A Scala ``Option[String]`` in one round trip (``Some(x)`` / ``None``)."""
     s = str(opt.toString())
     if s.startswith("Some(") and s.endswith(")"):
@@ -48,7 +49,7 @@ def option_str(opt: Any) -> Optional[str]:
     return None
 
 
-def _table_from_json(ct: Any) -> Optional[Tuple[Optional[str], Tuple[str, ...], str]]:
+def _table_from_json(ct: Any) -> tuple[str | None, tuple[str, ...], str] | None:
     """(catalog, (database,), table) from a JSON ``CatalogTable`` / ``TableIdentifier``."""
     if not isinstance(ct, dict):
         return None
@@ -59,8 +60,8 @@ def _table_from_json(ct: Any) -> Optional[Tuple[Optional[str], Tuple[str, ...], 
     return (ident.get("catalog"), (db,) if db else (), str(ident["table"]))
 
 
-def _attrs(value: Any) -> List[Attr]:
-    out: List[Attr] = []
+def _attrs(value: Any) -> list[Attr]:
+    out: list[Attr] = []
     for tree in value or ():
         if isinstance(tree, list) and tree and isinstance(tree[0], dict):
             d = tree[0]
@@ -83,11 +84,11 @@ class FactReader:
         self.budget_ms = budget_ms
         self.max_plan_nodes = max_plan_nodes
         self._status_store = None
-        self._version: Optional[str] = None
-        self._has_query_id: Optional[bool] = None
+        self._version: str | None = None
+        self._has_query_id: bool | None = None
 
     # -- entry point -----------------------------------------------------------------
-    def read(self, func_name: str, qe: Any, duration_ns: Optional[int],
+    def read(self, func_name: str, qe: Any, duration_ns: int | None,
              exception: Any) -> QueryFacts:
         started = time.monotonic()
         facts = QueryFacts(func_name=func_name, succeeded=exception is None,
@@ -109,7 +110,7 @@ class FactReader:
                     # Spark 4 CTAS: the command's own origin is empty, its query's is not
                     with _quiet():
                         facts.sql_text = option_str(plan.query().origin().sqlText())
-            acc_ids: List[int] = []
+            acc_ids: list[int] = []
             if root in WRITE_COMMANDS:
                 facts.command = self._command(root, plan, facts.plan[0], facts)
                 if facts.succeeded:
@@ -133,7 +134,7 @@ class FactReader:
             logger.debug("plan read failed: %s", facts.read_error)
         return facts
 
-    def version(self) -> Optional[str]:
+    def version(self) -> str | None:
         if self._version is None:
             try:
                 self._version = str(self._jsession.version())
@@ -154,9 +155,10 @@ class FactReader:
         if int(head.get("num-children", 0) or 0) == 0 and root in WRITE_COMMANDS:
             roots = [plan.query()] if isinstance(head.get("query"), list) else []
         seen_budget = self.budget_ms / 1000.0
+        started = time.monotonic()  # budget of the leaf reads
         # the main tree's leaves in pre-order are exactly collectLeaves(): reuse their JSON
         # instead of one toJSON round trip per leaf
-        main_json: List[Dict[str, Any]] = []
+        main_json: list[dict[str, Any]] = []
         if roots and roots[0] is plan and facts.plan:
             main_json = [n.fields for n in build(facts.plan).walk() if not n.children]
         for r in roots:
@@ -169,7 +171,10 @@ class FactReader:
                 if len(known) != n:
                     known = []
                 for i in range(n):
-                    if time.monotonic() - started > seen_budget:
+                    # the budget bounds the per-leaf reads of huge plans, not a cold JVM's
+                    # first toJSON: the first MIN_LEAVES leaves are always read
+                    if len(facts.leaves) >= MIN_LEAVES and \
+                            time.monotonic() - started > seen_budget:
                         facts.partial = True
                         logger.debug("extraction budget exhausted after %d leaves",
                                      len(facts.leaves))
@@ -177,7 +182,7 @@ class FactReader:
                     facts.leaves.append(self._leaf(leaves.apply(i),
                                                    known[i] if known else None))
 
-    def _leaf(self, leaf: Any, d: Optional[Dict[str, Any]] = None) -> LeafFacts:
+    def _leaf(self, leaf: Any, d: dict[str, Any] | None = None) -> LeafFacts:
         if d is None:
             d = json.loads(leaf.toJSON())[0]
         cls = str(d.get("class"))
@@ -225,7 +230,8 @@ class FactReader:
             target.relation_cls = tcls
 
     # -- the write command ---------------------------------------------------------------
-    def _command(self, name: str, cmd: Any, head: Dict[str, Any], facts: QueryFacts) -> CommandFacts:
+    def _command(self, name: str, cmd: Any, head: dict[str, Any],
+                 facts: QueryFacts) -> CommandFacts:
         c = CommandFacts(cls=str(head.get("class")))
         if name == "InsertIntoHadoopFsRelationCommand":
             c.output_path = str(cmd.outputPath().toString())
@@ -299,7 +305,7 @@ class FactReader:
         return c
 
     # -- metrics and execution ids ----------------------------------------------------------
-    def _write_metrics(self, qe: Any) -> Tuple[Dict[str, float], List[int]]:
+    def _write_metrics(self, qe: Any) -> tuple[dict[str, float], list[int]]:
         """Metrics of the executed write node (under AQE: unwrap the adaptive plan)."""
         node = qe.executedPlan()
         for _ in range(6):
@@ -312,8 +318,8 @@ class FactReader:
                 node = node.commandPhysicalPlan()
             else:
                 break
-        metrics: Dict[str, float] = {}
-        ids: List[int] = []
+        metrics: dict[str, float] = {}
+        ids: list[int] = []
         for m in _METRIC.finditer(str(node.metrics().toString())):
             metrics[m.group(1)] = float(m.group(3))
             ids.append(int(m.group(2)))
@@ -329,7 +335,7 @@ class FactReader:
         return metrics, ids
 
     @staticmethod
-    def _iceberg_snapshot(cmd: Any) -> Dict[str, float]:
+    def _iceberg_snapshot(cmd: Any) -> dict[str, float]:
         """Iceberg row-level writes (MERGE/UPDATE/DELETE) report no Spark metric: the
         snapshot the write committed says what it wrote (summary ``added-*``)."""
         table = cmd.table().table()  # DataSourceV2Relation -> SparkTable
@@ -352,7 +358,7 @@ class FactReader:
         out["numFiles"] = num("added-data-files", "added-delete-files")
         return out
 
-    def _rows_below(self, node: Any) -> Tuple[Optional[float], int]:
+    def _rows_below(self, node: Any) -> tuple[float | None, int]:
         """numOutputRows of the first node, going down through row-preserving nodes
         (projections, exchanges, sorts, codegen and AQE wrappers), that has one."""
         for _ in range(12):
@@ -378,7 +384,7 @@ class FactReader:
             self._status_store = self._jsession.sharedState().statusStore()
         return self._status_store
 
-    def _execution_ids(self, qe: Any, facts: QueryFacts, acc_ids: List[int]) -> None:
+    def _execution_ids(self, qe: Any, facts: QueryFacts, acc_ids: list[int]) -> None:
         """SQL execution id + root execution id: pairs nested executions exactly.
 
         Spark 4: ``qe.queryId()`` equals the status store's ``queryId``. Spark 3.5: the

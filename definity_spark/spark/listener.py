@@ -18,7 +18,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple
 
 from definity_spark._internal import contained
 
@@ -32,7 +32,7 @@ class Callback(NamedTuple):
 
     func_name: str
     qe: Any  # py4j JavaObject of the QueryExecution
-    duration_ns: Optional[int]
+    duration_ns: int | None
     exception: Any  # py4j JavaObject of the Throwable (failures), else None
     received: float  # time.monotonic() at arrival
 
@@ -45,7 +45,7 @@ class PyQueryExecutionListener:
     callback is dropped and counted (``dropped``).
     """
 
-    def __init__(self, handoff: queue.Queue, on_first_call: Optional[Callable[[], None]] = None):
+    def __init__(self, handoff: queue.Queue, on_first_call: Callable[[], None] | None = None):
         self.handoff = handoff
         self.dropped = 0
         self.received = 0
@@ -151,7 +151,7 @@ class _Registration(NamedTuple):
     owner: object
 
 
-_registry: Dict[int, _Registration] = {}
+_registry: dict[int, _Registration] = {}
 _registry_lock = threading.Lock()
 
 
@@ -192,7 +192,7 @@ def unregister(gateway: Any, jsession: Any, owner: object) -> bool:
     return True
 
 
-def registered_owner(gateway: Any, jsession: Any) -> Optional[object]:
+def registered_owner(gateway: Any, jsession: Any) -> object | None:
     with _registry_lock:
         reg = _registry.get(session_key(gateway, jsession))
         return reg.owner if reg else None

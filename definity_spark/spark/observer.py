@@ -13,7 +13,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable
 
 from definity_spark._internal import contained
 from definity_spark.lineage.nesting import NestedWrites
@@ -66,17 +66,17 @@ class SessionObserver:
             max_plan_nodes=int(_setting(settings, "max_plan_nodes", DEFAULT_MAX_PLAN_NODES)))
         self._nesting = NestedWrites()
         self._want_reads = callable(getattr(sink, "on_read", None))
-        self._worker: Optional[threading.Thread] = None
+        self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._in_flight = 0  # callbacks taken by the worker and not finished yet
         self._registered = False
         self._stopping = False
-        self.stats: Dict[str, int] = {"writes": 0, "failed_queries": 0, "reads": 0,
+        self.stats: dict[str, int] = {"writes": 0, "failed_queries": 0, "reads": 0,
                                       "ignored": 0, "extraction_errors": 0, "partial": 0}
         self.extraction_ms: list = []  # time of the last extractions (bounded)
         # test/recording hook: called with every QueryFacts read (tests/fixtures)
-        self.on_facts: Optional[Callable[[Any], None]] = None
+        self.on_facts: Callable[[Any], None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> bool:
