@@ -157,6 +157,8 @@ def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
         metrics["duration_ms"] = lin.metrics["duration_ms"]  # the whole logical write
     for k, v in lin.metrics.items():
         metrics.setdefault(k, v)
+    if "cnt" not in metrics and nested_rows:
+        metrics["cnt"] = float(sum(nested_rows))  # V2 CTAS over a V1-fallback (JDBC) write
     inputs = lin.inputs
     if not inputs:
         for o in inner_writes:

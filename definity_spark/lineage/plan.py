@@ -149,7 +149,13 @@ class PlanIndex:
             if any(k in jt for k in _LEFT_ONLY_JOINS):
                 return self._child_output(node, 0)
             return self._child_output(node, 0) + self._child_output(node, 1)
-        if name in ("Union", "Intersect", "Except", "WithCTE"):
+        if name == "WithCTE":
+            # children: plan +: cteDefs (Spark 3.5) or cteDefs :+ plan (Spark 4)
+            for child in node.children:
+                if child.name != "CTERelationDef":
+                    return self.output(child)
+            return []
+        if name in ("Union", "Intersect", "Except"):
             return self._child_output(node, 0)
         out: list[int] = []
         for i in range(len(node.children)):

@@ -293,7 +293,10 @@ def _output(cmd: CommandFacts, rule: WriteRule, options: Options) -> OutputLinea
         if cmd.table is None:
             return None
         catalog, namespace, table = cmd.table
-        schema = _fields(cmd.table_schema) or query_fields
+        # a catalog table reads back with its partition columns last (Spark 4's
+        # SaveAsV1TableCommand carries the schema in DataFrame order)
+        schema = _partition_last(_fields(cmd.table_schema), cmd.partition_columns) \
+            or query_fields
         schema = [f for f in schema if f[0] not in METADATA_COLUMNS]
         return OutputLineage(naming.table_name(catalog, namespace, table), "table", tuple(schema))
     if target == "jdbc":

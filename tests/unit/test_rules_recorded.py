@@ -191,3 +191,15 @@ class TestIcebergRecorded:
     def test_read_iceberg_columns(self):
         (w,) = writes(ICEBERG, "iceberg_read")
         assert inputs(w) == {"ice.db.events": ("id", "kind")}
+
+
+def test_ctas_with_cte(v):
+    (w,) = writes(v, "ctas_cte")
+    # Spark 3.5 puts the plan first under WithCTE, Spark 4 last
+    assert inputs(w) == {"default.t2": ("grp", "amount"), "default.t1": ("id", "name")}
+
+
+def test_save_as_table_partition_column_last(v):
+    (w,) = writes(v, "save_as_table_partitioned")
+    assert w.output.name == "default.t_part"
+    assert w.output.schema == (("id", "LONG"), ("grp", "LONG"))
