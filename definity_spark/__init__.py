@@ -38,8 +38,10 @@ _stop_hook_installed = False
 class _Runtime:
     """Everything the plugin holds for one Spark application (one task)."""
 
-    def __init__(self, app_key: str, settings: Any, delivery: Any, reporter: Any) -> None:
-        self.app_key = app_key
+    def __init__(self, key: str, app_id: str, settings: Any, delivery: Any,
+                 reporter: Any) -> None:
+        self.key = key  # the application id, or application + session (Databricks notebooks)
+        self.app_id = app_id
         self.settings = settings
         self.delivery = delivery
         self.reporter = reporter
@@ -62,7 +64,7 @@ class _Runtime:
             if self.ended:
                 return
             self.ended = True
-            _runtimes.pop(self.app_key, None)
+            _runtimes.pop(self.key, None)
         deadline = time.monotonic() + max(0.0, timeout)
         for observer in list(self.observers.values()):
             with contained("observer.stop"):
@@ -132,10 +134,12 @@ def deactivate(spark: Any = None, timeout: Optional[float] = None) -> None:
     """Flush, end the task of the session's application and detach. Never raises."""
     with contained("deactivate"):
         session = spark if spark is not None else _active_session()
-        key = _app_key(session) if session is not None else None
         with _lock:
-            runtimes = [_runtimes[key]] if key in _runtimes else (
-                [] if session is not None else list(_runtimes.values()))
+            if session is None:
+                runtimes = list(_runtimes.values())
+            else:
+                keys = (_app_key(session), _session_key(session))
+                runtimes = [_runtimes[k] for k in keys if k in _runtimes]
         for runtime in runtimes:
             runtime.end(timeout if timeout is not None else runtime.settings.flush_timeout)
 
@@ -169,7 +173,7 @@ def _activate(spark: Any, overrides: Mapping[str, Any], require_enabled: bool) -
     if _shared_access_mode(conf):
         return None
 
-    key = _app_key(session)
+    key = _runtime_key(session, conf)
     with _lock:
         runtime = _runtimes.get(key)
         if runtime is None:
@@ -206,7 +210,7 @@ def _new_runtime(key: str, session: Any, settings: Any, conf: Mapping[str, str])
         env=settings.env_name, app_pit=settings.pipeline_pit, tags=tags,
     )
     reporter.start()
-    return _Runtime(key, settings, delivery, reporter)
+    return _Runtime(key, _app_key(session), settings, delivery, reporter)
 
 
 def _derived_names(conf: Mapping[str, str], session: Any = None) -> Dict[str, Any]:
@@ -230,9 +234,7 @@ def _shared_access_mode(conf: Mapping[str, str]) -> bool:
         except ImportError:
             return False
         if databricks.is_shared_access_mode(conf):
-            log.warning("definity-spark: this Databricks cluster runs in shared access mode, "
-                        "where py4j callbacks are not available; the plugin stays off "
-                        "(use a single-user cluster, see docs/databricks.md)")
+            databricks.explain_shared_mode_once(log)
             return True
     return False
 
@@ -257,6 +259,23 @@ def _spark_conf(session: Any) -> Dict[str, str]:
 
 def _app_key(session: Any) -> str:
     return str(session.sparkContext.applicationId)
+
+
+def _session_key(session: Any) -> str:
+    return f"{_app_key(session)}#session-{_session_identity(session)}"
+
+
+def _runtime_key(session: Any, conf: Mapping[str, str]) -> str:
+    """What one task covers: the application, or one notebook session on a Databricks
+    all-purpose cluster (many notebooks share one SparkContext there)."""
+    with contained("task_scope"):
+        from definity_spark import databricks
+
+        if databricks.is_databricks(conf):
+            local = databricks.read_properties(session)
+            if databricks.task_scope(conf, local, os.environ) == "session":
+                return _session_key(session)
+    return _app_key(session)
 
 
 def _session_identity(session: Any) -> int:
@@ -291,9 +310,10 @@ def _install_exit_hooks() -> None:
 
         def stop(self: Any, *args: Any, **kwargs: Any) -> Any:
             with contained("sparkcontext.stop"):
-                key = str(self.applicationId) if getattr(self, "_jsc", None) else None
-                runtime = _runtimes.get(key) if key else None
-                if runtime is not None:
+                app_id = str(self.applicationId) if getattr(self, "_jsc", None) else None
+                with _lock:
+                    ending = [r for r in _runtimes.values() if r.app_id == app_id]
+                for runtime in ending:  # every task of this application (all sessions)
                     runtime.end(runtime.settings.flush_timeout)
             return original_stop(self, *args, **kwargs)
 
