@@ -49,6 +49,18 @@ def option_str(opt: Any) -> str | None:
     return None
 
 
+def string_seq(value: Any) -> list[str]:
+    """A ``Seq[String]`` as ``toJSON`` writes it: a list, or one string ``"[a, b]"``."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        inner = value.strip()
+        if inner.startswith("[") and inner.endswith("]"):
+            inner = inner[1:-1]
+        return [p.strip() for p in inner.split(",") if p.strip()]
+    return [str(x) for x in value]
+
+
 def _table_from_json(ct: Any) -> tuple[str | None, tuple[str, ...], str] | None:
     """(catalog, (database,), table) from a JSON ``CatalogTable`` / ``TableIdentifier``."""
     if not isinstance(ct, dict):
@@ -250,7 +262,7 @@ class FactReader:
             c.table = _table_from_json(ct)
             if isinstance(ct, dict):
                 c.table_schema = ct.get("schema")
-                c.partition_columns = [str(x) for x in ct.get("partitionColumnNames") or ()]
+                c.partition_columns = string_seq(ct.get("partitionColumnNames"))
             if name != "InsertIntoHiveTable":
                 with _quiet():
                     c.mode = str(cmd.mode().toString())
