@@ -63,11 +63,16 @@ class NestedWrites:
         return released + self._hold_or_return(self._feed(outcome))
 
     def _claims_held(self, outcome: Outcome) -> bool:
+        if outcome.kind == FAILED and outcome.wrapper and outcome.execution_id is None:
+            # Spark 3.5 failed CTAS: the failed nested insert, then the failed outer
+            # command: one failed logical write
+            return all(h.kind == FAILED and (outcome.qe_id is None or h.qe_id is None
+                                             or h.qe_id > outcome.qe_id) for h in self._held)
         if not (outcome.wrapper and outcome.execution_id is None and outcome.kind == WRITE
                 and outcome.lineage is not None):
             return False
         for h in self._held:
-            if h.lineage is None or (outcome.qe_id is not None and h.qe_id is not None
+            if h.kind != WRITE or h.lineage is None or (outcome.qe_id is not None and h.qe_id is not None
                                      and h.qe_id < outcome.qe_id):
                 return False
             if h.lineage.output.name != outcome.lineage.output.name:
@@ -77,7 +82,7 @@ class NestedWrites:
     def _hold_or_return(self, finals: list[Outcome]) -> list[Outcome]:
         out: list[Outcome] = []
         for o in finals:
-            if o.kind == WRITE and o.execution_id is None and o.qe_id is not None:
+            if o.kind in (WRITE, FAILED) and o.execution_id is None and o.qe_id is not None:
                 self._held.append(o)
             else:
                 out.append(o)

@@ -59,3 +59,18 @@ def test_nested_rows_of_a_jdbc_write():
     assert n.feed(rows) == []
     (final,) = n.feed(write("sqlite:/x/t", 7, ex=1, root=1, wrapper=True))
     assert final.lineage.metrics["cnt"] == 10
+
+
+def test_spark35_failed_ctas_counts_once():
+    n = NestedWrites()
+    inner = Outcome(FAILED, error="boom", qe_id=12, wrapper=False)
+    outer = Outcome(FAILED, error="boom", qe_id=10, wrapper=True)
+    assert n.feed(inner) == []
+    out = n.feed(outer) + n.release_held()
+    assert [(o.kind, o.qe_id) for o in out] == [(FAILED, 10)]
+
+
+def test_plain_failure_is_released():
+    n = NestedWrites()
+    assert n.feed(Outcome(FAILED, error="x", qe_id=3)) == []
+    assert [o.kind for o in n.release_held()] == [FAILED]
