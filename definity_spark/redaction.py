@@ -48,10 +48,12 @@ DEFAULT_REGEX = r"(?i)secret|password|token|access[.]?key"
 
 # Credential names that Spark's default regex does not catch but that always carry a
 # secret in URLs and options: ODBC/JDBC ``PWD``, Azure SAS ``sig``, AWS presigned URLs,
-# Azure storage account keys, private keys.
+# ``access_key`` (Spark's ``access[.]?key`` misses the underscore), Azure storage account
+# keys, private keys.
 ALWAYS_REDACTED_NAMES = (
     r"(?i)^(?:pwd|passwd|pass|sig|signature|x-amz-signature|x-amz-credential|apikey|"
-    r"api[-_.]?key|auth|authorization|credentials?)$|account[.]?key|private[-_.]?key"
+    r"api[-_.]?key|auth|authorization|credentials?)$|access[-_]key|account[-_.]?key|"
+    r"private[-_.]?key"
 )
 
 # Free-text search for known secrets below this length would shred ordinary text.

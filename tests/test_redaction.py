@@ -40,7 +40,8 @@ def test_default_regex_is_sparks_default() -> None:
     "password", "PASSWORD", "db.password", "spark.hadoop.fs.s3a.secret.key", "secret",
     "token", "auth_token", "fs.s3a.access.key", "accesskey", "AccessKey", "pwd", "PWD",
     "passwd", "sig", "fs.azure.account.key.acct.blob.core.windows.net", "`password`",
-    "'password'", '"password"', "x-amz-signature", "apikey", "api_key",
+    "'password'", '"password"', "x-amz-signature", "apikey", "api_key", "access_key",
+    "aws_access_key_id", "account_key", "private_key",
 ])
 def test_sensitive_names(name: str) -> None:
     assert is_sensitive_name(name)
@@ -80,6 +81,7 @@ def test_custom_regex_is_used() -> None:
      ["user=bob", "&db=d"]),
     (f"https://h/api?access_token={SECRET}", ["https://h/api?access_token="]),
     (f"https://h/api?a=1&accessKey={SECRET}#frag", ["?a=1&accessKey=", "#frag"]),
+    (f"https://h/api?access_key={SECRET}&x=1", ["https://h/api?access_key=", "&x=1"]),
     # ;params (SQL Server, Redshift), pwd=
     (f"jdbc:sqlserver://h:1433;databaseName=db;user=bob;password={SECRET};encrypt=true",
      ["databaseName=db;user=bob;password=", ";encrypt=true"]),
