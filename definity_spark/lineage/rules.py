@@ -139,7 +139,13 @@ def redact(text: str | None, extra_regex: str | None = None) -> str | None:
     """Mask secrets (``password=...``, ``'password' 'x'`` in OPTIONS, user regex)."""
     if text is None:
         return None
-    out = _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    # First the shared redaction (definity_spark.redaction: URL credentials, values of
+    # sensitive option / parameter names, SQL literals after them, with the configured
+    # regex for names), on the original text: the passes below may split a literal.
+    from definity_spark.redaction import redact_string
+
+    out = redact_string(text, extra_regex or None) or text
+    out = _SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", out)
     out = re.sub(r"(?i)(//[^/:@\s]+:)[^@/\s]+@", r"\1" + REDACTED + "@", out)
     if extra_regex:
         try:
