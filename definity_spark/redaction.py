@@ -341,12 +341,21 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+# The plugin's loggers. A filter on a logger does not see its children's records, so each
+# gets the filter, including the ones whose module is not imported yet (getLogger creates
+# the logger object the module will get later).
+PLUGIN_LOGGERS = ("collector", "databricks", "delivery", "lineage", "settings", "spark",
+                  "task", "autoload", "cli")
+
+
 def install_log_filter(regex: PatternLike = None, secrets: Sequence[str | None] = (),
                        root: str = "definity_spark") -> RedactingFilter:
-    """Attach one ``RedactingFilter`` to ``root`` and every existing ``root.*`` logger."""
+    """Attach one ``RedactingFilter`` to ``root``, to the plugin's known child loggers
+    (``PLUGIN_LOGGERS``, created if needed) and to every other existing ``root.*`` logger."""
     flt = RedactingFilter(regex, secrets)
-    names = [root] + [n for n in list(logging.Logger.manager.loggerDict)
-                      if n.startswith(root + ".")]
+    names = [root] + [f"{root}.{child}" for child in PLUGIN_LOGGERS]
+    names += [n for n in list(logging.Logger.manager.loggerDict)
+              if n.startswith(root + ".") and n not in names]
     for name in names:
         logger = logging.getLogger(name)
         for old in [f for f in logger.filters if isinstance(f, RedactingFilter)]:

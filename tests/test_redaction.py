@@ -313,3 +313,20 @@ def test_redacting_filter_never_raises() -> None:
     record = logging.LogRecord("definity_spark", logging.INFO, __file__, 1,
                                "bad %d format", ("not-a-number",), None)
     assert flt.filter(record) is True
+
+
+def test_log_filter_covers_loggers_created_later(caplog: pytest.LogCaptureFixture) -> None:
+    """The delivery module may be imported after activate() installed the filter."""
+    import definity_spark.redaction as red
+
+    token = "tkn-later-1234567"
+    flt = install_log_filter(None, [token])
+    try:
+        assert "delivery" in red.PLUGIN_LOGGERS
+        later = logging.getLogger("definity_spark.delivery")  # the object modules get
+        with caplog.at_level(logging.DEBUG, logger="definity_spark"):
+            later.warning("sent with %s", token)
+        assert token not in caplog.text and "sent with" in caplog.text
+    finally:
+        for name in ["definity_spark"] + [f"definity_spark.{c}" for c in red.PLUGIN_LOGGERS]:
+            logging.getLogger(name).removeFilter(flt)
