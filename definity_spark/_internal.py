@@ -18,8 +18,10 @@ import threading
 import time
 from typing import Dict, Iterator, Tuple
 
+# No NullHandler on purpose: when the host configured no logging at all, Python's
+# last-resort handler shows our WARNING/ERROR lines (e.g. "the Definity server rejected
+# the token") on stderr; when it did, they follow the host's configuration. Never stdout.
 logger = logging.getLogger("definity_spark")
-logger.addHandler(logging.NullHandler())
 
 _strict = os.environ.get("DEFINITY_STRICT", "").lower() in ("1", "true", "yes")
 _lock = threading.Lock()

@@ -43,7 +43,9 @@ def _make_venv(root: Path, python: str, with_hook: bool) -> Path:
     # Same path entry in both: the checkout (how an editable install exposes the package).
     (site_dir / "_definity_path.pth").write_text(str(REPO) + "\n")
     if with_hook:
-        shutil.copy(REPO / "definity_spark.pth", site_dir / "definity_spark.pth")
+        boot = REPO / "definity_spark" / "_boot"  # what the wheel puts into site-packages
+        shutil.copy(boot / "definity_spark.pth", site_dir / "definity_spark.pth")
+        shutil.copy(boot / "_definity_spark_boot.py", site_dir / "_definity_spark_boot.py")
     return root / "bin" / "python"
 
 
