@@ -20,9 +20,10 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
-from definity_spark._internal import contained, configure_logging
+from definity_spark._internal import configure_logging, contained
 
 __version__ = "0.1.0"
 __all__ = ["activate", "deactivate", "autoattach", "Handle", "__version__"]
@@ -30,7 +31,7 @@ __all__ = ["activate", "deactivate", "autoattach", "Handle", "__version__"]
 log = logging.getLogger("definity_spark")
 
 _lock = threading.RLock()
-_runtimes: Dict[str, "_Runtime"] = {}  # key: Spark application id
+_runtimes: dict[str, _Runtime] = {}  # key: Spark application id
 _atexit_registered = False
 _stop_hook_installed = False
 
@@ -45,7 +46,7 @@ class _Runtime:
         self.settings = settings
         self.delivery = delivery
         self.reporter = reporter
-        self.observers: Dict[int, Any] = {}  # JVM session identity -> SessionObserver
+        self.observers: dict[int, Any] = {}  # JVM session identity -> SessionObserver
         self.ended = False
 
     def flush(self, timeout: float) -> bool:
@@ -95,7 +96,7 @@ class Handle:
     def settings(self) -> Any:
         return self._runtime.settings
 
-    def flush(self, timeout: Optional[float] = None) -> bool:
+    def flush(self, timeout: float | None = None) -> bool:
         """Wait until every query so far was extracted and its payloads delivered."""
         with contained("handle.flush"):
             if timeout is None:
@@ -103,7 +104,7 @@ class Handle:
             return self._runtime.flush(timeout)
         return False
 
-    def deactivate(self, timeout: Optional[float] = None) -> None:
+    def deactivate(self, timeout: float | None = None) -> None:
         deactivate(self._session, timeout=timeout)
 
     def __repr__(self) -> str:
@@ -111,7 +112,7 @@ class Handle:
 
 
 # --------------------------------------------------------------------------- public API
-def activate(spark: Any = None, **overrides: Any) -> Optional[Handle]:
+def activate(spark: Any = None, **overrides: Any) -> Handle | None:
     """Attach the plugin to a SparkSession (default: the active one); idempotent.
 
     Keyword arguments override any setting (``pipeline_name="..."``, ``pit="2025-09-01"``,
@@ -123,14 +124,14 @@ def activate(spark: Any = None, **overrides: Any) -> Optional[Handle]:
     return None
 
 
-def autoattach(spark: Any) -> Optional[Handle]:
+def autoattach(spark: Any) -> Handle | None:
     """Entry for the configuration hook: activates only when enabled by configuration."""
     with contained("autoattach"):
         return _activate(spark, {}, require_enabled=True)
     return None
 
 
-def deactivate(spark: Any = None, timeout: Optional[float] = None) -> None:
+def deactivate(spark: Any = None, timeout: float | None = None) -> None:
     """Flush, end the task of the session's application and detach. Never raises."""
     with contained("deactivate"):
         session = spark if spark is not None else _active_session()
@@ -144,14 +145,14 @@ def deactivate(spark: Any = None, timeout: Optional[float] = None) -> None:
             runtime.end(timeout if timeout is not None else runtime.settings.flush_timeout)
 
 
-def active_task_ids() -> List[str]:
+def active_task_ids() -> list[str]:
     """Task ids of the applications currently reporting (for doctor and tests)."""
     with _lock:
         return [str(r.reporter.task_id) for r in _runtimes.values()]
 
 
 # --------------------------------------------------------------------------- internals
-def _activate(spark: Any, overrides: Mapping[str, Any], require_enabled: bool) -> Optional[Handle]:
+def _activate(spark: Any, overrides: Mapping[str, Any], require_enabled: bool) -> Handle | None:
     from definity_spark import settings as settings_mod
 
     session = spark if spark is not None else _active_session()
@@ -213,7 +214,7 @@ def _new_runtime(key: str, session: Any, settings: Any, conf: Mapping[str, str])
     return _Runtime(key, _app_key(session), settings, delivery, reporter)
 
 
-def _derived_names(conf: Mapping[str, str], session: Any = None) -> Dict[str, Any]:
+def _derived_names(conf: Mapping[str, str], session: Any = None) -> dict[str, Any]:
     """Pipeline/task names and tags derived from the platform (Databricks job/notebook)."""
     with contained("derived_names"):
         try:
@@ -247,10 +248,10 @@ def _active_session() -> Any:
     return None
 
 
-def _spark_conf(session: Any) -> Dict[str, str]:
+def _spark_conf(session: Any) -> dict[str, str]:
     """The application's Spark conf (spark.definity.* plus names we derive from)."""
     jconf = session.sparkContext._jsc.sc().conf()
-    out: Dict[str, str] = {}
+    out: dict[str, str] = {}
     for entry in jconf.getAll():
         key, value = entry._1(), entry._2()
         out[str(key)] = str(value)
@@ -283,7 +284,7 @@ def _session_identity(session: Any) -> int:
     return int(jvm.java.lang.System.identityHashCode(session._jsparkSession))
 
 
-def _delivery_stats(delivery: Any) -> Dict[str, int]:
+def _delivery_stats(delivery: Any) -> dict[str, int]:
     with contained("delivery.stats"):
         return dict(delivery.stats())
     return {}

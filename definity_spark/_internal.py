@@ -16,7 +16,7 @@ import logging
 import os
 import threading
 import time
-from typing import Dict, Iterator, Tuple
+from collections.abc import Iterator
 
 # No NullHandler on purpose: when the host configured no logging at all, Python's
 # last-resort handler shows our WARNING/ERROR lines (e.g. "the Definity server rejected
@@ -26,7 +26,7 @@ logger = logging.getLogger("definity_spark")
 _strict = os.environ.get("DEFINITY_STRICT", "").lower() in ("1", "true", "yes")
 _lock = threading.Lock()
 # (what, exception type) -> (first seen, last logged, count)
-_seen: Dict[Tuple[str, str], Tuple[float, float, int]] = {}
+_seen: dict[tuple[str, str], tuple[float, float, int]] = {}
 RATE_LIMIT_SECONDS = 60.0
 
 
@@ -39,7 +39,7 @@ def is_strict() -> bool:
     return _strict
 
 
-def internal_error_counts() -> Dict[str, int]:
+def internal_error_counts() -> dict[str, int]:
     """How many internal errors of each kind were contained (for a task metric)."""
     with _lock:
         return {f"{what}:{exc}": n for (what, exc), (_, _, n) in _seen.items()}

@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import requests
 
@@ -36,15 +37,15 @@ _DELEGATED = {
 EXAMPLE_PIPELINE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "demo_pipeline.py"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="definity-spark", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    handlers: Dict[str, Any] = {}
+    handlers: dict[str, Any] = {}
     for name, module_name in _DELEGATED.items():
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:  # a room not installed: say so only if it is used
-            p = sub.add_parser(name, help=f"(unavailable: {exc})")
+            sub.add_parser(name, help=f"(unavailable: {exc})")
             handlers[name] = lambda args, exc=exc: _unavailable(exc)
             continue
         module.add_parser(sub)
@@ -211,9 +212,9 @@ def _spark_submit() -> str:
     return found
 
 
-def render_lineage_tree(tasks: List[Dict[str, Any]]) -> str:
+def render_lineage_tree(tasks: list[dict[str, Any]]) -> str:
     """A readable text tree: task -> transformation -> output <- inputs (columns)."""
-    lines: List[str] = []
+    lines: list[str] = []
     for task in tasks:
         lines.append(f"pipeline {task.get('app_name')!r}, task {task.get('task_name')!r} "
                      f"({task.get('task_id')}, {task.get('status')})")

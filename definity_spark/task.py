@@ -15,7 +15,8 @@ import logging
 import os
 import threading
 import uuid
-from typing import Any, Dict, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from definity_spark import wire
 from definity_spark._internal import contained
@@ -32,7 +33,7 @@ M_PARTIAL_TRANSFORMATIONS = "partial_transformations"
 M_DROPPED_EVENTS = "dropped_events"
 
 
-def new_task_id(app_id: Optional[str]) -> str:
+def new_task_id(app_id: str | None) -> str:
     """A task id unique across all tasks: the Spark application id plus a random part."""
     base = (app_id or "spark").replace(" ", "_")
     return f"{base}-{uuid.uuid4().hex[:12]}"
@@ -47,9 +48,9 @@ class TaskReporter:
         task_id: str,
         app_name: str,
         task_name: str,
-        env: Optional[str] = None,
-        app_pit: Optional[str] = None,
-        tags: Optional[Dict[str, str]] = None,
+        env: str | None = None,
+        app_pit: str | None = None,
+        tags: dict[str, str] | None = None,
     ) -> None:
         self.delivery = delivery
         self.task_id = task_id
@@ -65,7 +66,7 @@ class TaskReporter:
         self._failed_queries = 0
         self._read_actions = 0
         self._partial = 0
-        self._extra_task_metrics: Dict[str, float] = {}
+        self._extra_task_metrics: dict[str, float] = {}
         self.pid = os.getpid()
 
     # ----------------------------------------------------------------- lifecycle
@@ -144,10 +145,10 @@ class TaskReporter:
             self.delivery.submit(payload)
 
 
-def build_payloads(task_id: str, tf_id: int, lineage: WriteLineage) -> List[Any]:
+def build_payloads(task_id: str, tf_id: int, lineage: WriteLineage) -> list[Any]:
     """The three payloads of one transformation, in the order they are sent."""
     out = lineage.output
-    payloads: List[Any] = [
+    payloads: list[Any] = [
         wire.Transformation(
             task_id=task_id,
             tf_id=tf_id,
@@ -160,7 +161,7 @@ def build_payloads(task_id: str, tf_id: int, lineage: WriteLineage) -> List[Any]
             fields=list(out.schema),
         ),
     ]
-    metrics: List[wire.Metric] = [
+    metrics: list[wire.Metric] = [
         wire.Metric(asset_name=out.name, metric_type=name, value=_number(value))
         for name, value in lineage.metrics.items()
     ]

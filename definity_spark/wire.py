@@ -10,8 +10,9 @@ objects produce, and the local collector validates against the same contract.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Union
 
 TASK = "/log/task"
 TF = "/log/tf"
@@ -26,14 +27,14 @@ class TaskStart:
     app_name: str
     task_name: str
     task_type: str = "spark"
-    env: Optional[str] = None
-    app_pit: Optional[str] = None
-    tags: Optional[Mapping[str, str]] = None
+    env: str | None = None
+    app_pit: str | None = None
+    tags: Mapping[str, str] | None = None
 
     endpoint = TASK
 
-    def to_json(self) -> Dict[str, Any]:
-        body: Dict[str, Any] = {
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "task_id": str(self.task_id),
             "status": "start",
             "app_name": self.app_name,
@@ -55,7 +56,7 @@ class TaskEnd:
 
     endpoint = TASK
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"task_id": str(self.task_id), "status": "end"}
 
 
@@ -67,20 +68,20 @@ class Transformation:
     tf_id: int
     output_name: str
     # dataset name -> columns read (None: columns unknown, the key is left out)
-    inputs: Mapping[str, Optional[Sequence[str]]] = field(default_factory=dict)
-    query_str: Optional[str] = None
+    inputs: Mapping[str, Sequence[str] | None] = field(default_factory=dict)
+    query_str: str | None = None
 
     endpoint = TF
 
-    def to_json(self) -> Dict[str, Any]:
-        body: Dict[str, Any] = {
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
             "task_id": str(self.task_id),
             "tf_id": int(self.tf_id),
             "status": "end",
         }
         if self.query_str is not None:
             body["query_str"] = self.query_str
-        inputs: Dict[str, Dict[str, Any]] = {}
+        inputs: dict[str, dict[str, Any]] = {}
         for name, columns in self.inputs.items():
             inputs[name] = {} if columns is None else {"columns": list(columns)}
         body["input_datasets"] = inputs
@@ -95,14 +96,14 @@ class DatasetSchema:
     task_id: str
     ds_name: str
     # (column name, TYPE) in column order, e.g. ("id", "INTEGER")
-    fields: Sequence[Tuple[str, str]]
-    tf_id: Optional[int] = None
-    ds_type: Optional[str] = None
+    fields: Sequence[tuple[str, str]]
+    tf_id: int | None = None
+    ds_type: str | None = None
 
     endpoint = DATASET
 
-    def to_json(self) -> Dict[str, Any]:
-        body: Dict[str, Any] = {"task_id": str(self.task_id)}
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"task_id": str(self.task_id)}
         if self.tf_id is not None:
             body["tf_id"] = int(self.tf_id)
         body["ds_name"] = self.ds_name
@@ -119,10 +120,10 @@ class DatasetSchema:
 class Metric:
     asset_name: str
     metric_type: str
-    value: Union[int, float]
+    value: int | float
     asset_type: str = "table"
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "asset_name": self.asset_name,
             "asset_type": self.asset_type,
@@ -138,7 +139,7 @@ class Metrics:
 
     endpoint = METRICS
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"task_id": str(self.task_id), "metrics": [m.to_json() for m in self.metrics]}
 
 
@@ -152,11 +153,11 @@ class RawPayload:
     endpoint: str
     body: Mapping[str, Any]
 
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return dict(self.body)
 
 
-def envelope(payload: Union[Payload, RawPayload]) -> Dict[str, Any]:
+def envelope(payload: Payload | RawPayload) -> dict[str, Any]:
     """The JSONL record used by the file transport and the spool: endpoint + body."""
     return {"endpoint": payload.endpoint, "body": payload.to_json()}
 
@@ -169,11 +170,11 @@ def from_envelope(record: Mapping[str, Any]) -> RawPayload:
     return RawPayload(endpoint=str(endpoint), body=body)
 
 
-def task_id_of(payload: Union[Payload, RawPayload]) -> str:
+def task_id_of(payload: Payload | RawPayload) -> str:
     return str(payload.to_json().get("task_id", ""))
 
 
-__all__: List[str] = [
+__all__: list[str] = [
     "TASK", "TF", "DATASET", "METRICS", "ENDPOINTS", "TaskStart", "TaskEnd",
     "Transformation", "DatasetSchema", "Metric", "Metrics", "Payload", "RawPayload",
     "envelope", "from_envelope", "task_id_of",

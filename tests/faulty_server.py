@@ -31,13 +31,13 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 
 @dataclass
 class Record:
     path: str
-    headers: Dict[str, str]
+    headers: dict[str, str]
     body: bytes
     received_at: float
     client_port: int = 0
@@ -53,19 +53,19 @@ class _Server(ThreadingHTTPServer):
 
 
 class FaultyServer:
-    def __init__(self, token: Optional[str] = None,
-                 tls: Optional[Tuple[str, str]] = None) -> None:
+    def __init__(self, token: str | None = None,
+                 tls: tuple[str, str] | None = None) -> None:
         """``tls``: (certificate file, key file) to serve https instead of http."""
         self.token = token
         self.tls = tls
         self.lock = threading.Lock()
-        self.records: List[Record] = []
+        self.records: list[Record] = []
         self.requests_seen = 0
-        self.request_times: List[float] = []
+        self.request_times: list[float] = []
         self._stopping = threading.Event()
         self.clear()
-        self._httpd: Optional[_Server] = None
-        self._thread: Optional[threading.Thread] = None
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
         self.port = 0
         self.up()
 
@@ -79,13 +79,13 @@ class FaultyServer:
         with getattr(self, "lock", threading.Lock()):
             self._fail_remaining = 0
             self._fail_status = 500
-            self._retry_after: Optional[str] = None
-            self._reject_status: Optional[int] = None
+            self._retry_after: str | None = None
+            self._reject_status: int | None = None
             self._slow_delay = 0.0
-            self._slow_remaining: Optional[int] = 0
+            self._slow_remaining: int | None = 0
             self._slow_accept = False
             self._reset_remaining = 0
-            self._accept_budget: Optional[int] = None
+            self._accept_budget: int | None = None
 
     def fail_first(self, n: int, status: int = 500) -> None:
         with self.lock:
@@ -99,7 +99,7 @@ class FaultyServer:
         with self.lock:
             self._reject_status = status
 
-    def slow(self, delay: float, n: Optional[int] = None, accept: bool = False) -> None:
+    def slow(self, delay: float, n: int | None = None, accept: bool = False) -> None:
         with self.lock:
             self._slow_delay, self._slow_remaining, self._slow_accept = delay, n, accept
 
@@ -139,16 +139,16 @@ class FaultyServer:
     close = down
 
     # ------------------------------------------------------------------ views
-    def bodies(self) -> List[Any]:
+    def bodies(self) -> list[Any]:
         with self.lock:
             return [r.json for r in self.records]
 
-    def paths(self) -> List[str]:
+    def paths(self) -> list[str]:
         with self.lock:
             return [r.path for r in self.records]
 
     # ------------------------------------------------------------------ decisions
-    def _decide(self, headers: Dict[str, str]) -> Dict[str, Any]:
+    def _decide(self, headers: dict[str, str]) -> dict[str, Any]:
         """What to do with one request (called under the lock)."""
         self.requests_seen += 1
         self.request_times.append(time.monotonic())
@@ -228,7 +228,7 @@ def _handler_for(server: FaultyServer) -> type:
             self._answer(200, b'{"ok":true}')
 
         def _answer(self, status: int, payload: bytes,
-                    extra: Optional[Dict[str, str]] = None) -> None:
+                    extra: dict[str, str] | None = None) -> None:
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

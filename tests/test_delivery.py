@@ -13,7 +13,8 @@ import os
 import stat
 import threading
 import time
-from typing import Any, Dict, Iterator, List
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 
 
 def make_settings(tmp_path: Any, **overrides: Any) -> Any:
-    base: Dict[str, Any] = {
+    base: dict[str, Any] = {
         "token": TOKEN,
         "spool_dir": str(tmp_path / "spool"),
         "server_timeout": 1.0,
@@ -58,8 +59,8 @@ def make_settings(tmp_path: Any, **overrides: Any) -> Any:
     return resolve(overrides=base, spark_conf={}, environ={})
 
 
-def task_payloads(task_id: str = "app-1-abc", n_tf: int = 3) -> List[Any]:
-    out: List[Any] = [wire.TaskStart(task_id=task_id, app_name="pipe", task_name="job",
+def task_payloads(task_id: str = "app-1-abc", n_tf: int = 3) -> list[Any]:
+    out: list[Any] = [wire.TaskStart(task_id=task_id, app_name="pipe", task_name="job",
                                      env="dev")]
     for i in range(1, n_tf + 1):
         out.append(wire.Transformation(task_id=task_id, tf_id=i, output_name=f"db.t{i}",
@@ -71,8 +72,8 @@ def task_payloads(task_id: str = "app-1-abc", n_tf: int = 3) -> List[Any]:
     return out
 
 
-def spooled_bodies(spool_dir: str) -> List[Dict[str, Any]]:
-    bodies: List[Dict[str, Any]] = []
+def spooled_bodies(spool_dir: str) -> list[dict[str, Any]]:
+    bodies: list[dict[str, Any]] = []
     for path in spool_files(spool_dir):
         with open(path, "rb") as fh:
             records, _ = read_records(fh.read())
@@ -129,8 +130,8 @@ class _RecordingTransport(Transport):
 
     def __init__(self, gate: threading.Event) -> None:
         self.gate = gate
-        self.threads: List[str] = []
-        self.bodies: List[Dict[str, Any]] = []
+        self.threads: list[str] = []
+        self.bodies: list[dict[str, Any]] = []
 
     def send(self, endpoint: str, body: Any) -> SendResult:
         self.gate.wait(5)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, List
+from typing import Any
 
 from definity_spark import wire
 from definity_spark.delivery import make_delivery
@@ -24,11 +24,11 @@ except ImportError:  # tests/ imported as a package
     from tests.test_delivery import TOKEN, make_settings, task_payloads
 
 
-def stored(url: str) -> List[Any]:
+def stored(url: str) -> list[Any]:
     return [(p["endpoint"], p["body"]) for p in CollectorClient(url).payloads()]
 
 
-def expected(payloads: List[Any]) -> List[Any]:
+def expected(payloads: list[Any]) -> list[Any]:
     return [(p.endpoint, p.to_json()) for p in payloads]
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import logging
 import shutil
 import subprocess
-from typing import Any, Iterator, Tuple
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs o
 
 
 @pytest.fixture(scope="module")
-def certificate(tmp_path_factory: Any) -> Tuple[str, str]:
+def certificate(tmp_path_factory: Any) -> tuple[str, str]:
     d = tmp_path_factory.mktemp("tls")
     cert, key = str(d / "cert.pem"), str(d / "key.pem")
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -37,7 +38,7 @@ def certificate(tmp_path_factory: Any) -> Tuple[str, str]:
 
 
 @pytest.fixture()
-def https_server(certificate: Tuple[str, str]) -> Iterator[FaultyServer]:
+def https_server(certificate: tuple[str, str]) -> Iterator[FaultyServer]:
     srv = FaultyServer(token=TOKEN, tls=certificate)
     yield srv
     srv.close()
@@ -60,7 +61,7 @@ def test_untrusted_certificate_is_refused_once_and_spooled(https_server: FaultyS
 
 
 def test_ca_bundle_trusts_the_private_ca(https_server: FaultyServer, tmp_path: Any,
-                                         certificate: Tuple[str, str]) -> None:
+                                         certificate: tuple[str, str]) -> None:
     settings = make_settings(tmp_path, server_url=https_server.url, ca_bundle=certificate[0])
     delivery = make_delivery(settings)
     payloads = task_payloads(n_tf=1)
@@ -72,7 +73,7 @@ def test_ca_bundle_trusts_the_private_ca(https_server: FaultyServer, tmp_path: A
 
 def test_replay_with_the_ca_bundle_after_a_tls_refusal(https_server: FaultyServer,
                                                        tmp_path: Any,
-                                                       certificate: Tuple[str, str]) -> None:
+                                                       certificate: tuple[str, str]) -> None:
     settings = make_settings(tmp_path, server_url=https_server.url)
     delivery = make_delivery(settings)
     payloads = task_payloads(n_tf=1)

@@ -13,7 +13,8 @@ import logging
 import os
 import stat
 import time
-from typing import Any, Iterator, List
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -43,7 +44,7 @@ def server() -> Iterator[FaultyServer]:
     srv.close()
 
 
-def spool_task(tmp_path: Any, server: FaultyServer, payloads: List[Any], **kw: Any) -> Any:
+def spool_task(tmp_path: Any, server: FaultyServer, payloads: list[Any], **kw: Any) -> Any:
     """Run a delivery against a server that is down: everything lands in the spool."""
     server.down()
     settings = make_settings(tmp_path, server_url=server.url, server_attempts=1, **kw)
@@ -220,7 +221,7 @@ def test_fault_then_recovery_holds_every_payload_exactly_once(server: FaultyServ
 
 
 # --------------------------------------------------------------------------- the CLI
-def _parse(argv: List[str]) -> argparse.Namespace:
+def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="definity-spark")
     sub = parser.add_subparsers(dest="command")
     add_parser(sub)

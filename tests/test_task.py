@@ -1,6 +1,6 @@
 """TaskReporter: tf numbering, payload order, task end exactly once (pure, no Spark)."""
 
-from typing import Any, List
+from typing import Any
 
 from definity_spark.lineage.model import InputLineage, OutputLineage, WriteLineage
 from definity_spark.task import TaskReporter, new_task_id
@@ -10,7 +10,7 @@ class ListDelivery:
     """A delivery that keeps what it is given (the reporter's only neighbour)."""
 
     def __init__(self) -> None:
-        self.sent: List[Any] = []
+        self.sent: list[Any] = []
 
     def submit(self, payload: Any) -> bool:
         self.sent.append(payload.to_json() | {"_endpoint": payload.endpoint})
@@ -47,7 +47,8 @@ def test_lifecycle_and_numbering():
     assert [t["tf_id"] for t in tfs] == [1, 2]
     assert [t["output"]["name"] for t in tfs] == ["db.a", "db.b"]
     metrics = d.sent[3]["metrics"]
-    assert {"asset_name": "db.a", "asset_type": "table", "metric_type": "cnt", "value": 7} in metrics
+    assert {"asset_name": "db.a", "asset_type": "table", "metric_type": "cnt",
+            "value": 7} in metrics
     assert {"asset_name": "db.src", "asset_type": "table", "metric_type": "read_rows",
             "value": 7} in metrics
     task_metrics = {m["metric_type"]: m["value"] for m in d.sent[-2]["metrics"]}

@@ -47,7 +47,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any
 
 from definity_spark._internal import contained
 from definity_spark.delivery.file import FileTransport
@@ -80,14 +80,14 @@ STAT_KEYS = ("submitted", "sent", "spooled", "queue_full", "network", "rejected"
              "spool_failed", "io_error", "invalid", "closed", "unsent_at_close", "lost")
 
 # (seq, payload): seq is the submission number, kept in the spool so replay keeps order
-_Item = Tuple[int, Any]
+_Item = tuple[int, Any]
 
 
 class Delivery:
     """Queue + worker thread + transport (+ spool). See the module docstring."""
 
-    def __init__(self, transport: Transport, spool: Optional[Spool] = None,
-                 queue_size: int = 10000, abort: Optional[threading.Event] = None) -> None:
+    def __init__(self, transport: Transport, spool: Spool | None = None,
+                 queue_size: int = 10000, abort: threading.Event | None = None) -> None:
         self.transport = transport
         self.spool = spool
         # Set by close(): cuts backoff sleeps (shared with the HTTP transport) and sends
@@ -95,13 +95,13 @@ class Delivery:
         self.abort = abort if abort is not None else threading.Event()
         self._worker: BackgroundWorker[_Item] = BackgroundWorker(self._process, queue_size)
         self._seq = itertools.count(1)
-        self._stats: Dict[str, int] = {k: 0 for k in STAT_KEYS}
+        self._stats: dict[str, int] = {k: 0 for k in STAT_KEYS}
         self._stats_lock = threading.Lock()
         # Held by the worker from the moment a payload is in flight until its outcome is
         # recorded, and by close() when it takes over a payload stuck in flight.
         self._flight_lock = threading.Lock()
-        self._inflight: Optional[_Item] = None
-        self._spooling_tasks: Set[str] = set()  # tasks whose payloads now go to the spool
+        self._inflight: _Item | None = None
+        self._spooling_tasks: set[str] = set()  # tasks whose payloads now go to the spool
         self._server_refuses = False
         self._closed = False
         self._close_lock = threading.Lock()
@@ -158,7 +158,7 @@ class Delivery:
             return self._close(max(0.0, float(timeout)))
         return False
 
-    def stats(self) -> Dict[str, int]:
+    def stats(self) -> dict[str, int]:
         with self._stats_lock:
             return dict(self._stats)
 
@@ -233,7 +233,7 @@ class Delivery:
             self._inflight = None
             self._record(item, task_id, endpoint, body, result)
 
-    def _record(self, item: _Item, task_id: str, endpoint: str, body: Dict[str, Any],
+    def _record(self, item: _Item, task_id: str, endpoint: str, body: dict[str, Any],
                 result: SendResult) -> None:
         outcome = result.outcome
         if outcome == SENT:
@@ -282,8 +282,8 @@ class Delivery:
         self._release()
 
     # ------------------------------------------------------------------ spool + stats
-    def _spool_items(self, items: List[_Item], reason: str,
-                     prepared: Optional[List[Tuple[int, str, Dict[str, Any]]]] = None) -> bool:
+    def _spool_items(self, items: list[_Item], reason: str,
+                     prepared: list[tuple[int, str, dict[str, Any]]] | None = None) -> bool:
         """Append items to their tasks' spool files, in one write per task. True if all
         made it to disk."""
         assert self.spool is not None
@@ -294,7 +294,7 @@ class Delivery:
                     prepared.append((seq, str(payload.endpoint), payload.to_json()))
                 except Exception:  # noqa: BLE001
                     self._count("invalid", lost=True)
-        by_task: Dict[str, List[Dict[str, Any]]] = {}
+        by_task: dict[str, list[dict[str, Any]]] = {}
         for seq, endpoint, body in prepared:
             task_id = str(body.get("task_id", ""))
             by_task.setdefault(task_id, []).append(
@@ -333,7 +333,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_deliveries_after_fork)
 
 
-def make_transport(settings: Any, abort: Optional[threading.Event] = None) -> Transport:
+def make_transport(settings: Any, abort: threading.Event | None = None) -> Transport:
     """The transport for these settings: ``http`` when a server is configured, else
     ``file`` (the JSONL events file)."""
     if settings.server_url:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any, Dict
+from typing import Any
 
 from definity_spark.delivery.spool import replay, spool_files
 
@@ -44,7 +44,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from definity_spark.settings import resolve
 
-    overrides: Dict[str, Any] = {}
+    overrides: dict[str, Any] = {}
     for flag, key in (("spool", "spool_dir"), ("server", "server_url"), ("token", "token"),
                       ("timeout", "server_timeout"), ("attempts", "server_attempts")):
         value = getattr(args, flag, None)

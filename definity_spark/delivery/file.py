@@ -16,7 +16,8 @@ import logging
 import os
 import re
 import threading
-from typing import Any, Dict, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from definity_spark.delivery.transport import INVALID, IO_ERROR, SENT, SendResult, Transport
 
@@ -59,11 +60,11 @@ def open_private(path: str) -> int:
 class FileTransport(Transport):
     kind = "file"
 
-    def __init__(self, events_file: Optional[str], spool_dir: str) -> None:
+    def __init__(self, events_file: str | None, spool_dir: str) -> None:
         self.events_file = os.path.abspath(os.path.expanduser(events_file)) if events_file \
             else None
         self.spool_dir = os.path.abspath(os.path.expanduser(spool_dir))
-        self._fds: Dict[str, int] = {}
+        self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def describe(self) -> str:

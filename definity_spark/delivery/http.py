@@ -27,7 +27,8 @@ import os
 import random
 import threading
 import time
-from typing import Any, Mapping, Optional, Set, Union
+from collections.abc import Mapping
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -65,7 +66,7 @@ except Exception:  # noqa: BLE001 - running from a checkout
 USER_AGENT = f"definity-spark/{_VERSION}"
 
 
-def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
     if not value:
         return None
@@ -85,7 +86,7 @@ def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Opti
     return min(max(0.0, seconds), MAX_RETRY_AFTER)
 
 
-def backoff_delay(attempt: int, base: float, rng: Optional[random.Random] = None) -> float:
+def backoff_delay(attempt: int, base: float, rng: random.Random | None = None) -> float:
     """Sleep after failed attempt number ``attempt`` (1-based): exponential, with jitter.
 
     "Equal jitter": half of the exponential step is fixed, the other half random, so that
@@ -102,13 +103,13 @@ class HttpTransport(Transport):
     def __init__(
         self,
         server_url: str,
-        token: Optional[str] = None,
+        token: str | None = None,
         timeout: float = 5.0,
         attempts: int = 3,
         attempt_sleep: float = 1.0,
         verify_tls: bool = True,
-        ca_bundle: Optional[str] = None,
-        abort: Optional[threading.Event] = None,
+        ca_bundle: str | None = None,
+        abort: threading.Event | None = None,
     ) -> None:
         self.base_url = server_url.rstrip("/")
         self._token = token or None
@@ -116,13 +117,13 @@ class HttpTransport(Transport):
         self.attempts = max(1, int(attempts))
         self.attempt_sleep = max(0.0, float(attempt_sleep))
         self.abort = abort if abort is not None else threading.Event()
-        self._verify: Union[bool, str] = ca_bundle if ca_bundle else bool(verify_tls)
-        self._session: Optional[requests.Session] = None
-        self._session_pid: Optional[int] = None
+        self._verify: bool | str = ca_bundle if ca_bundle else bool(verify_tls)
+        self._session: requests.Session | None = None
+        self._session_pid: int | None = None
         self._token_rejection_logged = False
         self._misdirection_logged = False
         self._tls_failure_logged = False
-        self._rejections_logged: Set[int] = set()
+        self._rejections_logged: set[int] = set()
         self._quiet_insecure_warnings()
 
     # ------------------------------------------------------------------ setup
@@ -176,7 +177,7 @@ class HttpTransport(Transport):
         for attempt in range(1, self.attempts + 1):
             if attempt > 1 and self.abort.is_set():
                 return SendResult(ABORTED, last.status, last.detail, attempt - 1)
-            retry_after: Optional[float] = None
+            retry_after: float | None = None
             try:
                 # verify per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
                 # override a session-level verify (psf/requests#3829), so a configured

@@ -34,8 +34,9 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 from definity_spark.delivery.file import open_private, safe_name, write_line
 from definity_spark.delivery.transport import (
@@ -83,16 +84,16 @@ class Spool:
     def __init__(self, spool_dir: str) -> None:
         self.spool_dir = os.path.abspath(os.path.expanduser(spool_dir))
         self._lock = threading.Lock()
-        self._files: Dict[str, Tuple[int, str]] = {}
+        self._files: dict[str, tuple[int, str]] = {}
         self._stamp = _new_stamp()
         self._pid = os.getpid()
         self._error_logged = False
 
-    def path_for(self, task_id: str) -> Optional[str]:
+    def path_for(self, task_id: str) -> str | None:
         entry = self._files.get(task_id)
         return entry[1] if entry else None
 
-    def paths(self) -> List[str]:
+    def paths(self) -> list[str]:
         return [p for _, p in self._files.values()]
 
     def _fd_for(self, task_id: str) -> int:
@@ -169,14 +170,14 @@ class ReplayReport:
     corrupt_lines: int = 0
     # why replay stopped early: "network", "auth", "misdirected", "tls", "aborted" or ""
     stopped_by: str = ""
-    details: List[str] = field(default_factory=list)
-    abort: Optional[threading.Event] = field(default=None, repr=False, compare=False)
+    details: list[str] = field(default_factory=list)
+    abort: threading.Event | None = field(default=None, repr=False, compare=False)
 
     @property
     def complete(self) -> bool:
         return self.files_pending == 0 and not self.stopped_by
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "files_done": self.files_done, "files_pending": self.files_pending,
             "files_live": self.files_live, "sent": self.sent, "rejected": self.rejected,
@@ -184,7 +185,7 @@ class ReplayReport:
         }
 
 
-def spool_files(spool_dir: str) -> List[str]:
+def spool_files(spool_dir: str) -> list[str]:
     """Spool files in time order (their names start with the creation stamp)."""
     directory = os.path.abspath(os.path.expanduser(spool_dir))
     try:
@@ -195,10 +196,10 @@ def spool_files(spool_dir: str) -> List[str]:
             if n.endswith(SUFFIX) and "__" in n and not n.startswith(".")]
 
 
-def read_records(data: bytes) -> Tuple[List[Dict[str, Any]], int]:
+def read_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
     """The payload records of a spool file in send order (acked ones removed), and the
     number of lines that could not be read (a torn last line after a crash)."""
-    payloads: List[Dict[str, Any]] = []
+    payloads: list[dict[str, Any]] = []
     acked = set()
     corrupt = 0
     lines = data.split(b"\n")
@@ -257,8 +258,8 @@ def _remove(path: str) -> None:
 
 
 def replay_with(transport: Transport, spool_dir: str,
-                abort: Optional[threading.Event] = None,
-                files: Optional[Iterable[str]] = None) -> ReplayReport:
+                abort: threading.Event | None = None,
+                files: Iterable[str] | None = None) -> ReplayReport:
     """Send every idle spool file through ``transport``, in order; see module docstring.
 
     Stops at the first payload that cannot be delivered (server down, token rejected):
@@ -337,14 +338,14 @@ def _replay_file(transport: Transport, path: str, report: ReplayReport) -> None:
 def replay(
     spool_dir: str,
     server_url: str,
-    token: Optional[str] = None,
+    token: str | None = None,
     *,
     timeout: float = 5.0,
     attempts: int = 3,
     attempt_sleep: float = 1.0,
     verify_tls: bool = True,
-    ca_bundle: Optional[str] = None,
-    abort: Optional[threading.Event] = None,
+    ca_bundle: str | None = None,
+    abort: threading.Event | None = None,
 ) -> ReplayReport:
     """Send the spooled tasks of ``spool_dir`` to ``server_url``; remove what was accepted."""
     from definity_spark.delivery.http import HttpTransport
@@ -362,7 +363,7 @@ def replay(
     return report
 
 
-def start_background_replay(settings: Any, abort: threading.Event) -> Optional[threading.Thread]:
+def start_background_replay(settings: Any, abort: threading.Event) -> threading.Thread | None:
     """At activation (``replay_spool``): replay older, idle spool files on a daemon thread.
 
     Files of running applications (this one included) are locked and skipped. ``abort``

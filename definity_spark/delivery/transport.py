@@ -9,8 +9,9 @@ loss by reason and decide whether the payload goes to the spool.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any
 
 # Outcomes of one send (after all attempts).
 SENT = "sent"            # accepted (2xx) or written
@@ -30,7 +31,7 @@ ABORTED = "aborted"      # shutdown interrupted the attempts; treated like NETWO
 @dataclass(frozen=True)
 class SendResult:
     outcome: str
-    status: Optional[int] = None
+    status: int | None = None
     detail: str = ""
     attempts: int = 0
 

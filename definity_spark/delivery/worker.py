@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 import weakref
-from typing import Callable, Generic, List, Optional, TypeVar
+from typing import Callable, Generic, TypeVar
 
 log = logging.getLogger("definity_spark.delivery")
 
@@ -51,8 +51,8 @@ class BackgroundWorker(Generic[T]):
         # fork time would stay locked forever in the child.
         self._lock = threading.Lock()
         self._queue: queue.Queue[object] = queue.Queue()
-        self._thread: Optional[threading.Thread] = None
-        self._thread_for_pid: Optional[int] = None
+        self._thread: threading.Thread | None = None
+        self._thread_for_pid: int | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ state
@@ -118,7 +118,7 @@ class BackgroundWorker(Generic[T]):
                 q.all_tasks_done.wait(timeout=min(remaining, 0.5))
             return True
 
-    def close(self, timeout: float) -> List[T]:
+    def close(self, timeout: float) -> list[T]:
         """Stop accepting, let the thread finish what is queued for at most ``timeout``
         seconds, and return the items that were never started (oldest first).
 
@@ -139,9 +139,9 @@ class BackgroundWorker(Generic[T]):
             self._queue.put_nowait(_STOP)
         return pending
 
-    def take_pending(self) -> List[T]:
+    def take_pending(self) -> list[T]:
         """Remove and return every queued item that was not started yet."""
-        items: List[T] = []
+        items: list[T] = []
         while True:
             try:
                 item = self._queue.get_nowait()

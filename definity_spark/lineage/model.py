@@ -8,7 +8,6 @@ payloads. Rules fill these objects from plan facts; nothing here knows py4j.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Tuple
 
 
 @dataclass(frozen=True)
@@ -16,10 +15,10 @@ class InputLineage:
     """One dataset a write read: canonical name, the columns read (schema order)."""
 
     name: str
-    columns: Optional[Tuple[str, ...]] = None  # None: unknown, payload leaves it out
+    columns: tuple[str, ...] | None = None  # None: unknown, payload leaves it out
     # per-input volume metrics where Spark's scan metrics give them:
     # metric_type -> value, e.g. {"read_rows": 1000, "read_bytes": 5120}
-    metrics: Dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class OutputLineage:
     name: str
     ds_type: str  # "table" for catalog tables; "path" / "jdbc" otherwise (docs/naming.md)
     # (column, TYPE) in the order Spark reads the dataset back, e.g. ("id", "INTEGER")
-    schema: Tuple[Tuple[str, str], ...] = ()
+    schema: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -37,9 +36,9 @@ class WriteLineage:
     """One logical write = one transformation."""
 
     output: OutputLineage
-    inputs: Tuple[InputLineage, ...] = ()
-    query_str: Optional[str] = None
+    inputs: tuple[InputLineage, ...] = ()
+    query_str: str | None = None
     # output metrics: metric_type -> value ("cnt", "write_bytes", "write_files",
     # "duration_ms", ...); documented in docs/metrics.md
-    metrics: Dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
     partial: bool = False  # extraction stopped early (budget / plan size), see docs
