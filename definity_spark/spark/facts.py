@@ -173,8 +173,11 @@ class FactReader:
         main_json: list[dict[str, Any]] = []
         if roots and roots[0] is plan and facts.plan:
             main_json = [n.fields for n in build(facts.plan).walk() if not n.children]
+        elif roots and isinstance(head.get("query"), list) and head["query"]:
+            # a leaf command's query is embedded in its JSON: the same leaves, same order
+            main_json = [n.fields for n in build(head["query"]).walk() if not n.children]
         for r in roots:
-            groups = [(r.collectLeaves(), main_json if r is plan else [])]
+            groups = [(r.collectLeaves(), main_json if r is roots[0] else [])]
             subs = r.subqueriesAll()
             for i in range(subs.size()):
                 groups.append((subs.apply(i).collectLeaves(), []))
