@@ -67,11 +67,15 @@ class _Runtime:
             self.ended = True
             _runtimes.pop(self.key, None)
         deadline = time.monotonic() + max(0.0, timeout)
+        dropped_queries = 0
         for observer in list(self.observers.values()):
             with contained("observer.stop"):
                 observer.stop(max(0.0, deadline - time.monotonic()))
+                dropped_queries += int(observer.listener.dropped)
         self.observers.clear()
         with contained("task.end"):
+            if dropped_queries:  # callbacks the full hand-off queue could not take
+                self.reporter.add_task_metric("dropped_queries", dropped_queries)
             # payloads lost for good (not those that overflowed to the spool)
             lost = _delivery_stats(self.delivery).get("lost", 0)
             if lost:
