@@ -233,3 +233,7 @@ def render_lineage_tree(tasks: list[dict[str, Any]]) -> str:
                 cols = f" [{', '.join(columns)}]" if columns else ""
                 lines.append(f"      <- {name}{cols}")
     return "\n".join(lines) if lines else "no task was reported"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
