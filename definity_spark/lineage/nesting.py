@@ -72,8 +72,9 @@ class NestedWrites:
                 and outcome.lineage is not None):
             return False
         for h in self._held:
-            if h.kind != WRITE or h.lineage is None or (outcome.qe_id is not None and h.qe_id is not None
-                                     and h.qe_id < outcome.qe_id):
+            if h.kind != WRITE or h.lineage is None or (
+                    outcome.qe_id is not None and h.qe_id is not None
+                    and h.qe_id < outcome.qe_id):
                 return False
             if h.lineage.output.name != outcome.lineage.output.name:
                 return False

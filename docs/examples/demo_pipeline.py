@@ -8,7 +8,8 @@ Usage: spark-submit demo_pipeline.py DATA_DIR
 
 import sys
 
-from pyspark.sql import SparkSession, functions as F
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
 
 data_dir = sys.argv[1] if len(sys.argv) > 1 else "/tmp/definity-demo-data"
 spark = SparkSession.builder.appName("definity-demo").enableHiveSupport().getOrCreate()
