@@ -334,6 +334,9 @@ class RedactingFilter(logging.Filter):
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
             if record.exc_text:
                 record.exc_text = redact_string(record.exc_text, self.pattern, self.secrets)
+                # formatters that read the exception object itself (PySpark 4's JSON
+                # formatter) must not see the unredacted message: keep only the text
+                record.exc_info = None
             if redacted != message:
                 record.msg, record.args = redacted, None
         except Exception:  # noqa: BLE001 - a log filter must never raise into the host

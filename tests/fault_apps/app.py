@@ -116,9 +116,18 @@ def check_rows(n: int) -> None:
 def jdbc(spark: SparkSession) -> None:
     password = os.environ["FAULT_APP_PASSWORD"]
     url_password = os.environ["FAULT_APP_URL_PASSWORD"]
-    url = "jdbc:sqlite:" + os.path.join(BASE, "people.db") + "?password=" + url_password
+    db = os.path.join(BASE, "people.db")
+    url = "jdbc:sqlite:" + db + "?password=" + url_password
+    # Spark 4.3's JDBC writer cannot create a missing SQLite table (its existence check
+    # wrongly says yes, then "no such table"): the tables exist before the app writes
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        for table in ("people", "people_copy"):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+            conn.execute(f"CREATE TABLE {table} (id INTEGER, name TEXT)")
     people = spark.createDataFrame([(1, "ann"), (2, "bob"), (3, "cy")], "id INT, name STRING")
-    (people.write.format("jdbc").mode("overwrite")
+    (people.write.format("jdbc").mode("append")
      .option("url", url).option("dbtable", "people").option("driver", "org.sqlite.JDBC")
      .option("user", "bob").option("password", password).save())
     back = (spark.read.format("jdbc").option("url", url).option("dbtable", "people")
