@@ -12,7 +12,6 @@ Nothing here touches the JVM or the network: payloads go to the delivery worker.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Sequence
@@ -67,7 +66,6 @@ class TaskReporter:
         self._read_actions = 0
         self._partial = 0
         self._extra_task_metrics: dict[str, float] = {}
-        self.pid = os.getpid()
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
