@@ -39,6 +39,12 @@ _V2_WRITES = frozenset({"AppendData", "OverwriteByExpression", "OverwritePartiti
                         "ReplaceData", "WriteDelta"})
 # callbacks of nested executions that carry a write's rows (JDBC writes: foreachPartition)
 ROWS_OF_NESTED_READS = frozenset({"foreachPartition"})
+# outer commands whose nested execution writes their query's data: once that nested write
+# has been read in full, the outer one needs its command node only (FactReader.finish)
+LIGHT_WRAPPERS = frozenset({
+    "CreateDataSourceTableAsSelectCommand", "CreateHiveTableAsSelectCommand",
+    "OptimizedCreateHiveTableAsSelectCommand", "SaveAsV1TableCommand",
+})
 
 
 def option_str(opt: Any) -> str | None:
@@ -101,35 +107,41 @@ class FactReader:
 
     # -- entry point -----------------------------------------------------------------
     def read(self, func_name: str, qe: Any, duration_ns: int | None,
-             exception: Any) -> QueryFacts:
+             exception: Any, light: bool = False) -> QueryFacts:
+        """Read one callback's QueryExecution (both phases at once)."""
+        reading = self.begin(func_name, qe, duration_ns, exception)
+        self.finish(reading, light)
+        return reading.facts
+
+    def begin(self, func_name: str, qe: Any, duration_ns: int | None,
+              exception: Any) -> Reading:
+        """Phase 1, cheap (no plan serialisation): root class, write metrics, execution ids.
+
+        Enough to know whether the callback is a nested write (``Reading.nested_write``),
+        whose plan the observer reads later, when its root has arrived (see observer.py).
+        """
         started = time.monotonic()
         facts = QueryFacts(func_name=func_name, succeeded=exception is None,
                            duration_ns=duration_ns, spark_version=self.version())
+        reading = Reading(facts, qe)
         if exception is not None:
             facts.error = str(exception.toString())
         try:
             facts.qe_id = int(qe.id())
             if func_name == "analyze":
-                return facts
+                reading.done = True
+                return reading
             # analyzed() rethrows (and Spark 4 logs an ERROR) when analysis failed:
             # a failure only needs the root class, which logical() gives
             plan = qe.analyzed() if facts.succeeded else qe.logical()
-            facts.plan = json.loads(plan.toJSON())
-            root = simple_name(str(facts.plan[0].get("class"))) if facts.plan else ""
-            if facts.succeeded:
-                facts.sql_text = option_str(plan.origin().sqlText())
-                if facts.sql_text is None and "query" in (facts.plan[0] if facts.plan else {}):
-                    # Spark 4 CTAS: the command's own origin is empty, its query's is not
-                    with _quiet():
-                        facts.sql_text = option_str(plan.query().origin().sqlText())
+            reading.plan = plan
+            reading.root = simple_name(str(plan.getClass().getName()))
             acc_ids: list[int] = []
-            if root in WRITE_COMMANDS:
-                facts.command = self._command(root, plan, facts.plan[0], facts)
-                if facts.succeeded:
-                    facts.write_metrics, acc_ids = self._write_metrics(qe)
-                    if "numOutputRows" not in facts.write_metrics and root in _V2_WRITES:
-                        with _quiet():
-                            facts.write_metrics.update(self._iceberg_snapshot(plan))
+            if facts.succeeded and reading.root in WRITE_COMMANDS:
+                facts.write_metrics, acc_ids = self._write_metrics(qe)
+                if "numOutputRows" not in facts.write_metrics and reading.root in _V2_WRITES:
+                    with _quiet():
+                        facts.write_metrics.update(self._iceberg_snapshot(plan))
             elif facts.succeeded and func_name in ROWS_OF_NESTED_READS:
                 # a JDBC write's data goes out through a nested foreachPartition: its
                 # query's row count is the write's row count
@@ -138,13 +150,73 @@ class FactReader:
                     facts.write_metrics = {"queryOutputRows": rows}
                     acc_ids = [acc]
             self._execution_ids(qe, facts, acc_ids)
-            if facts.succeeded:
-                self._leaves(plan, facts, started, root)
         except Exception as exc:  # the plan could not be read: say so, never raise
-            facts.read_error = f"{type(exc).__name__}: {exc}"[:500]
-            facts.partial = True
-            logger.debug("plan read failed: %s", facts.read_error)
-        return facts
+            self._failed(facts, exc)
+            reading.done = True
+        finally:
+            reading.spent += time.monotonic() - started
+        return reading
+
+    def finish(self, reading: Reading, light: bool = False) -> None:
+        """Phase 2: the plan (one ``toJSON``), the command's target, the inputs.
+
+        ``light``: the callback is an outer command (``LIGHT_WRAPPERS``) whose nested
+        write has been read in full already: its query is that write's query, so only
+        the command node is read (target table, mode, written schema), not the query.
+        """
+        if reading.done:
+            return
+        reading.done = True
+        started = time.monotonic()
+        facts, plan, root = reading.facts, reading.plan, reading.root
+        try:
+            light = light and facts.succeeded and root in LIGHT_WRAPPERS
+            if light:
+                facts.plan = [self._light_head(plan, root)]
+            else:
+                facts.plan = json.loads(plan.toJSON())
+            head = facts.plan[0] if facts.plan else {}
+            if facts.succeeded:
+                facts.sql_text = option_str(plan.origin().sqlText())
+                if facts.sql_text is None and "query" in head:
+                    # Spark 4 CTAS: the command's own origin is empty, its query's is not
+                    with _quiet():
+                        facts.sql_text = option_str(plan.query().origin().sqlText())
+            if root in WRITE_COMMANDS:
+                facts.command = self._command(root, plan, head, facts)
+            if facts.succeeded and not light:
+                self._leaves(plan, facts, root)
+        except Exception as exc:  # the plan could not be read: say so, never raise
+            self._failed(facts, exc)
+        finally:
+            reading.spent += time.monotonic() - started
+
+    @staticmethod
+    def _failed(facts: QueryFacts, exc: Exception) -> None:
+        facts.read_error = f"{type(exc).__name__}: {exc}"[:500]
+        facts.partial = True
+        logger.debug("plan read failed: %s", facts.read_error)
+
+    def _light_head(self, cmd: Any, root: str) -> dict[str, Any]:
+        """The command node's own JSON fields the rules use, read with accessors: the
+        ``CatalogTable`` (``table`` / ``tableDesc``) and a marker for its query."""
+        field = "table" if root == "CreateDataSourceTableAsSelectCommand" else "tableDesc"
+        ct = cmd.table() if field == "table" else cmd.tableDesc()
+        ident = ct.identifier()
+        identifier: dict[str, Any] = {"table": str(ident.table())}
+        for part in ("database", "catalog"):
+            with _quiet():
+                value = option_str(getattr(ident, part)())
+                if value is not None:
+                    identifier[part] = value
+        table: dict[str, Any] = {
+            "identifier": identifier,
+            "schema": json.loads(ct.schema().json()),
+            "partitionColumnNames": string_seq(str(ct.partitionColumnNames().mkString(
+                "[", ",", "]"))),
+        }
+        return {"class": str(cmd.getClass().getName()), "num-children": 0, field: table,
+                "query": [], "light": True}
 
     def version(self) -> str | None:
         if self._version is None:
@@ -155,7 +227,7 @@ class FactReader:
         return self._version
 
     # -- leaves (inputs) ----------------------------------------------------------------
-    def _leaves(self, plan: Any, facts: QueryFacts, started: float, root: str) -> None:
+    def _leaves(self, plan: Any, facts: QueryFacts, root: str) -> None:
         if facts.plan is not None and len(facts.plan) > self.max_plan_nodes:
             facts.partial = True
             logger.debug("plan of %d nodes exceeds max_plan_nodes", len(facts.plan))
@@ -194,12 +266,14 @@ class FactReader:
                         logger.debug("extraction budget exhausted after %d leaves",
                                      len(facts.leaves))
                         return
-                    facts.leaves.append(self._leaf(leaves.apply(i),
+                    facts.leaves.append(self._leaf(_Nth(leaves, i),
                                                    known[i] if known else None))
 
-    def _leaf(self, leaf: Any, d: dict[str, Any] | None = None) -> LeafFacts:
+    def _leaf(self, nth: _Nth, d: dict[str, Any] | None = None) -> LeafFacts:
+        """One leaf: its JSON (from the plan's, else one ``toJSON``); the live node only
+        when the JSON lacks what naming needs (paths, JDBC options, V2 identifiers)."""
         if d is None:
-            d = json.loads(leaf.toJSON())[0]
+            d = json.loads(nth.get().toJSON())[0]
         cls = str(d.get("class"))
         name = simple_name(cls)
         if name == "HiveTableRelation":
@@ -210,7 +284,7 @@ class FactReader:
         if name == "LogicalRelation":
             facts.table = _table_from_json(d.get("catalogTable"))
             if facts.table is None:
-                rel = leaf.relation()
+                rel = nth.get().relation()
                 facts.relation_cls = str(rel.getClass().getName())
                 rname = simple_name(facts.relation_cls)
                 if rname == "HadoopFsRelation":
@@ -223,6 +297,7 @@ class FactReader:
         elif name == "HiveTableRelation":
             facts.table = _table_from_json(d.get("tableMeta"))
         elif name in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
+            leaf = nth.get()
             rel = leaf.relation() if name == "DataSourceV2ScanRelation" else leaf
             self._v2(rel, facts)
         return facts
@@ -438,6 +513,48 @@ class FactReader:
                     if root.isDefined():
                         facts.root_description = str(root.get().description())
             return
+
+
+class Reading:
+    """One callback being read: its facts so far and the live objects phase 2 needs."""
+
+    __slots__ = ("facts", "qe", "plan", "root", "done", "spent")
+
+    def __init__(self, facts: QueryFacts, qe: Any):
+        self.facts = facts
+        self.qe = qe
+        self.plan: Any = None
+        self.root = ""  # simple class name of the plan's root node
+        self.done = False
+        self.spent = 0.0  # seconds spent reading (both phases)
+
+    @property
+    def nested_write(self) -> bool:
+        """A successful write that ran inside another SQL execution (CTAS, saveAsTable)."""
+        f = self.facts
+        return (not self.done and f.succeeded and self.root in WRITE_COMMANDS
+                and f.execution_id is not None and f.root_execution_id is not None
+                and f.execution_id != f.root_execution_id)
+
+    @property
+    def wrapper(self) -> bool:
+        rule = WRITE_COMMANDS.get(self.root)
+        return bool(rule and rule.wrapper)
+
+
+class _Nth:
+    """The i-th element of a JVM ``Seq``, fetched on first use (one round trip saved per
+    leaf whose JSON says everything)."""
+
+    __slots__ = ("_seq", "_i", "_value")
+
+    def __init__(self, seq: Any, i: int):
+        self._seq, self._i, self._value = seq, i, None
+
+    def get(self) -> Any:
+        if self._value is None:
+            self._value = self._seq.apply(self._i)
+        return self._value
 
 
 class _quiet:

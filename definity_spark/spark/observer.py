@@ -5,6 +5,12 @@ queue) -> the extraction worker thread (``FactReader`` reads the QueryExecution 
 ``rules.extract`` classifies it, ``NestedWrites`` pairs nested executions) -> the sink
 (``on_write`` / ``on_query_failed`` / optional ``on_read``). The observer never builds
 payloads and never raises into the host: every boundary is ``contained``.
+
+Nested writes (the data write of a CTAS or ``saveAsTable``) arrive while their outer
+command is still running. Their plan is read when the root's callback has arrived
+(``_deferred``): then the JVM is no longer busy with the statement, and the outer
+command, whose query is the one just read, is read without its query (``light``). One
+plan serialisation per CTAS instead of two, neither competing with the statement.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from definity_spark._internal import contained
 from definity_spark.lineage.nesting import NestedWrites
 from definity_spark.lineage.rules import FAILED, READ, WRITE, Options, Outcome, extract
 from definity_spark.spark import listener as _listener
-from definity_spark.spark.facts import FactReader
+from definity_spark.spark.facts import FactReader, Reading
 
 logger = logging.getLogger("definity_spark.spark")
 
@@ -27,7 +33,15 @@ DEFAULT_HANDOFF_SIZE = 1000
 DEFAULT_BUDGET_MS = 2000
 DEFAULT_MAX_PLAN_NODES = 5000
 IDLE_RELEASE_SECONDS = 5.0  # a held write (see nesting.py) is final after this idle time
+MAX_DEFERRED_GROUPS = 64  # nested writes waiting for their root (beyond: read at once)
 _RELEASE_HELD = object()  # hand-off queue marker put by drain()
+
+
+def _read_with_query(reading: Reading) -> bool:
+    """The reading is a write whose plan (with its query and inputs) was read in full."""
+    f = reading.facts
+    return (f.succeeded and f.command is not None and f.plan is not None
+            and not f.read_error and not (f.plan and f.plan[0].get("light")))
 
 
 def _setting(settings: Any, name: str, default: Any) -> Any:
@@ -65,6 +79,9 @@ class SessionObserver:
             budget_ms=int(_setting(settings, "extraction_budget_ms", DEFAULT_BUDGET_MS)),
             max_plan_nodes=int(_setting(settings, "max_plan_nodes", DEFAULT_MAX_PLAN_NODES)))
         self._nesting = NestedWrites()
+        # nested writes whose plan is read when their root arrives: root id -> readings
+        self._deferred: dict[int, list[tuple[_listener.Callback, Reading]]] = {}
+        self.light_reads = True  # False: every plan read in full (fixture recording)
         self._want_reads = callable(getattr(sink, "on_read", None))
         self._worker: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -147,9 +164,7 @@ class SessionObserver:
                 cb = self._queue.get(timeout=IDLE_RELEASE_SECONDS)
             except queue.Empty:
                 # idle: a write held for a possible outer command (nesting.py) is final
-                with contained("observer.release"):
-                    for outcome in self._nesting.release_held():
-                        self._dispatch(outcome)
+                self._release()
                 continue
             try:
                 if cb is None:
@@ -157,9 +172,7 @@ class SessionObserver:
                         return
                     continue
                 if cb is _RELEASE_HELD:
-                    with contained("observer.release"):
-                        for outcome in self._nesting.release_held():
-                            self._dispatch(outcome)
+                    self._release()
                     continue
                 with self._lock:
                     self._in_flight += 1
@@ -172,25 +185,86 @@ class SessionObserver:
                     self._idle.notify_all()
 
     def _handle(self, cb: _listener.Callback) -> None:
-        started = time.perf_counter()
+        handed = False  # the callback was deferred or finished (which detaches it)
         try:
             with contained("observer.extract"):
                 self._tuning.server_connections()
-                facts = self._reader.read(cb.func_name, cb.qe, cb.duration_ns, cb.exception)
+                reading = self._reader.begin(cb.func_name, cb.qe, cb.duration_ns,
+                                             cb.exception)
+                if reading.nested_write and self.light_reads:
+                    handed = True
+                    self._defer(cb, reading)
+                    return
+                full_write = False  # a write of this statement was read with its query
+                for icb, inner in self._claim_deferred(reading):
+                    self._finish(icb, inner, light=full_write)
+                    full_write = full_write or _read_with_query(inner)
+                handed = True
+                self._finish(cb, reading, light=full_write)
+        finally:
+            if not handed:
+                self._detach(cb)
+
+    def _finish(self, cb: _listener.Callback, reading: Reading, light: bool) -> None:
+        """Phase 2 of one reading, then classify, pair and dispatch it."""
+        try:
+            with contained("observer.extract"):
+                self._reader.finish(reading, light)
+                facts = reading.facts
                 if self.on_facts is not None:
                     self.on_facts(facts)
                 if facts.read_error:
                     self.stats["extraction_errors"] += 1
+                started = time.monotonic()
                 outcome = extract(facts, self._options, want_reads=self._want_reads)
-                if len(self.extraction_ms) < 10000:
-                    self.extraction_ms.append((time.perf_counter() - started) * 1000.0)
+                reading.spent += time.monotonic() - started
+                if len(self.extraction_ms) < 10000:  # fact reading (both phases) + rules
+                    self.extraction_ms.append(reading.spent * 1000.0)
                 for final in self._nesting.feed(outcome):
                     self._dispatch(final)
         finally:
-            with contained("observer.detach"):
-                for obj in (cb.qe, cb.exception):
-                    if obj is not None:
-                        self._gateway.detach(obj)
+            self._detach(cb)
+
+    def _detach(self, cb: _listener.Callback) -> None:
+        with contained("observer.detach"):
+            for obj in (cb.qe, cb.exception):
+                if obj is not None:
+                    self._gateway.detach(obj)
+
+    def _defer(self, cb: _listener.Callback, reading: Reading) -> None:
+        root = reading.facts.root_execution_id
+        self._deferred.setdefault(root, []).append((cb, reading))  # type: ignore[arg-type]
+        while len(self._deferred) > MAX_DEFERRED_GROUPS:  # a root that never came
+            oldest = next(iter(self._deferred))
+            for icb, inner in self._deferred.pop(oldest):
+                self._finish(icb, inner, light=False)
+
+    def _claim_deferred(self, reading: Reading) -> list[tuple[_listener.Callback, Reading]]:
+        """The nested writes whose root this callback is (as ``NestedWrites`` pairs them:
+        by execution id, else, for an outer command without one (Spark 3.5), the oldest
+        group whose QueryExecutions were created after it)."""
+        if not self._deferred:
+            return []
+        f = reading.facts
+        if f.execution_id is not None:
+            return self._deferred.pop(f.execution_id, [])
+        if not reading.wrapper:
+            return []
+        for key, group in self._deferred.items():
+            if f.qe_id is None or all(r.facts.qe_id is None or r.facts.qe_id > f.qe_id
+                                      for _, r in group):
+                return self._deferred.pop(key)
+        return []
+
+    def _release(self) -> None:
+        """Queue idle or drained: deferred and held writes are read and made final."""
+        with contained("observer.release"):
+            deferred, self._deferred = self._deferred, {}
+            for group in deferred.values():
+                for icb, inner in group:
+                    self._finish(icb, inner, light=False)
+            for outcome in self._nesting.release_held():
+                self._dispatch(outcome)
 
     def _nesting_flush(self):
         with self._lock:
