@@ -178,7 +178,7 @@ class FactReader:
             head = facts.plan[0] if facts.plan else {}
             if facts.succeeded:
                 facts.sql_text = option_str(plan.origin().sqlText())
-                if facts.sql_text is None and "query" in head:
+                if facts.sql_text is None and isinstance(head.get("query"), list):
                     # Spark 4 CTAS: the command's own origin is empty, its query's is not
                     with _quiet():
                         facts.sql_text = option_str(plan.query().origin().sqlText())

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole benchmark suite (issue 6): every workload with and without the plugin, A B A B,
-# a fresh JVM per run; then rewrites docs/performance.md and docs/perf/plan_size.png.
+# a fresh JVM per run; then extraction_profile.py (one JVM); then rewrites
+# docs/performance.md and docs/perf/plan_size.png.
 #
 #   bash tests/perf/run_all.sh              # full suite, < 15 min on 2 idle cores
 #   bash tests/perf/run_all.sh --quick      # smoke run, leaves the docs alone
@@ -16,4 +17,12 @@ if [ -z "$PYTHON" ]; then
   elif [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python
   else PYTHON=python3; fi
 fi
-exec "$PYTHON" tests/perf/run.py "$@"
+case " $* " in
+  *" --quick "*|*" --report-only "*|*" --help "*|*" -h "*)
+    exec "$PYTHON" tests/perf/run.py "$@" ;;
+esac
+# the workloads (fresh JVM per run), then the extraction cost against plan size in one
+# JVM (results/extraction_profile.json), then the document
+"$PYTHON" tests/perf/run.py --no-report "$@"
+"$PYTHON" tests/perf/extraction_profile.py
+exec "$PYTHON" tests/perf/run.py --report-only "$@"
