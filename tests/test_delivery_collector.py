@@ -123,3 +123,27 @@ def test_events_file_loads_into_the_collector(tmp_path: Any) -> None:
         loaded, rejected = collector.load_file(events)
         assert (loaded, rejected) == (len(payloads), [])
         assert stored(collector.url) == expected(payloads)
+
+
+def test_a_netrc_entry_for_the_server_does_not_replace_the_bearer_token(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    """requests would read ~/.netrc on every POST and send its Basic credentials instead
+    of the token; the transport reads the environment once and never consults .netrc."""
+    home = tmp_path / "home"
+    home.mkdir()
+    netrc = home / ".netrc"
+    netrc.write_text("machine 127.0.0.1 login someone password not-the-token\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("NETRC", str(netrc))
+    with running_collector(str(tmp_path / "c.db"), token=TOKEN) as collector:
+        delivery = make_delivery(make_settings(tmp_path, server_url=collector.url))
+        payloads = task_payloads(n_tf=1)
+        for p in payloads:
+            delivery.submit(p)
+        assert delivery.flush(30)
+        assert delivery.stats()["sent"] == len(payloads)
+        assert delivery.stats()["rejected"] == 0
+        delivery.close(10)
+        monkeypatch.undo()  # the test's own reader is a plain requests client
+        assert stored(collector.url) == expected(payloads)

@@ -100,12 +100,20 @@ class Py4jTuning:
         self._gw = gateway
         self._field = None
         self._seen_count = -1
+        self._seen_connection: Any = None
         self._lock = threading.Lock()
 
     def server_connections(self) -> None:
         with contained("py4j.nodelay"), self._lock:
             server = getattr(self._gw, "java_gateway_server", None)
             if server is None:
+                return
+            # py4j's pinned-thread client keeps one connection per Python thread: when
+            # this thread's is the one seen last time, nothing new can need the option
+            local = getattr(getattr(self._gw, "_gateway_client", None), "thread_connection",
+                            None)
+            mine = getattr(local, "connection", None) if local is not None else None
+            if mine is not None and mine is self._seen_connection:
                 return
             if self._field is None:
                 jvm = self._gw.jvm
@@ -116,6 +124,7 @@ class Py4jTuning:
             conns = self._field.get(server)
             n = conns.size()
             if n == self._seen_count:
+                self._seen_connection = mine
                 return
             for i in range(n):
                 with contained("py4j.nodelay.conn"):
@@ -123,6 +132,7 @@ class Py4jTuning:
                     if not sock.getTcpNoDelay():
                         sock.setTcpNoDelay(True)
             self._seen_count = n
+            self._seen_connection = mine
 
     def callback_connection(self) -> None:
         """For the JVM thread running a callback (call from inside the callback)."""
