@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -127,6 +128,10 @@ def run_one(workload: str, plugin: bool, params: dict[str, Any], timeout: float,
     side = "with" if plugin else "without"
     log_path = os.path.join(logdir, f"{workload}-{side}-{int(time.time() * 1000)}.log")
     t0 = time.perf_counter()
+    # CPU seconds: the child and its JVM (reaped descendants), and this process (the
+    # collector's threads: in production the server runs elsewhere)
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own0 = time.process_time()
     with open(log_path, "w") as log:
         try:
             rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
@@ -134,13 +139,16 @@ def run_one(workload: str, plugin: bool, params: dict[str, Any], timeout: float,
         except subprocess.TimeoutExpired:
             rc = -1
     elapsed = time.perf_counter() - t0
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = {"cpu_child_s": (kids1.ru_utime + kids1.ru_stime) - (kids0.ru_utime + kids0.ru_stime),
+           "cpu_runner_s": time.process_time() - own0}
     try:
         with open(out) as handle:
             result = json.load(handle)
     except (OSError, ValueError):
         result = {"ok": False, "error": f"no result (exit {rc}, see {log_path})"}
     os.unlink(out) if os.path.exists(out) else None
-    result.update({"rc": rc, "elapsed_s": elapsed, "log": log_path})
+    result.update({"rc": rc, "elapsed_s": elapsed, "log": log_path, **cpu})
     if collector is not None:
         try:
             if result.get("task_id") and result.get("ends"):
