@@ -595,9 +595,11 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     add("## Method")
     add("")
     add("- Each workload runs in a fresh interpreter and JVM (`tests/perf/child.py`, "
-        "`local[2]`, UI off), alternately without and with the plugin (A B A B ...), at least "
-        "5 runs of each side (the 10,000-query memory run: one of each, both at once since "
-        "its figure is not a time). Figures are "
+        "`local[2]`, UI off), alternately without and with the plugin (A B A B ...), 5 runs "
+        "of each side for the wall-time ratios (`small_writes`, `big_job`), 3 for "
+        "`plan_sweep` (its figure, extraction time, is plugin-only: every statement of every "
+        "with-run is a sample), one of each for the 10,000-query memory run (both at once, "
+        "since its figure is not a time). Figures are "
         "medians with min and max; the ratio is median with / median without.")
     add("- With the plugin: `definity_spark.activate(spark, server_url=<collector>)`, a "
         "fresh local collector per run in the runner's process (real HTTP, SQLite). JVM "

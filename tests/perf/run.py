@@ -1,6 +1,6 @@
 """The benchmark runner: every workload with and without the plugin, alternating, one JVM per run.
 
-    python tests/perf/run.py                  # the whole suite (< 15 min on 2 cores), then
+    python tests/perf/run.py                  # the whole suite (~18 min on 2 idle cores), then
                                               # rewrite docs/performance.md + docs/perf/*.png
     python tests/perf/run.py --quick          # a smoke run of every workload (~3 min)
     python tests/perf/run.py --only plan_sweep --runs 3
@@ -35,7 +35,7 @@ import common  # noqa: E402
 
 RESULTS = os.path.join(HERE, "results", "latest.json")
 # Workloads whose figure is not a time (memory): both sides run at once, one per core,
-# to keep the suite under 15 minutes.
+# to keep the suite short.
 PARALLEL_SIDES = {"many_queries"}
 SWEEP_SIZES = [1, 5, 10, 20, 40, 70, 100]
 
@@ -44,7 +44,7 @@ SUITE: list[tuple[str, dict[str, Any], int | None]] = [
     ("small_writes", {"n": 200, "k_listener": 50, "warmup": 10}, None),
     ("big_job", {"rows": 10_000_000, "partitions": 2000}, None),
     # extraction time is a plugin-only figure (every statement of every with-run is a
-    # sample); 3 runs a side keep the suite under 15 minutes
+    # sample): 3 runs a side (the suite still takes ~18 minutes on 2 cores)
     ("plan_sweep", {"sizes": SWEEP_SIZES, "tpch": True, "tpch_without": False, "warmup": 3},
      3),
     ("many_queries", {"n": 10_000, "every": 500, "warmup": 200, "max_s": 900}, 1),
