@@ -120,7 +120,6 @@ class HttpTransport(Transport):
         self._verify: bool | str = ca_bundle if ca_bundle else bool(verify_tls)
         self._session: requests.Session | None = None
         self._session_pid: int | None = None
-        self._request_verify: bool | str = self._verify
         self._token_rejection_logged = False
         self._misdirection_logged = False
         self._tls_failure_logged = False
@@ -157,18 +156,17 @@ class HttpTransport(Transport):
             session.headers["Accept"] = "application/json"
             if self._token:
                 session.headers["Authorization"] = f"Bearer {self._token}"
-            session.verify = self._verify
             # The environment is read once here, not on every POST (requests would look up
             # the proxy variables and ~/.netrc per request; a .netrc entry for the server
-            # would even replace the bearer token): proxies from HTTP(S)_PROXY / NO_PROXY.
+            # would even replace the bearer token): proxies from HTTP(S)_PROXY / NO_PROXY,
+            # and, when no CA bundle is configured, REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE as
+            # requests would. Without trust_env, nothing overrides session.verify.
             session.proxies.update(requests.utils.get_environ_proxies(self.base_url))
             session.trust_env = False
-            # ... and, as requests does, REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE when no CA
-            # bundle is configured (a configured one wins: see send())
-            self._request_verify = self._verify
+            session.verify = self._verify
             if self._verify is True:
-                self._request_verify = (os.environ.get("REQUESTS_CA_BUNDLE")
-                                        or os.environ.get("CURL_CA_BUNDLE") or True)
+                session.verify = (os.environ.get("REQUESTS_CA_BUNDLE")
+                                  or os.environ.get("CURL_CA_BUNDLE") or True)
             self._session = session
             self._session_pid = pid
         return self._session
@@ -191,12 +189,8 @@ class HttpTransport(Transport):
                 return SendResult(ABORTED, last.status, last.detail, attempt - 1)
             retry_after: float | None = None
             try:
-                # verify per request: requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
-                # override a session-level verify (psf/requests#3829), so a configured
-                # ca_bundle would be ignored where those variables are set.
                 resp = self._get_session().post(url, data=data, timeout=self.timeout,
-                                                allow_redirects=False,
-                                                verify=self._request_verify)
+                                                allow_redirects=False)
             except requests.Timeout as exc:
                 last = SendResult(NETWORK, None, f"timeout after {self.timeout:g}s "
                                   f"({type(exc).__name__})", attempt)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,12 +31,6 @@ import child  # noqa: E402
 import workloads  # noqa: E402
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _cpu(proc: Any) -> float:
     t = proc.cpu_times()
     return float(t.user + t.system)
@@ -49,13 +42,12 @@ def small(args: argparse.Namespace) -> None:
     import definity_spark
 
     workdir = tempfile.mkdtemp(prefix="perf-ab-")
-    port = _free_port()
-    exe = os.path.join(os.path.dirname(sys.executable), "definity-spark")
-    collector = subprocess.Popen([exe, "collector", "--port", str(port), "--db",
-                                  os.path.join(workdir, "c.db")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the collector CLI prints its URL on its first line once it listens
+    collector = subprocess.Popen([sys.executable, "-m", "definity_spark.collector", "--port",
+                                  "0", "--db", os.path.join(workdir, "c.db")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        time.sleep(3)
+        url = collector.stdout.readline().strip()  # type: ignore[union-attr]
         spark = child.build_session(workdir, False)
         me = psutil.Process()
         jvm = next(c for c in me.children(recursive=True) if "java" in c.name())
@@ -86,7 +78,7 @@ def small(args: argparse.Namespace) -> None:
         sides: dict[str, list[Any]] = {"without": [], "with": []}
         for rnd in range(args.rounds):
             sides["without"].append(batch())
-            handle = definity_spark.activate(spark, server_url=f"http://127.0.0.1:{port}",
+            handle = definity_spark.activate(spark, server_url=url,
                                              pipeline_name="ab", task_name=f"round{rnd}")
             sides["with"].append(batch())
             handle.flush(60)
