@@ -20,6 +20,7 @@ from typing import Any
 from definity_spark.lineage.facts import Attr, CommandFacts, LeafFacts, QueryFacts
 from definity_spark.lineage.plan import build, simple_name
 from definity_spark.lineage.rules import WRITE_COMMANDS
+from definity_spark.spark import gatherer
 
 logger = logging.getLogger("definity_spark.spark")
 
@@ -49,8 +50,12 @@ LIGHT_WRAPPERS = frozenset({
 
 def option_str(opt: Any) -> str | None:
     """A Scala ``Option[String]`` in one round trip (``Some(x)`` / ``None``)."""
-    s = str(opt.toString())
-    if s.startswith("Some(") and s.endswith(")"):
+    return option_text(str(opt.toString()))
+
+
+def option_text(s: str | None) -> str | None:
+    """The value of an ``Option``'s ``toString`` (``Some(x)`` -> x, ``None`` -> None)."""
+    if s is not None and s.startswith("Some(") and s.endswith(")"):
         return s[5:-1]
     return None
 
@@ -92,11 +97,96 @@ def _attrs(value: Any) -> list[Attr]:
     return out
 
 
+def _parse_rows(metrics: str) -> tuple[float | None, int]:
+    """(numOutputRows, its accumulator id) of a metrics map's text."""
+    m = _ROWS.search(metrics)
+    return (float(m.group(2)), int(m.group(1))) if m else (None, -1)
+
+
+def _parse_write_metrics(metrics: str, child_rows: str | None
+                         ) -> tuple[dict[str, float], list[int]]:
+    """The write node's metrics and their accumulator ids, from its metrics map's text.
+    DataSource V2 writes (Iceberg, JDBC catalog) report no row count of their own: the
+    rows written are the rows their query produced (``child_rows``: the metrics of the
+    first node below that counts them)."""
+    out: dict[str, float] = {}
+    ids: list[int] = []
+    for m in _METRIC.finditer(metrics):
+        out[m.group(1)] = float(m.group(3))
+        ids.append(int(m.group(2)))
+    if "numOutputRows" not in out and child_rows is not None:
+        rows, acc = _parse_rows(child_rows)
+        if rows is not None:
+            out["numOutputRows"] = rows
+            ids.append(acc)
+    return out, ids
+
+
+def _leaf_facts(d: dict[str, Any], live: Any) -> LeafFacts:
+    """A leaf's facts from its JSON; ``live()`` answers what the JSON lacks (relation
+    class, file paths, JDBC options, V2 identifiers), called only when needed."""
+    cls = str(d.get("class"))
+    name = simple_name(cls)
+    if name == "HiveTableRelation":
+        out = _attrs(d.get("dataCols")) + _attrs(d.get("partitionCols"))
+    else:
+        out = _attrs(d.get("output"))
+    facts = LeafFacts(cls=cls, output=out)
+    if name == "LogicalRelation":
+        facts.table = _table_from_json(d.get("catalogTable"))
+        if facts.table is None:
+            info = live()
+            facts.relation_cls = info["relation_cls"]
+            if "paths" in info:
+                facts.paths = [p for p in info["paths"].split("\n") if p]
+            if "jdbc_url" in info:
+                facts.jdbc_url = info["jdbc_url"]
+                facts.jdbc_table = info["jdbc_table"]
+    elif name == "HiveTableRelation":
+        facts.table = _table_from_json(d.get("tableMeta"))
+    elif name in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
+        info = live()
+        facts.table = (info.get("catalog"), tuple(info.get("namespace") or ()), info["name"])
+        if simple_name(info["table_cls"]) == "JDBCTable":
+            facts.relation_cls = info["table_cls"]
+    return facts
+
+
+def _live_leaf(node: Any, name: str) -> dict[str, Any]:
+    """Through py4j, what ``FactGatherer.group`` answers for one leaf."""
+    info: dict[str, Any] = {}
+    if name == "LogicalRelation":
+        rel = node.relation()
+        info["relation_cls"] = str(rel.getClass().getName())
+        rname = simple_name(info["relation_cls"])
+        if rname == "HadoopFsRelation":
+            info["paths"] = str(rel.location().rootPaths().mkString("\n"))
+        elif rname == "JDBCRelation":
+            opts = rel.jdbcOptions()
+            info["jdbc_url"] = str(opts.url())
+            info["jdbc_table"] = str(opts.tableOrQuery())
+    elif name in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
+        rel = node.relation() if name == "DataSourceV2ScanRelation" else node
+        cat_opt = rel.catalog()
+        if cat_opt.isDefined():
+            info["catalog"] = str(cat_opt.get().name())
+        ident_opt = rel.identifier()
+        table = rel.table()
+        if ident_opt.isDefined():
+            ident = ident_opt.get()
+            info["namespace"] = [str(x) for x in ident.namespace()]
+            info["name"] = str(ident.name())
+        else:
+            info["name"] = str(table.name())
+        info["table_cls"] = str(table.getClass().getName())
+    return info
+
+
 class FactReader:
     """Reads QueryExecutions of one SparkSession (one instance per observer)."""
 
     def __init__(self, gateway: Any, jsession: Any, budget_ms: int = 2000,
-                 max_plan_nodes: int = 5000):
+                 max_plan_nodes: int = 5000, gather: bool = True):
         self._gw = gateway
         self._jsession = jsession
         self.budget_ms = budget_ms
@@ -104,6 +194,30 @@ class FactReader:
         self._status_store = None
         self._version: str | None = None
         self._has_query_id: bool | None = None
+        # the JVM half (gatherer.py), compiled on first use; False: read through py4j
+        self._gatherer: Any = None if gather else False
+        self.gathered = 0  # phases read by the gatherer
+        self.fallbacks = 0  # phases the gatherer failed, then read through py4j
+
+    def gatherer(self) -> Any | None:
+        """The ``FactGatherer`` of this JVM, compiled on first use (None: unavailable)."""
+        if self._gatherer is None:
+            self._gatherer = gatherer.load(
+                self._gw, self._jsession, ",".join(WRITE_COMMANDS),
+                ",".join(ROWS_OF_NESTED_READS), ",".join(_ROW_PRESERVING), _STATUS_SCAN,
+                _METRIC.pattern, _ROWS.pattern, _PLAN_METRIC_ID.pattern) or False
+        return self._gatherer or None
+
+    def _gathered(self, phase: str, call: Any) -> str | None:
+        """One gatherer call, or None (then the phase is read through py4j)."""
+        try:
+            text = str(call())
+            self.gathered += 1
+            return text
+        except Exception as exc:  # noqa: BLE001 - py4j path instead
+            self.fallbacks += 1
+            logger.debug("gatherer %s failed, reading through py4j: %s", phase, exc)
+            return None
 
     # -- entry point -----------------------------------------------------------------
     def read(self, func_name: str, qe: Any, duration_ns: int | None,
@@ -120,21 +234,25 @@ class FactReader:
         Enough to know whether the callback is a nested write (``Reading.nested_write``),
         whose plan the observer reads later, when its root has arrived (see observer.py).
         """
+        g = self.gatherer() if func_name != "analyze" else None  # compiled once, not timed
         started = time.monotonic()
         facts = QueryFacts(func_name=func_name, succeeded=exception is None,
                            duration_ns=duration_ns, spark_version=self.version())
         reading = Reading(facts, qe)
         if exception is not None:
             facts.error = str(exception.toString())
+        text = None
+        if g is not None:
+            text = self._gathered("begin", lambda: g.begin(qe, func_name, facts.succeeded))
         try:
+            if text is not None:
+                self._begin_gathered(reading, json.loads(text))
+                return reading
             facts.qe_id = int(qe.id())
             if func_name == "analyze":
                 reading.done = True
                 return reading
-            # analyzed() rethrows (and Spark 4 logs an ERROR) when analysis failed:
-            # a failure only needs the root class, which logical() gives
-            plan = qe.analyzed() if facts.succeeded else qe.logical()
-            reading.plan = plan
+            plan = reading.live_plan()
             reading.root = simple_name(str(plan.getClass().getName()))
             acc_ids: list[int] = []
             if facts.succeeded and reading.root in WRITE_COMMANDS:
@@ -157,6 +275,27 @@ class FactReader:
             reading.spent += time.monotonic() - started
         return reading
 
+    def _begin_gathered(self, reading: Reading, raw: dict[str, Any]) -> None:
+        """``begin`` from the gatherer's answer (the same facts, the same parsing)."""
+        facts = reading.facts
+        facts.qe_id = int(raw["qe_id"])
+        reading.root = simple_name(str(raw["root"]))
+        if "write_metrics" in raw:
+            facts.write_metrics, _ = _parse_write_metrics(raw["write_metrics"],
+                                                          raw.get("child_rows"))
+            if "numOutputRows" not in facts.write_metrics and reading.root in _V2_WRITES:
+                with _quiet():
+                    facts.write_metrics.update(self._iceberg_snapshot(reading.live_plan()))
+        elif raw.get("nested_rows") is not None:
+            rows, _ = _parse_rows(raw["nested_rows"])
+            if rows is not None:
+                facts.write_metrics = {"queryOutputRows": rows}
+        if "execution_id" in raw:
+            facts.execution_id = int(raw["execution_id"])
+            facts.root_execution_id = int(raw["root_execution_id"])
+            facts.description = raw.get("description")
+            facts.root_description = raw.get("root_description")
+
     def finish(self, reading: Reading, light: bool = False) -> None:
         """Phase 2: the plan (one ``toJSON``), the command's target, the inputs.
 
@@ -168,9 +307,17 @@ class FactReader:
             return
         reading.done = True
         started = time.monotonic()
-        facts, plan, root = reading.facts, reading.plan, reading.root
+        facts, root = reading.facts, reading.root
+        light = light and facts.succeeded and root in LIGHT_WRAPPERS
+        g = self.gatherer() if not light else None
+        text = None
+        if g is not None:
+            text = self._gathered("finish", lambda: g.finish(reading.qe, facts.succeeded))
         try:
-            light = light and facts.succeeded and root in LIGHT_WRAPPERS
+            if text is not None:
+                self._finish_gathered(reading, text)
+                return
+            plan = reading.live_plan()
             if light:
                 facts.plan = [self._light_head(plan, root)]
             else:
@@ -190,6 +337,25 @@ class FactReader:
             self._failed(facts, exc)
         finally:
             reading.spent += time.monotonic() - started
+
+    def _finish_gathered(self, reading: Reading, text: str) -> None:
+        """``finish`` from the gatherer's answer: a line of facts, then the plan's JSON."""
+        facts, root = reading.facts, reading.root
+        header, _, plan_json = text.partition("\n")
+        raw = json.loads(header)
+        facts.plan = json.loads(plan_json)
+        head = facts.plan[0] if facts.plan else {}
+        if facts.succeeded:
+            facts.sql_text = option_text(raw.get("sql"))
+            if facts.sql_text is None and isinstance(head.get("query"), list):
+                facts.sql_text = option_text(raw.get("query_sql"))
+        if root in WRITE_COMMANDS:
+            facts.command = self._command(root, _LivePlan(reading), head, facts,
+                                          raw.get("command") or {})
+        if facts.succeeded:
+            groups = raw.get("leaves") or []
+            if not self._leaves_gathered(groups, facts, root):
+                self._leaves(reading.live_plan(), facts, root)
 
     @staticmethod
     def _failed(facts: QueryFacts, exc: Exception) -> None:
@@ -269,38 +435,38 @@ class FactReader:
                     facts.leaves.append(self._leaf(_Nth(leaves, i),
                                                    known[i] if known else None))
 
+    def _leaves_gathered(self, groups: list[list[dict[str, Any]]], facts: QueryFacts,
+                         root: str) -> bool:
+        """``_leaves`` from the gatherer's leaf groups (main tree, then each subquery).
+        False when its main group does not line up with the plan's JSON (read live)."""
+        if facts.plan is not None and len(facts.plan) > self.max_plan_nodes:
+            facts.partial = True
+            logger.debug("plan of %d nodes exceeds max_plan_nodes", len(facts.plan))
+            facts.plan = None
+            return True
+        if not groups:
+            return True
+        head = facts.plan[0] if facts.plan else {}
+        if int(head.get("num-children", 0) or 0) == 0 and root in WRITE_COMMANDS:
+            tree = head.get("query") if isinstance(head.get("query"), list) else None
+        else:
+            tree = facts.plan
+        main = [n.fields for n in build(tree).walk() if not n.children] if tree else []
+        if len(main) != len(groups[0]):
+            return False
+        leaves: list[LeafFacts] = []
+        for i, group in enumerate(groups):
+            known = main if i == 0 else [json.loads(x["json"])[0] for x in group]
+            leaves.extend(_leaf_facts(d, lambda x=x: x) for d, x in zip(known, group))
+        facts.leaves = leaves
+        return True
+
     def _leaf(self, nth: _Nth, d: dict[str, Any] | None = None) -> LeafFacts:
         """One leaf: its JSON (from the plan's, else one ``toJSON``); the live node only
         when the JSON lacks what naming needs (paths, JDBC options, V2 identifiers)."""
         if d is None:
             d = json.loads(nth.get().toJSON())[0]
-        cls = str(d.get("class"))
-        name = simple_name(cls)
-        if name == "HiveTableRelation":
-            out = _attrs(d.get("dataCols")) + _attrs(d.get("partitionCols"))
-        else:
-            out = _attrs(d.get("output"))
-        facts = LeafFacts(cls=cls, output=out)
-        if name == "LogicalRelation":
-            facts.table = _table_from_json(d.get("catalogTable"))
-            if facts.table is None:
-                rel = nth.get().relation()
-                facts.relation_cls = str(rel.getClass().getName())
-                rname = simple_name(facts.relation_cls)
-                if rname == "HadoopFsRelation":
-                    paths = str(rel.location().rootPaths().mkString("\n"))
-                    facts.paths = [p for p in paths.split("\n") if p]
-                elif rname == "JDBCRelation":
-                    opts = rel.jdbcOptions()
-                    facts.jdbc_url = str(opts.url())
-                    facts.jdbc_table = str(opts.tableOrQuery())
-        elif name == "HiveTableRelation":
-            facts.table = _table_from_json(d.get("tableMeta"))
-        elif name in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
-            leaf = nth.get()
-            rel = leaf.relation() if name == "DataSourceV2ScanRelation" else leaf
-            self._v2(rel, facts)
-        return facts
+        return _leaf_facts(d, lambda: _live_leaf(nth.get(), simple_name(str(d.get("class")))))
 
     def _v2(self, rel: Any, target: Any) -> None:
         """Catalog identifier of a DataSourceV2Relation (and JDBC url of a JDBC table)."""
@@ -321,18 +487,28 @@ class FactReader:
 
     # -- the write command ---------------------------------------------------------------
     def _command(self, name: str, cmd: Any, head: dict[str, Any],
-                 facts: QueryFacts) -> CommandFacts:
+                 facts: QueryFacts, pre: dict[str, Any] | None = None) -> CommandFacts:
+        """The write command's facts. ``pre``: accessor values the gatherer read already
+        (``output_path``, ``mode``, ``file_format``, ``query_schema``); the others are
+        read from ``cmd``."""
+        pre = pre or {}
+
+        def mode() -> str:
+            return str(pre["mode"]) if "mode" in pre else str(cmd.mode().toString())
+
         c = CommandFacts(cls=str(head.get("class")))
         if name == "InsertIntoHadoopFsRelationCommand":
-            c.output_path = str(cmd.outputPath().toString())
-            c.mode = str(cmd.mode().toString())
+            c.output_path = (str(pre["output_path"]) if "output_path" in pre
+                             else str(cmd.outputPath().toString()))
+            c.mode = mode()
             ct = head.get("catalogTable")
             c.table = _table_from_json(ct)
             if isinstance(ct, dict):
                 c.table_schema = ct.get("schema")
             c.partition_columns = [a.name for a in _attrs(head.get("partitionColumns"))]
             with _quiet():
-                c.provider = str(cmd.fileFormat().toString()).lower()
+                c.provider = (str(pre["file_format"]) if "file_format" in pre
+                              else str(cmd.fileFormat().toString())).lower()
         elif name in ("InsertIntoHiveTable", "CreateDataSourceTableAsSelectCommand",
                       "CreateHiveTableAsSelectCommand",
                       "OptimizedCreateHiveTableAsSelectCommand", "SaveAsV1TableCommand"):
@@ -343,9 +519,9 @@ class FactReader:
                 c.partition_columns = string_seq(ct.get("partitionColumnNames"))
             if name != "InsertIntoHiveTable":
                 with _quiet():
-                    c.mode = str(cmd.mode().toString())
+                    c.mode = mode()
         elif name == "SaveIntoDataSourceCommand":
-            c.mode = str(cmd.mode().toString())
+            c.mode = mode()
             provider_cls = str(cmd.dataSource().getClass().getName())
             c.provider = provider_cls
             with _quiet():
@@ -391,7 +567,8 @@ class FactReader:
         elif name in ("MergeIntoTable", "UpdateTable", "DeleteFromTable"):
             pass  # rewritten by the analyzer where the table supports it (ReplaceData...)
         with _quiet():
-            c.query_schema = json.loads(cmd.query().schema().json())
+            c.query_schema = json.loads(pre["query_schema"] if "query_schema" in pre
+                                        else cmd.query().schema().json())
         return c
 
     # -- metrics and execution ids ----------------------------------------------------------
@@ -408,21 +585,13 @@ class FactReader:
                 node = node.commandPhysicalPlan()
             else:
                 break
-        metrics: dict[str, float] = {}
-        ids: list[int] = []
-        for m in _METRIC.finditer(str(node.metrics().toString())):
-            metrics[m.group(1)] = float(m.group(3))
-            ids.append(int(m.group(2)))
-        if "numOutputRows" not in metrics:
-            # DataSource V2 writes (Iceberg, JDBC catalog) report no row count of their
-            # own: the rows written are the rows their query produced
+        metrics = str(node.metrics().toString())
+        child_rows = None
+        if not _ROWS.search(metrics):
             children = node.children()
             if children.size() == 1:
-                rows, acc = self._rows_below(children.apply(0))
-                if rows is not None:
-                    metrics["numOutputRows"] = rows
-                    ids.append(acc)
-        return metrics, ids
+                child_rows = self._rows_below_text(children.apply(0))
+        return _parse_write_metrics(metrics, child_rows)
 
     @staticmethod
     def _iceberg_snapshot(cmd: Any) -> dict[str, float]:
@@ -449,13 +618,18 @@ class FactReader:
         return out
 
     def _rows_below(self, node: Any) -> tuple[float | None, int]:
-        """numOutputRows of the first node, going down through row-preserving nodes
-        (projections, exchanges, sorts, codegen and AQE wrappers), that has one."""
+        text = self._rows_below_text(node)
+        return _parse_rows(text) if text is not None else (None, -1)
+
+    def _rows_below_text(self, node: Any) -> str | None:
+        """The metrics of the first node, going down through row-preserving nodes
+        (projections, exchanges, sorts, codegen and AQE wrappers), that counts its output
+        rows; None if none does."""
         for _ in range(12):
             n = simple_name(str(node.getClass().getName()))
-            m = _ROWS.search(str(node.metrics().toString()))
-            if m:
-                return float(m.group(2)), int(m.group(1))
+            metrics = str(node.metrics().toString())
+            if _ROWS.search(metrics):
+                return metrics
             if n == "AdaptiveSparkPlanExec":
                 node = node.executedPlan()
             elif n.endswith("QueryStageExec"):
@@ -463,11 +637,11 @@ class FactReader:
             elif n in _ROW_PRESERVING:
                 children = node.children()
                 if children.size() != 1:
-                    return None, -1
+                    return None
                 node = children.apply(0)
             else:
-                return None, -1
-        return None, -1
+                return None
+        return None
 
     def _store(self) -> Any:
         if self._status_store is None:
@@ -523,10 +697,18 @@ class Reading:
     def __init__(self, facts: QueryFacts, qe: Any):
         self.facts = facts
         self.qe = qe
-        self.plan: Any = None
+        self.plan: Any = None  # the live plan (py4j), fetched when first needed
         self.root = ""  # simple class name of the plan's root node
         self.done = False
         self.spent = 0.0  # seconds spent reading (both phases)
+
+    def live_plan(self) -> Any:
+        """The analyzed plan through py4j. A failed query's analyzed() rethrows (and
+        Spark 4 logs an ERROR): a failure only needs the root class, which logical()
+        gives."""
+        if self.plan is None:
+            self.plan = self.qe.analyzed() if self.facts.succeeded else self.qe.logical()
+        return self.plan
 
     @property
     def nested_write(self) -> bool:
@@ -540,6 +722,18 @@ class Reading:
     def wrapper(self) -> bool:
         rule = WRITE_COMMANDS.get(self.root)
         return bool(rule and rule.wrapper)
+
+
+class _LivePlan:
+    """The live plan of a reading, fetched at the first accessor call on it."""
+
+    __slots__ = ("_reading",)
+
+    def __init__(self, reading: Reading):
+        self._reading = reading
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reading.live_plan(), name)
 
 
 class _Nth:

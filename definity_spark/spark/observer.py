@@ -94,6 +94,11 @@ class SessionObserver:
         self.extraction_ms: list = []  # time of the last extractions (bounded)
         # test/recording hook: called with every QueryFacts read (tests/fixtures)
         self.on_facts: Callable[[Any], None] | None = None
+        # test hook: read every callback through py4j too (no gatherer) and keep the
+        # differences from what the reader found (the integration suite requires none)
+        self.cross_check = False
+        self.fact_mismatches: list[dict[str, Any]] = []
+        self._py4j_reader: FactReader | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> bool:
@@ -211,6 +216,8 @@ class SessionObserver:
             with contained("observer.extract"):
                 self._reader.finish(reading, light)
                 facts = reading.facts
+                if self.cross_check:
+                    self._cross_check(cb, facts, light)
                 if self.on_facts is not None:
                     self.on_facts(facts)
                 if facts.read_error:
@@ -224,6 +231,21 @@ class SessionObserver:
                     self._dispatch(final)
         finally:
             self._detach(cb)
+
+    def _cross_check(self, cb: _listener.Callback, facts: Any, light: bool) -> None:
+        if self._py4j_reader is None:
+            self._py4j_reader = FactReader(self._gateway, self._jsession,
+                                           budget_ms=self._reader.budget_ms,
+                                           max_plan_nodes=self._reader.max_plan_nodes,
+                                           gather=False)
+        other = self._py4j_reader.read(cb.func_name, cb.qe, cb.duration_ns, cb.exception,
+                                       light=light).to_json()
+        mine = facts.to_json()
+        if mine != other:
+            self.fact_mismatches.append({
+                "func_name": cb.func_name, "root": facts.root_class,
+                "differ": {k: (mine.get(k), other.get(k)) for k in mine
+                           if mine.get(k) != other.get(k)}})
 
     def _detach(self, cb: _listener.Callback) -> None:
         with contained("observer.detach"):

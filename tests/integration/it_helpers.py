@@ -106,6 +106,15 @@ class Task:
         self.task_id = handle.task_id
         self.seen = 0       # payloads of this task already handed to a scenario
         self.last_tf_id = 0
+        self._cross_check()
+
+    def _cross_check(self) -> list[Any]:
+        """Every callback is also read through py4j alone (no JVM-side gatherer): the
+        two readings must give the same facts (``SessionObserver.cross_check``)."""
+        observers = list(self.handle._runtime.observers.values())
+        for obs in observers:
+            obs.cross_check = True
+        return observers
 
     def flush(self) -> None:
         assert self.handle.flush(timeout=FLUSH_TIMEOUT), "handle.flush() timed out"
@@ -156,6 +165,9 @@ class Task:
         errors_after = internal_error_counts()
         assert errors_after == dict(errors_before), (
             f"the plugin contained internal errors: before {errors_before}, after {errors_after}")
+        for obs in self._cross_check():
+            assert not obs.fact_mismatches, obs.fact_mismatches
+            assert obs._reader.fallbacks == 0, "the gatherer failed, py4j read instead"
         return batch
 
     def _check_invariants(self, batch: Batch) -> None:

@@ -1,0 +1,397 @@
+// The JVM half of the fact reader (spark/facts.py, spark/gatherer.py).
+//
+// Compiled in the driver at run time with Janino, the compiler Spark itself uses for
+// code generation (no JAR to ship). Each method performs, inside the JVM, the sequence of
+// accessor calls FactReader would otherwise make one py4j round trip at a time, and
+// answers with one string: the raw values (class names, metric maps' toString, Option
+// toStrings, toJSON), which the Python side parses with the same code as before. Version-
+// dependent accessors are called reflectively (`call`); a missing one yields null, and
+// any other failure is thrown to the Python side, which then reads that query through
+// py4j instead.
+//
+// Janino compiles a subset of Java: no generics (raw types and casts), no lambdas.
+
+import java.lang.reflect.Method;
+import java.util.HashSet;
+import java.util.Set;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
+
+import org.apache.spark.sql.execution.QueryExecution;
+
+public class FactGatherer {
+    private final Set writeCommands = new HashSet();
+    private final Set rowsOfNestedReads = new HashSet();
+    private final Set rowPreserving = new HashSet();
+    private final int statusScan;
+    // FactReader's own regular expressions (passed in, so both sides match alike): a
+    // metric of a node's metrics map, its numOutputRows, an accumulator id of a plan
+    // metric in the SQL status store
+    private final Pattern metric;
+    private final Pattern rows;
+    private final Pattern planMetricId;
+
+    public FactGatherer(String writeCommands, String rowsOfNestedReads, String rowPreserving,
+                        int statusScan, String metric, String rows, String planMetricId) {
+        addAll(this.writeCommands, writeCommands);
+        addAll(this.rowsOfNestedReads, rowsOfNestedReads);
+        addAll(this.rowPreserving, rowPreserving);
+        this.statusScan = statusScan;
+        this.metric = Pattern.compile(metric);
+        this.rows = Pattern.compile(rows);
+        this.planMetricId = Pattern.compile(planMetricId);
+    }
+
+    // -- phase 1 (FactReader.begin): root class, write metrics, execution ids ----------
+    public String begin(QueryExecution qe, String funcName, boolean succeeded) throws Exception {
+        StringBuilder out = new StringBuilder(256);
+        out.append("{\"qe_id\":").append(qe.id());
+        Object plan = succeeded ? (Object) qe.analyzed() : (Object) qe.logical();
+        String root = plan.getClass().getName();
+        field(out, "root", root);
+        Set accIds = new HashSet();
+        if (!succeeded) {
+            // a failure: no metrics; its execution ids where the query id gives them
+        } else if (writeCommands.contains(simpleName(root))) {
+            Object node = unwrapWrite(call(qe, "executedPlan"));
+            String metrics = String.valueOf(call(node, "metrics"));
+            field(out, "write_metrics", metrics);
+            Matcher m = metric.matcher(metrics);
+            while (m.find()) {
+                accIds.add(m.group(2));
+            }
+            if (!rows.matcher(metrics).find()) {
+                Object children = call(node, "children");
+                if (seqSize(children) == 1) {
+                    rowsBelow(out, "child_rows", seqApply(children, 0), accIds);
+                }
+            }
+        } else if (rowsOfNestedReads.contains(funcName)) {
+            rowsBelow(out, "nested_rows", call(qe, "executedPlan"), accIds);
+        }
+        String queryId = null;
+        if (hasMethod(qe, "queryId")) {
+            queryId = String.valueOf(call(qe, "queryId"));
+            field(out, "query_id", queryId);
+        }
+        if (queryId != null || !accIds.isEmpty()) {
+            executionIds(out, qe, queryId, accIds);
+        }
+        return out.append('}').toString();
+    }
+
+    private Object unwrapWrite(Object node) throws Exception {
+        for (int i = 0; i < 6; i++) {
+            String n = simpleName(node.getClass().getName());
+            if (n.equals("AdaptiveSparkPlanExec")) {
+                node = call(node, "executedPlan");
+            } else if (n.endsWith("QueryStageExec")) {
+                node = call(node, "plan");
+            } else if (n.equals("CommandResultExec")) {
+                node = call(node, "commandPhysicalPlan");
+            } else {
+                break;
+            }
+        }
+        return node;
+    }
+
+    // The metrics map of the first node, going down through row-preserving nodes, that
+    // counts output rows (FactReader._rows_below), as `key`; nothing if none.
+    private void rowsBelow(StringBuilder out, String key, Object start, Set accIds)
+            throws Exception {
+        String found = rowsBelow(start);
+        if (found != null) {
+            field(out, key, found);
+            Matcher m = rows.matcher(found);
+            m.find();
+            accIds.add(m.group(1));
+        }
+    }
+
+    private String rowsBelow(Object node) throws Exception {
+        for (int i = 0; i < 12; i++) {
+            String n = simpleName(node.getClass().getName());
+            String metrics = String.valueOf(call(node, "metrics"));
+            if (rows.matcher(metrics).find()) {
+                return metrics;
+            }
+            if (n.equals("AdaptiveSparkPlanExec")) {
+                node = call(node, "executedPlan");
+            } else if (n.endsWith("QueryStageExec")) {
+                node = call(node, "plan");
+            } else if (rowPreserving.contains(n)) {
+                Object children = call(node, "children");
+                if (seqSize(children) != 1) {
+                    return null;
+                }
+                node = seqApply(children, 0);
+            } else {
+                return null;
+            }
+        }
+        return null;
+    }
+
+    // SQL execution id and root execution id (FactReader._execution_ids): Spark 4 by the
+    // query id, Spark 3.5 by the write node's metric accumulator ids.
+    private void executionIds(StringBuilder out, QueryExecution qe, String queryId,
+                              Set accIds) throws Exception {
+        Object store = call(call(qe.sparkSession(), "sharedState"), "statusStore");
+        long count = ((Number) call(store, "executionsCount")).longValue();
+        int start = (int) Math.max(0, count - statusScan);
+        Method list = store.getClass().getMethod("executionsList",
+                new Class[] {int.class, int.class});
+        Object executions = invoke(list, store,
+                new Object[] {new Integer(start), new Integer((int) (count - start))});
+        for (int i = seqSize(executions) - 1; i >= 0; i--) {
+            Object x = seqApply(executions, i);
+            if (queryId != null) {
+                if (!queryId.equals(String.valueOf(call(x, "queryId")))) {
+                    continue;
+                }
+            } else if (!sharesAccumulator(String.valueOf(call(x, "metrics")), accIds)) {
+                continue;
+            }
+            long id = ((Number) call(x, "executionId")).longValue();
+            long rootId = ((Number) call(x, "rootExecutionId")).longValue();
+            key(out, "execution_id");
+            out.append(id);
+            key(out, "root_execution_id");
+            out.append(rootId);
+            field(out, "description", String.valueOf(call(x, "description")));
+            if (rootId != id) {
+                Method one = store.getClass().getMethod("execution", new Class[] {long.class});
+                Object root = invoke(one, store, new Object[] {new Long(rootId)});
+                if (((Boolean) call(root, "isDefined")).booleanValue()) {
+                    field(out, "root_description",
+                          String.valueOf(call(call(root, "get"), "description")));
+                }
+            }
+            return;
+        }
+    }
+
+    private boolean sharesAccumulator(String planMetrics, Set accIds) {
+        Matcher m = planMetricId.matcher(planMetrics);
+        while (m.find()) {
+            if (accIds.contains(m.group(1))) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    // -- phase 2 (FactReader.finish): the plan, SQL text, command and leaves ------------
+    // Answer: one line of JSON (the facts), a newline, then the plan's toJSON.
+    public String finish(QueryExecution qe, boolean succeeded) throws Exception {
+        Object plan = succeeded ? (Object) qe.analyzed() : (Object) qe.logical();
+        String planJson = (String) call(plan, "toJSON");
+        StringBuilder out = new StringBuilder(512);
+        out.append('{');
+        String root = simpleName(plan.getClass().getName());
+        Object query = hasMethod(plan, "query") ? call(plan, "query") : null;
+        if (succeeded) {
+            field(out, "sql", String.valueOf(call(call(plan, "origin"), "sqlText")));
+            if (query != null) {
+                field(out, "query_sql", String.valueOf(call(call(query, "origin"), "sqlText")));
+            }
+        }
+        if (writeCommands.contains(root)) {
+            key(out, "command");
+            out.append('{');
+            optional(out, plan, "outputPath", "output_path");
+            optional(out, plan, "mode", "mode");
+            optional(out, plan, "fileFormat", "file_format");
+            if (query != null) {
+                field(out, "query_schema", (String) call(call(query, "schema"), "json"));
+            }
+            out.append('}');
+        }
+        if (succeeded) {
+            leaves(out, plan, query);
+        }
+        return out.append("}\n").append(planJson).toString();
+    }
+
+    // The leaves of the plan (or of a leaf command's query) and of its subqueries, in
+    // collectLeaves() order: the main tree's leaves are in the plan's JSON already; a
+    // subquery's leaf comes with its own JSON. Each with what naming needs that the JSON
+    // lacks (FactReader._leaf / _v2).
+    private void leaves(StringBuilder out, Object plan, Object query) throws Exception {
+        Object root = plan;
+        if (seqSize(call(plan, "children")) == 0 && writeCommands.contains(
+                simpleName(plan.getClass().getName()))) {
+            root = query;
+        }
+        key(out, "leaves");
+        out.append('[');
+        if (root != null) {
+            group(out, call(root, "collectLeaves"), false);
+            Object subs = call(root, "subqueriesAll");
+            int n = seqSize(subs);
+            for (int i = 0; i < n; i++) {
+                out.append(',');
+                group(out, call(seqApply(subs, i), "collectLeaves"), true);
+            }
+        }
+        out.append(']');
+    }
+
+    private void group(StringBuilder out, Object leaves, boolean withJson) throws Exception {
+        out.append('[');
+        int n = seqSize(leaves);
+        for (int i = 0; i < n; i++) {
+            Object leaf = seqApply(leaves, i);
+            out.append(i == 0 ? "{" : ",{");
+            field(out, "cls", leaf.getClass().getName());
+            String name = simpleName(leaf.getClass().getName());
+            if (name.equals("LogicalRelation")) {
+                Object rel = call(leaf, "relation");
+                String relCls = rel.getClass().getName();
+                field(out, "relation_cls", relCls);
+                if (simpleName(relCls).equals("HadoopFsRelation")) {
+                    field(out, "paths", String.valueOf(call(call(call(rel, "location"),
+                            "rootPaths"), "mkString", "\n")));
+                } else if (simpleName(relCls).equals("JDBCRelation")) {
+                    Object opts = call(rel, "jdbcOptions");
+                    field(out, "jdbc_url", String.valueOf(call(opts, "url")));
+                    field(out, "jdbc_table", String.valueOf(call(opts, "tableOrQuery")));
+                }
+            } else if (name.equals("DataSourceV2Relation")
+                    || name.equals("DataSourceV2ScanRelation")) {
+                v2(out, name.equals("DataSourceV2ScanRelation") ? call(leaf, "relation") : leaf);
+            }
+            if (withJson) {
+                field(out, "json", (String) call(leaf, "toJSON"));
+            }
+            out.append('}');
+        }
+        out.append(']');
+    }
+
+    private static void v2(StringBuilder out, Object rel) throws Exception {
+        Object catalog = call(rel, "catalog");
+        if (((Boolean) call(catalog, "isDefined")).booleanValue()) {
+            field(out, "catalog", String.valueOf(call(call(catalog, "get"), "name")));
+        }
+        Object ident = call(rel, "identifier");
+        Object table = call(rel, "table");
+        if (((Boolean) call(ident, "isDefined")).booleanValue()) {
+            Object i = call(ident, "get");
+            String[] namespace = (String[]) call(i, "namespace");
+            key(out, "namespace");
+            out.append('[');
+            for (int k = 0; k < namespace.length; k++) {
+                if (k > 0) {
+                    out.append(',');
+                }
+                quote(out, namespace[k]);
+            }
+            out.append(']');
+            field(out, "name", String.valueOf(call(i, "name")));
+        } else {
+            field(out, "name", String.valueOf(call(table, "name")));
+        }
+        field(out, "table_cls", table.getClass().getName());
+    }
+
+    // -- helpers ------------------------------------------------------------------------
+    private static void optional(StringBuilder out, Object o, String method, String key)
+            throws Exception {
+        if (hasMethod(o, method)) {
+            field(out, key, String.valueOf(call(o, method)));
+        }
+    }
+
+    private static boolean hasMethod(Object o, String name) {
+        try {
+            o.getClass().getMethod(name, new Class[0]);
+            return true;
+        } catch (NoSuchMethodException e) {
+            return false;
+        }
+    }
+
+    private static Object call(Object o, String name) throws Exception {
+        return invoke(o.getClass().getMethod(name, new Class[0]), o, new Object[0]);
+    }
+
+    private static Object call(Object o, String name, String arg) throws Exception {
+        return invoke(o.getClass().getMethod(name, new Class[] {String.class}), o,
+                      new Object[] {arg});
+    }
+
+    // a public method of a class that is not public itself needs setAccessible
+    private static Object invoke(Method m, Object o, Object[] args) throws Exception {
+        try {
+            return m.invoke(o, args);
+        } catch (IllegalAccessException e) {
+            m.setAccessible(true);
+            return m.invoke(o, args);
+        }
+    }
+
+    private static int seqSize(Object seq) throws Exception {
+        return ((Number) call(seq, "size")).intValue();
+    }
+
+    private static Object seqApply(Object seq, int i) throws Exception {
+        Method m = seq.getClass().getMethod("apply", new Class[] {int.class});
+        return invoke(m, seq, new Object[] {new Integer(i)});
+    }
+
+    private static String simpleName(String cls) {
+        int dot = cls.lastIndexOf('.');
+        String name = dot < 0 ? cls : cls.substring(dot + 1);
+        return name.endsWith("$") ? name.substring(0, name.length() - 1) : name;
+    }
+
+    private static void addAll(Set set, String csv) {
+        String[] parts = csv.split(",");
+        for (int i = 0; i < parts.length; i++) {
+            if (parts[i].length() > 0) {
+                set.add(parts[i]);
+            }
+        }
+    }
+
+    // `"key":` after a comma unless it opens an object
+    private static void key(StringBuilder out, String key) {
+        char last = out.charAt(out.length() - 1);
+        if (last != '{' && last != '[') {
+            out.append(',');
+        }
+        quote(out, key);
+        out.append(':');
+    }
+
+    private static void field(StringBuilder out, String key, String value) {
+        key(out, key);
+        if (value == null) {
+            out.append("null");
+        } else {
+            quote(out, value);
+        }
+    }
+
+    private static void quote(StringBuilder out, String s) {
+        out.append('"');
+        for (int i = 0; i < s.length(); i++) {
+            char c = s.charAt(i);
+            if (c == '"' || c == '\\') {
+                out.append('\\').append(c);
+            } else if (c < 0x20) {
+                String hex = Integer.toHexString(c);
+                out.append("\\u");
+                for (int k = hex.length(); k < 4; k++) {
+                    out.append('0');
+                }
+                out.append(hex);
+            } else {
+                out.append(c);
+            }
+        }
+        out.append('"');
+    }
+}
