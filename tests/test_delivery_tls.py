@@ -85,3 +85,31 @@ def test_replay_with_the_ca_bundle_after_a_tls_refusal(https_server: FaultyServe
     fixed = replay(settings.spool_dir, https_server.url, TOKEN, attempts=1,
                    ca_bundle=certificate[0])
     assert fixed.complete and https_server.bodies() == [p.to_json() for p in payloads]
+
+
+def test_verification_off_sends_without_a_warning_per_request(
+        https_server: FaultyServer, tmp_path: Any, recwarn: Any) -> None:
+    settings = make_settings(tmp_path, server_url=https_server.url, verify_tls=False)
+    delivery = make_delivery(settings)
+    payloads = task_payloads(n_tf=1)
+    for p in payloads:
+        delivery.submit(p)
+    assert delivery.close(5.0)
+    assert https_server.bodies() == [p.to_json() for p in payloads]
+    assert not [w for w in recwarn if "Unverified HTTPS" in str(w.message)]
+
+
+def test_requests_ca_bundle_of_the_environment_is_trusted(
+        https_server: FaultyServer, tmp_path: Any, certificate: tuple[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As requests would: without a configured CA bundle, REQUESTS_CA_BUNDLE (or
+    CURL_CA_BUNDLE) replaces the default CAs."""
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.setenv("CURL_CA_BUNDLE", certificate[0])
+    settings = make_settings(tmp_path, server_url=https_server.url)
+    delivery = make_delivery(settings)
+    payloads = task_payloads(n_tf=1)
+    for p in payloads:
+        delivery.submit(p)
+    assert delivery.close(5.0)
+    assert https_server.bodies() == [p.to_json() for p in payloads]
