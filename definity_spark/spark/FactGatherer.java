@@ -183,13 +183,16 @@ public class FactGatherer {
     }
 
     // -- phase 2 (FactReader.finish): the plan, SQL text, command and leaves ------------
-    // Answer: one line of JSON (the facts), a newline, then the plan's toJSON.
-    public String finish(QueryExecution qe, boolean succeeded) throws Exception {
+    // Answer: one line of JSON (the facts), a newline, then the plan's toJSON. `light`:
+    // an outer CTAS / saveAsTable command whose query was read with its nested write:
+    // instead of the plan's JSON, its command node's (FactReader._light_head).
+    public String finish(QueryExecution qe, boolean succeeded, boolean light)
+            throws Exception {
         Object plan = succeeded ? (Object) qe.analyzed() : (Object) qe.logical();
-        String planJson = (String) call(plan, "toJSON");
+        String root = simpleName(plan.getClass().getName());
+        String planJson = light ? lightHead(plan, root) : (String) call(plan, "toJSON");
         StringBuilder out = new StringBuilder(512);
         out.append('{');
-        String root = simpleName(plan.getClass().getName());
         Object query = hasMethod(plan, "query") ? call(plan, "query") : null;
         if (succeeded) {
             field(out, "sql", String.valueOf(call(call(plan, "origin"), "sqlText")));
@@ -208,10 +211,54 @@ public class FactGatherer {
             }
             out.append('}');
         }
-        if (succeeded) {
+        if (succeeded && !light) {
             leaves(out, plan, query);
         }
         return out.append("}\n").append(planJson).toString();
+    }
+
+    private static String lightHead(Object cmd, String root) throws Exception {
+        String field = root.equals("CreateDataSourceTableAsSelectCommand") ? "table" : "tableDesc";
+        Object table = call(cmd, field);
+        Object ident = call(table, "identifier");
+        StringBuilder out = new StringBuilder(512);
+        out.append("[{");
+        field(out, "class", cmd.getClass().getName());
+        key(out, "num-children");
+        out.append('0');
+        key(out, field);
+        out.append('{');
+        key(out, "identifier");
+        out.append('{');
+        field(out, "table", String.valueOf(call(ident, "table")));
+        String[] parts = {"database", "catalog"};
+        for (int i = 0; i < parts.length; i++) {
+            if (hasMethod(ident, parts[i])) {
+                Object value = call(ident, parts[i]);
+                if (((Boolean) call(value, "isDefined")).booleanValue()) {
+                    field(out, parts[i], String.valueOf(call(value, "get")));
+                }
+            }
+        }
+        out.append('}');
+        key(out, "schema");
+        out.append((String) call(call(table, "schema"), "json"));
+        key(out, "partitionColumnNames");
+        out.append('[');
+        Object names = call(table, "partitionColumnNames");
+        int n = seqSize(names);
+        for (int i = 0; i < n; i++) {
+            if (i > 0) {
+                out.append(',');
+            }
+            quote(out, String.valueOf(seqApply(names, i)));
+        }
+        out.append("]}");
+        key(out, "query");
+        out.append("[]");
+        key(out, "light");
+        out.append("true}]");
+        return out.toString();
     }
 
     // The leaves of the plan (or of a leaf command's query) and of its subqueries, in

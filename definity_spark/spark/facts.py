@@ -309,10 +309,11 @@ class FactReader:
         started = time.monotonic()
         facts, root = reading.facts, reading.root
         light = light and facts.succeeded and root in LIGHT_WRAPPERS
-        g = self.gatherer() if not light else None
+        g = self.gatherer()
         text = None
         if g is not None:
-            text = self._gathered("finish", lambda: g.finish(reading.qe, facts.succeeded))
+            text = self._gathered("finish", lambda: g.finish(reading.qe, facts.succeeded,
+                                                             light))
         try:
             if text is not None:
                 self._finish_gathered(reading, text)
@@ -352,8 +353,8 @@ class FactReader:
         if root in WRITE_COMMANDS:
             facts.command = self._command(root, _LivePlan(reading), head, facts,
                                           raw.get("command") or {})
-        if facts.succeeded:
-            groups = raw.get("leaves") or []
+        if facts.succeeded and "leaves" in raw:  # not for a light read
+            groups = raw["leaves"]
             if not self._leaves_gathered(groups, facts, root):
                 self._leaves(reading.live_plan(), facts, root)
 

@@ -56,6 +56,10 @@ def test_light_read_equals_full_read(spark: Any, module_data: Any, case: str) ->
     qe = _analyzed(spark, CASES[case])
     full = reader.read("command", qe, 1_000_000, None, light=False)
     light = reader.read("command", qe, 1_000_000, None, light=True)
+    # both read by the JVM-side gatherer; a py4j-only light read finds the same
+    assert (reader.gathered, reader.fallbacks) == (4, 0)
+    plain = FactReader(spark.sparkContext._gateway, spark._jsparkSession, gather=False)
+    assert plain.read("command", qe, 1_000_000, None, light=True).to_json() == light.to_json()
     root = full.root_class.rsplit(".", 1)[-1] if full.root_class else ""
     assert root in LIGHT_WRAPPERS, root
     assert light.plan is not None and light.plan[0].get("light") is True
