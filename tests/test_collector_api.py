@@ -3,7 +3,11 @@ and the test hooks other rooms rely on (fault injection, stop cutting connection
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import json
+import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -287,3 +291,57 @@ def test_one_keep_alive_connection_survives_rejections_and_chunked_bodies(
     assert answers == [200, 400, 404, 200, 200, 200]
     assert [p["body"] for p in collector.store.payloads()] == [good] * 3
     assert collector.store.payloads()[1]["raw"] == '{"task_id": "ka", "status": "end"}'
+
+
+def _answer(stream: Any) -> bytes:
+    """One whole HTTP answer (headers + Content-Length body) read from a socket file."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = stream.readline()
+        assert line, head
+        head += line
+    match = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
+    return head + stream.read(int(match.group(1)) if match else 0)
+
+
+def test_answers_are_whole_and_prompt_on_a_raw_keep_alive_connection(
+        collector: Collector) -> None:
+    """Answers are buffered and sent in one write: every path must still flush its answer
+    before the server waits for the client (100 Continue, a stdlib 400, a normal answer)."""
+    host, port = collector.url[len("http://"):].rsplit(":", 1)
+    body = json.dumps(wire.TaskEnd("raw").to_json()).encode()
+    post = (b"POST /log/task HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n" % len(body))
+    with socket.create_connection((host, int(port)), timeout=5) as sock, \
+            sock.makefile("rb") as answers:
+        # the client waits for "100 Continue" before it sends the body
+        sock.sendall(post + b"Expect: 100-continue\r\n\r\n")
+        assert _answer(answers) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        first = _answer(answers)
+        assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b'{"ok": true, "seq": 1}')
+        # keep-alive: two more requests on the same connection, sent at once
+        sock.sendall(post + b"\r\n" + body + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _answer(answers).endswith(b'{"ok": true, "seq": 2}')
+        health = _answer(answers)
+        assert json.loads(health.partition(b"\r\n\r\n")[2])["payloads"] == 2
+        date = re.search(rb"\r\nDate: ([^\r]+)", health)
+        assert date is not None
+        sent_at = email.utils.parsedate_to_datetime(date.group(1).decode()).timestamp()
+        assert abs(sent_at - time.time()) < 5
+        # a request the stdlib rejects itself (a header line too long) is answered at once
+        sock.sendall(b"GET /health HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n")
+        assert _answer(answers).startswith(b"HTTP/1.1 431 ")
+    assert [(r["method"], r["status"]) for r in collector.requests()] == [
+        ("POST", 200), ("POST", 200), ("GET", 200)]
+
+
+def test_arrival_times_are_utc_with_milliseconds(collector: Collector) -> None:
+    before = datetime.datetime.now(datetime.timezone.utc)
+    send(collector.url, wire.TaskEnd("clock"))
+    after = datetime.datetime.now(datetime.timezone.utc)
+    stamps = [collector.store.payloads()[0]["received_at"], collector.requests()[0]["at"]]
+    for stamp in stamps:
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
+        when = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z")
+        assert before - datetime.timedelta(milliseconds=1) <= when <= after

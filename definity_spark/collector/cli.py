@@ -105,6 +105,13 @@ def _configure_logging() -> None:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                             format="%(asctime)s %(levelname)s %(message)s")
+        # One record per request, and this format shows no thread, process or source
+        # line: don't collect them (the logging docs' "Optimization" switches; safe here,
+        # where this process's logging is ours).
+        logging.logThreads = False
+        logging.logProcesses = False
+        logging.logMultiprocessing = False
+        logging._srcfile = None  # no sys._getframe() walk per record
 
 
 def _stop_on_sigterm() -> None:
