@@ -11,9 +11,13 @@
 //
 // Janino compiles a subset of Java: no generics (raw types and casts), no lambdas.
 
+import java.lang.reflect.Field;
 import java.lang.reflect.Method;
+import java.util.ArrayList;
 import java.util.HashSet;
+import java.util.List;
 import java.util.Set;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
@@ -25,21 +29,20 @@ public class FactGatherer {
     private final Set rowPreserving = new HashSet();
     private final int statusScan;
     // FactReader's own regular expressions (passed in, so both sides match alike): a
-    // metric of a node's metrics map, its numOutputRows, an accumulator id of a plan
-    // metric in the SQL status store
+    // metric of a node's metrics map, and its numOutputRows
     private final Pattern metric;
     private final Pattern rows;
-    private final Pattern planMetricId;
+    private AtomicLong nextId;  // SQLExecution._nextExecutionId, read reflectively
+    private boolean nextIdUnknown;
 
     public FactGatherer(String writeCommands, String rowsOfNestedReads, String rowPreserving,
-                        int statusScan, String metric, String rows, String planMetricId) {
+                        int statusScan, String metric, String rows) {
         addAll(this.writeCommands, writeCommands);
         addAll(this.rowsOfNestedReads, rowsOfNestedReads);
         addAll(this.rowPreserving, rowPreserving);
         this.statusScan = statusScan;
         this.metric = Pattern.compile(metric);
         this.rows = Pattern.compile(rows);
-        this.planMetricId = Pattern.compile(planMetricId);
     }
 
     // -- phase 1 (FactReader.begin): root class, write metrics, execution ids ----------
@@ -138,19 +141,15 @@ public class FactGatherer {
     private void executionIds(StringBuilder out, QueryExecution qe, String queryId,
                               Set accIds) throws Exception {
         Object store = call(call(qe.sparkSession(), "sharedState"), "statusStore");
-        long count = ((Number) call(store, "executionsCount")).longValue();
-        int start = (int) Math.max(0, count - statusScan);
-        Method list = store.getClass().getMethod("executionsList",
-                new Class[] {int.class, int.class});
-        Object executions = invoke(list, store,
-                new Object[] {new Integer(start), new Integer((int) (count - start))});
-        for (int i = seqSize(executions) - 1; i >= 0; i--) {
-            Object x = seqApply(executions, i);
+        Method one = store.getClass().getMethod("execution", new Class[] {long.class});
+        List executions = newestExecutions(store, one);
+        for (int i = 0; i < executions.size(); i++) {
+            Object x = executions.get(i);
             if (queryId != null) {
                 if (!queryId.equals(String.valueOf(call(x, "queryId")))) {
                     continue;
                 }
-            } else if (!sharesAccumulator(String.valueOf(call(x, "metrics")), accIds)) {
+            } else if (!sharesAccumulator(call(x, "metrics"), accIds)) {
                 continue;
             }
             long id = ((Number) call(x, "executionId")).longValue();
@@ -161,7 +160,6 @@ public class FactGatherer {
             out.append(rootId);
             field(out, "description", String.valueOf(call(x, "description")));
             if (rootId != id) {
-                Method one = store.getClass().getMethod("execution", new Class[] {long.class});
                 Object root = invoke(one, store, new Object[] {new Long(rootId)});
                 if (((Boolean) call(root, "isDefined")).booleanValue()) {
                     field(out, "root_description",
@@ -172,10 +170,55 @@ public class FactGatherer {
         }
     }
 
-    private boolean sharesAccumulator(String planMetrics, Set accIds) {
-        Matcher m = planMetricId.matcher(planMetrics);
-        while (m.find()) {
-            if (accIds.contains(m.group(1))) {
+    // The newest `statusScan` executions of the SQL status store, newest first. Looked up
+    // one by one below Spark's next execution id where it can be read (a key lookup
+    // each); else through executionsList, which sorts the whole store on every call.
+    private List newestExecutions(Object store, Method one) throws Exception {
+        List out = new ArrayList();
+        AtomicLong next = nextExecutionId();
+        if (next != null) {
+            long last = next.get() - 1;
+            for (long id = last; id >= 0 && id > last - statusScan; id--) {
+                Object x = invoke(one, store, new Object[] {new Long(id)});
+                if (((Boolean) call(x, "isDefined")).booleanValue()) {
+                    out.add(call(x, "get"));
+                }
+            }
+            return out;
+        }
+        long count = ((Number) call(store, "executionsCount")).longValue();
+        int start = (int) Math.max(0, count - statusScan);
+        Method list = store.getClass().getMethod("executionsList",
+                new Class[] {int.class, int.class});
+        Object executions = invoke(list, store,
+                new Object[] {new Integer(start), new Integer((int) (count - start))});
+        for (int i = seqSize(executions) - 1; i >= 0; i--) {
+            out.add(seqApply(executions, i));
+        }
+        return out;
+    }
+
+    private AtomicLong nextExecutionId() {
+        if (nextId == null && !nextIdUnknown) {
+            try {
+                Class c = Class.forName("org.apache.spark.sql.execution.SQLExecution$", true,
+                        QueryExecution.class.getClassLoader());
+                Field f = c.getDeclaredField("_nextExecutionId");
+                f.setAccessible(true);
+                nextId = (AtomicLong) f.get(c.getField("MODULE$").get(null));
+            } catch (Exception e) {
+                nextIdUnknown = true;
+            }
+        }
+        return nextId;
+    }
+
+    // A plan metric of the execution (SQLPlanMetric.accumulatorId) is one of `accIds`.
+    private static boolean sharesAccumulator(Object planMetrics, Set accIds) throws Exception {
+        Object it = call(planMetrics, "iterator");
+        while (((Boolean) call(it, "hasNext")).booleanValue()) {
+            Object id = call(call(it, "next"), "accumulatorId");
+            if (accIds.contains(String.valueOf(id))) {
                 return true;
             }
         }

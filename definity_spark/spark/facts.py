@@ -205,7 +205,7 @@ class FactReader:
             self._gatherer = gatherer.load(
                 self._gw, self._jsession, ",".join(WRITE_COMMANDS),
                 ",".join(ROWS_OF_NESTED_READS), ",".join(_ROW_PRESERVING), _STATUS_SCAN,
-                _METRIC.pattern, _ROWS.pattern, _PLAN_METRIC_ID.pattern) or False
+                _METRIC.pattern, _ROWS.pattern) or False
         return self._gatherer or None
 
     def _gathered(self, phase: str, call: Any) -> str | None:

@@ -260,6 +260,8 @@ class ManyQueries(Workload):
 
         proc = psutil.Process()
         n = int(ctx.params.get("n", 10_000))
+        if not ctx.plugin:
+            n = int(ctx.params.get("n_without", n))
         every = int(ctx.params.get("every", 500))
         gc.collect()
         heap0 = _jvm_heap_used_mb(ctx.spark)
