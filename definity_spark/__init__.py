@@ -71,7 +71,7 @@ class _Runtime:
         for observer in list(self.observers.values()):
             with contained("observer.stop"):
                 observer.stop(max(0.0, deadline - time.monotonic()))
-                dropped_queries += int(observer.listener.dropped)
+                dropped_queries += observer.dropped
         self.observers.clear()
         with contained("task.end"):
             if dropped_queries:  # callbacks the full hand-off queue could not take

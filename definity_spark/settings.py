@@ -196,6 +196,12 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "DEFINITY_EXTRACTION_MAX_PLAN_NODES", INT, 20000,
        "Most plan nodes read per query; a larger plan gives a partial transformation.",
        minimum=1),
+    _S("jvm_reader", "spark.definity.extraction.jvmReader", "DEFINITY_EXTRACTION_JVM_READER",
+       BOOL, True,
+       "Receive query callbacks and read plans through a small Java class the plugin "
+       "compiles in the driver at run time with Spark's own Janino (no JAR): a write costs "
+       "2 py4j round trips instead of ~40 and holds Spark's listener bus for microseconds. "
+       "`false`: a Python listener and py4j calls only."),
     _S("ca_bundle", "spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE", PATH, None,
        "CA bundle (PEM file or directory) used to verify the server's TLS certificate; "
        "must exist.", doc_default="the system / `requests` CAs", must_exist=True),
@@ -280,6 +286,7 @@ class Settings:
     trim_partition_dirs: bool = True
     extraction_budget_ms: int = 2000
     max_plan_nodes: int = 20000
+    jvm_reader: bool = True
     ca_bundle: str | None = None
     verify_tls: bool = True
     replay_spool: bool = False

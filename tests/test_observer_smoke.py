@@ -8,6 +8,7 @@ import os
 import statistics
 import sys
 import tempfile
+from types import SimpleNamespace
 
 import pytest
 
@@ -109,14 +110,36 @@ def test_unregister_stops_reports(env):
     assert other_sink.writes == []
 
 
-def test_listener_bus_time_per_callback(env):
-    spark, _, obs, tmp = env
-    for _i in range(20):
-        run(env, lambda: spark.range(3).write.mode("overwrite").parquet(f"{tmp}/many"))
-    samples = obs.listener.busy_ns_samples
-    median_ms = statistics.median(samples) / 1e6
-    print(f"python-side callback median {median_ms:.3f} ms over {len(samples)}")
-    assert median_ms <= 1.0
+def test_the_jvm_listener_takes_the_callbacks(env):
+    spark, sink, obs, tmp = env
+    before = obs.listener.received
+    for _i in range(5):
+        run(env, lambda: spark.range(3).write.mode("overwrite").parquet(f"{tmp}/jvm"))
+        assert len(sink.writes) == 1
+    assert obs.listener_mode == "jvm"
+    assert obs.listener.received == before  # nothing crossed to the Python listener
+    assert obs._reader.fallbacks == 0 and obs._reader.gathered >= 10
+    assert obs.dropped == 0
+
+
+def test_python_listener_bus_time_per_callback(env):
+    spark, _, _, tmp = env
+    other = spark.newSession()
+    sink = RecordingSink()
+    obs = SessionObserver(other, SimpleNamespace(jvm_reader=False), sink)
+    assert obs.start() is True
+    try:
+        for _i in range(20):
+            other.range(3).write.mode("overwrite").parquet(f"{tmp}/many")
+        assert obs.drain(60)
+        assert obs.listener_mode == "python" and len(sink.writes) == 20
+        assert obs._reader.gathered == 0
+        samples = obs.listener.busy_ns_samples
+        median_ms = statistics.median(samples) / 1e6
+        print(f"python-side callback median {median_ms:.3f} ms over {len(samples)}")
+        assert median_ms <= 1.0
+    finally:
+        obs.stop(10)
     # Spark's own timer of the listener that calls ours (includes the py4j round trip)
     timers = spark.sparkContext._jsc.sc().listenerBus().metrics().metricRegistry().getTimers()
     for name in list(timers.keySet().toArray()):
@@ -124,3 +147,30 @@ def test_listener_bus_time_per_callback(env):
             snap = timers.get(name).getSnapshot()
             print(f"{name}: median {snap.getMedian() / 1e6:.3f} ms "
                   f"p95 {snap.get95thPercentile() / 1e6:.3f} ms")
+
+
+def test_a_callback_during_the_swap_is_reported_once(env):
+    """While both listeners are registered (listener.swap), a write reaches both: its
+    Python copy is read and its JVM copy skipped; writes before and after: once each."""
+    spark, _, _, tmp = env
+    other = spark.newSession()
+    sink = RecordingSink()
+    obs = SessionObserver(other, None, sink)
+
+    def write(name: str) -> None:
+        other.range(3).write.mode("overwrite").parquet(f"{tmp}/swap_{name}")
+        other.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(30_000)
+
+    obs.swap_between = lambda: write("during")
+    assert obs.start() is True
+    try:
+        write("first")
+        assert obs.drain(60)
+        write("after")
+        assert obs.drain(60)
+        assert obs.listener_mode == "jvm"
+        names = sorted(w.output.name.rsplit("_", 1)[-1] for w in sink.writes)
+        assert names == ["after", "during", "first"]
+        assert obs.listener.received >= 1  # "during" (and maybe "first") via Python
+    finally:
+        obs.stop(10)

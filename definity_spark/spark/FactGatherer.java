@@ -9,21 +9,31 @@
 // any other failure is thrown to the Python side, which then reads that query through
 // py4j instead.
 //
+// It is also the session's QueryExecutionListener (once SessionObserver has swapped it in
+// for the Python listener): a callback is queued in the JVM, in microseconds, instead of
+// crossing to Python on Spark's listener bus; the extraction worker's pump takes it with
+// `next` and the reader names it by its sequence number.
+//
 // Janino compiles a subset of Java: no generics (raw types and casts), no lambdas.
 
 import java.lang.reflect.Field;
 import java.lang.reflect.Method;
 import java.util.ArrayList;
+import java.util.HashMap;
 import java.util.HashSet;
 import java.util.List;
+import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.LinkedBlockingQueue;
+import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
 import org.apache.spark.sql.execution.QueryExecution;
+import org.apache.spark.sql.util.QueryExecutionListener;
 
-public class FactGatherer {
+public class FactGatherer implements QueryExecutionListener {
     private final Set writeCommands = new HashSet();
     private final Set rowsOfNestedReads = new HashSet();
     private final Set rowPreserving = new HashSet();
@@ -34,19 +44,129 @@ public class FactGatherer {
     private final Pattern rows;
     private AtomicLong nextId;  // SQLExecution._nextExecutionId, read reflectively
     private boolean nextIdUnknown;
+    // the listener's hand-off: {funcName, qe, durationNs or null, error or null}, or a
+    // mark {n}; callbacks taken by `next` wait in `pending` until the reader releases them
+    private final LinkedBlockingQueue callbacks;
+    private final Map pending = new HashMap();
+    private long taken;
+    private volatile long dropped;
 
     public FactGatherer(String writeCommands, String rowsOfNestedReads, String rowPreserving,
-                        int statusScan, String metric, String rows) {
+                        int statusScan, String metric, String rows, int queueSize) {
         addAll(this.writeCommands, writeCommands);
         addAll(this.rowsOfNestedReads, rowsOfNestedReads);
         addAll(this.rowPreserving, rowPreserving);
         this.statusScan = statusScan;
         this.metric = Pattern.compile(metric);
         this.rows = Pattern.compile(rows);
+        this.callbacks = new LinkedBlockingQueue(Math.max(1, queueSize));
+    }
+
+    // -- the listener (Spark's listener bus thread): queue, never block, never throw ----
+    public void onSuccess(String funcName, QueryExecution qe, long durationNs) {
+        offer(new Object[] {funcName, qe, new Long(durationNs), null});
+    }
+
+    public void onFailure(String funcName, QueryExecution qe, Exception exception) {
+        String error;
+        try {
+            error = String.valueOf(exception);
+        } catch (Throwable t) {
+            error = exception.getClass().getName();
+        }
+        offer(new Object[] {funcName, qe, null, error});
+    }
+
+    private void offer(Object[] callback) {
+        try {
+            if (!callbacks.offer(callback)) {
+                dropped++;
+            }
+        } catch (Throwable t) {
+            dropped++;
+        }
+    }
+
+    // -- the pump (SessionObserver): take callbacks, release them, marks -----------------
+    // The next callback, waiting at most timeoutMs: one line of JSON (seq, func,
+    // duration_ns, error, qe_id, dropped so far), {"mark": n} for a mark, null if none.
+    // `release`: comma-separated sequence numbers the reader is done with.
+    public String next(long timeoutMs, String release) throws InterruptedException {
+        release(release);
+        Object[] c = (Object[]) callbacks.poll(timeoutMs, TimeUnit.MILLISECONDS);
+        if (c == null) {
+            return null;
+        }
+        if (c.length == 1) {
+            return "{\"mark\":" + c[0] + "}";
+        }
+        long seq = ++taken;
+        synchronized (pending) {
+            pending.put(new Long(seq), c[1]);
+        }
+        StringBuilder out = new StringBuilder(192);
+        out.append("{\"seq\":").append(seq);
+        field(out, "func", (String) c[0]);
+        key(out, "duration_ns");
+        out.append(c[2] == null ? "null" : String.valueOf(c[2]));
+        field(out, "error", (String) c[3]);
+        key(out, "qe_id");
+        out.append(((QueryExecution) c[1]).id());
+        key(out, "dropped");
+        out.append(dropped);
+        return out.append('}').toString();
+    }
+
+    // A mark after the callbacks queued so far (SessionObserver.drain waits for it).
+    public boolean mark(long n, long timeoutMs) throws InterruptedException {
+        return callbacks.offer(new Object[] {new Long(n)}, timeoutMs, TimeUnit.MILLISECONDS);
+    }
+
+    public void release(String seqs) {
+        if (seqs == null || seqs.length() == 0) {
+            return;
+        }
+        String[] parts = seqs.split(",");
+        synchronized (pending) {
+            for (int i = 0; i < parts.length; i++) {
+                pending.remove(new Long(Long.parseLong(parts[i])));
+            }
+        }
+    }
+
+    // Forget every callback (the observer stopped): queued and taken alike.
+    public void clear() {
+        callbacks.clear();
+        synchronized (pending) {
+            pending.clear();
+        }
+    }
+
+    public long dropped() {
+        return dropped;
+    }
+
+    public QueryExecution qe(long seq) {
+        synchronized (pending) {
+            return (QueryExecution) pending.get(new Long(seq));
+        }
+    }
+
+    // A QueryExecution, or the sequence number of a callback taken by `next`.
+    private QueryExecution resolve(Object q) {
+        if (q instanceof QueryExecution) {
+            return (QueryExecution) q;
+        }
+        QueryExecution qe = qe(((Number) q).longValue());
+        if (qe == null) {
+            throw new IllegalStateException("callback " + q + " was released");
+        }
+        return qe;
     }
 
     // -- phase 1 (FactReader.begin): root class, write metrics, execution ids ----------
-    public String begin(QueryExecution qe, String funcName, boolean succeeded) throws Exception {
+    public String begin(Object q, String funcName, boolean succeeded) throws Exception {
+        QueryExecution qe = resolve(q);
         StringBuilder out = new StringBuilder(256);
         out.append("{\"qe_id\":").append(qe.id());
         Object plan = succeeded ? (Object) qe.analyzed() : (Object) qe.logical();
@@ -229,8 +349,8 @@ public class FactGatherer {
     // Answer: one line of JSON (the facts), a newline, then the plan's toJSON. `light`:
     // an outer CTAS / saveAsTable command whose query was read with its nested write:
     // instead of the plan's JSON, its command node's (FactReader._light_head).
-    public String finish(QueryExecution qe, boolean succeeded, boolean light)
-            throws Exception {
+    public String finish(Object q, boolean succeeded, boolean light) throws Exception {
+        QueryExecution qe = resolve(q);
         Object plan = succeeded ? (Object) qe.analyzed() : (Object) qe.logical();
         String root = simpleName(plan.getClass().getName());
         String planJson = light ? lightHead(plan, root) : (String) call(plan, "toJSON");

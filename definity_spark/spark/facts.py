@@ -21,6 +21,7 @@ from definity_spark.lineage.facts import Attr, CommandFacts, LeafFacts, QueryFac
 from definity_spark.lineage.plan import build, simple_name
 from definity_spark.lineage.rules import WRITE_COMMANDS
 from definity_spark.spark import gatherer
+from definity_spark.spark.listener import SeqRef, error_text
 
 logger = logging.getLogger("definity_spark.spark")
 
@@ -95,6 +96,12 @@ def _attrs(value: Any) -> list[Attr]:
             is_meta = any(str(k).startswith("__") and "metadata" in str(k) for k in meta)
             out.append(Attr(str(d.get("name")), int(e["id"]), d.get("dataType"), is_meta))
     return out
+
+
+def _ref(qe: Any) -> Any:
+    """What the gatherer is given for a QueryExecution: its own sequence number for a
+    callback its listener took, else the JavaObject."""
+    return qe.seq if isinstance(qe, SeqRef) else qe
 
 
 def _parse_rows(metrics: str) -> tuple[float | None, int]:
@@ -186,7 +193,7 @@ class FactReader:
     """Reads QueryExecutions of one SparkSession (one instance per observer)."""
 
     def __init__(self, gateway: Any, jsession: Any, budget_ms: int = 2000,
-                 max_plan_nodes: int = 5000, gather: bool = True):
+                 max_plan_nodes: int = 5000, gather: bool = True, queue_size: int = 1000):
         self._gw = gateway
         self._jsession = jsession
         self.budget_ms = budget_ms
@@ -196,6 +203,7 @@ class FactReader:
         self._has_query_id: bool | None = None
         # the JVM half (gatherer.py), compiled on first use; False: read through py4j
         self._gatherer: Any = None if gather else False
+        self._queue_size = queue_size  # of the gatherer as a listener (observer.py)
         self.gathered = 0  # phases read by the gatherer
         self.fallbacks = 0  # phases the gatherer failed, then read through py4j
 
@@ -205,7 +213,7 @@ class FactReader:
             self._gatherer = gatherer.load(
                 self._gw, self._jsession, ",".join(WRITE_COMMANDS),
                 ",".join(ROWS_OF_NESTED_READS), ",".join(_ROW_PRESERVING), _STATUS_SCAN,
-                _METRIC.pattern, _ROWS.pattern) or False
+                _METRIC.pattern, _ROWS.pattern, self._queue_size) or False
         return self._gatherer or None
 
     def _gathered(self, phase: str, call: Any) -> str | None:
@@ -240,10 +248,11 @@ class FactReader:
                            duration_ns=duration_ns, spark_version=self.version())
         reading = Reading(facts, qe)
         if exception is not None:
-            facts.error = str(exception.toString())
+            facts.error = error_text(exception)
         text = None
         if g is not None:
-            text = self._gathered("begin", lambda: g.begin(qe, func_name, facts.succeeded))
+            text = self._gathered("begin", lambda: g.begin(_ref(qe), func_name,
+                                                           facts.succeeded))
         try:
             if text is not None:
                 self._begin_gathered(reading, json.loads(text))
@@ -312,7 +321,7 @@ class FactReader:
         g = self.gatherer()
         text = None
         if g is not None:
-            text = self._gathered("finish", lambda: g.finish(reading.qe, facts.succeeded,
+            text = self._gathered("finish", lambda: g.finish(_ref(reading.qe), facts.succeeded,
                                                              light))
         try:
             if text is not None:

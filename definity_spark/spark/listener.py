@@ -31,10 +31,45 @@ class Callback(NamedTuple):
     """One listener callback as received: references only, nothing read yet."""
 
     func_name: str
-    qe: Any  # py4j JavaObject of the QueryExecution
+    qe: Any  # py4j JavaObject of the QueryExecution, or a SeqRef (JVM listener)
     duration_ns: int | None
-    exception: Any  # py4j JavaObject of the Throwable (failures), else None
+    exception: Any  # the Throwable (JavaObject) or its text (JVM listener); None: success
     received: float  # time.monotonic() at arrival
+    qe_id: int | None = None  # known at arrival for the JVM listener's callbacks
+
+
+class SeqRef:
+    """A QueryExecution the JVM listener (``FactGatherer``) holds, by its sequence number.
+
+    The gatherer is given the number; the py4j reading path (a fallback, the cross-check)
+    uses it as the QueryExecution itself: the JavaObject is fetched at the first accessor
+    call. ``release`` lets the JVM drop it."""
+
+    __slots__ = ("seq", "_gatherer", "_qe")
+
+    def __init__(self, gatherer: Any, seq: int):
+        self.seq = seq
+        self._gatherer = gatherer
+        self._qe: Any = None
+
+    def java(self) -> Any:
+        if self._qe is None:
+            self._qe = self._gatherer.qe(self.seq)
+            if self._qe is None:
+                raise RuntimeError(f"callback {self.seq} was released")
+        return self._qe
+
+    def fetched(self) -> Any:
+        """The JavaObject if it was fetched (to detach), else None."""
+        return self._qe
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.java(), name)
+
+
+def error_text(exception: Any) -> str:
+    """A failure's text: the JVM listener gives it as a string already."""
+    return exception if isinstance(exception, str) else str(exception.toString())
 
 
 class PyQueryExecutionListener:
@@ -200,6 +235,32 @@ def unregister(gateway: Any, jsession: Any, owner: object) -> bool:
         del _registry[key]
     jsession.listenerManager().unregister(reg.handle)
     return True
+
+
+def swap(gateway: Any, jsession: Any, owner: object, handle: Any,
+         between: Callable[[], None] | None = None) -> bool:
+    """Put ``handle`` (a Java ``QueryExecutionListener``) in the place of the listener
+    ``owner`` registered: it is registered first, then the old one is unregistered, so
+    that no callback is lost; a callback that reaches both in between is delivered to the
+    old one first (Spark calls listeners in registration order). False if ``owner`` has
+    no registration here (nothing changed). ``between``: runs while both are registered
+    (tests)."""
+    key = session_key(gateway, jsession)
+    with _registry_lock:
+        reg = _registry.get(key)
+        if reg is None or reg.owner is not owner:
+            return False
+        manager = jsession.listenerManager()
+        manager.register(handle)
+        try:
+            if between is not None:
+                between()
+            manager.unregister(reg.handle)
+        except Exception:
+            manager.unregister(handle)  # never both for good
+            raise
+        _registry[key] = reg._replace(handle=handle)
+        return True
 
 
 def registered_owner(gateway: Any, jsession: Any) -> object | None:

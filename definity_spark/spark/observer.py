@@ -6,6 +6,15 @@ queue) -> the extraction worker thread (``FactReader`` reads the QueryExecution 
 (``on_write`` / ``on_query_failed`` / optional ``on_read``). The observer never builds
 payloads and never raises into the host: every boundary is ``contained``.
 
+The JVM listener: once the worker has compiled the ``FactGatherer`` (facts.py,
+gatherer.py), it swaps it in for the Python listener (``listener.swap``). Callbacks are
+then queued inside the JVM, off Spark's listener bus in microseconds, and a pump thread
+takes them (``FactGatherer.next``: one py4j call each) into the same hand-off queue, as
+``Callback``s naming their QueryExecution by sequence number (``SeqRef``); the JVM drops
+it when the worker is done (``release``). A callback that reaches both listeners during
+the swap is read once: its Python copy comes first and its JVM copy is skipped. Without
+Janino (or ``jvm_reader`` off) the Python listener stays.
+
 Nested writes (the data write of a CTAS or ``saveAsTable``) arrive while their outer
 command is still running. Their plan is read when the root's callback has arrived
 (``_deferred``): then the JVM is no longer busy with the statement, and the outer
@@ -15,6 +24,9 @@ plan serialisation per CTAS instead of two, neither competing with the statement
 
 from __future__ import annotations
 
+import collections
+import itertools
+import json
 import logging
 import queue
 import threading
@@ -34,7 +46,16 @@ DEFAULT_BUDGET_MS = 2000
 DEFAULT_MAX_PLAN_NODES = 5000
 IDLE_RELEASE_SECONDS = 5.0  # a held write (see nesting.py) is final after this idle time
 MAX_DEFERRED_GROUPS = 64  # nested writes waiting for their root (beyond: read at once)
-_RELEASE_HELD = object()  # hand-off queue marker put by drain()
+PUMP_WAIT_MS = 1000  # the pump's longest wait in the JVM (how soon it sees a stop)
+
+
+class _Mark:
+    """Hand-off queue marker of ``drain()``: everything before it has been taken."""
+
+    __slots__ = ("n",)
+
+    def __init__(self, n: int):
+        self.n = n
 
 
 def _read_with_query(reading: Reading) -> bool:
@@ -74,10 +95,25 @@ class SessionObserver:
         self._tuning = _listener.Py4jTuning(self._gateway)
         self._listener = _listener.PyQueryExecutionListener(
             self._queue, on_first_call=self._tuning.callback_connection)
+        self.jvm_reader = bool(_setting(settings, "jvm_reader", True))
         self._reader = FactReader(
             self._gateway, self._jsession,
             budget_ms=int(_setting(settings, "extraction_budget_ms", DEFAULT_BUDGET_MS)),
-            max_plan_nodes=int(_setting(settings, "max_plan_nodes", DEFAULT_MAX_PLAN_NODES)))
+            max_plan_nodes=int(_setting(settings, "max_plan_nodes", DEFAULT_MAX_PLAN_NODES)),
+            gather=self.jvm_reader, queue_size=self._queue.maxsize)
+        # the JVM listener (module docstring), once swapped in, and its pump
+        self._jvm_listener: Any = None
+        self._pump: threading.Thread | None = None
+        self._pump_stop = False
+        self._jvm_dropped = 0
+        self._releases: list[int] = []  # taken callbacks done with, sent by the pump
+        self._swap_lock = threading.Lock()
+        self._swapping = False
+        # (qe id, function, duration) of Python callbacks read since the swap began
+        self._overlap: collections.deque = collections.deque(maxlen=64)
+        self._marks = itertools.count(1)
+        self._marks_done = 0
+        self.swap_between: Callable[[], None] | None = None  # test hook (listener.swap)
         self._nesting = NestedWrites()
         # nested writes whose plan is read when their root arrives: root id -> readings
         self._deferred: dict[int, list[tuple[_listener.Callback, Reading]]] = {}
@@ -111,6 +147,7 @@ class SessionObserver:
                 return False
             self._registered = True
             self._stopping = False
+            self._pump_stop = False
             self._ensure_worker()
             return True
         return False
@@ -125,6 +162,7 @@ class SessionObserver:
             _listener.unregister(self._gateway, self._jsession, self)
             self._registered = False
             self._stopping = True
+            self._stop_pump()
             self._queue.put(None)  # wake the worker so it exits; never blocks for long
             for outcome in self._nesting_flush():
                 self._dispatch(outcome)
@@ -139,12 +177,21 @@ class SessionObserver:
                 self._jsc.sc().listenerBus().waitUntilEmpty(int(max(0.0, timeout) * 1000))
             except Exception as exc:  # timeout of the bus: report, then still wait for ours
                 logger.debug("listener bus did not drain: %s", exc)
-            try:  # after everything received so far: make held writes final
-                self._queue.put(_RELEASE_HELD, timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Full:
-                return False
+            # after everything received so far: make held writes final
+            n = next(self._marks)
+            with self._swap_lock:
+                left = max(0.0, deadline - time.monotonic())
+                if self._jvm_listener is not None:  # after the callbacks the JVM queued
+                    if not self._jvm_listener.mark(n, int(left * 1000)):
+                        return False
+                else:
+                    try:
+                        self._queue.put(_Mark(n), timeout=left)
+                    except queue.Full:
+                        return False
             with self._idle:
-                while self._queue.unfinished_tasks > 0 or self._in_flight > 0:
+                while (self._marks_done < n or self._queue.unfinished_tasks > 0
+                       or self._in_flight > 0):
                     left = deadline - time.monotonic()
                     if left <= 0:
                         return False
@@ -156,6 +203,81 @@ class SessionObserver:
     def listener(self) -> _listener.PyQueryExecutionListener:
         return self._listener
 
+    @property
+    def listener_mode(self) -> str:
+        """``jvm`` once the JVM listener is swapped in, else ``python``."""
+        return "jvm" if self._jvm_listener is not None else "python"
+
+    @property
+    def dropped(self) -> int:
+        """Callbacks lost because a hand-off queue was full (Python's or the JVM's)."""
+        return int(self._listener.dropped) + self._jvm_dropped
+
+    # -- the JVM listener ----------------------------------------------------------------
+    def _swap_in(self) -> None:
+        """On the worker, before its first callback: compile the gatherer (once per JVM)
+        and swap it in as the session's listener, then start its pump."""
+        with contained("observer.swap"):
+            if not self.jvm_reader or self._jvm_listener is not None:
+                return
+            g = self._reader.gatherer()
+            if g is None:
+                return
+            with self._swap_lock:
+                if self._stopping or not self._registered:
+                    return
+                self._swapping = True  # Python callbacks read from now on are recorded
+                if not _listener.swap(self._gateway, self._jsession, self, g,
+                                      self.swap_between):
+                    return
+                self._jvm_listener = g
+            self._pump = threading.Thread(target=self._pump_run, name="definity-spark-pump",
+                                          daemon=True)
+            self._pump.start()
+
+    def _pump_run(self) -> None:
+        """Take the JVM listener's callbacks into the hand-off queue (module docstring)."""
+        g = self._jvm_listener
+        with contained("observer.pump"):
+            self._tuning.server_connections()
+            while not self._pump_stop:
+                with self._lock:
+                    release, self._releases = ",".join(map(str, self._releases)), []
+                text = g.next(PUMP_WAIT_MS, release)
+                if text is None:
+                    continue
+                d = json.loads(str(text))
+                if "mark" in d:
+                    item: Any = _Mark(int(d["mark"]))
+                else:
+                    self._jvm_dropped = int(d["dropped"])
+                    item = _listener.Callback(
+                        str(d["func"]), _listener.SeqRef(g, int(d["seq"])), d["duration_ns"],
+                        d["error"], time.monotonic(), int(d["qe_id"]))
+                while not self._pump_stop:  # the worker is behind: wait, the JVM queue holds
+                    try:
+                        self._queue.put(item, timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+        if not self._pump_stop:
+            logger.warning("definity-spark: the query callback pump stopped; later queries of "
+                           "this session are not reported")
+
+    def _stop_pump(self) -> None:
+        g, pump = self._jvm_listener, self._pump
+        self._pump_stop = True
+        if g is None:
+            return
+        with contained("observer.pump_stop"):
+            g.mark(0, 100)  # wakes the pump's wait
+            if pump is not None:
+                pump.join(2.0)
+            g.clear()  # the QueryExecutions it still held
+        self._jvm_listener = None
+        self._pump = None
+        self._swapping = False
+
     # -- worker ------------------------------------------------------------------------
     def _ensure_worker(self) -> None:
         if self._worker is None or not self._worker.is_alive():
@@ -164,6 +286,7 @@ class SessionObserver:
             self._worker.start()
 
     def _run(self) -> None:
+        self._swap_in()
         while True:
             try:
                 cb = self._queue.get(timeout=IDLE_RELEASE_SECONDS)
@@ -176,15 +299,17 @@ class SessionObserver:
                     if self._stopping:
                         return
                     continue
-                if cb is _RELEASE_HELD:
+                if isinstance(cb, _Mark):
                     self._release()
+                    with self._idle:
+                        self._marks_done = max(self._marks_done, cb.n)
                     continue
                 with self._lock:
                     self._in_flight += 1
                 self._handle(cb)
             finally:
                 with self._idle:
-                    if cb is not None and cb is not _RELEASE_HELD:
+                    if cb is not None and not isinstance(cb, _Mark):
                         self._in_flight -= 1
                     self._queue.task_done()
                     self._idle.notify_all()
@@ -193,9 +318,14 @@ class SessionObserver:
         handed = False  # the callback was deferred or finished (which detaches it)
         try:
             with contained("observer.extract"):
+                if cb.qe_id is not None and \
+                        (cb.qe_id, cb.func_name, cb.duration_ns) in self._overlap:
+                    return  # read already, from the Python listener (during the swap)
                 self._tuning.server_connections()
                 reading = self._reader.begin(cb.func_name, cb.qe, cb.duration_ns,
                                              cb.exception)
+                if self._swapping and cb.qe_id is None:
+                    self._overlap.append((reading.facts.qe_id, cb.func_name, cb.duration_ns))
                 if reading.nested_write and self.light_reads:
                     handed = True
                     self._defer(cb, reading)
@@ -250,7 +380,12 @@ class SessionObserver:
     def _detach(self, cb: _listener.Callback) -> None:
         with contained("observer.detach"):
             for obj in (cb.qe, cb.exception):
-                if obj is not None:
+                if isinstance(obj, _listener.SeqRef):
+                    if obj.fetched() is not None:
+                        self._gateway.detach(obj.fetched())
+                    with self._lock:
+                        self._releases.append(obj.seq)
+                elif obj is not None and not isinstance(obj, str):
                     self._gateway.detach(obj)
 
     def _defer(self, cb: _listener.Callback, reading: Reading) -> None:
