@@ -200,7 +200,7 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        BOOL, True,
        "Receive query callbacks and read plans through a small Java class the plugin "
        "compiles in the driver at run time with Spark's own Janino (no JAR): a write costs "
-       "2 py4j round trips instead of ~40 and holds Spark's listener bus for microseconds. "
+       "3 py4j round trips instead of ~40 and holds Spark's listener bus for microseconds. "
        "`false`: a Python listener and py4j calls only."),
     _S("ca_bundle", "spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE", PATH, None,
        "CA bundle (PEM file or directory) used to verify the server's TLS certificate; "
