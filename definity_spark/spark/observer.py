@@ -238,7 +238,7 @@ class SessionObserver:
     def _pump_run(self) -> None:
         """Take the JVM listener's callbacks into the hand-off queue (module docstring)."""
         g = self._jvm_listener
-        with contained("observer.pump"):
+        try:
             self._tuning.server_connections()
             while not self._pump_stop:
                 with self._lock:
@@ -260,9 +260,11 @@ class SessionObserver:
                         break
                     except queue.Full:
                         continue
-        if not self._pump_stop:
-            logger.warning("definity-spark: the query callback pump stopped; later queries of "
-                           "this session are not reported")
+        except Exception as exc:  # noqa: BLE001 - the JVM went away (SparkContext stopped)
+            if not self._pump_stop:
+                logger.info("definity-spark: the query callbacks of this session are no "
+                            "longer taken from the JVM (%s: %s)", type(exc).__name__,
+                            str(exc)[:200])
 
     def _stop_pump(self) -> None:
         g, pump = self._jvm_listener, self._pump
