@@ -8,6 +8,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -174,3 +175,32 @@ def test_a_callback_during_the_swap_is_reported_once(env):
         assert obs.listener.received >= 1  # "during" (and maybe "first") via Python
     finally:
         obs.stop(10)
+
+
+class _SlowSink(RecordingSink):
+    def on_write(self, lineage):  # noqa: ANN001 - RecordingSink's signature
+        time.sleep(1.5)  # the worker is behind: the hand-off queues fill
+        super().on_write(lineage)
+
+
+def test_a_full_jvm_hand_off_drops_and_counts(env):
+    """Queues of one: while the worker is stuck, later callbacks are dropped in the JVM,
+    counted, and the writes themselves are not held up."""
+    spark, _, _, tmp = env
+    other = spark.newSession()
+    sink = _SlowSink()
+    obs = SessionObserver(other, SimpleNamespace(extraction_queue_size=1), sink)
+    assert obs.start() is True
+    try:
+        other.range(1).write.mode("overwrite").parquet(f"{tmp}/full0")
+        assert obs.drain(60) and obs.listener_mode == "jvm"
+        started = time.monotonic()
+        for i in range(8):
+            other.range(1).write.mode("overwrite").parquet(f"{tmp}/full{i}")
+        writing = time.monotonic() - started
+        assert obs.drain(60)
+    finally:
+        obs.stop(10)
+    assert obs.dropped >= 2
+    assert len(sink.writes) + obs.dropped == 9
+    assert writing < 8 * 1.5  # the writes did not wait for the slow worker

@@ -275,6 +275,7 @@ class SessionObserver:
             g.mark(0, 100)  # wakes the pump's wait
             if pump is not None:
                 pump.join(2.0)
+            self._jvm_dropped = int(g.dropped())  # also those after the pump's last take
             g.clear()  # the QueryExecutions it still held
         self._jvm_listener = None
         self._pump = None

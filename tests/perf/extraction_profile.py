@@ -80,20 +80,24 @@ def main() -> int:
     out: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                            "load_start": common.loadavg(), "repeat": args.repeat,
                            "sizes": {}}
-    for size in sizes:
-        rows = []
-        for rep in range(args.repeat):
+    # round robin (every size once per repetition): the JIT warms up during the run, and
+    # each size gets samples from early and late in it, so best-of-N compares like with like
+    rows: dict[int, list[dict[str, Any]]] = {size: [] for size in sizes}
+    for rep in range(args.repeat):
+        for size in sizes:
             mark = len(observer.extraction_ms)
             counts.update(calls=0, chars=0)
             spark.sql(workloads.join_ctas(size, f"out.p{size}_{rep}"))
             h.flush(120)
             samples = list(observer.extraction_ms)[mark:]
-            rows.append({"extraction_ms": sum(samples), "executions": len(samples),
-                         "py4j_calls": counts["calls"], "reply_chars": counts["chars"]})
-        out["sizes"][str(size)] = rows
-        best = min(r["extraction_ms"] for r in rows)
+            rows[size].append({"extraction_ms": sum(samples), "executions": len(samples),
+                               "py4j_calls": counts["calls"], "reply_chars": counts["chars"]})
+    for size in sizes:
+        out["sizes"][str(size)] = rows[size]
+        best = min(r["extraction_ms"] for r in rows[size])
         print(f"[extraction] {size} relations: best {best:.1f} ms, "
-              f"{rows[0]['py4j_calls']} py4j calls, {rows[0]['reply_chars']} chars", flush=True)
+              f"{rows[size][0]['py4j_calls']} py4j calls, {rows[size][0]['reply_chars']} chars",
+              flush=True)
     out["load_end"] = common.loadavg()
     definity_spark.deactivate(spark, timeout=30)
     spark.stop()

@@ -3,8 +3,10 @@
     /opt/venvs/spark35/bin/python tests/perf/listener_bus.py [n_queries]
 
 Listener-bus time: Spark's own timer of the ``ExecutionListenerBus`` listener (the one
-that calls ours through py4j) records every event it sees; the ``n`` largest samples are
-the ``n`` query-end events that reached our callback (the rest are no-op filters).
+that calls ours) records every event it sees; the ``n`` largest samples are the ``n``
+query-end events that reached our listener (the rest are no-op filters). Ours is the JVM
+listener once the observer has swapped it in (``observer.py``); ``--python`` keeps the
+py4j Python listener (``jvm_reader`` off), whose own Python-side time is also printed.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+from types import SimpleNamespace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sparkutil import RecordingSink, hive_session  # noqa: E402
@@ -22,11 +25,13 @@ from definity_spark.spark.observer import SessionObserver  # noqa: E402
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    python_listener = "--python" in sys.argv
+    n = int(args[0]) if args else 100
     tmp = tempfile.mkdtemp(prefix="definity-perf-")
     spark = hive_session(tmp)
     sink = RecordingSink()
-    obs = SessionObserver(spark, None, sink)
+    obs = SessionObserver(spark, SimpleNamespace(jvm_reader=not python_listener), sink)
     obs.start()
     for _ in range(n):
         spark.range(3).write.mode("overwrite").parquet(f"{tmp}/many")
@@ -36,11 +41,12 @@ def main() -> None:
         if "ExecutionListenerBus" in str(name):
             values = sorted(int(v) for v in timers.get(name).getSnapshot().getValues())
             top = values[-n:]
-            print(f"listener-bus time per query callback (JVM side, {len(top)} largest "
-                  f"samples): median {statistics.median(top) / 1e6:.3f} ms, "
-                  f"p90 {top[int(len(top) * 0.9) - 1] / 1e6:.3f} ms")
+            print(f"listener-bus time per query callback ({obs.listener_mode} listener, "
+                  f"{len(top)} largest samples): median {statistics.median(top) / 1e6:.3f} "
+                  f"ms, p90 {top[int(len(top) * 0.9) - 1] / 1e6:.3f} ms")
     py = obs.listener.busy_ns_samples
-    print(f"python side of the callback: median {statistics.median(py) / 1e6:.3f} ms")
+    if py:
+        print(f"python side of the callback: median {statistics.median(py) / 1e6:.3f} ms")
     # 20-way join: extraction time on the worker (facts read + rules)
     base = spark.range(10).selectExpr("id", "cast(id as string) name")
     base.write.parquet(f"{tmp}/base")
@@ -55,7 +61,7 @@ def main() -> None:
     t = obs.extraction_ms[before:]
     w = sink.writes[-1]
     print(f"20-way join: {len(w.inputs)} inputs, extraction {t[-1]:.1f} ms "
-          f"(read facts through py4j + rules, on the worker)")
+          f"(facts read + rules, on the worker)")
     started = time.perf_counter()
     obs.stop(30)
     spark.stop()

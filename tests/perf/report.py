@@ -359,12 +359,16 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     linear_ok = None if fit["r2"] is None else fit["r2"] >= 0.9
     if xprof and xprof["fit_best"]["r2"] is not None:
         times_linear = max(xprof["fit_best"]["r2"], fit["r2"] or 0) >= 0.9
-        work_linear = min(xprof["fit_chars"]["r2"] or 0, xprof["fit_calls"]["r2"] or 0) >= 0.9
+        calls = [xprof["rows"][s]["calls"] for s in xprof["rows"]]
+        calls_ok = (xprof["fit_calls"]["r2"] or 0) >= 0.9 or \
+            (bool(calls) and max(calls) - min(calls) <= 0.1 * max(calls))  # flat: better
+        work_linear = (xprof["fit_chars"]["r2"] or 0) >= 0.9 and calls_ok
         if times_linear:
             linear_ok = True
         elif work_linear:
-            linear_ok = ("met for the work (py4j calls and reply bytes grow linearly, "
-                         "R2 >= 0.9); the times are too noisy on this machine to fit")
+            linear_ok = ("met for the work (py4j reply bytes grow linearly, R2 >= 0.9; "
+                         "py4j calls linear or flat); the times are too noisy on this "
+                         "machine to fit")
         else:
             linear_ok = False
     j20 = _med(join20.get("extraction", []))

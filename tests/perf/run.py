@@ -1,6 +1,6 @@
 """The benchmark runner: every workload with and without the plugin, alternating, one JVM per run.
 
-    python tests/perf/run.py                  # the whole suite (~18 min on 2 idle cores), then
+    python tests/perf/run.py                  # the whole suite (~15 min on 2 idle cores), then
                                               # rewrite docs/performance.md + docs/perf/*.png
     python tests/perf/run.py --quick          # a smoke run of every workload (~3 min)
     python tests/perf/run.py --only plan_sweep --runs 3
@@ -44,7 +44,7 @@ SUITE: list[tuple[str, dict[str, Any], int | None]] = [
     ("small_writes", {"n": 200, "k_listener": 50, "warmup": 10}, None),
     ("big_job", {"rows": 10_000_000, "partitions": 2000}, None),
     # extraction time is a plugin-only figure (every statement of every with-run is a
-    # sample): 3 runs a side (the suite still takes ~18 minutes on 2 cores)
+    # sample): 3 runs a side (the workloads take ~15 minutes on 2 cores)
     ("plan_sweep", {"sizes": SWEEP_SIZES, "tpch": True, "tpch_without": False, "warmup": 3},
      3),
     # the control side (without) runs 2,000 queries: its RSS trend is the baseline, and it

@@ -3,7 +3,7 @@
 # a fresh JVM per run; then extraction_profile.py (one JVM); then rewrites
 # docs/performance.md and docs/perf/plan_size.png.
 #
-#   bash tests/perf/run_all.sh              # full suite, ~19 min on 2 idle cores
+#   bash tests/perf/run_all.sh              # full suite, ~17 min on 2 idle cores
 #   bash tests/perf/run_all.sh --quick      # smoke run, leaves the docs alone
 #   PYTHON=.venv/bin/python bash tests/perf/run_all.sh --runs 7
 #
