@@ -72,6 +72,15 @@ def task_payloads(task_id: str = "app-1-abc", n_tf: int = 3) -> list[Any]:
     return out
 
 
+def submit_all(settings: Any, n_tf: int = 1) -> tuple[Delivery, list[Any]]:
+    """A delivery made from ``settings`` with one task's payloads submitted (not closed)."""
+    delivery = make_delivery(settings)
+    payloads = task_payloads(n_tf=n_tf)
+    for p in payloads:
+        delivery.submit(p)
+    return delivery, payloads
+
+
 def spooled_bodies(spool_dir: str) -> list[dict[str, Any]]:
     bodies: list[dict[str, Any]] = []
     for path in spool_files(spool_dir):

@@ -18,10 +18,10 @@ from definity_spark.delivery.spool import replay, spool_files
 
 try:
     from collector_util import CollectorClient, CollectorProcess, running_collector
-    from test_delivery import TOKEN, make_settings, task_payloads
+    from test_delivery import TOKEN, make_settings, submit_all, task_payloads
 except ImportError:  # tests/ imported as a package
     from tests.collector_util import CollectorClient, CollectorProcess, running_collector
-    from tests.test_delivery import TOKEN, make_settings, task_payloads
+    from tests.test_delivery import TOKEN, make_settings, submit_all, task_payloads
 
 
 def stored(url: str) -> list[Any]:
@@ -137,10 +137,7 @@ def test_a_netrc_entry_for_the_server_does_not_replace_the_bearer_token(
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("NETRC", str(netrc))
     with running_collector(str(tmp_path / "c.db"), token=TOKEN) as collector:
-        delivery = make_delivery(make_settings(tmp_path, server_url=collector.url))
-        payloads = task_payloads(n_tf=1)
-        for p in payloads:
-            delivery.submit(p)
+        delivery, payloads = submit_all(make_settings(tmp_path, server_url=collector.url))
         assert delivery.flush(30)
         assert delivery.stats()["sent"] == len(payloads)
         assert delivery.stats()["rejected"] == 0

@@ -22,17 +22,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from definity_spark.delivery import make_delivery
 from definity_spark.delivery.http import HttpTransport
 from definity_spark.delivery.transport import NETWORK, REJECTED, SENT
 
 try:
     from faulty_server import FaultyServer, free_port
-    from test_delivery import TOKEN, make_settings, spooled_bodies, task_payloads
+    from test_delivery import TOKEN, make_settings, spooled_bodies, submit_all
     from test_delivery_tls import certificate  # noqa: F401 - the fixture
 except ImportError:  # tests/ imported as a package
     from tests.faulty_server import FaultyServer, free_port
-    from tests.test_delivery import TOKEN, make_settings, spooled_bodies, task_payloads
+    from tests.test_delivery import TOKEN, make_settings, spooled_bodies, submit_all
     from tests.test_delivery_tls import certificate  # noqa: F401 - the fixture
 
 PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
@@ -174,10 +173,7 @@ def test_posts_go_through_the_proxy_of_the_environment(
         monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
     monkeypatch.setenv(variable, proxy.url())
     monkeypatch.setenv("NO_PROXY", "example.com,.internal")  # not the server's host
-    delivery = make_delivery(make_settings(tmp_path, server_url=server.url))
-    payloads = task_payloads(n_tf=2)
-    for p in payloads:
-        delivery.submit(p)
+    delivery, payloads = submit_all(make_settings(tmp_path, server_url=server.url), n_tf=2)
     assert delivery.close(5.0)
     assert delivery.stats()["sent"] == len(payloads)
     assert server.bodies() == [p.to_json() for p in payloads]
@@ -194,10 +190,7 @@ def test_proxy_credentials_become_a_proxy_authorization_header(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG, logger="definity_spark")
     monkeypatch.setenv("HTTP_PROXY", proxy.url(f"{PROXY_USER}:pr%40xy-SECRET@"))
-    delivery = make_delivery(make_settings(tmp_path, server_url=server.url))
-    payloads = task_payloads(n_tf=1)
-    for p in payloads:
-        delivery.submit(p)
+    delivery, payloads = submit_all(make_settings(tmp_path, server_url=server.url))
     assert delivery.close(5.0)
     assert server.bodies() == [p.to_json() for p in payloads]
     assert len(proxy.seen) == len(payloads)
@@ -216,10 +209,7 @@ def test_no_proxy_matching_the_server_bypasses_the_proxy(
         monkeypatch: pytest.MonkeyPatch, variable: str, no_proxy: str) -> None:
     monkeypatch.setenv("HTTP_PROXY", proxy.url())
     monkeypatch.setenv(variable, no_proxy)
-    delivery = make_delivery(make_settings(tmp_path, server_url=server.url))
-    payloads = task_payloads(n_tf=1)
-    for p in payloads:
-        delivery.submit(p)
+    delivery, payloads = submit_all(make_settings(tmp_path, server_url=server.url))
     assert delivery.close(5.0)
     assert server.bodies() == [p.to_json() for p in payloads]
     assert proxy.seen == []
@@ -232,11 +222,9 @@ def test_https_goes_through_a_connect_tunnel(proxy: ForwardProxy, tmp_path: Any,
     https_server = FaultyServer(token=TOKEN, tls=certificate)
     try:
         monkeypatch.setenv("HTTPS_PROXY", proxy.url(f"{PROXY_USER}:pr%40xy-SECRET@"))
-        delivery = make_delivery(make_settings(tmp_path, server_url=https_server.url,
-                                               ca_bundle=certificate[0]))
-        payloads = task_payloads(n_tf=2)
-        for p in payloads:
-            delivery.submit(p)
+        settings = make_settings(tmp_path, server_url=https_server.url,
+                                 ca_bundle=certificate[0])
+        delivery, payloads = submit_all(settings, n_tf=2)
         assert delivery.close(5.0)
         assert https_server.bodies() == [p.to_json() for p in payloads]
         # one tunnel for all the reports; the proxy saw neither the token nor a body
@@ -258,10 +246,7 @@ def test_a_proxy_that_is_down_is_a_network_failure_without_its_credentials_in_lo
     monkeypatch.setenv("HTTP_PROXY", f"http://{PROXY_USER}:pr%40xy-SECRET@127.0.0.1:"
                                      f"{free_port()}")
     settings = make_settings(tmp_path, server_url=server.url, server_attempts=2)
-    delivery = make_delivery(settings)
-    payloads = task_payloads(n_tf=1)
-    for p in payloads:
-        delivery.submit(p)
+    delivery, payloads = submit_all(settings)
     assert delivery.close(5.0)
     assert server.requests_seen == 0
     assert delivery.stats()["network"] == 1

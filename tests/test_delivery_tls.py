@@ -13,15 +13,14 @@ from typing import Any
 
 import pytest
 
-from definity_spark.delivery import make_delivery
 from definity_spark.delivery.spool import replay
 
 try:
     from faulty_server import FaultyServer
-    from test_delivery import TOKEN, make_settings, spooled_bodies, task_payloads
+    from test_delivery import TOKEN, make_settings, spooled_bodies, submit_all
 except ImportError:  # tests/ imported as a package
     from tests.faulty_server import FaultyServer
-    from tests.test_delivery import TOKEN, make_settings, spooled_bodies, task_payloads
+    from tests.test_delivery import TOKEN, make_settings, spooled_bodies, submit_all
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl")
 
@@ -48,10 +47,7 @@ def test_untrusted_certificate_is_refused_once_and_spooled(https_server: FaultyS
                                                            tmp_path: Any, caplog: Any) -> None:
     caplog.set_level(logging.DEBUG, logger="definity_spark")
     settings = make_settings(tmp_path, server_url=https_server.url, server_attempts=3)
-    delivery = make_delivery(settings)
-    payloads = task_payloads(n_tf=1)
-    for p in payloads:
-        delivery.submit(p)
+    delivery, payloads = submit_all(settings)
     assert delivery.close(5.0)
     assert https_server.records == []  # verification is on by default: nothing went out
     assert sum("could not be verified" in r.getMessage() for r in caplog.records) == 1
@@ -63,10 +59,7 @@ def test_untrusted_certificate_is_refused_once_and_spooled(https_server: FaultyS
 def test_ca_bundle_trusts_the_private_ca(https_server: FaultyServer, tmp_path: Any,
                                          certificate: tuple[str, str]) -> None:
     settings = make_settings(tmp_path, server_url=https_server.url, ca_bundle=certificate[0])
-    delivery = make_delivery(settings)
-    payloads = task_payloads(n_tf=1)
-    for p in payloads:
-        delivery.submit(p)
+    delivery, payloads = submit_all(settings)
     assert delivery.close(5.0)
     assert https_server.bodies() == [p.to_json() for p in payloads]
 
@@ -75,10 +68,7 @@ def test_replay_with_the_ca_bundle_after_a_tls_refusal(https_server: FaultyServe
                                                        tmp_path: Any,
                                                        certificate: tuple[str, str]) -> None:
     settings = make_settings(tmp_path, server_url=https_server.url)
-    delivery = make_delivery(settings)
-    payloads = task_payloads(n_tf=1)
-    for p in payloads:
-        delivery.submit(p)
+    delivery, payloads = submit_all(settings)
     delivery.close(5.0)
     refused = replay(settings.spool_dir, https_server.url, TOKEN, attempts=1)
     assert refused.stopped_by == "tls" and refused.sent == 0
@@ -90,16 +80,13 @@ def test_replay_with_the_ca_bundle_after_a_tls_refusal(https_server: FaultyServe
 def test_verification_off_sends_without_a_warning_per_request(
         https_server: FaultyServer, tmp_path: Any, recwarn: Any) -> None:
     settings = make_settings(tmp_path, server_url=https_server.url, verify_tls=False)
-    delivery = make_delivery(settings)
-    payloads = task_payloads(n_tf=1)
-    for p in payloads:
-        delivery.submit(p)
+    delivery, payloads = submit_all(settings)
     assert delivery.close(5.0)
     assert https_server.bodies() == [p.to_json() for p in payloads]
     assert not [w for w in recwarn if "Unverified HTTPS" in str(w.message)]
 
 
-def test_requests_ca_bundle_of_the_environment_is_trusted(
+def test_a_ca_bundle_variable_of_the_environment_is_trusted(
         https_server: FaultyServer, tmp_path: Any, certificate: tuple[str, str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     """As requests would: without a configured CA bundle, REQUESTS_CA_BUNDLE (or
@@ -107,9 +94,6 @@ def test_requests_ca_bundle_of_the_environment_is_trusted(
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.setenv("CURL_CA_BUNDLE", certificate[0])
     settings = make_settings(tmp_path, server_url=https_server.url)
-    delivery = make_delivery(settings)
-    payloads = task_payloads(n_tf=1)
-    for p in payloads:
-        delivery.submit(p)
+    delivery, payloads = submit_all(settings)
     assert delivery.close(5.0)
     assert https_server.bodies() == [p.to_json() for p in payloads]

@@ -18,7 +18,6 @@ collector really is gone for a client). For tests it can also inject faults
 from __future__ import annotations
 
 import collections
-import email.utils
 import hmac
 import json
 import logging
@@ -44,20 +43,6 @@ STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _JSON_TYPE = "application/json; charset=utf-8"
 
 
-# (second, its HTTP date): swapped whole, so a thread reads a consistent pair.
-_date_cache: tuple[int, str] = (-1, "")
-
-
-def _http_date() -> str:
-    """Now as an HTTP ``Date`` value (RFC 7231), formatted at most once per second."""
-    global _date_cache
-    second = int(time.time())
-    cached = _date_cache
-    if cached[0] != second:
-        cached = _date_cache = (second, email.utils.formatdate(second, usegmt=True))
-    return cached[1]
-
-
 class _Fault:
     """One scripted failure: answer the next matching POST with ``status``."""
 
@@ -79,7 +64,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 keep-alive: the plugin's delivery reuses one requests.Session.
+    # HTTP/1.1 keep-alive: the plugin's delivery reuses one connection.
     protocol_version = "HTTP/1.1"
     # An answer goes out in one write: wfile is buffered (wbufsize -1: the default buffer
     # size) and flushed once per answer by _send(), so headers and body share one segment
@@ -116,10 +101,6 @@ class _Handler(BaseHTTPRequestHandler):
         # The stdlib's access log, called for every answer: format it only when shown.
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("collector %s - %s", self.address_string(), format % args)
-
-    def date_time_string(self, timestamp: float | None = None) -> str:
-        # The Date header of every answer: formatted once per second, not per request.
-        return _http_date() if timestamp is None else super().date_time_string(timestamp)
 
     def handle_expect_100(self) -> bool:
         # "100 Continue" must reach the client before it sends the body.

@@ -15,13 +15,13 @@ file survives restarts; ``:memory:`` works for throwaway stores.
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
 import logging
 import os
 import sqlite3
 import sys
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -113,19 +113,9 @@ def default_db_path() -> str:
     return os.path.join(base, "definity-spark", "collector.db")
 
 
-# (second, "YYYY-MM-DDTHH:MM:SS." of it): swapped whole, so a thread reads a consistent pair.
-_second_prefix: tuple[int, str] = (-1, "")
-
-
 def utc_now() -> str:
-    """Now in UTC as ``2025-09-01T10:00:00.123Z`` (called twice per request: kept cheap)."""
-    global _second_prefix
-    second, nanos = divmod(time.time_ns(), 1_000_000_000)
-    cached = _second_prefix
-    if cached[0] != second:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-        cached = _second_prefix = (second, prefix)
-    return f"{cached[1]}{nanos // 1_000_000:03d}Z"
+    now = _dt.datetime.now(_dt.timezone.utc)
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def _loads(text: str | None) -> Any:

@@ -49,10 +49,6 @@ def _reject_constant(name: str) -> Any:
     raise PayloadError(f"body is not valid JSON: {name} is not a JSON value")
 
 
-# Built once: json.loads(text, parse_constant=...) would build a decoder per call.
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
-
-
 def parse_body(raw: bytes) -> dict[str, Any]:
     """Decode a request body into a JSON object, or raise ``PayloadError``."""
     if not raw:
@@ -62,9 +58,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise PayloadError(f"body is not UTF-8: {exc}") from None
     try:
-        if text.startswith("\ufeff"):  # what json.loads() says about a byte order mark
-            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
-        body = _DECODER.decode(text)
+        body = json.loads(text, parse_constant=_reject_constant)
     except PayloadError:
         raise
     except ValueError as exc:

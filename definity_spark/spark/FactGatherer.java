@@ -427,7 +427,7 @@ public class FactGatherer implements QueryExecutionListener {
     // The leaves of the plan (or of a leaf command's query) and of its subqueries, in
     // collectLeaves() order: the main tree's leaves are in the plan's JSON already; a
     // subquery's leaf comes with its own JSON. Each with what naming needs that the JSON
-    // lacks (FactReader._leaf / _v2).
+    // lacks (facts.py: _live_leaf).
     private void leaves(StringBuilder out, Object plan, Object query) throws Exception {
         Object root = plan;
         if (seqSize(call(plan, "children")) == 0 && writeCommands.contains(

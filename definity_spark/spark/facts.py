@@ -98,6 +98,11 @@ def _attrs(value: Any) -> list[Attr]:
     return out
 
 
+def _json_leaves(tree: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The leaf nodes' fields of a ``toJSON`` tree, in pre-order."""
+    return [n.fields for n in build(tree).walk() if not n.children] if tree else []
+
+
 def _ref(qe: Any) -> Any:
     """What the gatherer is given for a QueryExecution: its own sequence number for a
     callback its listener took, else the JavaObject."""
@@ -153,7 +158,7 @@ def _leaf_facts(d: dict[str, Any], live: Any) -> LeafFacts:
         facts.table = _table_from_json(d.get("tableMeta"))
     elif name in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
         info = live()
-        facts.table = (info.get("catalog"), tuple(info.get("namespace") or ()), info["name"])
+        facts.table = _v2_table(info)
         if simple_name(info["table_cls"]) == "JDBCTable":
             facts.relation_cls = info["table_cls"]
     return facts
@@ -173,20 +178,30 @@ def _live_leaf(node: Any, name: str) -> dict[str, Any]:
             info["jdbc_url"] = str(opts.url())
             info["jdbc_table"] = str(opts.tableOrQuery())
     elif name in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
-        rel = node.relation() if name == "DataSourceV2ScanRelation" else node
-        cat_opt = rel.catalog()
-        if cat_opt.isDefined():
-            info["catalog"] = str(cat_opt.get().name())
-        ident_opt = rel.identifier()
-        table = rel.table()
-        if ident_opt.isDefined():
-            ident = ident_opt.get()
-            info["namespace"] = [str(x) for x in ident.namespace()]
-            info["name"] = str(ident.name())
-        else:
-            info["name"] = str(table.name())
-        info["table_cls"] = str(table.getClass().getName())
+        info.update(_v2_info(node.relation() if name == "DataSourceV2ScanRelation" else node))
     return info
+
+
+def _v2_info(rel: Any) -> dict[str, Any]:
+    """A DataSourceV2Relation's catalog, namespace and name (``FactGatherer.v2``)."""
+    info: dict[str, Any] = {}
+    cat_opt = rel.catalog()
+    if cat_opt.isDefined():
+        info["catalog"] = str(cat_opt.get().name())
+    ident_opt = rel.identifier()
+    table = rel.table()
+    if ident_opt.isDefined():
+        ident = ident_opt.get()
+        info["namespace"] = [str(x) for x in ident.namespace()]
+        info["name"] = str(ident.name())
+    else:
+        info["name"] = str(table.name())
+    info["table_cls"] = str(table.getClass().getName())
+    return info
+
+
+def _v2_table(info: dict[str, Any]) -> tuple[str | None, tuple[str, ...], str]:
+    return (info.get("catalog"), tuple(info.get("namespace") or ()), info["name"])
 
 
 class FactReader:
@@ -403,27 +418,39 @@ class FactReader:
         return self._version
 
     # -- leaves (inputs) ----------------------------------------------------------------
-    def _leaves(self, plan: Any, facts: QueryFacts, root: str) -> None:
-        if facts.plan is not None and len(facts.plan) > self.max_plan_nodes:
-            facts.partial = True
-            logger.debug("plan of %d nodes exceeds max_plan_nodes", len(facts.plan))
-            facts.plan = None
-            return
-        roots = [plan]
+    def _too_big(self, facts: QueryFacts) -> bool:
+        """Over ``max_plan_nodes``: the facts keep no plan and no leaves (partial)."""
+        if facts.plan is None or len(facts.plan) <= self.max_plan_nodes:
+            return False
+        facts.partial = True
+        logger.debug("plan of %d nodes exceeds max_plan_nodes", len(facts.plan))
+        facts.plan = None
+        return True
+
+    @staticmethod
+    def _main_tree(facts: QueryFacts, root: str) -> tuple[bool, list[dict[str, Any]]]:
+        """(whether the plan is a leaf command, the JSON tree whose leaves in pre-order
+        are exactly the main root's ``collectLeaves()``). A leaf command (CTAS,
+        saveAsTable) keeps its query in a non-child field, embedded in its JSON; a tree
+        of [] has no leaves known."""
         head = facts.plan[0] if facts.plan else {}
-        # a leaf command (CTAS, saveAsTable) keeps its query in a non-child field
         if int(head.get("num-children", 0) or 0) == 0 and root in WRITE_COMMANDS:
+            query = head.get("query")
+            return True, query if isinstance(query, list) else []
+        return False, facts.plan or []
+
+    def _leaves(self, plan: Any, facts: QueryFacts, root: str) -> None:
+        if self._too_big(facts):
+            return
+        leaf_command, tree = self._main_tree(facts, root)
+        head = facts.plan[0] if facts.plan else {}
+        roots = [plan]
+        if leaf_command:
             roots = [plan.query()] if isinstance(head.get("query"), list) else []
         seen_budget = self.budget_ms / 1000.0
         started = time.monotonic()  # budget of the leaf reads
-        # the main tree's leaves in pre-order are exactly collectLeaves(): reuse their JSON
-        # instead of one toJSON round trip per leaf
-        main_json: list[dict[str, Any]] = []
-        if roots and roots[0] is plan and facts.plan:
-            main_json = [n.fields for n in build(facts.plan).walk() if not n.children]
-        elif roots and isinstance(head.get("query"), list) and head["query"]:
-            # a leaf command's query is embedded in its JSON: the same leaves, same order
-            main_json = [n.fields for n in build(head["query"]).walk() if not n.children]
+        # reuse the main tree's leaves' JSON instead of one toJSON round trip per leaf
+        main_json = _json_leaves(tree)
         for r in roots:
             groups = [(r.collectLeaves(), main_json if r is roots[0] else [])]
             subs = r.subqueriesAll()
@@ -449,19 +476,9 @@ class FactReader:
                          root: str) -> bool:
         """``_leaves`` from the gatherer's leaf groups (main tree, then each subquery).
         False when its main group does not line up with the plan's JSON (read live)."""
-        if facts.plan is not None and len(facts.plan) > self.max_plan_nodes:
-            facts.partial = True
-            logger.debug("plan of %d nodes exceeds max_plan_nodes", len(facts.plan))
-            facts.plan = None
+        if self._too_big(facts) or not groups:
             return True
-        if not groups:
-            return True
-        head = facts.plan[0] if facts.plan else {}
-        if int(head.get("num-children", 0) or 0) == 0 and root in WRITE_COMMANDS:
-            tree = head.get("query") if isinstance(head.get("query"), list) else None
-        else:
-            tree = facts.plan
-        main = [n.fields for n in build(tree).walk() if not n.children] if tree else []
+        main = _json_leaves(self._main_tree(facts, root)[1])
         if len(main) != len(groups[0]):
             return False
         leaves: list[LeafFacts] = []
@@ -477,23 +494,6 @@ class FactReader:
         if d is None:
             d = json.loads(nth.get().toJSON())[0]
         return _leaf_facts(d, lambda: _live_leaf(nth.get(), simple_name(str(d.get("class")))))
-
-    def _v2(self, rel: Any, target: Any) -> None:
-        """Catalog identifier of a DataSourceV2Relation (and JDBC url of a JDBC table)."""
-        catalog = None
-        cat_opt = rel.catalog()
-        if cat_opt.isDefined():
-            catalog = str(cat_opt.get().name())
-        ident_opt = rel.identifier()
-        table = rel.table()
-        if ident_opt.isDefined():
-            ident = ident_opt.get()
-            target.table = (catalog, tuple(str(x) for x in ident.namespace()), str(ident.name()))
-        else:
-            target.table = (catalog, (), str(table.name()))
-        tcls = str(table.getClass().getName())
-        if simple_name(tcls) == "JDBCTable" and isinstance(target, LeafFacts):
-            target.relation_cls = tcls
 
     # -- the write command ---------------------------------------------------------------
     def _command(self, name: str, cmd: Any, head: dict[str, Any],
@@ -566,7 +566,7 @@ class FactReader:
                       "ReplaceData", "WriteDelta"):
             rel = cmd.table()
             if simple_name(str(rel.getClass().getName())) == "DataSourceV2Relation":
-                self._v2(rel, c)
+                c.table = _v2_table(_v2_info(rel))
                 c.table_schema = json.loads(rel.schema().json())
         elif name in ("CreateTableAsSelect", "ReplaceTableAsSelect"):
             ident = cmd.name()

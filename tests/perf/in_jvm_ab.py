@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,9 +25,11 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))  # tests/: collector_util
 
 import child  # noqa: E402
 import workloads  # noqa: E402
+from collector_util import CollectorProcess  # noqa: E402
 
 
 def _cpu(proc: Any) -> float:
@@ -42,16 +43,13 @@ def small(args: argparse.Namespace) -> None:
     import definity_spark
 
     workdir = tempfile.mkdtemp(prefix="perf-ab-")
-    # the collector CLI prints its URL on its first line once it listens
-    collector = subprocess.Popen([sys.executable, "-m", "definity_spark.collector", "--port",
-                                  "0", "--db", os.path.join(workdir, "c.db")],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    collector = CollectorProcess(os.path.join(workdir, "c.db"))  # in its own process
     try:
-        url = collector.stdout.readline().strip()  # type: ignore[union-attr]
+        url = collector.url
         spark = child.build_session(workdir, False)
         me = psutil.Process()
         jvm = next(c for c in me.children(recursive=True) if "java" in c.name())
-        col = psutil.Process(collector.pid)
+        col = psutil.Process(collector.proc.pid)
         path = os.path.join(workdir, "out")
 
         def batch() -> tuple[float, float, dict[str, float]]:

@@ -15,15 +15,16 @@ import argparse
 import collections
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))  # tests/: collector_util
 
 import child  # noqa: E402
+from collector_util import CollectorProcess  # noqa: E402
 
 
 def _snapshot(mx: Any) -> collections.Counter:
@@ -44,11 +45,9 @@ def main() -> int:
     import definity_spark
 
     workdir = tempfile.mkdtemp(prefix="perf-jvm-threads-")
-    collector = subprocess.Popen([sys.executable, "-m", "definity_spark.collector", "--port",
-                                  "0", "--db", os.path.join(workdir, "c.db")],
-                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    collector = CollectorProcess(os.path.join(workdir, "c.db"))  # in its own process
     try:
-        url = collector.stdout.readline().strip()  # type: ignore[union-attr]
+        url = collector.url
         spark = child.build_session(workdir, False)
         mx = spark._jvm.java.lang.management.ManagementFactory.getThreadMXBean()
         path = os.path.join(workdir, "out")
