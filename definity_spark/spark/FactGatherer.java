@@ -50,6 +50,9 @@ public class FactGatherer implements QueryExecutionListener {
     private final Map pending = new HashMap();
     private long taken;
     private volatile long dropped;
+    // the plan's JSON without Spark's toJSON (PlanJson); toJSON when it cannot
+    private final PlanJson planJson = new PlanJson(QueryExecution.class.getClassLoader());
+    private long jsonFallbacks;
 
     public FactGatherer(String writeCommands, String rowsOfNestedReads, String rowPreserving,
                         int statusScan, String metric, String rows, int queueSize) {
@@ -353,7 +356,7 @@ public class FactGatherer implements QueryExecutionListener {
         QueryExecution qe = resolve(q);
         Object plan = succeeded ? (Object) qe.analyzed() : (Object) qe.logical();
         String root = simpleName(plan.getClass().getName());
-        String planJson = light ? lightHead(plan, root) : (String) call(plan, "toJSON");
+        String planJson = light ? lightHead(plan, root) : json(plan);
         StringBuilder out = new StringBuilder(512);
         out.append('{');
         Object query = hasMethod(plan, "query") ? call(plan, "query") : null;
@@ -473,11 +476,37 @@ public class FactGatherer implements QueryExecutionListener {
                 v2(out, name.equals("DataSourceV2ScanRelation") ? call(leaf, "relation") : leaf);
             }
             if (withJson) {
-                field(out, "json", (String) call(leaf, "toJSON"));
+                field(out, "json", json(leaf));
             }
             out.append('}');
         }
         out.append(']');
+    }
+
+    // A plan's toJSON (PlanJson's, else Spark's own).
+    public String json(Object plan) throws Exception {
+        if (planJson.enabled()) {
+            try {
+                return planJson.write(plan);
+            } catch (Exception e) {
+                jsonFallbacks++;
+            }
+        }
+        return (String) call(plan, "toJSON");
+    }
+
+    // Plans PlanJson could not write (Spark's toJSON wrote them).
+    public long jsonFallbacks() {
+        return jsonFallbacks;
+    }
+
+    public boolean fastJson() {
+        return planJson.enabled();
+    }
+
+    // The classes whose constructor parameter names PlanJson asked Scala reflection for.
+    public String jsonReflected() {
+        return String.valueOf(planJson.reflected);
     }
 
     private static void v2(StringBuilder out, Object rel) throws Exception {
@@ -586,6 +615,480 @@ public class FactGatherer implements QueryExecutionListener {
     }
 
     private static void quote(StringBuilder out, String s) {
+        PlanJson.quote(out, s);
+    }
+}
+
+// Spark's TreeNode.toJSON, written without its cost. toJSON finds every node's and every
+// ExprId's, CatalogTable's ... constructor parameter names through Scala reflection, on
+// every call and with no cache: ~0.9 s to initialise the Scala reflection universe the
+// first time in a JVM, then ~0.1 ms per node or attribute (22-85 ms for a 20-way join).
+// PlanJson walks the same tree with the same rules (TreeNode.jsonFields, parseToJson,
+// shouldConvertToJson of Spark 3.5 and 4.x) and takes the names from the constructors'
+// MethodParameters attribute (which scalac writes), cached per class; only a class
+// without them asks Scala reflection. It answers the same JSON value: the integration
+// suite parses both for every query and requires them equal (SessionObserver.cross_check).
+// Anything it does not know how to write throws Unsupported and the caller uses toJSON.
+class PlanJson {
+    static class Unsupported extends RuntimeException {
+        Unsupported(String message) {
+            super(message);
+        }
+    }
+
+    private final ClassLoader loader;
+    private final boolean enabled;
+    private final Class treeNode;
+    private final Class seqClass;      // what TreeNode.scala's `Seq` is: collection.Seq on
+    private final Class mapClass;      // Scala 2.12, collection.immutable.Seq on 2.13
+    private final Class partitioning;
+    private final Class[] convertible; // shouldConvertToJson's classes
+    private final boolean productsWithTreeNodes; // ... and a product holding a TreeNode
+    private final Map names = new HashMap();     // Class -> String[]
+    private final Map customFields = new HashMap(); // Class -> Boolean (own jsonFields)
+    private Object jsonMethods;        // json4s, for a node's own jsonFields (Literal)
+    private Method compact;
+    private java.lang.reflect.Constructor jObject;
+    private int maxFields;
+    private Method truncatedString;    // Spark's, and its package object
+    private Object utilPackage;
+    final List reflected = new ArrayList(); // classes named by Scala reflection
+
+    PlanJson(ClassLoader loader) {
+        this.loader = loader;
+        treeNode = load("org.apache.spark.sql.catalyst.trees.TreeNode");
+        boolean scala213 = load("scala.collection.immutable.ArraySeq") != null;
+        seqClass = load(scala213 ? "scala.collection.immutable.Seq" : "scala.collection.Seq");
+        mapClass = load("scala.collection.Map");
+        partitioning = load("org.apache.spark.sql.catalyst.plans.physical.Partitioning");
+        String[] classes = {
+            "org.apache.spark.sql.catalyst.expressions.ExprId",
+            "org.apache.spark.sql.types.StructField",
+            "org.apache.spark.sql.catalyst.CatalystIdentifier",
+            "org.apache.spark.sql.catalyst.analysis.AliasIdentifier",
+            "org.apache.spark.sql.catalyst.AliasIdentifier",
+            "org.apache.spark.sql.catalyst.plans.JoinType",
+            "org.apache.spark.sql.catalyst.catalog.BucketSpec",
+            "org.apache.spark.sql.catalyst.catalog.CatalogTable",
+            "org.apache.spark.sql.catalyst.plans.physical.Partitioning",
+            "org.apache.spark.sql.catalyst.catalog.FunctionResource",
+            "org.apache.spark.sql.catalyst.plans.physical.BroadcastMode",
+            "org.apache.spark.sql.catalyst.catalog.CatalogTableType",
+            "org.apache.spark.sql.catalyst.catalog.CatalogStorageFormat",
+        };
+        List found = new ArrayList();
+        for (int i = 0; i < classes.length; i++) {
+            Class c = load(classes[i]);
+            if (c != null) {
+                found.add(c);
+            }
+        }
+        convertible = (Class[]) found.toArray(new Class[0]);
+        productsWithTreeNodes = treeNode != null
+                && hasDeclared(treeNode, "$anonfun$shouldConvertToJson$1");
+        enabled = treeNode != null && seqClass != null && mapClass != null
+                && partitioning != null && productsWithTreeNodes
+                && load("org.apache.spark.sql.catalyst.CatalystIdentifier") != null
+                && supportedSpark();
+    }
+
+    boolean enabled() {
+        return enabled;
+    }
+
+    // The plan's toJSON, as a string.
+    String write(Object plan) throws Exception {
+        if (!enabled) {
+            throw new Unsupported("this Spark version");
+        }
+        maxFields = org.apache.spark.sql.internal.SQLConf.get().maxToStringFields();
+        StringBuilder out = new StringBuilder(4096);
+        tree(out, plan);
+        return out.toString();
+    }
+
+    // TreeNode.jsonValue: the nodes of the tree in pre-order, in an array
+    private void tree(StringBuilder out, Object tn) throws Exception {
+        out.append('[');
+        nodes(out, tn);
+        out.append(']');
+    }
+
+    private void nodes(StringBuilder out, Object tn) throws Exception {
+        scala.collection.Seq children = (scala.collection.Seq)
+                ((org.apache.spark.sql.catalyst.trees.TreeNode) tn).children();
+        int n = children.length();
+        out.append("{\"class\":");
+        quote(out, tn.getClass().getName());
+        out.append(",\"num-children\":").append(n);
+        if (ownJsonFields(tn.getClass())) {
+            String fields = ownFields(tn);
+            if (fields.length() > 2) {
+                out.append(',').append(fields, 1, fields.length() - 1);
+            }
+        } else {
+            fields(out, tn, children);
+        }
+        out.append('}');
+        for (int i = 0; i < n; i++) {
+            out.append(',');
+            nodes(out, children.apply(i));
+        }
+    }
+
+    // TreeNode.jsonFields: a child as its index, a Seq of children as their indexes
+    private void fields(StringBuilder out, Object tn, scala.collection.Seq children)
+            throws Exception {
+        scala.Product p = (scala.Product) tn;
+        int arity = p.productArity();
+        scala.collection.Seq other = (scala.collection.Seq)
+                ((org.apache.spark.sql.catalyst.trees.TreeNode) tn).otherCopyArgs();
+        Object[] values = new Object[arity + other.length()];
+        for (int i = 0; i < values.length; i++) {
+            values[i] = i < arity ? p.productElement(i) : other.apply(i - arity);
+        }
+        String[] fieldNames = names(tn.getClass(), values);
+        if (fieldNames.length != values.length) {
+            throw new Unsupported(tn.getClass().getName() + ": fields and values differ");
+        }
+        for (int i = 0; i < values.length; i++) {
+            Object value = values[i];
+            int mark = out.length();
+            out.append(',');
+            quote(out, fieldNames[i]);
+            out.append(':');
+            int index = treeNode.isInstance(value) ? indexOf(children, value) : -1;
+            if (index >= 0) {
+                out.append(index);
+            } else if (seqClass.isInstance(value) && allChildren(children,
+                    (scala.collection.Seq) value)) {
+                scala.collection.Seq seq = (scala.collection.Seq) value;
+                out.append('[');
+                for (int k = 0; k < seq.length(); k++) {
+                    if (k > 0) {
+                        out.append(',');
+                    }
+                    out.append(indexOf(children, seq.apply(k)));
+                }
+                out.append(']');
+            } else if (!value(out, value)) {
+                out.setLength(mark);  // None: no field
+            }
+        }
+    }
+
+    private static int indexOf(scala.collection.Seq children, Object value) {
+        for (int i = 0; i < children.length(); i++) {
+            Object c = children.apply(i);
+            if (c == value || (c != null && c.equals(value))) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    private static boolean allChildren(scala.collection.Seq children, scala.collection.Seq seq) {
+        for (int k = 0; k < seq.length(); k++) {
+            if (indexOf(children, seq.apply(k)) < 0) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    // TreeNode.parseToJson, case by case in its order; false for JNothing (None)
+    private boolean value(StringBuilder out, Object v) throws Exception {
+        if (v instanceof Boolean) {
+            out.append(((Boolean) v).booleanValue());
+        } else if (v instanceof Byte || v instanceof Short || v instanceof Integer
+                || v instanceof Long) {
+            out.append(((Number) v).longValue());
+        } else if (v instanceof Float || v instanceof Double) {
+            double d = ((Number) v).doubleValue();
+            if (Double.isNaN(d) || Double.isInfinite(d)) {
+                throw new Unsupported("a non-finite double");
+            }
+            out.append(d);
+        } else if (v instanceof scala.math.BigInt) {
+            out.append(v.toString());
+        } else if (v == null) {
+            out.append("null");
+        } else if (v instanceof String) {
+            quote(out, (String) v);
+        } else if (v instanceof java.util.UUID) {
+            quote(out, v.toString());
+        } else if (v instanceof org.apache.spark.sql.types.DataType) {
+            out.append(((org.apache.spark.sql.types.DataType) v).json());
+        } else if (v instanceof org.apache.spark.sql.types.Metadata) {
+            out.append("{}");  // SPARK-17356: always Metadata.empty
+        } else if (v instanceof Class) {
+            quote(out, ((Class) v).getName());
+        } else if (v instanceof org.apache.spark.storage.StorageLevel) {
+            org.apache.spark.storage.StorageLevel s = (org.apache.spark.storage.StorageLevel) v;
+            out.append("{\"useDisk\":").append(s.useDisk())
+               .append(",\"useMemory\":").append(s.useMemory())
+               .append(",\"useOffHeap\":").append(s.useOffHeap())
+               .append(",\"deserialized\":").append(s.deserialized())
+               .append(",\"replication\":").append(s.replication()).append('}');
+        } else if (treeNode.isInstance(v)) {
+            tree(out, v);
+        } else if (v instanceof scala.Option) {
+            scala.Option o = (scala.Option) v;
+            return o.isDefined() && value(out, o.get());
+        } else if (seqClass.isInstance(v)) {
+            seq(out, (scala.collection.Seq) v);
+        } else if (mapClass.isInstance(v)) {
+            out.append("null");
+        } else if (v.getClass().getName().endsWith("$")) {
+            out.append("{\"object\":");
+            quote(out, v.getClass().getName());
+            out.append('}');
+        } else if (v instanceof scala.Product && convert((scala.Product) v)) {
+            product(out, (scala.Product) v);
+        } else {
+            out.append("null");
+        }
+        return true;
+    }
+
+    private void seq(StringBuilder out, scala.collection.Seq t) throws Exception {
+        int n = t.length();
+        if (all(t, partitioning) || all(t, org.apache.spark.sql.types.DataType.class)
+                || all(t, scala.Product.class)) {
+            out.append('[');
+            for (int i = 0; i < n; i++) {
+                int mark = out.length();
+                if (out.charAt(mark - 1) != '[') {
+                    out.append(',');
+                }
+                if (!value(out, t.apply(i))) {
+                    out.setLength(mark);
+                }
+            }
+            out.append(']');
+        } else if (n > 0 && t.apply(0) instanceof String) {
+            if (truncatedString == null) {  // its rule differs between Spark versions
+                Class c = load("org.apache.spark.sql.catalyst.util.package$");
+                Method[] methods = c.getMethods();
+                for (int i = 0; i < methods.length; i++) {
+                    if (methods[i].getName().equals("truncatedString")
+                            && methods[i].getParameterCount() == 5) {
+                        truncatedString = methods[i];
+                    }
+                }
+                utilPackage = c.getField("MODULE$").get(null);
+            }
+            quote(out, (String) truncatedString.invoke(utilPackage,
+                    new Object[] {t, "[", ", ", "]", new Integer(maxFields)}));
+        } else {
+            out.append("null");
+        }
+    }
+
+    private static boolean all(scala.collection.Seq t, Class c) {
+        for (int i = 0; i < t.length(); i++) {
+            if (!c.isInstance(t.apply(i))) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private boolean convert(scala.Product p) {
+        for (int i = 0; i < convertible.length; i++) {
+            if (convertible[i].isInstance(p)) {
+                return true;
+            }
+        }
+        if (productsWithTreeNodes) {
+            for (int i = 0; i < p.productArity(); i++) {
+                if (treeNode.isInstance(p.productElement(i))) {
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    private void product(StringBuilder out, scala.Product p) throws Exception {
+        Class c = p.getClass();
+        Object[] elements = new Object[p.productArity()];
+        for (int i = 0; i < elements.length; i++) {
+            elements[i] = p.productElement(i);
+        }
+        String[] fieldNames = names(c, elements);
+        out.append("{\"product-class\":");
+        quote(out, c.getName());
+        for (int i = 0; i < fieldNames.length; i++) {
+            Object value;
+            if (elements.length == fieldNames.length) {
+                value = elements[i];
+            } else {
+                Field f = c.getDeclaredField(fieldNames[i]);
+                f.setAccessible(true);
+                value = f.get(p);
+            }
+            int mark = out.length();
+            out.append(',');
+            quote(out, fieldNames[i]);
+            out.append(':');
+            if (!value(out, value)) {
+                out.setLength(mark);
+            }
+        }
+        out.append('}');
+    }
+
+    // The primary constructor's parameter names (ScalaReflection.getConstructorParameterNames):
+    // those of the one constructor that takes `values` (a node's values, a
+    // product's elements), when scalac wrote their names; else Scala reflection's. Cached
+    // per class.
+    private String[] names(Class c, Object[] values) throws Exception {
+        String[] known = (String[]) names.get(c);
+        if (known != null) {
+            return known;
+        }
+        String[] found = null;
+        java.lang.reflect.Constructor[] ctors = c.getDeclaredConstructors();
+        java.lang.reflect.Constructor pick = null;
+        int matching = 0;
+        for (int i = 0; i < ctors.length; i++) {
+            if (takes(ctors[i].getParameterTypes(), values)) {
+                pick = ctors[i];
+                matching++;
+            }
+        }
+        if (matching == 1) {
+            java.lang.reflect.Parameter[] params = pick.getParameters();
+            found = new String[params.length];
+            for (int i = 0; i < params.length && found != null; i++) {
+                String name = params[i].getName();
+                if (!params[i].isNamePresent() || name.indexOf('$') >= 0) {
+                    found = null;
+                } else {
+                    found[i] = name;
+                }
+            }
+        }
+        if (found == null) {
+            reflected.add(c.getName());
+            Class module = load("org.apache.spark.sql.catalyst.ScalaReflection$");
+            scala.collection.Seq seq = (scala.collection.Seq) module
+                    .getMethod("getConstructorParameterNames", new Class[] {Class.class})
+                    .invoke(module.getField("MODULE$").get(null), new Object[] {c});
+            found = new String[seq.length()];
+            for (int i = 0; i < found.length; i++) {
+                found[i] = (String) seq.apply(i);
+            }
+        }
+        names.put(c, found);
+        return found;
+    }
+
+    private static boolean takes(Class[] types, Object[] values) {
+        if (types.length != values.length) {
+            return false;
+        }
+        for (int i = 0; i < types.length; i++) {
+            Object v = values[i];
+            Class t = types[i];
+            if (t.isPrimitive()) {
+                if (v == null || !BOXES.get(t).equals(v.getClass())) {
+                    return false;
+                }
+            } else if (v != null && !t.isInstance(v)) {
+                return false;
+            }
+        }
+        return true;
+    }
+
+    private static final Map BOXES = new HashMap();
+    static {
+        BOXES.put(boolean.class, Boolean.class);
+        BOXES.put(byte.class, Byte.class);
+        BOXES.put(short.class, Short.class);
+        BOXES.put(char.class, Character.class);
+        BOXES.put(int.class, Integer.class);
+        BOXES.put(long.class, Long.class);
+        BOXES.put(float.class, Float.class);
+        BOXES.put(double.class, Double.class);
+    }
+
+    // A node class with its own jsonFields (Literal): written by it, through json4s.
+    private boolean ownJsonFields(Class c) throws Exception {
+        Boolean known = (Boolean) customFields.get(c);
+        if (known == null) {
+            known = Boolean.valueOf(c.getMethod("jsonFields", new Class[0])
+                    .getDeclaringClass() != treeNode);
+            customFields.put(c, known);
+        }
+        return known.booleanValue();
+    }
+
+    private String ownFields(Object tn) throws Exception {
+        if (compact == null) {
+            Class jo = load("org.json4s.JsonAST$JObject");
+            if (jo == null) {
+                jo = load("org.json4s.JObject");
+            }
+            Class module = load("org.json4s.jackson.JsonMethods$");
+            if (jo == null || module == null) {
+                throw new Unsupported("json4s");
+            }
+            jObject = jo.getConstructor(new Class[] {scala.collection.immutable.List.class});
+            jsonMethods = module.getField("MODULE$").get(null);
+            Method[] methods = module.getMethods();
+            for (int i = 0; i < methods.length; i++) {
+                if (methods[i].getName().equals("compact")
+                        && methods[i].getParameterCount() == 1) {
+                    compact = methods[i];
+                }
+            }
+            if (compact == null) {
+                throw new Unsupported("json4s compact");
+            }
+        }
+        Object list = ((org.apache.spark.sql.catalyst.trees.TreeNode) tn).jsonFields();
+        return (String) compact.invoke(jsonMethods,
+                new Object[] {jObject.newInstance(new Object[] {list})});
+    }
+
+    private static boolean supportedSpark() {
+        try {
+            Class c = Class.forName("org.apache.spark.package$", true,
+                    PlanJson.class.getClassLoader());
+            Object module = c.getField("MODULE$").get(null);
+            String v = (String) c.getMethod("SPARK_VERSION", new Class[0])
+                    .invoke(module, new Object[0]);
+            String[] parts = v.split("[.-]");
+            int major = Integer.parseInt(parts[0]);
+            int minor = Integer.parseInt(parts[1]);
+            return (major == 3 && minor >= 5) || major == 4;
+        } catch (Throwable t) {
+            return false;
+        }
+    }
+
+    private static boolean hasDeclared(Class c, String method) {
+        Method[] methods = c.getDeclaredMethods();
+        for (int i = 0; i < methods.length; i++) {
+            if (methods[i].getName().equals(method)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    private Class load(String name) {
+        try {
+            return Class.forName(name, false, loader);
+        } catch (Throwable t) {
+            return null;
+        }
+    }
+
+    static void quote(StringBuilder out, String s) {
         out.append('"');
         for (int i = 0; i < s.length(); i++) {
             char c = s.charAt(i);

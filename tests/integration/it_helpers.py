@@ -168,6 +168,9 @@ class Task:
         for obs in self._cross_check():
             assert not obs.fact_mismatches, obs.fact_mismatches
             assert obs._reader.fallbacks == 0, "the gatherer failed, py4j read instead"
+            g = obs._reader.gatherer()
+            if g is not None:  # every plan written by PlanJson, no name from Scala reflection
+                assert (g.jsonFallbacks(), g.jsonReflected()) == (0, "[]")
         return batch
 
     def _check_invariants(self, batch: Batch) -> None:

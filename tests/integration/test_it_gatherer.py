@@ -105,3 +105,116 @@ def test_a_source_janino_refuses_leaves_the_reader_on_py4j(
     assert (reader.gathered, reader.fallbacks) == (0, 0)
     assert facts.command is not None and facts.write_metrics["numOutputRows"] == 3
     assert os.path.basename(facts.command.output_path) == "out"
+
+
+# ----------------------------------------------------------------------- PlanJson
+# Plans with the node and field kinds TreeNode.toJSON writes case by case: literals of
+# every kind (Literal's own jsonFields), CTEs and CASE WHEN (products holding tree nodes),
+# windows, subqueries, Like's escape char (a constructor overloaded by arity), hints,
+# grouping sets, generators, a Python UDF, catalog tables (CatalogTable, its storage,
+# bucket spec, identifiers), a view, unresolved plans (EXPLAIN keeps its command's
+# parsed plan) and cached data.
+_PARITY_SQL = [
+    "SELECT 1 AS a, 'x' AS b, DATE'2024-01-02' AS d, TIMESTAMP'2024-01-02 03:04:05' AS t, "
+    "1.5D AS f, CAST(1.5 AS FLOAT) AS g, 12345678901234567890BD AS big, NULL AS n, "
+    "X'0102' AS bin, array(1, 2) AS arr, map('k', 1) AS m, named_struct('a', 1) AS s, "
+    "INTERVAL '1' DAY AS i, 3Y AS tiny, 4S AS small, 5L AS lng",
+    "WITH c AS (SELECT id FROM range(10)) SELECT * FROM c JOIN c c2 ON c.id = c2.id",
+    "SELECT id, row_number() OVER (PARTITION BY id % 2 ORDER BY id) AS r, "
+    "sum(id) OVER (ORDER BY id ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS s FROM range(10)",
+    "SELECT CASE WHEN id > 1 THEN 'a' WHEN id > 0 THEN 'b' ELSE 'c' END AS c, "
+    "(SELECT max(id) FROM range(3)) AS m FROM range(5) "
+    "WHERE id IN (SELECT id FROM range(2)) AND EXISTS (SELECT 1)",
+    "SELECT CAST(id AS STRING) LIKE '1%' ESCAPE '/' AS l FROM range(10)",
+    "SELECT /*+ BROADCAST(b) */ a.id FROM range(5) a JOIN range(5) b ON a.id = b.id",
+    "SELECT /*+ REPARTITION(3) */ id FROM range(5)",
+    "SELECT id % 2 AS k, id % 3 AS j, count(*) AS n FROM range(10) "
+    "GROUP BY GROUPING SETS ((id % 2), (id % 3), ())",
+    "SELECT id, x FROM range(3) LATERAL VIEW explode(array(1, 2)) t AS x",
+    "SELECT id FROM range(10) UNION SELECT id FROM range(5) INTERSECT SELECT 1 "
+    "EXCEPT SELECT 2",
+    "SELECT DISTINCT id FROM range(10) ORDER BY id DESC LIMIT 3",
+    "SELECT * FROM (SELECT * FROM range(100)) TABLESAMPLE (50 PERCENT)",
+    "SELECT * FROM parity_part WHERE p = 'a'",
+    "SELECT b.id, h.v FROM parity_bucketed b JOIN parity_hive h ON b.id = h.id",
+    "SELECT * FROM parity_view",
+    "EXPLAIN CREATE TABLE parity_x USING parquet AS SELECT * FROM parity_part",
+    "EXPLAIN INSERT INTO parity_hive SELECT id, 'v' FROM range(3)",
+]
+
+
+def _parity_tables(spark: Any) -> None:
+    spark.sql("CREATE TABLE IF NOT EXISTS parity_part (id INT, v VARCHAR(10), p STRING) "
+              "USING parquet PARTITIONED BY (p)")
+    spark.sql("CREATE TABLE IF NOT EXISTS parity_bucketed (id INT, v STRING) USING parquet "
+              "CLUSTERED BY (id) SORTED BY (id) INTO 4 BUCKETS")
+    spark.sql("CREATE TABLE IF NOT EXISTS parity_hive (id INT, v STRING) STORED AS PARQUET "
+              "TBLPROPERTIES ('k' = 'v')")
+    spark.sql("CREATE OR REPLACE TEMP VIEW parity_view AS "
+              "SELECT id, v FROM parity_part WHERE id > 1")
+
+
+def _same_json(g: Any, plan: Any) -> tuple[Any, Any]:
+    import json
+
+    return json.loads(str(g.json(plan))), json.loads(str(plan.toJSON()))
+
+
+def test_plan_json_is_spark_s_to_json(spark: Any) -> None:
+    from pyspark.sql import functions as F
+
+    gw, js = spark.sparkContext._gateway, spark._jsparkSession
+    g = FactReader(gw, js).gatherer()
+    assert g is not None and g.fastJson(), "PlanJson is off on this Spark"
+    _parity_tables(spark)
+    frames = [spark.sql(q) for q in _PARITY_SQL]
+    plus_one = F.udf(lambda x: x + 1, "long")
+    frames.append(spark.range(10).withColumn("y", plus_one("id")).dropDuplicates(["y"]))
+    cached = spark.range(7).selectExpr("id * 2 AS d")
+    cached.cache()
+    try:
+        frames.append(cached.where("d > 2"))
+        compared = 0
+        for df in frames:
+            qe = df._jdf.queryExecution()
+            for plan in (qe.analyzed(), qe.optimizedPlan()):
+                mine, spark_s = _same_json(g, plan)
+                assert mine == spark_s, (df, mine, spark_s)
+                compared += 1
+    finally:
+        cached.unpersist()
+    assert compared == 2 * len(frames)
+    # no fallback to toJSON, and no constructor names from Scala reflection (whose first
+    # use costs ~0.9 s)
+    assert (g.jsonFallbacks(), g.jsonReflected()) == (0, "[]")
+    # the optimized plan of the cached frame reads the cache: written too
+    classes = {n["class"].rsplit(".", 1)[-1] for n in
+               _same_json(g, cached.where("d > 2")._jdf.queryExecution().analyzed())[0]}
+    assert "Filter" in classes
+
+
+def test_plan_json_truncates_string_lists_as_spark_does(spark: Any) -> None:
+    gw, js = spark.sparkContext._gateway, spark._jsparkSession
+    g = FactReader(gw, js).gatherer()
+    _parity_tables(spark)
+    before = spark.conf.get("spark.sql.debug.maxToStringFields")
+    spark.conf.set("spark.sql.debug.maxToStringFields", "2")
+    try:
+        plan = spark.sql("SELECT * FROM parity_part")._jdf.queryExecution().analyzed()
+        mine, spark_s = _same_json(g, plan)
+    finally:
+        spark.conf.set("spark.sql.debug.maxToStringFields", before)
+    assert mine == spark_s
+    # an attribute's qualifier (catalog, database, table) is cut short ("[spark_catalog,
+    # ... 2 more fields]" on Spark 3.5, "[spark_catalog, default, ... 1 more fields]" on 4)
+    assert " more fields]" in str(mine)
+
+
+def test_plan_json_falls_back_to_to_json_and_counts_it(spark: Any) -> None:
+    gw, js = spark.sparkContext._gateway, spark._jsparkSession
+    g = FactReader(gw, js).gatherer()
+    before = g.jsonFallbacks()
+    # not a plan: PlanJson fails, then toJSON is asked for (the session has none)
+    with pytest.raises(Exception):
+        g.json(js)
+    assert g.jsonFallbacks() == before + 1
