@@ -214,7 +214,9 @@ def test_plan_json_falls_back_to_to_json_and_counts_it(spark: Any) -> None:
     gw, js = spark.sparkContext._gateway, spark._jsparkSession
     g = FactReader(gw, js).gatherer()
     before = g.jsonFallbacks()
+    from py4j.protocol import Py4JJavaError
+
     # not a plan: PlanJson fails, then toJSON is asked for (the session has none)
-    with pytest.raises(Exception):
+    with pytest.raises(Py4JJavaError, match="toJSON"):
         g.json(js)
     assert g.jsonFallbacks() == before + 1

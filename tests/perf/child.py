@@ -47,7 +47,20 @@ def build_session(workdir: str, hive: bool) -> Any:
     return spark
 
 
+def prepare_catalog(path: str) -> int:
+    """``--prepare-catalog PATH``: make workloads.catalog_template's metastore in PATH."""
+    os.makedirs(path, exist_ok=True)
+    spark = build_session(path, True)
+    try:
+        workloads.prepare_catalog(spark, path)
+    finally:
+        spark.stop()
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--prepare-catalog"]:
+        return prepare_catalog(sys.argv[2])
     parser = argparse.ArgumentParser()
     parser.add_argument("--workload", required=True, choices=sorted(workloads.WORKLOADS))
     parser.add_argument("--plugin", type=int, choices=(0, 1), required=True)
@@ -64,6 +77,8 @@ def main() -> int:
     workdir = tempfile.mkdtemp(prefix=f"perf-{args.workload}-")
     spark = None
     try:
+        if params.get("catalog_template"):
+            workloads.use_catalog_template(params["catalog_template"], workdir)
         spark = build_session(workdir, workload.hive)
         result["session_s"] = time.perf_counter() - t_process
         handle = None

@@ -1,12 +1,13 @@
-"""What Spark's ``TreeNode.toJSON`` costs in a fresh JVM, and how much of it the leaves are.
+"""What Spark's ``TreeNode.toJSON`` costs in a fresh JVM, against the gatherer's PlanJson.
 
     python tests/perf/cold_json.py [--size 20 --repeat 3]
 
 Builds the analyzed plan of an n-way join over catalog tables (the plan_sweep workload's
 query, not run) after three small warm-up CTAS without the plugin, then times, through
-py4j, ``toJSON`` of the whole plan and of its leaves alone (one call per leaf), and the
-characters of each. The first whole-plan call of the JVM pays the serialiser's one-time
-initialisation. A diagnostic for the cold-extraction figure: prints only.
+py4j (TCP_NODELAY set, as the plugin does), the gatherer's ``json`` (PlanJson: the same
+JSON value), Spark's ``toJSON`` of the whole plan, and ``toJSON`` of its leaves alone (one
+call per leaf). The first ``toJSON`` of the JVM pays Scala reflection's one-time start,
+which PlanJson never needs. A diagnostic for the cold-extraction figure: prints only.
 """
 
 from __future__ import annotations
@@ -34,10 +35,20 @@ def main() -> int:
     spark.sql("CREATE DATABASE IF NOT EXISTS out")
     for i in range(3):
         spark.sql(workloads.join_ctas(3, f"out.warm{i}"))
+    from definity_spark.spark.facts import FactReader
+    from definity_spark.spark.listener import Py4jTuning
+
+    Py4jTuning(spark.sparkContext._gateway).server_connections()
+    gatherer = FactReader(spark.sparkContext._gateway, spark._jsparkSession).gatherer()
     for rep in range(args.repeat):
         query = workloads.join_ctas(args.size, f"out.x{rep}").split(" AS ", 1)[1]
         plan = spark.sql(query)._jdf.queryExecution().analyzed()
         leaves = plan.collectLeaves()
+        if gatherer is not None:
+            t0 = time.perf_counter()
+            fast = len(gatherer.json(plan))
+            print(f"#{rep + 1}: PlanJson {(time.perf_counter() - t0) * 1000:.1f} ms "
+                  f"({fast} chars)", flush=True)
         t0 = time.perf_counter()
         whole = len(plan.toJSON())
         whole_ms = (time.perf_counter() - t0) * 1000

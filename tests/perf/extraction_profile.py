@@ -67,6 +67,7 @@ def main() -> int:
     observer_mod.SessionObserver._handle = handle  # type: ignore[method-assign]
 
     workdir = tempfile.mkdtemp(prefix="perf-extraction-")
+    workloads.use_catalog_template(workloads.catalog_template(), workdir)
     spark = child.build_session(workdir, True)
     import definity_spark
 

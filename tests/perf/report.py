@@ -428,8 +428,12 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
         "workload without it (issue 6). Every figure below comes from the last run of the "
         "suite; the method is at the end.")
     add("")
-    add(f"- **Date**: {results.get('started', '?')} (UTC), suite took "
-        f"{_f((results.get('suite_s') or 0) / 60, 1)} min; commit `{results.get('git', '?')}`")
+    whole = results.get("run_all_s")
+    add(f"- **Date**: {results.get('started', '?')} (UTC); the workloads took "
+        f"{_f((results.get('suite_s') or 0) / 60, 1)} min"
+        + (f", the whole suite (`run_all.sh`: workloads, extraction profile, this document) "
+           f"{_f(whole / 60, 1)} min" if whole else "")
+        + f"; commit `{results.get('git', '?')}`")
     add(f"- **Machine**: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, "
         f"{m.get('mem_gb', '?')} GB; {m.get('platform', '?')}")
     add(f"- **Software**: pyspark {m.get('pyspark', '?')} (local[2]), {m.get('java', '?')}, "

@@ -3,7 +3,7 @@
 # a fresh JVM per run; then extraction_profile.py (one JVM); then rewrites
 # docs/performance.md and docs/perf/plan_size.png.
 #
-#   bash tests/perf/run_all.sh              # full suite, ~17 min on 2 idle cores
+#   bash tests/perf/run_all.sh              # full suite, ~15 min on 2 idle cores
 #   bash tests/perf/run_all.sh --quick      # smoke run, leaves the docs alone
 #   PYTHON=.venv/bin/python bash tests/perf/run_all.sh --runs 7
 #
@@ -22,7 +22,9 @@ case " $* " in
     exec "$PYTHON" tests/perf/run.py "$@" ;;
 esac
 # the workloads (fresh JVM per run), then the extraction cost against plan size in one
-# JVM (results/extraction_profile.json), then the document
+# JVM (results/extraction_profile.json), then the document, which states the whole time
+start=$(date +%s)
 "$PYTHON" tests/perf/run.py --no-report "$@"
-"$PYTHON" tests/perf/extraction_profile.py
+"$PYTHON" tests/perf/extraction_profile.py --repeat 3
+"$PYTHON" tests/perf/run.py --record-total "$start"
 exec "$PYTHON" tests/perf/run.py --report-only "$@"

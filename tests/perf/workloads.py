@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -161,12 +163,53 @@ def join_ctas(size: int, target: str, tables: int = JOIN_TABLES) -> str:
 
 def create_tpch_tables(spark: Any) -> None:
     spark.sql("CREATE DATABASE IF NOT EXISTS tpch")
+    for stmt in _tpch_schema():
+        spark.sql(stmt.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1))
+
+
+def _tpch_schema() -> list[str]:
     with open(os.path.join(TPCH_DIR, "schema.sql")) as handle:
         text = handle.read()
     lines = [ln for ln in text.splitlines() if not ln.strip().startswith("--")]
-    for stmt in "\n".join(lines).split(";"):
-        if stmt.strip():
-            spark.sql(stmt)
+    return [stmt for stmt in "\n".join(lines).split(";") if stmt.strip()]
+
+
+def catalog_template() -> str:
+    """A Hive metastore (Derby) that holds the benchmark's catalog tables (``bench.t*``,
+    ``tpch.*``, all empty), made once by a fresh interpreter and JVM (``child.py
+    --prepare-catalog``) and copied into each plan_sweep run's work dir: creating the 33
+    tables costs each run ~8 s and is not what it measures. Keyed by the pyspark version
+    and the table definitions; kept in the temp dir for later suites."""
+    import hashlib
+    import subprocess
+    import sys
+
+    import pyspark
+
+    key = hashlib.sha1(repr((pyspark.__version__, JOIN_TABLES, _tpch_schema())).encode())
+    path = os.path.join(tempfile.gettempdir(), f"definity-perf-catalog-{key.hexdigest()[:10]}")
+    if not os.path.exists(os.path.join(path, "ready")):
+        shutil.rmtree(path, ignore_errors=True)
+        child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "child.py")
+        subprocess.run([sys.executable, child, "--prepare-catalog", path], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return path
+
+
+def prepare_catalog(spark: Any, path: str) -> None:
+    """``catalog_template``'s content, made in ``spark`` (a session whose work dir is
+    ``path``)."""
+    create_join_tables(spark, JOIN_TABLES)
+    create_tpch_tables(spark)
+    with open(os.path.join(path, "ready"), "w") as handle:
+        handle.write("ok\n")
+
+
+def use_catalog_template(template: str, workdir: str) -> None:
+    """Before the session starts: the run's metastore is a copy of the template's (the
+    tables' data stay in the template's warehouse, read only; the run's own databases
+    and CTAS outputs go to its own warehouse)."""
+    shutil.copytree(os.path.join(template, "metastore_db"), os.path.join(workdir, "metastore_db"))
 
 
 def tpch_query(number: int) -> str:
