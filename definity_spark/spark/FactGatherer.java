@@ -646,6 +646,8 @@ class PlanJson {
     private final boolean productsWithTreeNodes; // ... and a product holding a TreeNode
     private final Map names = new HashMap();     // Class -> String[]
     private final Map customFields = new HashMap(); // Class -> Boolean (own jsonFields)
+    private static final int TYPES_KEPT = 2000;
+    private final Map typeJson = new java.util.IdentityHashMap(); // DataType -> its json
     private Object jsonMethods;        // json4s, for a node's own jsonFields (Literal)
     private Method compact;
     private java.lang.reflect.Constructor jObject;
@@ -818,7 +820,7 @@ class PlanJson {
         } else if (v instanceof java.util.UUID) {
             quote(out, v.toString());
         } else if (v instanceof org.apache.spark.sql.types.DataType) {
-            out.append(((org.apache.spark.sql.types.DataType) v).json());
+            out.append(typeJson((org.apache.spark.sql.types.DataType) v));
         } else if (v instanceof org.apache.spark.sql.types.Metadata) {
             out.append("{}");  // SPARK-17356: always Metadata.empty
         } else if (v instanceof Class) {
@@ -849,6 +851,21 @@ class PlanJson {
             out.append("null");
         }
         return true;
+    }
+
+    // DataType.json (json4s render + jackson, per attribute) once per type instance: types
+    // are immutable, atomic ones singletons, a table's schema the same instance in every
+    // plan that reads it. At most TYPES_KEPT kept.
+    private String typeJson(org.apache.spark.sql.types.DataType type) {
+        String json = (String) typeJson.get(type);
+        if (json == null) {
+            json = type.json();
+            if (typeJson.size() >= TYPES_KEPT) {
+                typeJson.clear();
+            }
+            typeJson.put(type, json);
+        }
+        return json;
     }
 
     private void seq(StringBuilder out, scala.collection.Seq t) throws Exception {

@@ -113,20 +113,23 @@ def top_k_ms(values_ns: Sequence[int], k: int) -> list[float]:
     return [v / 1e6 for v in sorted(values_ns, reverse=True)[:k]]
 
 
-def execution_end_times(spark: Any) -> list[float]:
+def execution_end_times(spark: Any) -> list[float | None]:
     """Completion times (epoch s, JVM clock = this machine's clock) of the SQL executions.
 
     From Spark's own SQL status store (what the SQL tab of the UI shows), in execution id
-    order: the moment the JVM finished each query, before py4j returned to Python.
+    order: the moment the JVM finished each query, before py4j returned to Python. Read
+    after the listener bus is drained (the store learns an execution's end from it); an
+    execution still without one is None, so that the list stays aligned with the queries.
     """
+    wait_bus_empty(spark)
     store = spark._jsparkSession.sharedState().statusStore()
     seq = store.executionsList()
     rows = []
     for i in range(int(seq.size())):
         data = seq.apply(i)
         completion = data.completionTime()
-        if completion.isDefined():
-            rows.append((int(data.executionId()), int(completion.get().getTime()) / 1000.0))
+        end = int(completion.get().getTime()) / 1000.0 if completion.isDefined() else None
+        rows.append((int(data.executionId()), end))
     return [t for _, t in sorted(rows)]
 
 

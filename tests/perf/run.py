@@ -107,8 +107,10 @@ def delivery_latency(payloads: list[dict[str, Any]], ends: list[float],
     out["first_ms_py"] = [(first[t] - e) * 1000 for t, e in zip(timed, ends)]
     out["complete_ms_py"] = [(last[t] - e) * 1000 for t, e in zip(timed, ends)]
     if jvm_ends and len(jvm_ends) == len(ends):
-        out["first_ms"] = [(first[t] - e) * 1000 for t, e in zip(timed, jvm_ends)]
-        out["complete_ms"] = [(last[t] - e) * 1000 for t, e in zip(timed, jvm_ends)]
+        out["first_ms"] = [(first[t] - e) * 1000 for t, e in zip(timed, jvm_ends)
+                           if e is not None]
+        out["complete_ms"] = [(last[t] - e) * 1000 for t, e in zip(timed, jvm_ends)
+                              if e is not None]
     else:
         out["jvm_error"] = f"{len(jvm_ends or [])} JVM end times for {len(ends)} writes"
     return out
