@@ -66,6 +66,9 @@ def main() -> int:
 
     observer_mod.SessionObserver._handle = handle  # type: ignore[method-assign]
 
+    archive = child.cds_archive()  # as the suite's runs
+    if archive:
+        os.environ[child.CDS_ENV] = archive
     workdir = tempfile.mkdtemp(prefix="perf-extraction-")
     workloads.use_catalog_template(workloads.catalog_template(), workdir)
     spark = child.build_session(workdir, True)

@@ -31,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+import child  # noqa: E402
 import common  # noqa: E402
 import workloads  # noqa: E402
 
@@ -182,6 +183,8 @@ def main() -> int:
     parser.add_argument("--sides", default="without,with",
                         help="which sides to run (default both, alternating)")
     parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--no-cds", action="store_true",
+                        help="JVMs load their classes from the jars (no class-data sharing)")
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--record-total", type=float, default=None, metavar="EPOCH_S",
                         help="run_all.sh: record the whole suite's time since EPOCH_S")
@@ -204,6 +207,10 @@ def main() -> int:
     if args.only:
         wanted = set(args.only.split(","))
         suite = [s for s in suite if s[0] in wanted]
+    if not args.no_cds:  # every run's JVM, both sides
+        archive = child.cds_archive()
+        if archive:
+            os.environ[child.CDS_ENV] = archive
     logdir = tempfile.mkdtemp(prefix="perf-logs-")
     results: dict[str, Any] = {}
     if args.merge and os.path.exists(args.results):
@@ -217,6 +224,7 @@ def main() -> int:
         "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                               text=True, cwd=REPO).stdout.strip(),
         "logs": logdir,
+        "cds": bool(os.environ.get(child.CDS_ENV)),
     })
     t_suite = time.perf_counter()
     for workload, params, runs in suite:
