@@ -639,8 +639,9 @@ class PlanJson {
     private final ClassLoader loader;
     private final boolean enabled;
     private final Class treeNode;
-    private final Class seqClass;      // what TreeNode.scala's `Seq` is: collection.Seq on
-    private final Class mapClass;      // Scala 2.12, collection.immutable.Seq on 2.13
+    // what TreeNode.scala's `Seq` is: collection.Seq on Scala 2.12, immutable.Seq on 2.13
+    private final Class seqClass;
+    private final Class mapClass;
     private final Class partitioning;
     private final Class[] convertible; // shouldConvertToJson's classes
     private final boolean productsWithTreeNodes; // ... and a product holding a TreeNode
@@ -717,9 +718,9 @@ class PlanJson {
     }
 
     private void nodes(StringBuilder out, Object tn) throws Exception {
-        scala.collection.Seq children = (scala.collection.Seq)
-                ((org.apache.spark.sql.catalyst.trees.TreeNode) tn).children();
-        int n = children.length();
+        Object[] children = array(((org.apache.spark.sql.catalyst.trees.TreeNode) tn)
+                .children());
+        int n = children.length;
         out.append("{\"class\":");
         quote(out, tn.getClass().getName());
         out.append(",\"num-children\":").append(n);
@@ -734,20 +735,20 @@ class PlanJson {
         out.append('}');
         for (int i = 0; i < n; i++) {
             out.append(',');
-            nodes(out, children.apply(i));
+            nodes(out, children[i]);
         }
     }
 
     // TreeNode.jsonFields: a child as its index, a Seq of children as their indexes
-    private void fields(StringBuilder out, Object tn, scala.collection.Seq children)
+    private void fields(StringBuilder out, Object tn, Object[] children)
             throws Exception {
         scala.Product p = (scala.Product) tn;
         int arity = p.productArity();
-        scala.collection.Seq other = (scala.collection.Seq)
-                ((org.apache.spark.sql.catalyst.trees.TreeNode) tn).otherCopyArgs();
-        Object[] values = new Object[arity + other.length()];
+        Object[] other = array(((org.apache.spark.sql.catalyst.trees.TreeNode) tn)
+                .otherCopyArgs());
+        Object[] values = new Object[arity + other.length];
         for (int i = 0; i < values.length; i++) {
-            values[i] = i < arity ? p.productElement(i) : other.apply(i - arity);
+            values[i] = i < arity ? p.productElement(i) : other[i - arity];
         }
         String[] fieldNames = names(tn.getClass(), values);
         if (fieldNames.length != values.length) {
@@ -762,15 +763,14 @@ class PlanJson {
             int index = treeNode.isInstance(value) ? indexOf(children, value) : -1;
             if (index >= 0) {
                 out.append(index);
-            } else if (seqClass.isInstance(value) && allChildren(children,
-                    (scala.collection.Seq) value)) {
-                scala.collection.Seq seq = (scala.collection.Seq) value;
+            } else if (seqClass.isInstance(value) && allChildren(children, array(value))) {
+                Object[] seq = array(value);
                 out.append('[');
-                for (int k = 0; k < seq.length(); k++) {
+                for (int k = 0; k < seq.length; k++) {
                     if (k > 0) {
                         out.append(',');
                     }
-                    out.append(indexOf(children, seq.apply(k)));
+                    out.append(indexOf(children, seq[k]));
                 }
                 out.append(']');
             } else if (!value(out, value)) {
@@ -779,9 +779,9 @@ class PlanJson {
         }
     }
 
-    private static int indexOf(scala.collection.Seq children, Object value) {
-        for (int i = 0; i < children.length(); i++) {
-            Object c = children.apply(i);
+    private static int indexOf(Object[] children, Object value) {
+        for (int i = 0; i < children.length; i++) {
+            Object c = children[i];
             if (c == value || (c != null && c.equals(value))) {
                 return i;
             }
@@ -789,13 +789,23 @@ class PlanJson {
         return -1;
     }
 
-    private static boolean allChildren(scala.collection.Seq children, scala.collection.Seq seq) {
-        for (int k = 0; k < seq.length(); k++) {
-            if (indexOf(children, seq.apply(k)) < 0) {
+    private static boolean allChildren(Object[] children, Object[] seq) {
+        for (int k = 0; k < seq.length; k++) {
+            if (indexOf(children, seq[k]) < 0) {
                 return false;
             }
         }
         return true;
+    }
+
+    // A Scala Seq's elements, walked once (a List's apply(i) walks from its head)
+    private static Object[] array(Object seq) {
+        scala.collection.Iterator it = ((scala.collection.Seq) seq).iterator();
+        List out = new ArrayList();
+        while (it.hasNext()) {
+            out.add(it.next());
+        }
+        return out.toArray();
     }
 
     // TreeNode.parseToJson, case by case in its order; false for JNothing (None)
@@ -868,8 +878,9 @@ class PlanJson {
         return json;
     }
 
-    private void seq(StringBuilder out, scala.collection.Seq t) throws Exception {
-        int n = t.length();
+    private void seq(StringBuilder out, scala.collection.Seq seq) throws Exception {
+        Object[] t = array(seq);
+        int n = t.length;
         if (all(t, partitioning) || all(t, org.apache.spark.sql.types.DataType.class)
                 || all(t, scala.Product.class)) {
             out.append('[');
@@ -878,12 +889,12 @@ class PlanJson {
                 if (out.charAt(mark - 1) != '[') {
                     out.append(',');
                 }
-                if (!value(out, t.apply(i))) {
+                if (!value(out, t[i])) {
                     out.setLength(mark);
                 }
             }
             out.append(']');
-        } else if (n > 0 && t.apply(0) instanceof String) {
+        } else if (n > 0 && t[0] instanceof String) {
             if (truncatedString == null) {  // its rule differs between Spark versions
                 Class c = load("org.apache.spark.sql.catalyst.util.package$");
                 Method[] methods = c.getMethods();
@@ -896,15 +907,15 @@ class PlanJson {
                 utilPackage = c.getField("MODULE$").get(null);
             }
             quote(out, (String) truncatedString.invoke(utilPackage,
-                    new Object[] {t, "[", ", ", "]", new Integer(maxFields)}));
+                    new Object[] {seq, "[", ", ", "]", new Integer(maxFields)}));
         } else {
             out.append("null");
         }
     }
 
-    private static boolean all(scala.collection.Seq t, Class c) {
-        for (int i = 0; i < t.length(); i++) {
-            if (!c.isInstance(t.apply(i))) {
+    private static boolean all(Object[] t, Class c) {
+        for (int i = 0; i < t.length; i++) {
+            if (!c.isInstance(t[i])) {
                 return false;
             }
         }

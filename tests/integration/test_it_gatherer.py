@@ -113,7 +113,7 @@ def test_a_source_janino_refuses_leaves_the_reader_on_py4j(
 # windows, subqueries, Like's escape char (a constructor overloaded by arity), hints,
 # grouping sets, generators, a Python UDF, catalog tables (CatalogTable, its storage,
 # bucket spec, identifiers), a view, unresolved plans (EXPLAIN keeps its command's
-# parsed plan) and cached data.
+# parsed plan), long lists and cached data.
 _PARITY_SQL = [
     "SELECT 1 AS a, 'x' AS b, DATE'2024-01-02' AS d, TIMESTAMP'2024-01-02 03:04:05' AS t, "
     "1.5D AS f, CAST(1.5 AS FLOAT) AS g, 12345678901234567890BD AS big, NULL AS n, "
@@ -140,6 +140,9 @@ _PARITY_SQL = [
     "SELECT * FROM parity_view",
     "EXPLAIN CREATE TABLE parity_x USING parquet AS SELECT * FROM parity_part",
     "EXPLAIN INSERT INTO parity_hive SELECT id, 'v' FROM range(3)",
+    # long lists: an IN list of 300 literals, a union of 30 children
+    "SELECT id FROM range(10) WHERE id IN (" + ", ".join(str(i) for i in range(300)) + ")",
+    " UNION ALL ".join(f"SELECT {i} AS n" for i in range(30)),
 ]
 
 

@@ -133,6 +133,16 @@ def execution_end_times(spark: Any) -> list[float | None]:
     return [t for _, t in sorted(rows)]
 
 
+def cpu_seconds(spark: Any) -> tuple[float, float]:
+    """CPU seconds (user + system) so far of the driver's JVM (every thread) and of this
+    Python process (every thread: the caller's and the plugin's)."""
+    import psutil
+
+    jvm = psutil.Process(spark.sparkContext._gateway.proc.pid).cpu_times()
+    own = psutil.Process().cpu_times()
+    return float(jvm.user + jvm.system), float(own.user + own.system)
+
+
 def execution_count(spark: Any) -> int:
     return int(spark._jsparkSession.sharedState().statusStore().executionsCount())
 

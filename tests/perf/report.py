@@ -77,9 +77,15 @@ def wall_ab(results: dict[str, Any], workload: str) -> dict[str, Any]:
     for r in _runs(results, workload):
         pairs.setdefault(r.get("index", 0), {})[bool(r["plugin"])] = r["wall_s"]
     pair_ratios = [p[True] / p[False] for p in pairs.values() if True in p and False in p]
+    # CPU of the timed region (driver JVM + driver Python), where the runs recorded it
+    cpu = {side: [r["cpu_jvm_s"] + r["cpu_py_s"] for r in _runs(results, workload, side)
+                  if r.get("cpu_jvm_s") is not None]
+           for side in (False, True)}
     return {"without": without, "with": with_,
             "ratio": common.ratio(_med(with_), _med(without)),
-            "pair_ratios": pair_ratios}
+            "pair_ratios": pair_ratios,
+            "cpu_without": cpu[False], "cpu_with": cpu[True],
+            "cpu_ratio": common.ratio(_med(cpu[True]), _med(cpu[False]))}
 
 
 def listener_per_query(results: dict[str, Any]) -> dict[str, Any]:
@@ -484,6 +490,12 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
         add(f"| {name} | {len(fig['without'])} / {len(fig['with'])} | "
             f"{_mmm(fig['without'], 2, unit)} | {_mmm(fig['with'], 2, unit)} | "
             f"{_f(fig['ratio'], 3)} |")
+    for name, fig in (("200 small parquet writes", small), ("2,000-task job", big)):
+        if fig["cpu_without"] and fig["cpu_with"]:
+            add(f"| {name}: CPU of the timed region (driver JVM + driver Python) | "
+                f"{len(fig['cpu_without'])} / {len(fig['cpu_with'])} | "
+                f"{_mmm(fig['cpu_without'], 2, ' s')} | {_mmm(fig['cpu_with'], 2, ' s')} | "
+                f"{_f(fig['cpu_ratio'], 3)} |")
     add("")
     with_small = _runs(results, "small_writes", True)
     k_listener = with_small[0].get("k_listener") if with_small else "?"

@@ -83,6 +83,7 @@ class SmallWrites(Workload):
         ends: list[float] = []
         # The bus's counts when the timed writes start, to count the events of k writes.
         before = common.bus_metrics(spark)
+        cpu0 = common.cpu_seconds(spark)
         for i in range(n):
             t0 = time.perf_counter()
             spark.range(1000).write.mode("overwrite").parquet(path)
@@ -96,8 +97,13 @@ class SmallWrites(Workload):
                 ctx.result["bus_before"] = before
                 # every execution so far (warm-up included) carried one query callback
                 ctx.result["executions_at_k"] = common.execution_count(spark)
+        cpu1 = common.cpu_seconds(spark)
         ctx.result.update({
             "wall_s": sum(durations),
+            # CPU of the timed loop (the untimed bus drain at k included): driver JVM and
+            # driver Python process; the collector's is the runner's (cpu_runner_s)
+            "cpu_jvm_s": cpu1[0] - cpu0[0],
+            "cpu_py_s": cpu1[1] - cpu0[1],
             "query_ms": [d * 1000 for d in durations],
             "ends": ends,
             "k_listener": k,
@@ -135,9 +141,13 @@ class BigJob(Workload):
     def run(self, ctx: Ctx) -> None:
         n = int(ctx.params.get("rows", 10_000_000))
         partitions = int(ctx.params.get("partitions", 2000))
+        cpu0 = common.cpu_seconds(ctx.spark)
         t0 = time.perf_counter()
         self._job(ctx, n, partitions, os.path.join(ctx.workdir, "big"))
         ctx.result["wall_s"] = time.perf_counter() - t0
+        cpu1 = common.cpu_seconds(ctx.spark)
+        ctx.result["cpu_jvm_s"] = cpu1[0] - cpu0[0]
+        ctx.result["cpu_py_s"] = cpu1[1] - cpu0[1]
         ctx.result["ends"] = [time.time()]
 
 
