@@ -643,8 +643,8 @@ class PlanJson {
     private final Class seqClass;
     private final Class mapClass;
     private final Class partitioning;
-    private final Class[] convertible; // shouldConvertToJson's classes
-    private final boolean productsWithTreeNodes; // ... and a product holding a TreeNode
+    private final Class[] convertible; // shouldConvertToJson's classes (and a product
+                                       // holding a TreeNode: convert)
     private final Map names = new HashMap();     // Class -> String[]
     private final Map customFields = new HashMap(); // Class -> Boolean (own jsonFields)
     private static final int TYPES_KEPT = 2000;
@@ -668,7 +668,6 @@ class PlanJson {
             "org.apache.spark.sql.catalyst.expressions.ExprId",
             "org.apache.spark.sql.types.StructField",
             "org.apache.spark.sql.catalyst.CatalystIdentifier",
-            "org.apache.spark.sql.catalyst.analysis.AliasIdentifier",
             "org.apache.spark.sql.catalyst.AliasIdentifier",
             "org.apache.spark.sql.catalyst.plans.JoinType",
             "org.apache.spark.sql.catalyst.catalog.BucketSpec",
@@ -687,11 +686,11 @@ class PlanJson {
             }
         }
         convertible = (Class[]) found.toArray(new Class[0]);
-        productsWithTreeNodes = treeNode != null
-                && hasDeclared(treeNode, "$anonfun$shouldConvertToJson$1");
+        // Spark 3.5 / 4.x, whose shouldConvertToJson also takes products holding a TreeNode
+        // (the lambda it compiles to is there)
         enabled = treeNode != null && seqClass != null && mapClass != null
-                && partitioning != null && productsWithTreeNodes
-                && load("org.apache.spark.sql.catalyst.CatalystIdentifier") != null
+                && partitioning != null
+                && hasDeclared(treeNode, "$anonfun$shouldConvertToJson$1")
                 && supportedSpark();
     }
 
@@ -699,11 +698,8 @@ class PlanJson {
         return enabled;
     }
 
-    // The plan's toJSON, as a string.
+    // The plan's toJSON, as a string (only when enabled()).
     String write(Object plan) throws Exception {
-        if (!enabled) {
-            throw new Unsupported("this Spark version");
-        }
         maxFields = org.apache.spark.sql.internal.SQLConf.get().maxToStringFields();
         StringBuilder out = new StringBuilder(4096);
         tree(out, plan);
@@ -928,11 +924,9 @@ class PlanJson {
                 return true;
             }
         }
-        if (productsWithTreeNodes) {
-            for (int i = 0; i < p.productArity(); i++) {
-                if (treeNode.isInstance(p.productElement(i))) {
-                    return true;
-                }
+        for (int i = 0; i < p.productArity(); i++) {
+            if (treeNode.isInstance(p.productElement(i))) {
+                return true;
             }
         }
         return false;

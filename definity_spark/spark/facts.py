@@ -3,8 +3,8 @@
 Runs on the extraction worker, never on Spark's listener bus. It reads each query once,
 with few round trips: one ``toJSON()`` of the analyzed plan (parsed in Python: node
 classes, catalog identifiers, every expression id; the gatherer writes the same JSON
-without Spark's serialiser, see FactGatherer.java's PlanJson), then accessors only where the JSON
-drops what lineage needs: file paths, JDBC url/table, V2 catalog identifiers, save modes,
+without Spark's serialiser: FactGatherer.java's PlanJson), then accessors only where the
+JSON drops what lineage needs: file paths, JDBC url/table, V2 catalog identifiers, save modes,
 the written query's schema, the executed write node's metrics, and the SQL execution ids
 that pair nested executions. py4j class/method lookups are cached by py4j's JavaObject
 member cache per object; attribute chains through ``jvm.*`` are resolved once per reader.

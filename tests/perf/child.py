@@ -72,17 +72,11 @@ def cds_archive() -> str | None:
     plugin loads (Hive session, small writes, a 2,000-task job, a join CTAS, noop writes),
     made once by ``--prepare-cds`` and kept in the temp dir, keyed by the pyspark and Java
     versions. None when it cannot be made (the runs then load classes as usual)."""
-    import hashlib
-
     import pyspark
 
     java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr
-    key = hashlib.sha1(repr((pyspark.__version__, java, sys.executable)).encode())
-    path = os.path.join(tempfile.gettempdir(), f"definity-perf-{key.hexdigest()[:10]}.jsa")
-    if not os.path.exists(path):
-        subprocess.run([sys.executable, os.path.abspath(__file__), "--prepare-cds", path],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return path if os.path.exists(path) else None
+    return common.prepared_once("--prepare-cds", "definity-perf-{}.jsa",
+                                (pyspark.__version__, java, sys.executable))
 
 
 def prepare_cds(path: str) -> int:

@@ -133,6 +133,27 @@ def execution_end_times(spark: Any) -> list[float | None]:
     return [t for _, t in sorted(rows)]
 
 
+def prepared_once(flag: str, name: str, key: object, marker: str = "") -> str | None:
+    """A file or directory made once per machine by ``child.py FLAG PATH`` (a fresh
+    interpreter and JVM) and kept in the temp dir under ``name`` plus a hash of ``key``
+    (what it depends on): its path, or None when it could not be made. ``marker``: the
+    file inside PATH whose presence says it is complete (default: PATH itself)."""
+    import hashlib
+    import shutil
+    import sys
+    import tempfile
+
+    digest = hashlib.sha1(repr(key).encode()).hexdigest()[:10]
+    path = os.path.join(tempfile.gettempdir(), name.format(digest))
+    done = os.path.join(path, marker) if marker else path
+    if not os.path.exists(done):
+        shutil.rmtree(path, ignore_errors=True)
+        child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "child.py")
+        subprocess.run([sys.executable, child, flag, path],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return path if os.path.exists(done) else None
+
+
 def cpu_seconds(spark: Any) -> tuple[float, float]:
     """CPU seconds (user + system) so far of the driver's JVM (every thread) and of this
     Python process (every thread: the caller's and the plugin's)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gc
 import os
 import shutil
-import tempfile
 import time
 from typing import Any, Callable
 
@@ -190,19 +189,12 @@ def catalog_template() -> str:
     --prepare-catalog``) and copied into each plan_sweep run's work dir: creating the 33
     tables costs each run ~8 s and is not what it measures. Keyed by the pyspark version
     and the table definitions; kept in the temp dir for later suites."""
-    import hashlib
-    import subprocess
-    import sys
-
     import pyspark
 
-    key = hashlib.sha1(repr((pyspark.__version__, JOIN_TABLES, _tpch_schema())).encode())
-    path = os.path.join(tempfile.gettempdir(), f"definity-perf-catalog-{key.hexdigest()[:10]}")
-    if not os.path.exists(os.path.join(path, "ready")):
-        shutil.rmtree(path, ignore_errors=True)
-        child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "child.py")
-        subprocess.run([sys.executable, child, "--prepare-catalog", path], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    path = common.prepared_once("--prepare-catalog", "definity-perf-catalog-{}",
+                                (pyspark.__version__, JOIN_TABLES, _tpch_schema()), "ready")
+    if path is None:
+        raise RuntimeError("child.py --prepare-catalog failed")
     return path
 
 
