@@ -263,6 +263,24 @@ public class FactGatherer implements QueryExecutionListener {
     // query id, Spark 3.5 by the write node's metric accumulator ids.
     private void executionIds(StringBuilder out, QueryExecution qe, String queryId,
                               Set accIds) throws Exception {
+        if (!findExecution(out, qe, queryId, accIds)) {
+            // the status store learns of an execution on another listener-bus queue than
+            // this callback's: let it catch up (STATUS_WAIT_MS at most), then look again
+            try {
+                Object bus = call(call(qe.sparkSession(), "sparkContext"), "listenerBus");
+                invoke(bus.getClass().getMethod("waitUntilEmpty", new Class[] {long.class}),
+                       bus, new Object[] {new Long(STATUS_WAIT_MS)});
+            } catch (Exception e) {
+                // still busy after the wait (Spark throws a TimeoutException): look anyway
+            }
+            findExecution(out, qe, queryId, accIds);
+        }
+    }
+
+    private static final long STATUS_WAIT_MS = 200;  // facts.py: _STATUS_WAIT_MS
+
+    private boolean findExecution(StringBuilder out, QueryExecution qe, String queryId,
+                                  Set accIds) throws Exception {
         Object store = call(call(qe.sparkSession(), "sharedState"), "statusStore");
         Method one = store.getClass().getMethod("execution", new Class[] {long.class});
         List executions = newestExecutions(store, one);
@@ -289,8 +307,9 @@ public class FactGatherer implements QueryExecutionListener {
                           String.valueOf(call(call(root, "get"), "description")));
                 }
             }
-            return;
+            return true;
         }
+        return false;
     }
 
     // The newest `statusScan` executions of the SQL status store, newest first. Looked up

@@ -29,6 +29,7 @@ logger = logging.getLogger("definity_spark.spark")
 _METRIC = re.compile(r"(\w+) -> SQLMetric\(id: (\d+), name: .*?, value: (-?[\d.]+)\)")
 _PLAN_METRIC_ID = re.compile(r"SQLPlanMetric\([^()]*?,(\d+),\w+\)")
 _STATUS_SCAN = 32  # newest executions searched in the SQL status store
+_STATUS_WAIT_MS = 200  # for the status store to catch up when a query is not in it yet
 MIN_LEAVES = 64  # leaves read whatever the time budget says
 _ROWS = re.compile(r"numOutputRows -> SQLMetric\(id: (\d+), name: .*?, value: (-?[\d.]+)\)")
 _ROW_PRESERVING = frozenset({
@@ -674,6 +675,15 @@ class FactReader:
                 self._has_query_id = False
         if query_id is None and not acc_ids:
             return
+        if not self._find_execution(qe, facts, query_id, acc_ids):
+            # the status store learns of an execution on another listener-bus queue than
+            # this callback's: let it catch up (_STATUS_WAIT_MS at most), then look again
+            with _quiet():
+                self._jsession.sparkContext().listenerBus().waitUntilEmpty(_STATUS_WAIT_MS)
+            self._find_execution(qe, facts, query_id, acc_ids)
+
+    def _find_execution(self, qe: Any, facts: QueryFacts, query_id: str | None,
+                        acc_ids: list[int]) -> bool:
         store = self._store()
         count = int(store.executionsCount())
         start = max(0, count - _STATUS_SCAN)
@@ -697,7 +707,8 @@ class FactReader:
                     root = store.execution(facts.root_execution_id)
                     if root.isDefined():
                         facts.root_description = str(root.get().description())
-            return
+            return True
+        return False
 
 
 class Reading:
