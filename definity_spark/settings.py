@@ -202,6 +202,11 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "compiles in the driver at run time with Spark's own Janino (no JAR): a write costs "
        "3 py4j round trips instead of ~40 and holds Spark's listener bus for microseconds. "
        "`false`: a Python listener and py4j calls only."),
+    _S("thread_nice", "spark.definity.threads.nice", "DEFINITY_THREADS_NICE", INT, 10,
+       "How much lower than the driver process's own priority the plugin's background "
+       "threads (extraction, delivery) run, as a nice increment (Linux; 19 at most): on a "
+       "busy driver the kernel runs the job's threads first. `0`: the process's priority.",
+       minimum=0),
     _S("ca_bundle", "spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE", PATH, None,
        "CA bundle (PEM file or directory) used to verify the server's TLS certificate; "
        "must exist.", doc_default="the system / `requests` CAs", must_exist=True),
@@ -287,6 +292,7 @@ class Settings:
     extraction_budget_ms: int = 2000
     max_plan_nodes: int = 20000
     jvm_reader: bool = True
+    thread_nice: int = 10
     ca_bundle: str | None = None
     verify_tls: bool = True
     replay_spool: bool = False

@@ -8,6 +8,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from types import SimpleNamespace
 
@@ -121,6 +122,28 @@ def test_the_jvm_listener_takes_the_callbacks(env):
     assert obs.listener.received == before  # nothing crossed to the Python listener
     assert obs._reader.fallbacks == 0 and obs._reader.gathered >= 10
     assert obs.dropped == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice: Linux")
+def test_the_extraction_and_pump_threads_run_below_the_driver(env):
+    spark, sink, obs, tmp = env
+    run(env, lambda: spark.range(3).write.mode("overwrite").parquet(f"{tmp}/nice"))
+    process = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    expected = min(19, process + 10)  # the thread_nice default
+    for thread in (obs._worker, obs._pump):
+        assert thread is not None and thread.is_alive()
+        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == expected
+    # the host's threads keep theirs
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == process
+    # so do the JVM threads serving the extraction and pump threads' py4j calls (two
+    # distinct threads: pyspark's pinned-thread client), but not the one serving ours
+    g = obs._jvm_listener
+    pid, main_tid = (int(x) for x in str(g.threadIds()).split())
+    jvm_nice = os.getpriority(os.PRIO_PROCESS, pid)
+    assert len(set(obs.lowered_jvm_threads)) == 2 and main_tid not in obs.lowered_jvm_threads
+    for tid in obs.lowered_jvm_threads:
+        assert os.getpriority(os.PRIO_PROCESS, tid) == min(19, jvm_nice + 10)
+    assert os.getpriority(os.PRIO_PROCESS, main_tid) == jvm_nice
 
 
 def test_python_listener_bus_time_per_callback(env):

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -313,12 +314,15 @@ class Collector:
     ``port=0`` picks a free port; ``start()`` returns the base URL (``http://host:port``).
     ``token``: when set, ``POST /log/*`` needs ``Authorization: Bearer <token>``; the read
     API and the page stay open (bind to loopback), but a GET that presents a wrong token
-    is refused with 401 too. Usable as a context manager.
+    is refused with 401 too. ``nice``: on Linux, its threads run at this nice value (a
+    benchmark's collector, standing in for a remote server, then takes only idle CPU).
+    Usable as a context manager.
     """
 
     def __init__(self, db_path: str | None = None, host: str = DEFAULT_HOST, port: int = 0,
-                 token: str | None = None) -> None:
+                 token: str | None = None, nice: int = 0) -> None:
         self.db_path = db_path or default_db_path()
+        self.nice = nice
         self.host = host
         self.port = port
         self.token = token or None
@@ -361,12 +365,17 @@ class Collector:
             self.store = None  # type: ignore[assignment]
             raise
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=self._serve, args=(self._server,),
                                         name="definity-collector", daemon=True)
         self._thread.start()
         logger.debug("collector listening on %s (db %s)", self.url, self.db_path)
         return self.url  # type: ignore[return-value]
+
+    def _serve(self, server: _Server) -> None:
+        if self.nice > 0 and sys.platform.startswith("linux"):
+            # request threads are started by this one and inherit its nice value
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        server.serve_forever(poll_interval=0.1)
 
     def serve_forever(self) -> None:
         """Block until ``stop()`` (from another thread) or KeyboardInterrupt."""

@@ -514,6 +514,21 @@ public class FactGatherer implements QueryExecutionListener {
         return (String) call(plan, "toJSON");
     }
 
+    // "pid tid" of the JVM thread running this call, from Linux's /proc/thread-self
+    // (/proc/PID/task/TID); "" elsewhere. The observer lowers the priority of the JVM
+    // threads that serve its own py4j calls (pinned-thread mode: one per Python thread).
+    public String threadIds() {
+        try {
+            String[] parts = new java.io.File("/proc/thread-self").getCanonicalPath().split("/");
+            if (parts.length == 5 && "task".equals(parts[3])) {
+                return parts[2] + " " + parts[4];
+            }
+        } catch (Exception e) {
+            // not Linux
+        }
+        return "";
+    }
+
     // Plans PlanJson could not write (Spark's toJSON wrote them).
     public long jsonFallbacks() {
         return jsonFallbacks;

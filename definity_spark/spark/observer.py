@@ -33,7 +33,11 @@ import threading
 import time
 from typing import Any, Callable
 
-from definity_spark._internal import contained
+from definity_spark._internal import (
+    contained,
+    lower_jvm_thread_priority,
+    lower_thread_priority,
+)
 from definity_spark.lineage.nesting import NestedWrites
 from definity_spark.lineage.rules import FAILED, READ, WRITE, Options, Outcome, extract
 from definity_spark.spark import listener as _listener
@@ -128,6 +132,7 @@ class SessionObserver:
         self.stats: dict[str, int] = {"writes": 0, "failed_queries": 0, "reads": 0,
                                       "ignored": 0, "extraction_errors": 0, "partial": 0}
         self.extraction_ms: list = []  # time of the last extractions (bounded)
+        self.lowered_jvm_threads: list[int] = []  # JVM threads at the plugin's priority
         # test/recording hook: called with every QueryFacts read (tests/fixtures)
         self.on_facts: Callable[[Any], None] | None = None
         # test hook: read every callback through py4j too (no gatherer) and keep the
@@ -237,7 +242,9 @@ class SessionObserver:
 
     def _pump_run(self) -> None:
         """Take the JVM listener's callbacks into the hand-off queue (module docstring)."""
+        lower_thread_priority()
         g = self._jvm_listener
+        self._lower_jvm_thread(g)
         try:
             self._tuning.server_connections()
             while not self._pump_stop:
@@ -266,6 +273,19 @@ class SessionObserver:
                             "longer taken from the JVM (%s: %s)", type(exc).__name__,
                             str(exc)[:200])
 
+    def _lower_jvm_thread(self, g: Any) -> None:
+        """The JVM thread serving this Python thread's py4j calls runs at the same lower
+        priority. Only with py4j's pinned-thread client (pyspark's default): there that
+        JVM thread serves no one else; with a shared connection pool it could serve the
+        application's own calls next, so it is left alone."""
+        with contained("observer.jvm_thread_priority"):
+            client = getattr(self._gateway, "_gateway_client", None)
+            if getattr(client, "thread_connection", None) is None:
+                return
+            tid = lower_jvm_thread_priority(str(g.threadIds()))
+            if tid is not None:
+                self.lowered_jvm_threads.append(tid)
+
     def _stop_pump(self) -> None:
         g, pump = self._jvm_listener, self._pump
         self._pump_stop = True
@@ -289,7 +309,10 @@ class SessionObserver:
             self._worker.start()
 
     def _run(self) -> None:
+        lower_thread_priority()
         self._swap_in()
+        if self._jvm_listener is not None:
+            self._lower_jvm_thread(self._jvm_listener)
         while True:
             try:
                 cb = self._queue.get(timeout=IDLE_RELEASE_SECONDS)

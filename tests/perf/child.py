@@ -158,11 +158,14 @@ def main() -> int:
             probe.attach(handle)
             result["probe_source"] = probe.source
         ctx = workloads.Ctx(spark, handle, probe, workdir, params)
+        if handle is not None:
+            ctx.activate = lambda: definity_spark.activate(spark, **overrides)
         t0 = time.perf_counter()
         workload.setup(ctx)
         result["setup_s"] = time.perf_counter() - t0
         workload.run(ctx)
         result.update(ctx.result)
+        handle = ctx.handle  # a workload may have activated the plugin again
         if handle is not None:
             t0 = time.perf_counter()
             result["flush_ok"] = bool(handle.flush(120.0))

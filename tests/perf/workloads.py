@@ -33,6 +33,8 @@ class Ctx:
         self.workdir = workdir
         self.params = params
         self.result: dict[str, Any] = {}
+        # with the plugin: activates it again, same settings (returns the new handle)
+        self.activate: Callable[[], Any] | None = None
 
     @property
     def plugin(self) -> bool:
@@ -109,6 +111,92 @@ class SmallWrites(Workload):
         })
         if ctx.plugin:  # untimed: the JVM's end time of each timed write
             ctx.result["jvm_ends"] = common.execution_end_times(spark)[-n:]
+
+
+# ----------------------------------------------------------------- small writes, A B in one JVM
+class SmallWritesAB(Workload):
+    """The small writes again, both sides in one fresh JVM: blocks of ``batch`` writes in
+    the order A B B A B A A B, ``octets`` times (A without the plugin, B with it:
+    activated before the block, flushed and deactivated after). The JVM keeps getting
+    faster for hundreds of writes, on a curve: the order cancels its straight part and
+    its bend out of each octet (A B B A alone would favour the middle blocks). Run as a
+    with-run (it needs the collector); the child's activation is the warm-up's.
+
+    ``control``: an A/A run: the B blocks run without the plugin too (the method's own
+    noise and bias).
+
+    Figures: ``blocks`` ([side, seconds] in order; a B block's time includes the wait for
+    its last write's delivery), ``octet_ratios`` (sum of B / sum of A per octet), and the
+    CPU of the driver's Python process per write a side (``cpu_py_ms``).
+    """
+
+    name = "small_writes_ab"
+    ORDER = "ABBABAAB"
+
+    def setup(self, ctx: Ctx) -> None:
+        warm = os.path.join(ctx.workdir, "warm")
+        for _ in range(int(ctx.params.get("warmup", 20))):
+            ctx.spark.range(1000).write.mode("overwrite").parquet(warm)
+        ctx.flush()
+
+    def run(self, ctx: Ctx) -> None:
+        import definity_spark
+
+        spark = ctx.spark
+        batch = int(ctx.params.get("batch", 20))
+        octets = int(ctx.params.get("octets", 5))
+        plugin_on_b = not ctx.params.get("control")
+        path = os.path.join(ctx.workdir, "small")
+        per_write: list[list[float]] = []
+
+        def writes() -> float:
+            times = []
+            t0 = time.perf_counter()
+            for _ in range(batch):
+                t1 = time.perf_counter()
+                spark.range(1000).write.mode("overwrite").parquet(path)
+                times.append(round((time.perf_counter() - t1) * 1000, 2))
+            per_write.append(times)
+            return time.perf_counter() - t0
+
+        definity_spark.deactivate(spark, timeout=60.0)
+        writes()  # the without side's warm-up
+        per_write.clear()
+        blocks: list[tuple[str, float]] = []
+        cpu: dict[str, float] = {"A": 0.0, "B": 0.0}
+        for side in self.ORDER * octets:
+            plugin = side == "B" and plugin_on_b
+            if plugin:
+                ctx.handle = ctx.activate()
+            c0 = time.process_time()
+            t0 = time.perf_counter()
+            seconds = writes()
+            if plugin:
+                ctx.handle.flush(60.0)
+                seconds = time.perf_counter() - t0
+            cpu[side] += time.process_time() - c0
+            if plugin:
+                definity_spark.deactivate(spark, timeout=60.0)
+            blocks.append((side, seconds))
+        ctx.handle = ctx.activate()  # the child flushes and reads the plugin after run()
+        size = len(self.ORDER)
+        ratios = []
+        for o in range(octets):
+            octet = blocks[size * o: size * (o + 1)]
+            ratios.append(sum(t for s, t in octet if s == "B")
+                          / sum(t for s, t in octet if s == "A"))
+        n_side = size // 2 * octets * batch
+        ctx.result.update({
+            "blocks": blocks,
+            "write_ms": per_write,
+            "octet_ratios": ratios,
+            "control": not plugin_on_b,
+            "wall_s": sum(t for _, t in blocks),
+            "sum_ratio": (sum(t for s, t in blocks if s == "B")
+                          / sum(t for s, t in blocks if s == "A")),
+            "cpu_py_ms": {"without": cpu["A"] * 1000 / n_side,
+                          "with": cpu["B"] * 1000 / n_side},
+        })
 
 
 # --------------------------------------------------------------------------- big job
@@ -343,5 +431,5 @@ class ManyQueries(Workload):
 
 
 WORKLOADS: dict[str, Callable[[], Workload]] = {
-    cls.name: cls for cls in (SmallWrites, BigJob, PlanSweep, ManyQueries)
+    cls.name: cls for cls in (SmallWrites, SmallWritesAB, BigJob, PlanSweep, ManyQueries)
 }
