@@ -193,6 +193,9 @@ def main() -> int:
                         help="keep the other workloads' results already in --results")
     parser.add_argument("--sides", default="without,with",
                         help="which sides to run (default both, alternating)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                        help="override a parameter of the selected workloads, e.g. "
+                             "--only small_writes_ab --set control=true (an A/A run)")
     parser.add_argument("--no-report", action="store_true")
     parser.add_argument("--no-cds", action="store_true",
                         help="JVMs load their classes from the jars (no class-data sharing)")
@@ -218,6 +221,9 @@ def main() -> int:
     if args.only:
         wanted = set(args.only.split(","))
         suite = [s for s in suite if s[0] in wanted]
+    if args.set:
+        overrides = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
+        suite = [(w, {**p, **overrides}, n) for w, p, n in suite]
     if not args.no_cds:  # every run's JVM, both sides
         archive = child.cds_archive()
         if archive:

@@ -146,6 +146,7 @@ class SmallWritesAB(Workload):
         batch = int(ctx.params.get("batch", 20))
         octets = int(ctx.params.get("octets", 5))
         plugin_on_b = not ctx.params.get("control")
+        settle = float(ctx.params.get("settle_s", 0.3))
         path = os.path.join(ctx.workdir, "small")
         per_write: list[list[float]] = []
 
@@ -168,6 +169,10 @@ class SmallWritesAB(Workload):
             plugin = side == "B" and plugin_on_b
             if plugin:
                 ctx.handle = ctx.activate()
+            # Every block, either side, starts after the same quiet pause, so that the
+            # JVM's background work (JIT, GC) left by the previous block, or by the
+            # untimed activation / deactivation around a B block, is not timed in it.
+            time.sleep(settle)
             c0 = time.process_time()
             t0 = time.perf_counter()
             seconds = writes()
