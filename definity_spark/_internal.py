@@ -90,7 +90,7 @@ def configure_logging(level: str) -> None:
 # other systems setpriority(PRIO_PROCESS, ...) would lower the whole process, so nothing is
 # done. An unprivileged thread can raise its nice value but never lower it again.
 MAX_NICE = 19
-_thread_nice = 10
+_thread_nice = 0
 
 
 def set_thread_nice(increment: int) -> None:

@@ -19,7 +19,7 @@ pyspark = pytest.importorskip("pyspark")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sparkutil import RecordingSink, hive_session  # noqa: E402
 
-from definity_spark._internal import set_strict  # noqa: E402
+from definity_spark._internal import set_strict, set_thread_nice  # noqa: E402
 from definity_spark.spark.observer import SessionObserver  # noqa: E402
 
 pytestmark = pytest.mark.spark
@@ -28,6 +28,7 @@ pytestmark = pytest.mark.spark
 @pytest.fixture(scope="module")
 def env():
     set_strict(True)
+    set_thread_nice(10)  # the plugin's threads, started below, run at nice +10
     tmp = tempfile.mkdtemp(prefix="definity-smoke-")
     spark = hive_session(tmp)
     sink = RecordingSink()
@@ -37,6 +38,7 @@ def env():
     obs.stop(10)
     spark.stop()
     set_strict(False)
+    set_thread_nice(0)
 
 
 def run(env, fn):
@@ -129,7 +131,7 @@ def test_the_extraction_and_pump_threads_run_below_the_driver(env):
     spark, sink, obs, tmp = env
     run(env, lambda: spark.range(3).write.mode("overwrite").parquet(f"{tmp}/nice"))
     process = os.getpriority(os.PRIO_PROCESS, os.getpid())
-    expected = min(19, process + 10)  # the thread_nice default
+    expected = min(19, process + 10)  # set_thread_nice(10) in the fixture
     for thread in (obs._worker, obs._pump):
         assert thread is not None and thread.is_alive()
         assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == expected

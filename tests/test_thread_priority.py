@@ -31,7 +31,7 @@ def _in_thread(fn):
 @pytest.fixture(autouse=True)
 def _restore():
     yield
-    _internal.set_thread_nice(10)
+    _internal.set_thread_nice(0)
 
 
 def _lowered() -> int:
@@ -59,6 +59,13 @@ def test_the_increment_counts_from_the_process_not_from_a_lowered_parent():
 
     mine, child = _in_thread(parent)
     assert mine == child == min(19, process + 5)
+
+
+def test_off_by_default():
+    from definity_spark.settings import Settings
+
+    assert Settings().thread_nice == 0 and _internal._thread_nice == 0
+    assert _in_thread(_lowered) == _nice(os.getpid())
 
 
 def test_zero_leaves_threads_at_the_process_priority_and_values_are_capped():

@@ -50,15 +50,14 @@ SWEEP_SIZES = [1, 5, 10, 20, 40, 70, 100]
 
 # (workload, params, runs of each side). runs None: --runs.
 SUITE: list[tuple[str, dict[str, Any], int | None]] = [
-    ("small_writes", {"n": 200, "k_listener": 50, "warmup": 10}, None),
+    ("small_writes", {"n": 200, "k_listener": 50, "warmup": 6}, None),
     # the same writes, A B B A B A A B blocks in one JVM: the ratio without JVM-to-JVM noise
-    ("small_writes_ab", {"batch": 20, "octets": 5, "warmup": 20}, 1),
-    ("big_job", {"rows": 10_000_000, "partitions": 2000}, None),
+    ("small_writes_ab", {"batch": 20, "octets": 4, "warmup": 20}, 1),
+    ("big_job", {"rows": 10_000_000, "partitions": 2000, "warmup": 1}, None),
     # extraction time is a plugin-only figure (every statement of every with-run is a
-    # sample): 3 with-runs, 2 without (for the plot's CTAS wall times); the suite has to
-    # fit in 15 minutes on 2 cores
-    ("plan_sweep", {"sizes": SWEEP_SIZES, "tpch": True, "tpch_without": False, "warmup": 3,
-                    "runs_without": 2}, 3),
+    # sample): 2 runs a side; the suite has to fit in 15 minutes on 2 cores
+    ("plan_sweep", {"sizes": SWEEP_SIZES, "tpch": True, "tpch_without": False, "warmup": 3},
+     2),
     # the control side (without) runs 1,000 queries: its RSS trend is the baseline, and it
     # finishes early, leaving the with-side its core
     ("many_queries", {"n": 10_000, "n_without": 1_000, "every": 500, "warmup": 100,

@@ -217,7 +217,7 @@ class BigJob(Workload):
     def setup(self, ctx: Ctx) -> None:
         ctx.spark.conf.set("spark.sql.shuffle.partitions", "2")
         warm = os.path.join(ctx.workdir, "warm")
-        for _ in range(2):
+        for _ in range(int(ctx.params.get("warmup", 2))):
             self._job(ctx, 200_000, 20, warm)
         ctx.flush()
 
