@@ -679,11 +679,20 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     add("")
     add("- Each workload runs in a fresh interpreter and JVM (`tests/perf/child.py`, "
         "`local[2]`, UI off), alternately without and with the plugin (A B A B ...), 5 runs "
-        "of each side for the wall-time ratios (`small_writes`, `big_job`), 3 for "
+        "of each side for the wall-time ratios (`small_writes`, `big_job`), 2 for "
         "`plan_sweep` (its figure, extraction time, is plugin-only: every statement of every "
         "with-run is a sample), one of each for the 10,000-query memory run (both at once, "
         "since its figure is not a time). Figures are "
         "medians with min and max; the ratio is median with / median without.")
+    add("- `small_writes_ab`: the small writes with both sides in one fresh JVM, blocks of "
+        "20 writes in the order A B B A B A A B (the plugin activated before each B block, "
+        "flushed and deactivated after it, untimed), each block after the same 0.3 s "
+        "pause; the ratio of each octet is the sum of its B blocks over the sum of its A "
+        "blocks, and the 95 % interval of their mean is a bootstrap over the octets. "
+        "`run.py --only small_writes_ab --set control=true` runs the A/A control.")
+    add("- The collector stands in for the Definity server and runs at nice 19 in the "
+        "runner's process, so that it takes idle CPU rather than the job's (in production "
+        "the server is another machine); its CPU is recorded (`cpu_runner_s`).")
     if results.get("cds"):
         add("- Every JVM of the suite, both sides alike, maps the classes a first run without "
             "the plugin loaded from a class-data-sharing archive (`-XX:SharedArchiveFile`, "
@@ -697,8 +706,9 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
         "fresh local collector per run in the runner's process (real HTTP, SQLite). JVM "
         "start and activation are outside the timed region (activation cost: "
         "tests/perf/import_cost.py).")
-    add("- Timed region: the workload's actions only, after an untimed warm-up (10 writes, "
-        "2 small jobs, 3 small CTAS, 100 queries) so that the JIT warm-up is not measured.")
+    add("- Timed region: the workload's actions only, after an untimed warm-up (6 writes, "
+        "1 small job, 2 small CTAS, 60 queries) so that the JVM's first use is not measured; "
+        "the JIT keeps compiling for hundreds of writes after it, on both sides alike.")
     add("- Extraction time: the plugin's own per-callback timing "
         "(`SessionObserver.extraction_ms`: fact reading + rules on the worker thread); a "
         "CTAS has two executions (insert + create), both counted.")
