@@ -100,6 +100,10 @@ def set_thread_nice(increment: int) -> None:
     _thread_nice = max(0, min(MAX_NICE, int(increment)))
 
 
+def thread_nice() -> int:
+    return _thread_nice
+
+
 def lower_thread_priority() -> None:
     """Called first thing in each of the plugin's background threads: give the calling
     thread the process's nice value plus ``thread_nice`` (at most 19), so that on a busy

@@ -37,6 +37,7 @@ from definity_spark._internal import (
     contained,
     lower_jvm_thread_priority,
     lower_thread_priority,
+    thread_nice,
 )
 from definity_spark.lineage.nesting import NestedWrites
 from definity_spark.lineage.rules import FAILED, READ, WRITE, Options, Outcome, extract
@@ -278,6 +279,8 @@ class SessionObserver:
         priority. Only with py4j's pinned-thread client (pyspark's default): there that
         JVM thread serves no one else; with a shared connection pool it could serve the
         application's own calls next, so it is left alone."""
+        if thread_nice() <= 0:
+            return
         with contained("observer.jvm_thread_priority"):
             client = getattr(self._gateway, "_gateway_client", None)
             if getattr(client, "thread_connection", None) is None:
