@@ -114,7 +114,7 @@ class SmallWrites(Workload):
 
 
 # ----------------------------------------------------------------- small writes, A B in one JVM
-class SmallWritesAB(Workload):
+class SmallWritesAB(SmallWrites):
     """The small writes again, both sides in one fresh JVM: blocks of ``batch`` writes in
     the order A B B A B A A B, ``octets`` times (A without the plugin, B with it:
     activated before the block, flushed and deactivated after). The JVM keeps getting
@@ -133,11 +133,7 @@ class SmallWritesAB(Workload):
     name = "small_writes_ab"
     ORDER = "ABBABAAB"
 
-    def setup(self, ctx: Ctx) -> None:
-        warm = os.path.join(ctx.workdir, "warm")
-        for _ in range(int(ctx.params.get("warmup", 20))):
-            ctx.spark.range(1000).write.mode("overwrite").parquet(warm)
-        ctx.flush()
+    # setup(): SmallWrites's warm-up
 
     def run(self, ctx: Ctx) -> None:
         import definity_spark
