@@ -199,8 +199,8 @@ DEFINITIONS: tuple[SettingDef, ...] = (
     _S("jvm_reader", "spark.definity.extraction.jvmReader", "DEFINITY_EXTRACTION_JVM_READER",
        BOOL, True,
        "Receive query callbacks and read plans through a small Java class the plugin "
-       "compiles in the driver at run time with Spark's own Janino (no JAR): a write costs "
-       "3 py4j round trips instead of ~40 and holds Spark's listener bus for microseconds. "
+       "compiles in the driver at run time with Spark's own Janino (no JAR): a plain write "
+       "costs 1 py4j round trip instead of ~40 and holds Spark's listener bus for microseconds. "
        "`false`: a Python listener and py4j calls only."),
     _S("thread_nice", "spark.definity.threads.nice", "DEFINITY_THREADS_NICE", INT, 0,
        "Run the plugin's background threads (extraction, delivery, and the JVM threads "

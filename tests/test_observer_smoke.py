@@ -126,6 +126,24 @@ def test_the_jvm_listener_takes_the_callbacks(env):
     assert obs.dropped == 0
 
 
+def test_a_plain_write_is_read_with_its_callback(env):
+    # the pump's call that takes the callback answers both reading phases; a CTAS's outer
+    # command is read after its nested write (light), and that write's plan later too
+    spark, sink, obs, tmp = env
+    reader = obs._reader
+    before = reader.eager_phases
+    for _i in range(3):
+        run(env, lambda: spark.range(3).write.mode("overwrite").parquet(f"{tmp}/eager"))
+        assert sink.writes[0].metrics["cnt"] == 3
+    assert reader.eager_phases - before == 6
+    before = reader.eager_phases
+    sink = run(env, lambda: spark.sql("CREATE TABLE smoke_eager USING parquet AS "
+                                      "SELECT id FROM range(5)"))
+    assert len(sink.writes) == 1 and sink.writes[0].metrics["cnt"] == 5
+    assert sink.writes[0].output.name == "default.smoke_eager"
+    assert reader.eager_phases - before == 1  # the nested write's first phase only
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice: Linux")
 def test_the_extraction_and_pump_threads_run_below_the_driver(env):
     spark, sink, obs, tmp = env

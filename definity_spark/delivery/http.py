@@ -144,6 +144,11 @@ class HttpTransport(Transport):
             self._headers["Authorization"] = f"Bearer {self._token}"
         self._pool: urllib3.PoolManager | None = None
         self._pool_pid: int | None = None
+        # Without a proxy, requests go straight to the server's connection pool: the
+        # PoolManager's per-request URL parsing and pool look-up cost ~15 % of a POST's CPU.
+        self._direct: Any = None  # urllib3.HTTPConnectionPool, or None (through _pool)
+        base = parse_url(self.base_url)
+        self._base_path = (base.path or "").rstrip("/") if base.query is None else None
         self._token_rejection_logged = False
         self._misdirection_logged = False
         self._tls_failure_logged = False
@@ -167,6 +172,9 @@ class HttpTransport(Transport):
             # A forked child must not share the parent's sockets.
             self._pool = self._make_pool()
             self._pool_pid = pid
+            self._direct = None
+            if type(self._pool) is urllib3.PoolManager and self._base_path is not None:
+                self._direct = self._pool.connection_from_url(self.base_url)
         return self._pool
 
     def _make_pool(self) -> urllib3.PoolManager:
@@ -294,9 +302,16 @@ class HttpTransport(Transport):
 
         The connection goes back to the pool for the next report: kept alive when the
         answer was read whole, closed when it was cut."""
-        resp = self._get_pool().urlopen(
-            "POST", url, body=data, headers=self._headers, timeout=self._urlopen_timeout,
-            retries=False, redirect=False, preload_content=False)
+        pool = self._get_pool()
+        if self._direct is not None:
+            resp = self._direct.urlopen(
+                "POST", self._base_path + url[len(self.base_url):], body=data,
+                headers=self._headers, timeout=self._urlopen_timeout, retries=False,
+                redirect=False, assert_same_host=False, preload_content=False)
+        else:
+            resp = pool.urlopen(
+                "POST", url, body=data, headers=self._headers, timeout=self._urlopen_timeout,
+                retries=False, redirect=False, preload_content=False)
         try:
             answer = resp.read(_ANSWER_LIMIT)
             if not resp.closed:
@@ -348,6 +363,7 @@ class HttpTransport(Transport):
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
+        self._direct = None
         if pool is not None:
             try:
                 pool.clear()

@@ -53,6 +53,8 @@ public class FactGatherer implements QueryExecutionListener {
     // the plan's JSON without Spark's toJSON (PlanJson); toJSON when it cannot
     private final PlanJson planJson = new PlanJson(QueryExecution.class.getClassLoader());
     private long jsonFallbacks;
+    // roots (simple class names) of the writes `next` reads whole at once (setEager)
+    private final Set eager = new HashSet();
 
     public FactGatherer(String writeCommands, String rowsOfNestedReads, String rowPreserving,
                         int statusScan, String metric, String rows, int queueSize) {
@@ -117,7 +119,58 @@ public class FactGatherer implements QueryExecutionListener {
         out.append(((QueryExecution) c[1]).id());
         key(out, "dropped");
         out.append(dropped);
-        return out.append('}').toString();
+        out.append('}');
+        eagerPhases(out, c);
+        return out.toString();
+    }
+
+    // The writes whose callback `next` answers with both reading phases (comma-separated
+    // simple class names of plan roots; empty: none): a write that is not nested in another
+    // execution is then read in one py4j round trip instead of three.
+    public void setEager(String roots) {
+        synchronized (eager) {
+            eager.clear();
+            addAll(eager, roots);
+        }
+    }
+
+    // Both phases of a callback just taken, after its line, for a successful write whose
+    // root is in `eager`: "\n" + begin's answer + "\n" + finish's answer (one line of
+    // facts, "\n", the plan's JSON); only begin's for a nested write (its plan is read
+    // later, SessionObserver._defer); nothing when the callback is not such a write or a
+    // phase fails (the reader then asks for it itself). The begin line carries "eager_ns",
+    // the time spent here.
+    private void eagerPhases(StringBuilder out, Object[] c) {
+        if (c[3] != null || "analyze".equals(c[0])) {
+            return;
+        }
+        long started = System.nanoTime();
+        try {
+            QueryExecution qe = (QueryExecution) c[1];
+            boolean wanted;
+            synchronized (eager) {
+                wanted = !eager.isEmpty()
+                        && eager.contains(simpleName(qe.analyzed().getClass().getName()));
+            }
+            if (!wanted) {
+                return;
+            }
+            long[] ids = new long[] {-1, -1};
+            StringBuilder begun = begin(qe, (String) c[0], true, ids);
+            String finished = null;
+            if (ids[0] == ids[1]) {  // not nested (or no execution found)
+                finished = finish(qe, true, false);
+            }
+            begun.setLength(begun.length() - 1);  // reopen the object for eager_ns
+            key(begun, "eager_ns");
+            begun.append(System.nanoTime() - started).append('}');
+            out.append('\n').append(begun);
+            if (finished != null) {
+                out.append('\n').append(finished);
+            }
+        } catch (Throwable t) {
+            // the reader asks for each phase itself, and falls back to py4j if need be
+        }
     }
 
     // A mark after the callbacks queued so far (SessionObserver.drain waits for it).
@@ -169,7 +222,12 @@ public class FactGatherer implements QueryExecutionListener {
 
     // -- phase 1 (FactReader.begin): root class, write metrics, execution ids ----------
     public String begin(Object q, String funcName, boolean succeeded) throws Exception {
-        QueryExecution qe = resolve(q);
+        return begin(resolve(q), funcName, succeeded, null).toString();
+    }
+
+    // `ids`, if given, receives the execution id and its root's (unchanged: not found).
+    private StringBuilder begin(QueryExecution qe, String funcName, boolean succeeded,
+                                long[] ids) throws Exception {
         StringBuilder out = new StringBuilder(256);
         out.append("{\"qe_id\":").append(qe.id());
         Object plan = succeeded ? (Object) qe.analyzed() : (Object) qe.logical();
@@ -201,9 +259,9 @@ public class FactGatherer implements QueryExecutionListener {
             field(out, "query_id", queryId);
         }
         if (queryId != null || !accIds.isEmpty()) {
-            executionIds(out, qe, queryId, accIds);
+            executionIds(out, qe, queryId, accIds, ids);
         }
-        return out.append('}').toString();
+        return out.append('}');
     }
 
     private Object unwrapWrite(Object node) throws Exception {
@@ -262,8 +320,8 @@ public class FactGatherer implements QueryExecutionListener {
     // SQL execution id and root execution id (FactReader._execution_ids): Spark 4 by the
     // query id, Spark 3.5 by the write node's metric accumulator ids.
     private void executionIds(StringBuilder out, QueryExecution qe, String queryId,
-                              Set accIds) throws Exception {
-        if (!findExecution(out, qe, queryId, accIds)) {
+                              Set accIds, long[] ids) throws Exception {
+        if (!findExecution(out, qe, queryId, accIds, ids)) {
             // the status store learns of an execution on another listener-bus queue than
             // this callback's: let it catch up (STATUS_WAIT_MS at most), then look again
             try {
@@ -273,14 +331,14 @@ public class FactGatherer implements QueryExecutionListener {
             } catch (Exception e) {
                 // still busy after the wait (Spark throws a TimeoutException): look anyway
             }
-            findExecution(out, qe, queryId, accIds);
+            findExecution(out, qe, queryId, accIds, ids);
         }
     }
 
     private static final long STATUS_WAIT_MS = 200;  // facts.py: _STATUS_WAIT_MS
 
     private boolean findExecution(StringBuilder out, QueryExecution qe, String queryId,
-                                  Set accIds) throws Exception {
+                                  Set accIds, long[] ids) throws Exception {
         Object store = call(call(qe.sparkSession(), "sharedState"), "statusStore");
         Method one = store.getClass().getMethod("execution", new Class[] {long.class});
         List executions = newestExecutions(store, one);
@@ -295,6 +353,10 @@ public class FactGatherer implements QueryExecutionListener {
             }
             long id = ((Number) call(x, "executionId")).longValue();
             long rootId = ((Number) call(x, "rootExecutionId")).longValue();
+            if (ids != null) {
+                ids[0] = id;
+                ids[1] = rootId;
+            }
             key(out, "execution_id");
             out.append(id);
             key(out, "root_execution_id");

@@ -49,6 +49,10 @@ LIGHT_WRAPPERS = frozenset({
     "CreateDataSourceTableAsSelectCommand", "CreateHiveTableAsSelectCommand",
     "OptimizedCreateHiveTableAsSelectCommand", "SaveAsV1TableCommand",
 })
+# writes the JVM listener reads in full when its pump takes their callback (one py4j round
+# trip for a plain write instead of three: FactGatherer.setEager); an outer command is left
+# out, as whether it is read light depends on the nested writes read before it
+EAGER_ROOTS = frozenset(WRITE_COMMANDS) - LIGHT_WRAPPERS
 
 
 def option_str(opt: Any) -> str | None:
@@ -210,7 +214,8 @@ class FactReader:
     """Reads QueryExecutions of one SparkSession (one instance per observer)."""
 
     def __init__(self, gateway: Any, jsession: Any, budget_ms: int = 2000,
-                 max_plan_nodes: int = 5000, gather: bool = True, queue_size: int = 1000):
+                 max_plan_nodes: int = 5000, gather: bool = True, queue_size: int = 1000,
+                 eager: bool = True):
         self._gw = gateway
         self._jsession = jsession
         self.budget_ms = budget_ms
@@ -222,6 +227,8 @@ class FactReader:
         self._gatherer: Any = None if gather else False
         self._queue_size = queue_size  # of the gatherer as a listener (observer.py)
         self.gathered = 0  # phases read by the gatherer
+        self.eager = eager  # plain writes read whole with their callback (EAGER_ROOTS)
+        self.eager_phases = 0  # phases of those, answered with the callback (no py4j call)
         self.fallbacks = 0  # phases the gatherer failed, then read through py4j
 
     def gatherer(self) -> Any | None:
@@ -231,6 +238,11 @@ class FactReader:
                 self._gw, self._jsession, ",".join(WRITE_COMMANDS),
                 ",".join(ROWS_OF_NESTED_READS), ",".join(_ROW_PRESERVING), _STATUS_SCAN,
                 _METRIC.pattern, _ROWS.pattern, self._queue_size) or False
+            if self._gatherer and self.eager:
+                try:  # plain writes are read whole with their callback (observer's pump)
+                    self._gatherer.setEager(",".join(sorted(EAGER_ROOTS)))
+                except Exception as exc:  # noqa: BLE001 - then each phase is asked for
+                    logger.debug("gatherer: no eager reads: %s", exc)
         return self._gatherer or None
 
     def _gathered(self, phase: str, call: Any) -> str | None:
@@ -253,11 +265,13 @@ class FactReader:
         return reading.facts
 
     def begin(self, func_name: str, qe: Any, duration_ns: int | None,
-              exception: Any) -> Reading:
+              exception: Any, eager: tuple[str, str | None] | None = None) -> Reading:
         """Phase 1, cheap (no plan serialisation): root class, write metrics, execution ids.
 
         Enough to know whether the callback is a nested write (``Reading.nested_write``),
         whose plan the observer reads later, when its root has arrived (see observer.py).
+        ``eager``: the gatherer's answers to both phases, taken with the callback
+        (``FactGatherer.setEager``); then neither phase crosses py4j again.
         """
         g = self.gatherer() if func_name != "analyze" else None  # compiled once, not timed
         started = time.monotonic()
@@ -267,12 +281,19 @@ class FactReader:
         if exception is not None:
             facts.error = error_text(exception)
         text = None
-        if g is not None:
+        if eager is not None and g is not None:
+            text, reading.eager_finish = eager
+            self.gathered += 1
+            self.eager_phases += 1
+        elif g is not None:
             text = self._gathered("begin", lambda: g.begin(_ref(qe), func_name,
                                                            facts.succeeded))
         try:
             if text is not None:
-                self._begin_gathered(reading, json.loads(text))
+                raw = json.loads(text)
+                # the JVM's time on both eager phases counts as this reading's
+                reading.spent += int(raw.get("eager_ns") or 0) / 1e9
+                self._begin_gathered(reading, raw)
                 return reading
             facts.qe_id = int(qe.id())
             if func_name == "analyze":
@@ -337,7 +358,11 @@ class FactReader:
         light = light and facts.succeeded and root in LIGHT_WRAPPERS
         g = self.gatherer()
         text = None
-        if g is not None:
+        if reading.eager_finish is not None and not light:
+            text, reading.eager_finish = reading.eager_finish, None
+            self.gathered += 1
+            self.eager_phases += 1
+        elif g is not None:
             text = self._gathered("finish", lambda: g.finish(_ref(reading.qe), facts.succeeded,
                                                              light))
         try:
@@ -714,7 +739,7 @@ class FactReader:
 class Reading:
     """One callback being read: its facts so far and the live objects phase 2 needs."""
 
-    __slots__ = ("facts", "qe", "plan", "root", "done", "spent")
+    __slots__ = ("facts", "qe", "plan", "root", "done", "spent", "eager_finish")
 
     def __init__(self, facts: QueryFacts, qe: Any):
         self.facts = facts
@@ -723,6 +748,7 @@ class Reading:
         self.root = ""  # simple class name of the plan's root node
         self.done = False
         self.spent = 0.0  # seconds spent reading (both phases)
+        self.eager_finish: str | None = None  # the gatherer's phase 2, taken with phase 1
 
     def live_plan(self) -> Any:
         """The analyzed plan through py4j. A failed query's analyzed() rethrows (and

@@ -4,9 +4,11 @@ Reading one write through py4j accessor calls costs ~35 round trips and ~15 more
 py4j releases the Java objects they returned; each is ~0.1 ms of CPU split between
 Python and the JVM, on the driver's cores, while the user's job runs. ``FactGatherer``
 makes the same accessor calls inside the JVM and answers each phase of
-``FactReader`` with one string, so a write costs two round trips. It also writes the
-plan's JSON itself (``PlanJson``: the value of Spark's ``TreeNode.toJSON`` without its
-uncached Scala reflection, ~3x faster, and no ~1 s Scala-reflection start in a JVM).
+``FactReader`` with one string, so a write costs two round trips; a plain write, one:
+the observer's pump takes its callback with both phases already read (``setEager``). It
+also writes the plan's JSON itself (``PlanJson``: the value of Spark's ``TreeNode.toJSON``
+without its uncached Scala reflection, ~3x faster, and no ~1 s Scala-reflection start in
+a JVM).
 
 It is compiled from source at run time with Janino (``org.codehaus.janino``), the
 compiler Spark ships for its own code generation: no JAR to install, nothing on the

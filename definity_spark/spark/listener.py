@@ -36,6 +36,9 @@ class Callback(NamedTuple):
     exception: Any  # the Throwable (JavaObject) or its text (JVM listener); None: success
     received: float  # time.monotonic() at arrival
     qe_id: int | None = None  # known at arrival for the JVM listener's callbacks
+    # the JVM listener's answers to both reading phases, read with the callback
+    # (FactGatherer.setEager): (begin's, finish's or None); None: not read yet
+    eager: tuple[str, str | None] | None = None
 
 
 class SeqRef:

@@ -11,7 +11,9 @@ gatherer.py), it swaps it in for the Python listener (``listener.swap``). Callba
 then queued inside the JVM, off Spark's listener bus in microseconds, and a pump thread
 takes them (``FactGatherer.next``: one py4j call each) into the same hand-off queue, as
 ``Callback``s naming their QueryExecution by sequence number (``SeqRef``); the JVM drops
-it when the worker is done (``release``). A callback that reaches both listeners during
+it when the worker is done (``release``). For a plain write (``facts.EAGER_ROOTS``, not
+nested) that same call also answers both reading phases, so the worker reads it without
+another py4j call. A callback that reaches both listeners during
 the swap is read once: its Python copy comes first and its JVM copy is skipped. Without
 Janino (or ``jvm_reader`` off) the Python listener stays.
 
@@ -254,14 +256,19 @@ class SessionObserver:
                 text = g.next(PUMP_WAIT_MS, release)
                 if text is None:
                     continue
-                d = json.loads(str(text))
+                line, _, phases = str(text).partition("\n")
+                d = json.loads(line)
                 if "mark" in d:
                     item: Any = _Mark(int(d["mark"]))
                 else:
                     self._jvm_dropped = int(d["dropped"])
+                    eager = None
+                    if phases:  # both reading phases came with it (FactGatherer.setEager)
+                        begun, _, finished = phases.partition("\n")
+                        eager = (begun, finished or None)
                     item = _listener.Callback(
                         str(d["func"]), _listener.SeqRef(g, int(d["seq"])), d["duration_ns"],
-                        d["error"], time.monotonic(), int(d["qe_id"]))
+                        d["error"], time.monotonic(), int(d["qe_id"]), eager)
                 while not self._pump_stop:  # the worker is behind: wait, the JVM queue holds
                     try:
                         self._queue.put(item, timeout=0.5)
@@ -352,7 +359,7 @@ class SessionObserver:
                     return  # read already, from the Python listener (during the swap)
                 self._tuning.server_connections()
                 reading = self._reader.begin(cb.func_name, cb.qe, cb.duration_ns,
-                                             cb.exception)
+                                             cb.exception, eager=cb.eager)
                 if self._swapping and cb.qe_id is None:
                     self._overlap.append((reading.facts.qe_id, cb.func_name, cb.duration_ns))
                 if reading.nested_write and self.light_reads:
