@@ -125,6 +125,20 @@ def test_sends_in_order_over_one_keepalive_connection(server: FaultyServer, tmp_
     assert_no_token(logs, settings.spool_dir)
 
 
+def test_a_base_url_with_a_path_prefixes_every_endpoint(server: FaultyServer,
+                                                       tmp_path: Any) -> None:
+    # a server behind a reverse proxy at a path: the requests go straight to the server's
+    # connection pool, with the base path kept
+    settings = make_settings(tmp_path, server_url=server.url + "/definity/")
+    delivery = make_delivery(settings)
+    payloads = task_payloads(n_tf=2)
+    for p in payloads:
+        delivery.submit(p)
+    assert delivery.close(3.0) is True
+    assert server.paths() == ["/definity" + p.endpoint for p in payloads]
+    assert len({r.client_port for r in server.records}) == 1
+
+
 def test_body_is_exactly_the_wire_json(server: FaultyServer, tmp_path: Any) -> None:
     delivery = make_delivery(make_settings(tmp_path, server_url=server.url))
     tf = wire.Transformation(task_id="t-1", tf_id=4, output_name="db.out",
