@@ -226,6 +226,50 @@ class _SlowSink(RecordingSink):
         super().on_write(lineage)
 
 
+class _BlockedSink(RecordingSink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def on_write(self, lineage):
+        self.gate.wait(60)  # the worker is held until the test opens the gate
+        super().on_write(lineage)
+
+
+def test_a_backlog_keeps_no_plans_in_the_hand_off_queue(env, monkeypatch):
+    # behind the worker, callbacks wait without their plan (bounded memory); the worker
+    # then asks for it itself, and the writes are reported the same
+    from definity_spark.spark import observer as observer_mod
+
+    monkeypatch.setattr(observer_mod, "EAGER_BACKLOG", 1)
+    spark, _, _, tmp = env
+    other = spark.newSession()
+    sink = _BlockedSink()
+    obs = SessionObserver(other, None, sink)
+    assert obs.start() is True
+    try:
+        sink.gate.set()
+        other.range(1).write.mode("overwrite").parquet(f"{tmp}/backlog")  # swap in
+        assert obs.drain(60) and obs.listener_mode == "jvm"
+        sink.gate.clear()
+        before = obs._reader.eager_phases
+        for i in range(4):
+            other.range(i + 1).write.mode("overwrite").parquet(f"{tmp}/backlog{i}")
+        deadline = time.monotonic() + 60
+        while obs._queue.qsize() < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the pump queued the three behind the held one
+        assert obs._queue.qsize() == 3
+        sink.gate.set()
+        assert obs.drain(60)
+    finally:
+        sink.gate.set()
+        obs.stop(10)
+    # the first two with both phases; the last two with their first phase only
+    assert obs._reader.eager_phases - before == 6
+    assert obs._reader.fallbacks == 0
+    assert [w.metrics["cnt"] for w in sink.writes[1:]] == [1, 2, 3, 4]
+
+
 def test_a_full_jvm_hand_off_drops_and_counts(env):
     """Queues of one: while the worker is stuck, later callbacks are dropped in the JVM,
     counted, and the writes themselves are not held up."""

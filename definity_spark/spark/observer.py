@@ -54,6 +54,10 @@ DEFAULT_MAX_PLAN_NODES = 5000
 IDLE_RELEASE_SECONDS = 5.0  # a held write (see nesting.py) is final after this idle time
 MAX_DEFERRED_GROUPS = 64  # nested writes waiting for their root (beyond: read at once)
 PUMP_WAIT_MS = 1000  # the pump's longest wait in the JVM (how soon it sees a stop)
+# With this many callbacks waiting for the worker, the pump drops the plan that came with a
+# callback (the worker asks for it again when it gets there): memory stays bounded by
+# EAGER_BACKLOG plans, not by the hand-off queue's size.
+EAGER_BACKLOG = 32
 
 
 class _Mark:
@@ -265,6 +269,8 @@ class SessionObserver:
                     eager = None
                     if phases:  # both reading phases came with it (FactGatherer.setEager)
                         begun, _, finished = phases.partition("\n")
+                        if self._queue.qsize() >= EAGER_BACKLOG:
+                            finished = ""
                         eager = (begun, finished or None)
                     item = _listener.Callback(
                         str(d["func"]), _listener.SeqRef(g, int(d["seq"])), d["duration_ns"],
