@@ -156,10 +156,13 @@ public class FactGatherer implements QueryExecutionListener {
                 return;
             }
             long[] ids = new long[] {-1, -1};
-            StringBuilder begun = begin(qe, (String) c[0], true, ids);
+            StringBuilder begun;
             String finished = null;
-            if (ids[0] == ids[1]) {  // not nested (or no execution found)
-                finished = finish(qe, true, false);
+            synchronized (this) {
+                begun = begin(qe, (String) c[0], true, ids);
+                if (ids[0] == ids[1]) {  // not nested (or no execution found)
+                    finished = finish(qe, true, false);
+                }
             }
             begun.setLength(begun.length() - 1);  // reopen the object for eager_ns
             key(begun, "eager_ns");
@@ -221,7 +224,11 @@ public class FactGatherer implements QueryExecutionListener {
     }
 
     // -- phase 1 (FactReader.begin): root class, write metrics, execution ids ----------
-    public String begin(Object q, String funcName, boolean succeeded) throws Exception {
+    // begin, finish and json run on the reader's thread and, for the eager phases of
+    // `next`, on the pump's: they hold this object's lock (PlanJson's caches are plain
+    // maps); next, mark, release and qe do not (the listener never waits for a read).
+    public synchronized String begin(Object q, String funcName, boolean succeeded)
+            throws Exception {
         return begin(resolve(q), funcName, succeeded, null).toString();
     }
 
@@ -433,7 +440,8 @@ public class FactGatherer implements QueryExecutionListener {
     // Answer: one line of JSON (the facts), a newline, then the plan's toJSON. `light`:
     // an outer CTAS / saveAsTable command whose query was read with its nested write:
     // instead of the plan's JSON, its command node's (FactReader._light_head).
-    public String finish(Object q, boolean succeeded, boolean light) throws Exception {
+    public synchronized String finish(Object q, boolean succeeded, boolean light)
+            throws Exception {
         QueryExecution qe = resolve(q);
         Object plan = succeeded ? (Object) qe.analyzed() : (Object) qe.logical();
         String root = simpleName(plan.getClass().getName());
@@ -565,7 +573,7 @@ public class FactGatherer implements QueryExecutionListener {
     }
 
     // A plan's toJSON (PlanJson's, else Spark's own).
-    public String json(Object plan) throws Exception {
+    public synchronized String json(Object plan) throws Exception {
         if (planJson.enabled()) {
             try {
                 return planJson.write(plan);
