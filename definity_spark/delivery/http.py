@@ -245,14 +245,13 @@ class HttpTransport(Transport):
             data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
             return SendResult(INVALID, None, f"{type(exc).__name__}: {exc}", 0)
-        url = self.base_url + endpoint
         last = SendResult(NETWORK, detail="not attempted")
         for attempt in range(1, self.attempts + 1):
             if attempt > 1 and self.abort.is_set():
                 return SendResult(ABORTED, last.status, last.detail, attempt - 1)
             retry_after: float | None = None
             try:
-                status, headers, answer = self._post(url, data)
+                status, headers, answer = self._post(endpoint, data)
             except urllib3.exceptions.NewConnectionError as exc:
                 # A subclass of ConnectTimeoutError, but a refusal or a name that does not
                 # resolve, not a timeout.
@@ -297,21 +296,18 @@ class HttpTransport(Transport):
                 return SendResult(ABORTED, last.status, last.detail, attempt)
         return last
 
-    def _post(self, url: str, data: bytes) -> tuple[int, Mapping[str, str], bytes]:
+    def _post(self, endpoint: str, data: bytes) -> tuple[int, Mapping[str, str], bytes]:
         """One attempt: the status, headers and (up to ``_ANSWER_LIMIT``) body of the answer.
 
         The connection goes back to the pool for the next report: kept alive when the
         answer was read whole, closed when it was cut."""
-        pool = self._get_pool()
-        if self._direct is not None:
-            resp = self._direct.urlopen(
-                "POST", self._base_path + url[len(self.base_url):], body=data,
-                headers=self._headers, timeout=self._urlopen_timeout, retries=False,
-                redirect=False, assert_same_host=False, preload_content=False)
-        else:
-            resp = pool.urlopen(
-                "POST", url, body=data, headers=self._headers, timeout=self._urlopen_timeout,
-                retries=False, redirect=False, preload_content=False)
+        pool: Any = self._get_pool()
+        target = self.base_url + endpoint
+        if self._direct is not None:  # no proxy: the server's own pool, by path
+            pool, target = self._direct, self._base_path + endpoint
+        resp = pool.urlopen(
+            "POST", target, body=data, headers=self._headers, timeout=self._urlopen_timeout,
+            retries=False, redirect=False, preload_content=False)
         try:
             answer = resp.read(_ANSWER_LIMIT)
             if not resp.closed:

@@ -214,8 +214,7 @@ class FactReader:
     """Reads QueryExecutions of one SparkSession (one instance per observer)."""
 
     def __init__(self, gateway: Any, jsession: Any, budget_ms: int = 2000,
-                 max_plan_nodes: int = 5000, gather: bool = True, queue_size: int = 1000,
-                 eager: bool = True):
+                 max_plan_nodes: int = 5000, gather: bool = True, queue_size: int = 1000):
         self._gw = gateway
         self._jsession = jsession
         self.budget_ms = budget_ms
@@ -227,7 +226,6 @@ class FactReader:
         self._gatherer: Any = None if gather else False
         self._queue_size = queue_size  # of the gatherer as a listener (observer.py)
         self.gathered = 0  # phases read by the gatherer
-        self.eager = eager  # plain writes read whole with their callback (EAGER_ROOTS)
         self.eager_phases = 0  # phases of those, answered with the callback (no py4j call)
         self.fallbacks = 0  # phases the gatherer failed, then read through py4j
 
@@ -238,7 +236,7 @@ class FactReader:
                 self._gw, self._jsession, ",".join(WRITE_COMMANDS),
                 ",".join(ROWS_OF_NESTED_READS), ",".join(_ROW_PRESERVING), _STATUS_SCAN,
                 _METRIC.pattern, _ROWS.pattern, self._queue_size) or False
-            if self._gatherer and self.eager:
+            if self._gatherer:
                 try:  # plain writes are read whole with their callback (observer's pump)
                     self._gatherer.setEager(",".join(sorted(EAGER_ROOTS)))
                 except Exception as exc:  # noqa: BLE001 - then each phase is asked for

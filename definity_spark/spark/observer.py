@@ -269,9 +269,8 @@ class SessionObserver:
                     eager = None
                     if phases:  # both reading phases came with it (FactGatherer.setEager)
                         begun, _, finished = phases.partition("\n")
-                        if self._queue.qsize() >= EAGER_BACKLOG:
-                            finished = ""
-                        eager = (begun, finished or None)
+                        backlog = self._queue.qsize() >= EAGER_BACKLOG
+                        eager = (begun, None if backlog or not finished else finished)
                     item = _listener.Callback(
                         str(d["func"]), _listener.SeqRef(g, int(d["seq"])), d["duration_ns"],
                         d["error"], time.monotonic(), int(d["qe_id"]), eager)

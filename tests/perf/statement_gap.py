@@ -36,9 +36,10 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))  # tests/: collector_util
 
 import child  # noqa: E402
+import workloads  # noqa: E402
 from collector_util import CollectorProcess  # noqa: E402
 
-ORDER = "ABBABAAB"
+ORDER = workloads.SmallWritesAB.ORDER
 
 
 def main() -> int:
@@ -97,10 +98,7 @@ def main() -> int:
                   f"{statistics.mean(gaps):.2f}) | call median {med(calls):.2f} ms (mean "
                   f"{statistics.mean(calls):.2f})")
         (ga, ca), (gb, cb) = sides["A"], sides["B"]
-        octets = []
-        for i in range(0, len(sums), len(ORDER)):
-            o = sums[i:i + len(ORDER)]
-            octets.append(sum(v for s, v in o if s == "B") / sum(v for s, v in o if s == "A"))
+        octets = workloads.octet_ratios(sums)
         print(f"B - A: gap median {med(gb) - med(ga):+.2f} ms, call median "
               f"{med(cb) - med(ca):+.2f} ms; octet ratios of summed times "
               + " ".join(f"{r:.3f}" for r in octets))

@@ -114,6 +114,17 @@ class SmallWrites(Workload):
 
 
 # ----------------------------------------------------------------- small writes, A B in one JVM
+def octet_ratios(blocks: list[tuple[str, float]]) -> list[float]:
+    """Per octet of ``SmallWritesAB.ORDER`` blocks (side, time): sum of B / sum of A."""
+    size = len(SmallWritesAB.ORDER)
+    ratios = []
+    for o in range(len(blocks) // size):
+        octet = blocks[size * o: size * (o + 1)]
+        ratios.append(sum(t for s, t in octet if s == "B")
+                      / sum(t for s, t in octet if s == "A"))
+    return ratios
+
+
 class SmallWritesAB(SmallWrites):
     """The small writes again, both sides in one fresh JVM: blocks of ``batch`` writes in
     the order A B B A B A A B, ``octets`` times (A without the plugin, B with it:
@@ -180,13 +191,8 @@ class SmallWritesAB(SmallWrites):
                 definity_spark.deactivate(spark, timeout=60.0)
             blocks.append((side, seconds))
         ctx.handle = ctx.activate()  # the child flushes and reads the plugin after run()
-        size = len(self.ORDER)
-        ratios = []
-        for o in range(octets):
-            octet = blocks[size * o: size * (o + 1)]
-            ratios.append(sum(t for s, t in octet if s == "B")
-                          / sum(t for s, t in octet if s == "A"))
-        n_side = size // 2 * octets * batch
+        ratios = octet_ratios(blocks)
+        n_side = len(self.ORDER) // 2 * octets * batch
         ctx.result.update({
             "blocks": blocks,
             "write_ms": per_write,
