@@ -210,6 +210,13 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "made no measurable difference to the job and doubled the extraction time in a "
        "young JVM, whose JIT threads then come first (docs/performance.md).",
        minimum=0),
+    _S("delivery_process", "spark.definity.delivery.process", "DEFINITY_DELIVERY_PROCESS",
+       BOOL, True,
+       "Send the reports from a helper process (Python, started by the plugin, fed through "
+       "a socket pair) instead of a thread of the driver's interpreter, so that the HTTP "
+       "work never holds the interpreter lock the application's statements wait for "
+       "(Linux; elsewhere, or if the helper cannot start, delivery runs in the driver). "
+       "`false`: always in the driver."),
     _S("ca_bundle", "spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE", PATH, None,
        "CA bundle (PEM file or directory) used to verify the server's TLS certificate; "
        "must exist.", doc_default="the system / `requests` CAs", must_exist=True),
@@ -296,6 +303,7 @@ class Settings:
     max_plan_nodes: int = 20000
     jvm_reader: bool = True
     thread_nice: int = 0
+    delivery_process: bool = True
     ca_bundle: str | None = None
     verify_tls: bool = True
     replay_spool: bool = False

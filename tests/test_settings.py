@@ -75,6 +75,7 @@ def test_issue2_keys_exactly_as_listed():
                            "DEFINITY_EXTRACTION_MAX_PLAN_NODES"),
         "jvm_reader": ("spark.definity.extraction.jvmReader", "DEFINITY_EXTRACTION_JVM_READER"),
         "thread_nice": ("spark.definity.threads.nice", "DEFINITY_THREADS_NICE"),
+        "delivery_process": ("spark.definity.delivery.process", "DEFINITY_DELIVERY_PROCESS"),
         "ca_bundle": ("spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE"),
         "verify_tls": ("spark.definity.server.verifyTls", "DEFINITY_SERVER_VERIFY_TLS"),
         "replay_spool": ("spark.definity.spool.replay", "DEFINITY_SPOOL_REPLAY"),

@@ -158,6 +158,12 @@ class Delivery:
             return self._close(max(0.0, float(timeout)))
         return False
 
+    def join(self, timeout: float) -> bool:
+        """After ``close``: wait at most ``timeout`` seconds for a request that was still
+        in flight to end (its outcome is then counted, and acked in the spool if the
+        server took it). True when the worker thread is gone."""
+        return self._worker.join(timeout)
+
     def stats(self) -> dict[str, int]:
         with self._stats_lock:
             return dict(self._stats)
@@ -344,8 +350,20 @@ def make_transport(settings: Any, abort: threading.Event | None = None) -> Trans
     return FileTransport(settings.events_file, settings.spool_dir)
 
 
-def make_delivery(settings: Any) -> Delivery:
-    """The delivery for one task, from resolved ``definity_spark.settings.Settings``."""
+def make_delivery(settings: Any) -> Any:
+    """The delivery for one task, from resolved ``definity_spark.settings.Settings``: in a
+    helper process (``definity_spark.delivery.process``) when ``delivery_process`` is on
+    and the platform allows it, else in this process."""
+    if settings.delivery_process:
+        from definity_spark.delivery.process import ProcessDelivery, available
+
+        if available():
+            return ProcessDelivery(settings)
+    return make_local_delivery(settings)
+
+
+def make_local_delivery(settings: Any) -> Delivery:
+    """A delivery whose worker thread runs in this process."""
     abort = threading.Event()
     transport = make_transport(settings, abort)
     spool = Spool(settings.spool_dir) if isinstance(transport, HttpTransport) else None
@@ -357,6 +375,7 @@ def make_delivery(settings: Any) -> Delivery:
 
 
 __all__ = [
-    "Delivery", "make_delivery", "make_transport", "replay", "replay_with", "ReplayReport",
-    "Spool", "HttpTransport", "FileTransport", "Transport", "SendResult", "STAT_KEYS",
+    "Delivery", "make_delivery", "make_local_delivery", "make_transport", "replay",
+    "replay_with", "ReplayReport", "Spool", "HttpTransport", "FileTransport", "Transport",
+    "SendResult", "STAT_KEYS",
 ]

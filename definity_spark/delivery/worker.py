@@ -141,6 +141,15 @@ class BackgroundWorker(Generic[T]):
             self._queue.put_nowait(_STOP)
         return pending
 
+    def join(self, timeout: float) -> bool:
+        """After ``close``: wait until the thread has exited (its item in flight done),
+        at most ``timeout`` seconds. True when no thread is left."""
+        thread = self._thread if self._thread_for_pid == os.getpid() else None
+        if thread is not None:
+            thread.join(max(0.0, timeout))
+            return not thread.is_alive()
+        return True
+
     def take_pending(self) -> list[T]:
         """Remove and return every queued item that was not started yet."""
         items: list[T] = []

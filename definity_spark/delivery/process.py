@@ -1,0 +1,631 @@
+"""Delivery from a helper process: the HTTP work leaves the driver's interpreter.
+
+Why: a driver's Python runs the application one statement after the other, and every
+statement's py4j calls need the interpreter lock. Delivery is the plugin's largest piece of
+Python (three POSTs per written query: building requests, reading responses), and it runs
+right when a query ends, which is when the application starts its next statement. Run in
+the driver's interpreter, it made the application wait for the lock (docs/performance.md).
+Here the driver's side only serialises each payload and writes it to a socket.
+
+``ProcessDelivery`` has ``Delivery``'s interface (``submit``, ``flush``, ``close``,
+``stats``, ``describe``). It starts ``python -I -c BOOT`` (see ``_command``), and the child
+runs an ordinary ``Delivery`` (queue, worker thread, transport, spool): every policy of
+docs/reliability.md holds unchanged, on the other side of a socket pair (the child's
+stdin and stdout; its stderr is the driver's). Linux only (``available()``): elsewhere the
+delivery stays in the driver's process.
+
+Protocol: frames of a 5-byte header (kind, 1 byte; body length, 4 bytes big-endian) and a
+body.
+
+* parent -> child: ``S`` start (pickle: the settings, the log level; the first frame: the
+  token travels down the socket, never in argv or the environment); ``P`` a payload
+  (endpoint, ``\\n``, JSON body); ``F`` flush, ``T`` stats, ``C`` close (JSON: ``id``,
+  ``timeout``).
+* child -> parent: ``Y`` ready (JSON: ``describe``); ``R`` a reply (JSON: ``id``, ``ok``,
+  ``stats``); ``L`` a log record (JSON: ``name``, ``level``, ``msg``), logged again in the
+  parent so that the host's logging configuration decides what is shown.
+
+What can go wrong, and what happens then:
+
+* The child cannot start or is not ready within ``START_TIMEOUT`` (no usable
+  ``sys.executable``, an import failing): payloads waited in the parent until then; an
+  in-process ``Delivery`` (the *fallback*) takes them and everything after. Logged once.
+* The socket is full (the child reads slower than the plugin writes): the frame waits in
+  the parent, and the writer thread writes it when the socket has room. At most ``WAITING_LIMIT``
+  payloads wait; past that they are counted as ``queue_full`` and lost.
+* The child dies (killed): logged once, with an upper bound of the payloads it had
+  accepted and not reported done (those are lost); the fallback takes over.
+* The parent dies or closes the socket without a close: the child sees the end of its input,
+  closes its ``Delivery`` within ``flush_timeout`` (what is left goes to the spool) and
+  exits. SIGTERM does the same; SIGINT (a terminal's Ctrl-C) is the driver's business.
+* A process forked from the driver does not own the socket: its payloads go to a fallback of
+  its own.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import logging
+import os
+import pickle
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from typing import Any, BinaryIO
+
+from definity_spark._internal import contained, set_thread_nice
+
+log = logging.getLogger("definity_spark.delivery")
+
+START_TIMEOUT = 30.0  # seconds for the child to say it is ready (cold imports on a slow disk)
+STATS_TIMEOUT = 2.0   # seconds to wait for the child's counts
+# Frames that may wait on the driver's side (the child starting, the socket full). The
+# child's own queue (``queue_size``) and its spool apply behind the socket as usual.
+WAITING_LIMIT = 10000
+_HEADER = struct.Struct("!cI")
+_BOOT_PATH = "DEFINITY_HELPER_PATH"
+# Run in isolated mode (-I: no script directory, no PYTHON* variables, no user site) so
+# that nothing in the driver's working directory can shadow a module of the helper; the
+# driver's own import path comes through the environment (not a secret).
+_BOOT = ("import os,sys;sys.path[:0]=os.environ.pop('" + _BOOT_PATH + "').split(os.pathsep);"
+         "from definity_spark.delivery.process import main;main()")
+
+_STARTING, _READY, _FALLBACK = "starting", "ready", "fallback"
+# A send that never blocks and never raises SIGPIPE (a host that restored SIGPIPE's default
+# would otherwise die with a dead helper); 0 where the flags do not exist (not Linux).
+_SEND_FLAGS = (getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
+               if hasattr(socket, "MSG_DONTWAIT") and hasattr(socket, "MSG_NOSIGNAL") else 0)
+
+
+def _frame(kind: bytes, body: bytes) -> bytes:
+    return _HEADER.pack(kind, len(body)) + body
+
+
+def _read_frame(stream: BinaryIO) -> tuple[bytes, bytes] | None:
+    """The next frame, or None at the end of the stream (a short read is an end too)."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    kind, length = _HEADER.unpack(header)
+    body = stream.read(length) if length else b""
+    if len(body) < length:
+        return None
+    return kind, body
+
+
+def _import_path() -> list[str]:
+    """The helper's import path: where this package was imported from, then the driver's
+    path without its first entry (the script's directory or the working directory)."""
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = [package_root]
+    for entry in sys.path[1:]:
+        if isinstance(entry, str) and entry and entry not in out:
+            out.append(entry)
+    return out
+
+
+def _command() -> list[str]:
+    return [sys.executable, "-I", "-c", _BOOT]
+
+
+# ====================================================================== the driver's side
+class ProcessDelivery:
+    """``Delivery``'s interface, with the delivery itself in a helper process."""
+
+    def __init__(self, settings: Any, start_timeout: float = START_TIMEOUT) -> None:
+        self.settings = settings
+        self._start_timeout = start_timeout
+        self._pid = os.getpid()
+        self._init_locks()
+        self._pending: collections.deque[list[Any]] = collections.deque()  # [frame, offset]
+        self._state = _STARTING
+        self._closed = False
+        self._broken = False  # a write failed: the child is gone, the reader will see it
+        self._fallback: Any = None
+        self._replies: dict[int, tuple[threading.Event, dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._local: dict[str, int] = {}  # outcomes on this side of the socket
+        self._child_stats: dict[str, int] = {}  # the child's last counts
+        self._written = 0  # payload frames written whole to the socket
+        self._describe = _describe(settings)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+        _process_deliveries.add(self)
+        try:
+            self._spawn()
+        except Exception as exc:  # noqa: BLE001 - any failure to start means the fallback
+            self._to_fallback(f"could not start it ({type(exc).__name__}: {exc})")
+
+    def _init_locks(self) -> None:
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # state or pending changed
+        self._close_lock = threading.Lock()
+        self._fallback_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ start
+    def _spawn(self) -> None:
+        if not sys.executable:
+            raise RuntimeError("sys.executable is not set")
+        env = dict(os.environ)
+        env[_BOOT_PATH] = os.pathsep.join(_import_path())
+        ours, theirs = socket.socketpair()
+        try:
+            # The child's stdin and stdout are its end of the socket; its stderr is ours.
+            self._proc = subprocess.Popen(_command(), stdin=theirs.fileno(),
+                                          stdout=theirs.fileno(), env=env, close_fds=True)
+        finally:
+            theirs.close()
+        with contained("delivery.process.buffer"):
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        start = pickle.dumps({"settings": self.settings,
+                              "log_level": logging.getLogger("definity_spark")
+                              .getEffectiveLevel()})
+        ours.sendall(_frame(b"S", start))  # an empty socket takes it at once
+        self._sock = ours
+        for target, name in ((self._read_replies, "definity-spark.delivery-reader"),
+                             (self._write_pending, "definity-spark.delivery-writer")):
+            threading.Thread(target=target, name=name, daemon=True).start()
+
+    # ------------------------------------------------------------------ public API
+    def submit(self, payload: Any) -> bool:
+        """Serialise the payload and hand it to the helper; never blocks. True if it was
+        accepted (the helper's delivery counts what becomes of it)."""
+        with contained("delivery.submit"):
+            if self._closed:
+                self._count("closed", lost=True)
+                return False
+            if os.getpid() != self._pid or self._state == _FALLBACK:
+                return bool(self._fallback_delivery().submit(payload))
+            try:
+                body = json.dumps(payload.to_json(), separators=(",", ":"),
+                                  ensure_ascii=False)
+                frame = _frame(b"P", f"{payload.endpoint}\n{body}".encode())
+            except Exception as exc:  # noqa: BLE001 - a broken payload must not stop the rest
+                self._count("invalid", lost=True)
+                log.warning("definity-spark: a report could not be serialised (%s: %s); "
+                            "dropped", type(exc).__name__, exc)
+                return False
+            with self._lock:
+                if self._state != _FALLBACK:
+                    self._count("submitted")
+                    if self._state == _READY and not self._pending:
+                        self._write(frame, 0)  # what does not fit waits in _pending
+                        return True
+                    if len(self._pending) < WAITING_LIMIT:
+                        self._pending.append([frame, 0])
+                        self._changed.notify_all()
+                        return True
+                    self._count("queue_full")
+                    self._count("lost")
+                    return False
+            # the child went away since the check above
+            return bool(self._fallback_delivery().submit(payload))
+        return False
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until everything submitted was processed; at most ``timeout`` seconds."""
+        with contained("delivery.flush"):
+            deadline = time.monotonic() + max(0.0, timeout)
+            ok = True
+            if os.getpid() == self._pid and self._state != _FALLBACK:
+                ok = self._drain(deadline) and self._request(
+                    b"F", deadline, {"timeout": _left(deadline)}).get("ok") is True
+            if self._fallback is not None:
+                ok = bool(self._fallback.flush(_left(deadline))) and ok
+            return ok
+        return False
+
+    def close(self, timeout: float) -> bool:
+        """Deliver what is queued within ``timeout``; the helper spools the rest and exits.
+        True when nothing was left over. Idempotent."""
+        with contained("delivery.close"):
+            with self._close_lock:
+                if self._closed:
+                    return True
+                self._closed = True
+            return self._close(max(0.0, float(timeout)))
+        return False
+
+    def stats(self) -> dict[str, int]:
+        """The helper's counts (asked for now, or the last known) plus this side's."""
+        from definity_spark.delivery import STAT_KEYS
+
+        if self._state == _READY and not self._closed and os.getpid() == self._pid:
+            self._request(b"T", time.monotonic() + STATS_TIMEOUT, {})
+        with self._lock:
+            merged = dict(self._child_stats)
+            merged.pop("submitted", None)  # this side counts what it accepted
+            for key, value in self._local.items():
+                merged[key] = merged.get(key, 0) + value
+        if self._fallback is not None:
+            for key, value in self._fallback.stats().items():
+                merged[key] = merged.get(key, 0) + value
+        return {key: int(merged.get(key, 0)) for key in STAT_KEYS}
+
+    def describe(self) -> str:
+        return self._describe
+
+    @property
+    def helper_pid(self) -> int | None:
+        """The helper process's id while it is in use (None once the fallback took over)."""
+        proc = self._proc
+        if proc is None or self._state == _FALLBACK or proc.poll() is not None:
+            return None
+        return proc.pid
+
+    # ------------------------------------------------------------------ closing
+    def _close(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        ok = True
+        if os.getpid() == self._pid and self._state != _FALLBACK:
+            reserve = min(0.25, timeout * 0.2)  # for the child to spool what is left
+            ok = self._drain(deadline - reserve)
+            if self._state == _READY:
+                reply = self._request(b"C", deadline,
+                                      {"timeout": max(0.0, _left(deadline) - reserve)})
+                ok = reply.get("ok") is True and ok
+            with self._lock:
+                leftovers = [entry[0] for entry in self._pending if entry[1] == 0]
+                self._pending.clear()
+            self._end_socket()
+            if leftovers:
+                ok = False
+                fallback = self._fallback_delivery()
+                for frame in leftovers:
+                    if frame[:1] == b"P":
+                        fallback.submit(_payload_of(frame))
+        if self._fallback is not None:
+            ok = bool(self._fallback.close(_left(deadline))) and ok
+        return ok
+
+    def _end_socket(self) -> None:
+        """Stop writing: the child exits once it has read everything (if it has not yet)."""
+        with self._lock:
+            sock = self._sock
+            self._broken = True
+            self._changed.notify_all()
+        if sock is not None:
+            with contained("delivery.process.shutdown"):
+                sock.shutdown(socket.SHUT_WR)
+
+    # ------------------------------------------------------------------ the socket
+    def _write(self, frame: bytes, offset: int) -> None:
+        """Write what the socket takes without blocking (lock held); what it does not
+        take waits at the head of ``_pending`` for the writer thread."""
+        sock = self._sock
+        if sock is not None and not self._broken:
+            view = memoryview(frame)
+            while offset < len(frame):
+                try:
+                    offset += sock.send(view[offset:], _SEND_FLAGS)
+                except BlockingIOError:
+                    break
+                except InterruptedError:
+                    continue
+                except OSError:
+                    # The child is gone (EPIPE, ECONNRESET): the reader sees its end and
+                    # hands what waits to the fallback.
+                    self._broken = True
+                    break
+            if offset == len(frame):
+                if frame[:1] == b"P":
+                    self._written += 1
+                return
+        self._pending.appendleft([frame, offset])
+        self._changed.notify_all()
+
+    def _write_pending(self) -> None:
+        """The writer thread: writes frames that waited (the child starting, a full socket)."""
+        with contained("delivery.process.writer"):
+            ready_by = time.monotonic() + self._start_timeout
+            while True:
+                timed_out = False
+                with self._lock:
+                    while True:
+                        if self._state == _FALLBACK or self._sock is None:
+                            return
+                        if self._state == _READY and self._pending and not self._broken:
+                            break
+                        if self._state == _STARTING:
+                            left = ready_by - time.monotonic()
+                            if left <= 0:
+                                timed_out = True
+                                break
+                            self._changed.wait(left)
+                        else:
+                            self._changed.wait()
+                    if not timed_out:
+                        while self._pending and not self._broken:
+                            frame, offset = self._pending.popleft()
+                            self._write(frame, offset)
+                            if self._pending and self._pending[0][0] is frame:
+                                break  # the socket is full
+                        self._changed.notify_all()
+                    full = bool(self._pending) and not self._broken
+                    sock = self._sock
+                if timed_out:
+                    self._kill()
+                    self._to_fallback(f"it was not ready within {self._start_timeout:.0f}s")
+                    return
+                if full:
+                    select.select([], [sock], [], 0.5)
+
+    def _drain(self, deadline: float) -> bool:
+        """Wait until every waiting frame is in the socket (True), at most until deadline."""
+        with self._lock:
+            while self._pending and self._state != _FALLBACK:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 0.1))
+            return self._state != _FALLBACK
+
+    def _request(self, kind: bytes, deadline: float, args: dict[str, Any]) -> dict[str, Any]:
+        """Send a control frame and wait for its reply until deadline ({} if none came)."""
+        request_id = next(self._ids)
+        done = threading.Event()
+        reply: dict[str, Any] = {}
+        self._replies[request_id] = (done, reply)
+        try:
+            frame = _frame(kind, json.dumps(dict(args, id=request_id)).encode())
+            with self._lock:
+                if self._broken or self._state != _READY:
+                    return {}
+                if self._pending:
+                    self._pending.append([frame, 0])
+                    self._changed.notify_all()
+                else:
+                    self._write(frame, 0)
+            done.wait(_left(deadline))
+            return reply
+        finally:
+            self._replies.pop(request_id, None)
+
+    def _read_replies(self) -> None:
+        """The reader thread: the child's replies, log records and readiness."""
+        proc, sock = self._proc, self._sock
+        assert proc is not None and sock is not None
+        with contained("delivery.process.reader"):
+            stream = sock.makefile("rb")
+            while True:
+                frame = _read_frame(stream)
+                if frame is None:
+                    break
+                kind, body = frame
+                message = json.loads(body) if body else {}
+                if kind == b"Y":
+                    with self._lock:
+                        if self._state == _STARTING:
+                            self._state = _READY
+                            self._describe = str(message.get("describe") or self._describe)
+                        self._changed.notify_all()
+                elif kind == b"R":
+                    with self._lock:
+                        if isinstance(message.get("stats"), dict):
+                            self._child_stats = message["stats"]
+                    waiter = self._replies.get(message.get("id"))
+                    if waiter is not None:
+                        waiter[1].update(message)
+                        waiter[0].set()
+                elif kind == b"L":
+                    _log_again(message)
+        code: int | None = None
+        with contained("delivery.process.exit"):
+            code = proc.wait(5.0)
+        if not self._closed:
+            self._to_fallback(f"it exited with code {code}")
+        for done, _ in list(self._replies.values()):
+            done.set()
+        with contained("delivery.process.socket"):
+            sock.close()
+
+    # ------------------------------------------------------------------ the fallback
+    def _to_fallback(self, why: str) -> None:
+        """The helper is gone: an in-process delivery takes the waiting frames and
+        everything submitted later."""
+        with self._lock:
+            if self._state == _FALLBACK:
+                return
+            was_ready = self._state == _READY
+            self._state = _FALLBACK
+            waiting = [entry[0] for entry in self._pending if entry[1] == 0]
+            self._pending.clear()
+            self._changed.notify_all()
+            unconfirmed = 0
+            if was_ready:
+                done = sum(self._child_stats.get(key, 0) for key in ("sent", "spooled", "lost"))
+                unconfirmed = max(0, self._written - done)
+        log.warning("definity-spark: the delivery helper process is not available (%s); "
+                    "reports are sent from the driver's process from now on%s", why,
+                    f"; at most {unconfirmed} report(s) it had accepted may be lost"
+                    if unconfirmed else "")
+        fallback = self._fallback_delivery()
+        for frame in waiting:
+            if frame[:1] == b"P":
+                fallback.submit(_payload_of(frame))
+
+    def _fallback_delivery(self) -> Any:
+        with self._fallback_lock:
+            if self._fallback is None:
+                from definity_spark.delivery import make_local_delivery
+
+                self._fallback = make_local_delivery(self.settings)
+            return self._fallback
+
+    def _kill(self) -> None:
+        with contained("delivery.process.kill"):
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
+
+    def _count(self, key: str, n: int = 1, lost: bool = False) -> None:
+        self._local[key] = self._local.get(key, 0) + n
+        if lost:
+            self._local["lost"] = self._local.get("lost", 0) + n
+
+    def _after_fork(self) -> None:
+        # Locks held by a thread of the parent at fork time would stay locked here; the
+        # socket is the parent's: this process gets a fallback of its own when it submits.
+        self._init_locks()
+        self._fallback = None
+
+
+def _log_again(fields: dict[str, Any]) -> None:
+    """Log a record of the helper through the driver's logging (its levels, handlers)."""
+    logger = logging.getLogger(str(fields.get("name") or log.name))
+    if logger.isEnabledFor(int(fields.get("levelno", logging.WARNING))):
+        logger.handle(logging.makeLogRecord(fields))
+
+
+def _payload_of(frame: bytes) -> Any:
+    from definity_spark.wire import RawPayload
+
+    endpoint, _, body = frame[_HEADER.size:].partition(b"\n")
+    return RawPayload(endpoint=endpoint.decode(), body=json.loads(body))
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())
+
+
+def _describe(settings: Any) -> str:
+    if settings.server_url:
+        return str(settings.server_url)
+    return str(settings.events_file or "the events file")
+
+
+def available() -> bool:
+    """Whether this platform can run the helper: a socket send that neither blocks nor
+    raises SIGPIPE (Linux)."""
+    return bool(_SEND_FLAGS) and bool(sys.executable)
+
+
+_process_deliveries: weakref.WeakSet[ProcessDelivery] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for delivery in list(_process_deliveries):
+        try:
+            delivery._after_fork()
+        except Exception:  # pragma: no cover - never break a fork
+            pass
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
+
+
+# ====================================================================== the helper's side
+class _Terminated(Exception):
+    pass
+
+
+# What a log record of the helper keeps on its way to the driver (its origin; the message
+# is formatted in the helper).
+_RECORD_FIELDS = ("name", "levelno", "levelname", "pathname", "filename", "module", "lineno",
+                  "funcName", "created", "msecs", "process", "threadName")
+
+
+class _SocketLogHandler(logging.Handler):
+    """Sends the helper's log records to the driver, which logs them again."""
+
+    def __init__(self, send: Any) -> None:
+        super().__init__()
+        self._send = send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            msg = record.getMessage()
+            if record.exc_info:
+                msg += "\n" + logging.Formatter().formatException(record.exc_info)
+            fields = {key: getattr(record, key) for key in _RECORD_FIELDS}
+            fields.update(msg=msg, args=None, threadName=f"helper:{record.threadName}")
+            self._send(b"L", fields)
+        except Exception:  # noqa: BLE001 - logging must never break the helper
+            pass
+
+
+def main() -> None:
+    """The helper process: read frames from stdin, deliver, answer on stdout."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def terminate(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a gone driver is an error, not a kill
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # anything printed by accident goes to stderr, never into the replies
+    out_lock = threading.Lock()
+
+    def send(kind: bytes, message: dict[str, Any]) -> None:
+        data = _frame(kind, json.dumps(message).encode())
+        with out_lock:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(out_fd, view):]
+
+    stream = sys.stdin.buffer
+    first = _read_frame(stream)
+    if first is None or first[0] != b"S":
+        return
+    start = pickle.loads(first[1])
+    settings = start["settings"]
+    set_thread_nice(settings.thread_nice)  # the worker thread lowers itself by this much
+    root = logging.getLogger("definity_spark")
+    root.setLevel(int(start.get("log_level", logging.WARNING)))
+    root.addHandler(_SocketLogHandler(send))
+    root.propagate = False
+    from definity_spark.delivery import make_local_delivery
+    from definity_spark.wire import RawPayload
+
+    delivery = make_local_delivery(settings)
+
+    def reply(request: dict[str, Any], ok: bool) -> None:
+        with contained("delivery.process.reply"):
+            send(b"R", {"id": request.get("id"), "ok": ok, "stats": delivery.stats()})
+
+    def flush(request: dict[str, Any]) -> None:
+        with contained("delivery.process.flush"):
+            reply(request, bool(delivery.flush(float(request.get("timeout", 0.0)))))
+
+    send(b"Y", {"describe": delivery.describe()})
+    try:
+        while True:
+            frame = _read_frame(stream)
+            if frame is None:
+                break
+            kind, body = frame
+            if kind == b"P":
+                endpoint, _, data = body.partition(b"\n")
+                delivery.submit(RawPayload(endpoint=endpoint.decode(), body=json.loads(data)))
+                continue
+            request = json.loads(body)
+            if kind == b"T":
+                reply(request, True)
+            elif kind == b"F":
+                threading.Thread(target=flush, args=(request,), daemon=True,
+                                 name="definity-spark.helper-flush").start()
+            elif kind == b"C":
+                reply(request, bool(delivery.close(float(request.get("timeout", 0.0)))))
+                # A request still in flight may yet be taken by the server: wait for its
+                # answer (the spool then marks it sent), and tell the driver the counts.
+                delivery.join(float(settings.server_timeout) + 1.0)
+                reply({}, True)
+                return
+    except _Terminated:
+        delivery.close(min(1.0, float(settings.flush_timeout)))
+        return
+    # The driver went away without a close: deliver what is queued, spool the rest.
+    delivery.close(float(settings.flush_timeout))
+
+
+if __name__ == "__main__":  # pragma: no cover - started through _command()
+    main()
