@@ -216,8 +216,9 @@ class ProcessDelivery:
             deadline = time.monotonic() + max(0.0, timeout)
             ok = True
             if os.getpid() == self._pid and self._state != _FALLBACK:
-                ok = self._drain(deadline) and self._request(
-                    b"F", deadline, {"timeout": _left(deadline)}).get("ok") is True
+                # (a helper still starting has nothing to flush unless frames wait for it)
+                ok = self._drain(deadline) and (self._state == _STARTING or self._request(
+                    b"F", deadline, {"timeout": _left(deadline)}).get("ok") is True)
             if self._fallback is not None:
                 ok = bool(self._fallback.flush(_left(deadline))) and ok
             return ok

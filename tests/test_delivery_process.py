@@ -1,0 +1,274 @@
+"""The helper process that sends the reports (definity_spark.delivery.process).
+
+Real processes, a real socket pair, a real collector on loopback (HTTP + SQLite) or
+tests/faulty_server.py; nothing mocked. The delivery policies themselves (retries, spool,
+close bounds) are tested in test_delivery.py and test_spool.py, which run through the
+helper too since it is the default.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from typing import Any
+
+import pytest
+
+from definity_spark import wire
+from definity_spark.delivery import Delivery, make_delivery
+from definity_spark.delivery import process as process_mod
+from definity_spark.delivery.process import ProcessDelivery
+from definity_spark.settings import resolve
+
+try:
+    from collector_util import collector_fixture  # noqa: F401 - the `collector` fixture
+    from faulty_server import FaultyServer
+except ImportError:  # tests/ imported as a package
+    from tests.collector_util import collector_fixture  # noqa: F401
+    from tests.faulty_server import FaultyServer
+
+pytestmark = pytest.mark.skipif(not process_mod.available(),
+                                reason="the helper process needs Linux's socket flags")
+
+TOKEN = "tok-SECRET-helper-7d1e"
+
+
+def make_settings(tmp_path: Any, url: str, **overrides: Any) -> Any:
+    base: dict[str, Any] = {
+        "server_url": url, "token": TOKEN, "spool_dir": str(tmp_path / "spool"),
+        "server_timeout": 2.0, "server_attempts": 2, "server_attempt_sleep": 0.01,
+        "flush_timeout": 3.0,
+    }
+    base.update(overrides)
+    return resolve(overrides=base, spark_conf={}, environ={})
+
+
+def tfs(n: int, task_id: str = "app-helper", start: int = 1, query: str = "q") -> list[Any]:
+    return [wire.Transformation(task_id=task_id, tf_id=i, output_name=f"db.t{i}",
+                                inputs={"db.src": ["id"]}, query_str=query)
+            for i in range(start, start + n)]
+
+
+def received_tf_ids(collector: Any, task_id: str = "app-helper") -> list[int]:
+    return [int(p["body"]["tf_id"]) for p in collector.store.payloads(task_id=task_id)
+            if p["endpoint"] == wire.TF]
+
+
+def wait_until(predicate: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return bool(predicate())
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped) is not alive
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_reports_are_sent_from_another_process_in_order(collector: Any, tmp_path: Any) -> None:
+    settings = make_settings(tmp_path, collector.url)
+    delivery = make_delivery(settings)
+    assert isinstance(delivery, ProcessDelivery)
+    payloads = tfs(300)
+    for p in payloads:
+        assert delivery.submit(p) is True
+    assert delivery.flush(10.0) is True
+    pid = delivery.helper_pid
+    assert pid is not None and pid != os.getpid() and pid_alive(pid)
+    # the helper is the one holding the connection to the server, not the driver
+    assert received_tf_ids(collector) == list(range(1, 301))
+    stats = delivery.stats()
+    assert stats["submitted"] == 300 and stats["sent"] == 300 and stats["lost"] == 0
+    assert delivery.close(3.0) is True
+    assert wait_until(lambda: not pid_alive(pid), 5.0)
+    assert delivery.describe() == collector.url
+
+
+def test_the_token_is_not_in_the_helpers_command_line_or_environment(
+        collector: Any, tmp_path: Any) -> None:
+    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    try:
+        pid = delivery.helper_pid
+        assert pid is not None
+        for name in ("cmdline", "environ"):
+            with open(f"/proc/{pid}/{name}", "rb") as fh:
+                assert TOKEN.encode() not in fh.read(), name
+    finally:
+        delivery.close(3.0)
+
+
+def test_a_killed_helper_hands_over_to_the_driver(collector: Any, tmp_path: Any,
+                                                  caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, logger="definity_spark")
+    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    for p in tfs(5):
+        delivery.submit(p)
+    assert delivery.flush(5.0) is True
+    pid = delivery.helper_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: delivery.helper_pid is None, 5.0)
+    for p in tfs(5, start=6):
+        assert delivery.submit(p) is True
+    assert delivery.close(5.0) is True
+    assert received_tf_ids(collector) == list(range(1, 11))
+    assert "delivery helper process is not available" in caplog.text
+    assert "exited with code -9" in caplog.text
+    assert delivery.stats()["sent"] == 10
+
+
+def test_a_helper_that_cannot_start_leaves_delivery_in_the_driver(
+        collector: Any, tmp_path: Any, monkeypatch: Any, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, logger="definity_spark")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    for p in tfs(3):
+        assert delivery.submit(p) is True
+    assert delivery.close(5.0) is True
+    assert received_tf_ids(collector) == [1, 2, 3]
+    assert "could not start it (FileNotFoundError" in caplog.text
+
+
+def test_a_helper_that_never_answers_is_replaced_after_the_start_timeout(
+        collector: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    # a child that starts but never reads: payloads wait in the driver, then go to the
+    # driver's own delivery, in order; the child is killed
+    monkeypatch.setattr(process_mod, "_command", lambda: ["sleep", "60"])
+    delivery = ProcessDelivery(make_settings(tmp_path, collector.url), start_timeout=0.5)
+    child = delivery._proc
+    assert child is not None
+    for p in tfs(4):
+        assert delivery.submit(p) is True
+    assert wait_until(lambda: len(received_tf_ids(collector)) == 4, 10.0)
+    assert received_tf_ids(collector) == [1, 2, 3, 4]
+    assert wait_until(lambda: child.poll() is not None, 5.0)
+    assert delivery.close(3.0) is True
+
+
+def test_a_stopped_helper_makes_payloads_wait_in_the_driver_without_blocking(
+        collector: Any, tmp_path: Any) -> None:
+    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    assert delivery.submit(tfs(1, task_id="app-first")[0]) is True
+    assert delivery.flush(5.0) is True  # started and ready
+    pid = delivery.helper_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        # ~4 MB: far more than the socket holds
+        for p in tfs(2000, query="x" * 2000):
+            assert delivery.submit(p) is True
+        assert time.monotonic() - started < 5.0  # submit never waited for the helper
+        assert len(delivery._pending) > 0  # the socket was full: frames wait here
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert delivery.flush(30.0) is True
+    assert received_tf_ids(collector) == list(range(1, 2001))
+    assert delivery.close(3.0) is True
+
+
+def test_the_helper_finishes_the_work_of_a_driver_that_exits_without_closing(
+        collector: Any, tmp_path: Any) -> None:
+    # A driver process submits and leaves at once (os._exit: no atexit, no close): its
+    # helper sees the end of the socket, sends everything, and exits.
+    settings = make_settings(tmp_path, collector.url)
+    script = textwrap.dedent(f"""
+        import os, sys
+        sys.path[:0] = {[os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]!r}
+        from definity_spark import wire
+        from definity_spark.delivery import make_delivery
+        from definity_spark.settings import resolve
+        settings = resolve(overrides={{"server_url": {collector.url!r},
+                                       "spool_dir": {settings.spool_dir!r}}},
+                           spark_conf={{}}, environ={{}})
+        delivery = make_delivery(settings)
+        delivery.submit(wire.TaskStart(task_id="app-first", app_name="a", task_name="t"))
+        assert delivery.flush(10.0)  # the helper is ready: what follows goes into the socket
+        for i in range(1, 51):
+            delivery.submit(wire.Transformation(task_id="app-helper", tf_id=i,
+                                                output_name="db.t", inputs={{}}, query_str="q"))
+        print(delivery.helper_pid, flush=True)
+        os._exit(0)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True)
+    helper_pid = int(out.stdout.strip())
+    assert wait_until(lambda: len(received_tf_ids(collector)) == 50, 20.0)
+    assert received_tf_ids(collector) == list(range(1, 51))
+    assert wait_until(lambda: not pid_alive(helper_pid), 10.0)
+
+
+def test_the_helpers_log_lines_reach_the_drivers_logging(tmp_path: Any, caplog: Any) -> None:
+    caplog.set_level(logging.DEBUG, logger="definity_spark")
+    server = FaultyServer(token=TOKEN)
+    try:
+        server.reject(422)  # a refusal is logged once by the helper's delivery
+        delivery = make_delivery(make_settings(tmp_path, server.url))
+        for p in tfs(2):
+            delivery.submit(p)
+        assert delivery.close(5.0) is True
+    finally:
+        server.close()
+    from_helper = [r for r in caplog.records if r.threadName.startswith("helper:")]
+    assert from_helper, caplog.text
+    assert all(r.process != os.getpid() for r in from_helper)
+    assert any("422" in r.getMessage() for r in from_helper)
+    assert all(r.pathname.endswith(".py") and r.lineno > 0 for r in from_helper)
+    assert TOKEN not in caplog.text
+    assert delivery.stats()["rejected"] == 2
+
+
+def test_a_forked_process_reports_through_its_own_delivery(collector: Any,
+                                                           tmp_path: Any) -> None:
+    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    assert delivery.submit(tfs(1, task_id="app-first")[0]) is True
+    assert delivery.flush(5.0) is True
+    pid = os.fork()
+    if pid == 0:  # the child: must not write into the parent's socket
+        code = 1
+        try:
+            delivery.submit(tfs(1, task_id="app-forked")[0])
+            code = 0 if delivery.close(5.0) else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for p in tfs(3):
+        delivery.submit(p)
+    assert delivery.close(5.0) is True
+    assert received_tf_ids(collector, "app-forked") == [1]
+    assert received_tf_ids(collector) == [1, 2, 3]
+
+
+def test_off_means_the_driver_sends_itself(collector: Any, tmp_path: Any) -> None:
+    delivery = make_delivery(make_settings(tmp_path, collector.url, delivery_process=False))
+    assert isinstance(delivery, Delivery)
+    delivery.submit(tfs(1)[0])
+    assert delivery.close(3.0) is True
+    assert received_tf_ids(collector) == [1]
+
+
+def test_an_unserialisable_payload_is_counted_and_the_rest_goes_on(
+        collector: Any, tmp_path: Any) -> None:
+    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    bad = wire.RawPayload(endpoint=wire.TF, body={"task_id": "app-helper", "x": object()})
+    assert delivery.submit(bad) is False
+    assert delivery.submit(tfs(1)[0]) is True
+    assert delivery.close(3.0) is True
+    stats = delivery.stats()
+    assert stats["invalid"] == 1 and stats["lost"] == 1 and stats["sent"] == 1
+    assert json.loads(json.dumps(stats))  # plain ints
