@@ -124,8 +124,8 @@ class TaskReporter:
             tf_id = self._tf_id
             if lineage.partial:
                 self._partial += 1
-            for payload in build_payloads(self.task_id, tf_id, lineage):
-                self._submit(payload)
+            # together: through the helper process, one write to its socket
+            self.delivery.submit_many(build_payloads(self.task_id, tf_id, lineage))
 
     def on_query_failed(self, func_name: str, error: str) -> None:
         with self._lock:

@@ -272,3 +272,33 @@ def test_an_unserialisable_payload_is_counted_and_the_rest_goes_on(
     stats = delivery.stats()
     assert stats["invalid"] == 1 and stats["lost"] == 1 and stats["sent"] == 1
     assert json.loads(json.dumps(stats))  # plain ints
+
+
+def test_payloads_submitted_together_arrive_in_order_and_survive_a_fallback(
+        collector: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    # the three payloads of a write go in one write to the socket; frames of several
+    # payloads that never reached a helper are split again for the driver's own delivery
+    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    assert delivery.submit_many(tfs(3)) == 3
+    assert delivery.flush(5.0) is True
+    monkeypatch.setattr(process_mod, "_command", lambda: ["sleep", "60"])
+    stuck = ProcessDelivery(make_settings(tmp_path, collector.url), start_timeout=0.5)
+    assert stuck.submit_many(tfs(3, start=4)) == 3
+    assert stuck.submit_many(tfs(2, start=7)) == 2
+    assert stuck.close(5.0) is True
+    assert delivery.close(3.0) is True
+    assert received_tf_ids(collector) == list(range(1, 9))
+    assert stuck.stats()["sent"] == 5 and delivery.stats()["sent"] == 3
+
+
+def test_the_helper_runs_below_the_drivers_priority(collector: Any, tmp_path: Any) -> None:
+    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    try:
+        assert delivery.submit(tfs(1)[0]) is True
+        assert delivery.flush(5.0) is True  # ready: it has set its priority
+        pid = delivery.helper_pid
+        assert pid is not None
+        driver = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, driver + process_mod.HELPER_NICE)
+    finally:
+        delivery.close(3.0)

@@ -16,6 +16,9 @@ class ListDelivery:
         self.sent.append(payload.to_json() | {"_endpoint": payload.endpoint})
         return True
 
+    def submit_many(self, payloads: Any) -> int:
+        return sum(1 for payload in payloads if self.submit(payload))
+
 
 def _lineage(out: str) -> WriteLineage:
     return WriteLineage(

@@ -137,6 +137,10 @@ class Delivery:
             return self._spool_items([item], reason="queue_full")
         return False
 
+    def submit_many(self, payloads: Any) -> int:
+        """``submit`` each payload in turn; the number accepted."""
+        return sum(1 for payload in payloads if self.submit(payload))
+
     def flush(self, timeout: float) -> bool:
         """Wait until everything submitted was processed; at most ``timeout`` seconds."""
         with contained("delivery.flush"):

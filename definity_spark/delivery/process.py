@@ -32,7 +32,7 @@ What can go wrong, and what happens then:
   in-process ``Delivery`` (the *fallback*) takes them and everything after. Logged once.
 * The socket is full (the child reads slower than the plugin writes): the frame waits in
   the parent, and the writer thread writes it when the socket has room. At most ``WAITING_LIMIT``
-  payloads wait; past that they are counted as ``queue_full`` and lost.
+  submissions wait; past that they are counted as ``queue_full`` and lost.
 * The child dies (killed): logged once, with an upper bound of the payloads it had
   accepted and not reported done (those are lost); the fallback takes over.
 * The parent dies or closes the socket without a close: the child sees the end of its input,
@@ -45,6 +45,7 @@ What can go wrong, and what happens then:
 from __future__ import annotations
 
 import collections
+import io
 import itertools
 import json
 import logging
@@ -59,6 +60,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from definity_spark._internal import contained, set_thread_nice
@@ -70,6 +72,9 @@ STATS_TIMEOUT = 2.0   # seconds to wait for the child's counts
 # Frames that may wait on the driver's side (the child starting, the socket full). The
 # child's own queue (``queue_size``) and its spool apply behind the socket as usual.
 WAITING_LIMIT = 10000
+# The helper runs this much below the driver's priority (a nice increment): on a driver
+# with no idle core, the job's threads come first, and reports wait (they are not urgent).
+HELPER_NICE = 10
 _HEADER = struct.Struct("!cI")
 _BOOT_PATH = "DEFINITY_HELPER_PATH"
 # Run in isolated mode (-I: no script directory, no PYTHON* variables, no user site) so
@@ -125,7 +130,8 @@ class ProcessDelivery:
         self._start_timeout = start_timeout
         self._pid = os.getpid()
         self._init_locks()
-        self._pending: collections.deque[list[Any]] = collections.deque()  # [frame, offset]
+        # frames waiting to be written: [bytes, offset written, payloads in them]
+        self._pending: collections.deque[list[Any]] = collections.deque()
         self._state = _STARTING
         self._closed = False
         self._broken = False  # a write failed: the child is gone, the reader will see it
@@ -178,37 +184,46 @@ class ProcessDelivery:
     def submit(self, payload: Any) -> bool:
         """Serialise the payload and hand it to the helper; never blocks. True if it was
         accepted (the helper's delivery counts what becomes of it)."""
+        return self.submit_many([payload]) == 1
+
+    def submit_many(self, payloads: Sequence[Any]) -> int:
+        """``submit`` for payloads that come together (the three of one write): one write
+        to the socket, one wake-up of the helper. The number accepted."""
         with contained("delivery.submit"):
             if self._closed:
-                self._count("closed", lost=True)
-                return False
+                self._count("closed", len(payloads), lost=True)
+                return 0
             if os.getpid() != self._pid or self._state == _FALLBACK:
-                return bool(self._fallback_delivery().submit(payload))
-            try:
-                body = json.dumps(payload.to_json(), separators=(",", ":"),
-                                  ensure_ascii=False)
-                frame = _frame(b"P", f"{payload.endpoint}\n{body}".encode())
-            except Exception as exc:  # noqa: BLE001 - a broken payload must not stop the rest
-                self._count("invalid", lost=True)
-                log.warning("definity-spark: a report could not be serialised (%s: %s); "
-                            "dropped", type(exc).__name__, exc)
-                return False
+                return self._to_fallback_delivery(payloads)
+            frames = []
+            for payload in payloads:
+                try:
+                    body = json.dumps(payload.to_json(), separators=(",", ":"),
+                                      ensure_ascii=False)
+                    frames.append(_frame(b"P", f"{payload.endpoint}\n{body}".encode()))
+                except Exception as exc:  # noqa: BLE001 - a broken payload must not stop the rest
+                    self._count("invalid", lost=True)
+                    log.warning("definity-spark: a report could not be serialised (%s: %s); "
+                                "dropped", type(exc).__name__, exc)
+            if not frames:
+                return 0
+            data, n = b"".join(frames), len(frames)
             with self._lock:
                 if self._state != _FALLBACK:
-                    self._count("submitted")
+                    self._count("submitted", n)
                     if self._state == _READY and not self._pending:
-                        self._write(frame, 0)  # what does not fit waits in _pending
-                        return True
+                        self._write(data, 0, n)  # what does not fit waits in _pending
+                        return n
                     if len(self._pending) < WAITING_LIMIT:
-                        self._pending.append([frame, 0])
+                        self._pending.append([data, 0, n])
                         self._changed.notify_all()
-                        return True
-                    self._count("queue_full")
-                    self._count("lost")
-                    return False
+                        return n
+                    self._count("queue_full", n)
+                    self._count("lost", n)
+                    return 0
             # the child went away since the check above
-            return bool(self._fallback_delivery().submit(payload))
-        return False
+            return self._to_fallback_delivery(_payloads_of(data))
+        return 0
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything submitted was processed; at most ``timeout`` seconds."""
@@ -268,7 +283,7 @@ class ProcessDelivery:
         ok = True
         if os.getpid() == self._pid and self._state != _FALLBACK:
             reserve = min(0.25, timeout * 0.2)  # for the child to spool what is left
-            ok = self._drain(deadline - reserve)
+            self._drain(deadline - reserve)  # (what still waits after it is handed over)
             if self._state == _READY:
                 reply = self._request(b"C", deadline,
                                       {"timeout": max(0.0, _left(deadline) - reserve)})
@@ -279,10 +294,7 @@ class ProcessDelivery:
             self._end_socket()
             if leftovers:
                 ok = False
-                fallback = self._fallback_delivery()
-                for frame in leftovers:
-                    if frame[:1] == b"P":
-                        fallback.submit(_payload_of(frame))
+                self._to_fallback_delivery(_payloads_of(b"".join(leftovers)))
         if self._fallback is not None:
             ok = bool(self._fallback.close(_left(deadline))) and ok
         return ok
@@ -298,13 +310,13 @@ class ProcessDelivery:
                 sock.shutdown(socket.SHUT_WR)
 
     # ------------------------------------------------------------------ the socket
-    def _write(self, frame: bytes, offset: int) -> None:
+    def _write(self, data: bytes, offset: int, payloads: int) -> None:
         """Write what the socket takes without blocking (lock held); what it does not
         take waits at the head of ``_pending`` for the writer thread."""
         sock = self._sock
         if sock is not None and not self._broken:
-            view = memoryview(frame)
-            while offset < len(frame):
+            view = memoryview(data)
+            while offset < len(data):
                 try:
                     offset += sock.send(view[offset:], _SEND_FLAGS)
                 except BlockingIOError:
@@ -316,11 +328,10 @@ class ProcessDelivery:
                     # hands what waits to the fallback.
                     self._broken = True
                     break
-            if offset == len(frame):
-                if frame[:1] == b"P":
-                    self._written += 1
+            if offset == len(data):
+                self._written += payloads
                 return
-        self._pending.appendleft([frame, offset])
+        self._pending.appendleft([data, offset, payloads])
         self._changed.notify_all()
 
     def _write_pending(self) -> None:
@@ -345,16 +356,16 @@ class ProcessDelivery:
                             self._changed.wait()
                     if not timed_out:
                         while self._pending and not self._broken:
-                            frame, offset = self._pending.popleft()
-                            self._write(frame, offset)
-                            if self._pending and self._pending[0][0] is frame:
+                            data, offset, payloads = self._pending.popleft()
+                            self._write(data, offset, payloads)
+                            if self._pending and self._pending[0][0] is data:
                                 break  # the socket is full
                         self._changed.notify_all()
                     full = bool(self._pending) and not self._broken
                     sock = self._sock
                 if timed_out:
                     self._kill()
-                    self._to_fallback(f"it was not ready within {self._start_timeout:.0f}s")
+                    self._to_fallback(f"it was not ready within {self._start_timeout:g} s")
                     return
                 if full:
                     select.select([], [sock], [], 0.5)
@@ -381,10 +392,10 @@ class ProcessDelivery:
                 if self._broken or self._state != _READY:
                     return {}
                 if self._pending:
-                    self._pending.append([frame, 0])
+                    self._pending.append([frame, 0, 0])
                     self._changed.notify_all()
                 else:
-                    self._write(frame, 0)
+                    self._write(frame, 0, 0)
             done.wait(_left(deadline))
             return reply
         finally:
@@ -397,7 +408,10 @@ class ProcessDelivery:
         with contained("delivery.process.reader"):
             stream = sock.makefile("rb")
             while True:
-                frame = _read_frame(stream)
+                try:
+                    frame = _read_frame(stream)
+                except OSError:  # reset: the child died with unread data in its socket
+                    frame = None
                 if frame is None:
                     break
                 kind, body = frame
@@ -429,6 +443,10 @@ class ProcessDelivery:
             sock.close()
 
     # ------------------------------------------------------------------ the fallback
+    def _to_fallback_delivery(self, payloads: Sequence[Any]) -> int:
+        fallback = self._fallback_delivery()
+        return sum(1 for payload in payloads if fallback.submit(payload))
+
     def _to_fallback(self, why: str) -> None:
         """The helper is gone: an in-process delivery takes the waiting frames and
         everything submitted later."""
@@ -448,10 +466,7 @@ class ProcessDelivery:
                     "reports are sent from the driver's process from now on%s", why,
                     f"; at most {unconfirmed} report(s) it had accepted may be lost"
                     if unconfirmed else "")
-        fallback = self._fallback_delivery()
-        for frame in waiting:
-            if frame[:1] == b"P":
-                fallback.submit(_payload_of(frame))
+        self._to_fallback_delivery(_payloads_of(b"".join(waiting)))
 
     def _fallback_delivery(self) -> Any:
         with self._fallback_lock:
@@ -467,6 +482,7 @@ class ProcessDelivery:
                 self._proc.kill()
 
     def _count(self, key: str, n: int = 1, lost: bool = False) -> None:
+        # (the driver's side counts under its lock, or where no other thread counts)
         self._local[key] = self._local.get(key, 0) + n
         if lost:
             self._local["lost"] = self._local.get("lost", 0) + n
@@ -485,11 +501,20 @@ def _log_again(fields: dict[str, Any]) -> None:
         logger.handle(logging.makeLogRecord(fields))
 
 
-def _payload_of(frame: bytes) -> Any:
+def _payloads_of(data: bytes) -> list[Any]:
+    """The payloads in frames that were not written (for the fallback)."""
     from definity_spark.wire import RawPayload
 
-    endpoint, _, body = frame[_HEADER.size:].partition(b"\n")
-    return RawPayload(endpoint=endpoint.decode(), body=json.loads(body))
+    out = []
+    stream = io.BytesIO(data)
+    while True:
+        frame = _read_frame(stream)
+        if frame is None:
+            return out
+        kind, body = frame
+        if kind == b"P":
+            endpoint, _, text = body.partition(b"\n")
+            out.append(RawPayload(endpoint=endpoint.decode(), body=json.loads(text)))
 
 
 def _left(deadline: float) -> float:
@@ -580,6 +605,8 @@ def main() -> None:
     start = pickle.loads(first[1])
     settings = start["settings"]
     set_thread_nice(settings.thread_nice)  # the worker thread lowers itself by this much
+    with contained("delivery.process.nice"):
+        os.nice(HELPER_NICE)
     root = logging.getLogger("definity_spark")
     root.setLevel(int(start.get("log_level", logging.WARNING)))
     root.addHandler(_SocketLogHandler(send))

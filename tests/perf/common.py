@@ -155,13 +155,27 @@ def prepared_once(flag: str, name: str, key: object, marker: str = "") -> str | 
 
 
 def cpu_seconds(spark: Any) -> tuple[float, float]:
-    """CPU seconds (user + system) so far of the driver's JVM (every thread) and of this
-    Python process (every thread: the caller's and the plugin's)."""
+    """CPU seconds (user + system) so far of the driver's JVM (every thread) and of the
+    driver's Python: this process (every thread: the caller's and the plugin's) plus the
+    plugin's delivery helper processes that are running."""
     import psutil
 
     jvm = psutil.Process(spark.sparkContext._gateway.proc.pid).cpu_times()
-    own = psutil.Process().cpu_times()
-    return float(jvm.user + jvm.system), float(own.user + own.system)
+    me = psutil.Process()
+    own = me.cpu_times()
+    python = float(own.user + own.system)
+    for child in me.children():
+        try:
+            if HELPER_MARK in " ".join(child.cmdline()):
+                times = child.cpu_times()
+                python += float(times.user + times.system)
+        except psutil.Error:  # exited in between
+            pass
+    return float(jvm.user + jvm.system), python
+
+
+# How the plugin's delivery helper process shows in its command line.
+HELPER_MARK = "definity_spark.delivery.process"
 
 
 def execution_count(spark: Any) -> int:

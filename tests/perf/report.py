@@ -686,8 +686,11 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
         "medians with min and max; the ratio is median with / median without.")
     add("- `small_writes_ab`: the small writes with both sides in one fresh JVM, blocks of "
         "20 writes in the order A B B A B A A B (the plugin activated before each B block, "
-        "flushed and deactivated after it, untimed), each block after the same 0.3 s "
-        "pause; the ratio of each octet is the sum of its B blocks over the sum of its A "
+        "flushed and deactivated after it, untimed; the flush after activation waits for "
+        "the delivery helper process to be ready, a once-per-application start that the "
+        "fresh-JVM runs include), each block after the same 0.3 s pause; the B blocks' "
+        "time includes the wait for their last delivery, and their Python CPU includes the "
+        "helper's; the ratio of each octet is the sum of its B blocks over the sum of its A "
         "blocks, and the 95 % interval of their mean is a bootstrap over the octets. "
         "`run.py --only small_writes_ab --set control=true` runs the A/A control.")
     add("- The collector stands in for the Definity server and runs at nice 19 in the "

@@ -83,6 +83,7 @@ def main() -> int:
             if side == "B" and not args.control:
                 handle = definity_spark.activate(spark, server_url=collector.url,
                                                  pipeline_name="gap", task_name=f"b{n}")
+                handle.flush(60)  # untimed: the delivery helper is ready
             gaps, calls = block(args.batch)
             if handle is not None:
                 handle.flush(60)
