@@ -154,7 +154,7 @@ class ProcessDelivery:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)  # state or pending changed
         self._close_lock = threading.Lock()
-        self._fallback_lock = threading.Lock()
+        self._fallback_lock = threading.RLock()  # taken before _lock, never after
 
     # ------------------------------------------------------------------ start
     def _spawn(self) -> None:
@@ -295,8 +295,10 @@ class ProcessDelivery:
             if leftovers:
                 ok = False
                 self._to_fallback_delivery(_payloads_of(b"".join(leftovers)))
-        if self._fallback is not None:
-            ok = bool(self._fallback.close(_left(deadline))) and ok
+        with self._fallback_lock:  # (a hand-over to it in progress ends first)
+            fallback = self._fallback
+        if fallback is not None:
+            ok = bool(fallback.close(_left(deadline))) and ok
         return ok
 
     def _end_socket(self) -> None:
@@ -449,24 +451,27 @@ class ProcessDelivery:
 
     def _to_fallback(self, why: str) -> None:
         """The helper is gone: an in-process delivery takes the waiting frames and
-        everything submitted later."""
-        with self._lock:
-            if self._state == _FALLBACK:
-                return
-            was_ready = self._state == _READY
-            self._state = _FALLBACK
-            waiting = [entry[0] for entry in self._pending if entry[1] == 0]
-            self._pending.clear()
-            self._changed.notify_all()
-            unconfirmed = 0
-            if was_ready:
-                done = sum(self._child_stats.get(key, 0) for key in ("sent", "spooled", "lost"))
-                unconfirmed = max(0, self._written - done)
-        log.warning("definity-spark: the delivery helper process is not available (%s); "
-                    "reports are sent from the driver's process from now on%s", why,
-                    f"; at most {unconfirmed} report(s) it had accepted may be lost"
-                    if unconfirmed else "")
-        self._to_fallback_delivery(_payloads_of(b"".join(waiting)))
+        everything submitted later (in that order: submitters wait on the fallback lock
+        while the waiting frames are handed over)."""
+        with self._fallback_lock:
+            with self._lock:
+                if self._state == _FALLBACK:
+                    return
+                was_ready = self._state == _READY
+                self._state = _FALLBACK
+                waiting = [entry[0] for entry in self._pending if entry[1] == 0]
+                self._pending.clear()
+                self._changed.notify_all()
+                unconfirmed = 0
+                if was_ready:
+                    done = sum(self._child_stats.get(key, 0)
+                               for key in ("sent", "spooled", "lost"))
+                    unconfirmed = max(0, self._written - done)
+            log.warning("definity-spark: the delivery helper process is not available (%s); "
+                        "reports are sent from the driver's process from now on%s", why,
+                        f"; at most {unconfirmed} report(s) it had accepted may be lost"
+                        if unconfirmed else "")
+            self._to_fallback_delivery(_payloads_of(b"".join(waiting)))
 
     def _fallback_delivery(self) -> Any:
         with self._fallback_lock:
