@@ -178,6 +178,29 @@ def cpu_seconds(spark: Any) -> tuple[float, float]:
 HELPER_MARK = "definity_spark.delivery.process"
 
 
+def helper_process() -> Any:
+    """The plugin's delivery helper process (a psutil.Process), or None."""
+    import psutil
+
+    for child in psutil.Process().children():
+        try:
+            if HELPER_MARK in " ".join(child.cmdline()):
+                return child
+        except psutil.Error:
+            pass
+    return None
+
+
+def rss_mb(proc: Any) -> float | None:
+    """A process's resident memory in MB (None without one)."""
+    if proc is None:
+        return None
+    try:
+        return float(proc.memory_info().rss) / 1024 / 1024
+    except Exception:  # noqa: BLE001 - exited
+        return None
+
+
 def execution_count(spark: Any) -> int:
     return int(spark._jsparkSession.sharedState().statusStore().executionsCount())
 

@@ -214,6 +214,10 @@ def rss(results: dict[str, Any]) -> dict[str, Any]:
             "wall": [r["wall_s"] for r in runs],
             "n": [r.get("queries") or r.get("params", {}).get("n") for r in runs],
             "samples": [r["rss_samples_mb"] for r in runs],
+            "helper_start": [r["helper_rss_start_mb"] for r in runs
+                             if r.get("helper_rss_start_mb") is not None],
+            "helper_end": [r["helper_rss_after_flush_mb"] for r in runs
+                           if r.get("helper_rss_after_flush_mb") is not None],
         }
         # Linear trend of RSS against queries (MB per 1,000), and the growth it projects
         # for 10,000 queries when a time-budgeted run did fewer.
@@ -464,7 +468,11 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
                    + (f" (projected: {_f(_med(mem['with']['growth']), 1)} MB measured over "
                       f"{_med([n for n in mem['with']['n'] if n])} queries, trend "
                       f"{_f(_med(mem['with']['per_1000']), 2)} MB per 1,000)"
-                      if mem["with"]["projected"] else ""),
+                      if mem["with"]["projected"] else "")
+                   + (f"; the delivery helper process, in its own process: "
+                      f"{_f(_med(mem['with']['helper_start']), 1)} MB resident at the start, "
+                      f"{_f(_med(mem['with']['helper_end']), 1)} MB at the end"
+                      if mem["with"]["helper_start"] and mem["with"]["helper_end"] else ""),
                    None if rss_with is None else rss_with <= 20.0),
         "dropped": (f"{drop_total} (all queues, {drop_runs} runs)", drop_total == 0
                     if drop_runs else None),

@@ -404,6 +404,8 @@ class ManyQueries(Workload):
         import psutil
 
         proc = psutil.Process()
+        helper = common.helper_process()  # the plugin's delivery helper, if it has one
+        helper0 = common.rss_mb(helper)
         n = int(ctx.params.get("n", 10_000))
         if not ctx.plugin:
             n = int(ctx.params.get("n_without", n))
@@ -436,6 +438,8 @@ class ManyQueries(Workload):
             "rss_end_mb": rss_end,
             "rss_after_flush_mb": rss_flushed,
             "rss_growth_mb": rss_flushed - samples[0][1],
+            "helper_rss_start_mb": helper0,
+            "helper_rss_after_flush_mb": common.rss_mb(helper),
             "flush_ok": flushed,
             "jvm_heap_start_mb": heap0,
             "jvm_heap_end_mb": _jvm_heap_used_mb(ctx.spark),
