@@ -549,7 +549,8 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
             f"{_f(fig['ratio'], 3)} |")
     for name, fig in (("200 small parquet writes", small), ("2,000-task job", big)):
         if fig["cpu_without"] and fig["cpu_with"]:
-            add(f"| {name}: CPU of the timed region (driver JVM + driver Python) | "
+            add(f"| {name}: CPU of the timed region (driver JVM + driver Python + delivery "
+                f"helper) | "
                 f"{len(fig['cpu_without'])} / {len(fig['cpu_with'])} | "
                 f"{_mmm(fig['cpu_without'], 2, ' s')} | {_mmm(fig['cpu_with'], 2, ' s')} | "
                 f"{_f(fig['cpu_ratio'], 3)} |")
@@ -564,7 +565,8 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
             "includes the wait for its last write's delivery. Octet ratios (sum of B / sum of A): "
             + ", ".join(_f(x, 3) for x in ab["ratios"])
             + f"; ratio of the side sums {_f(ab['sum_ratio'], 3)}. CPU of the driver's Python "
-            f"process per write: {_f(ab['cpu_py_without'], 2)} ms without, "
+            f"(its process and the plugin's delivery helper) per write: "
+            f"{_f(ab['cpu_py_without'], 2)} ms without, "
             f"{_f(ab['cpu_py_with'], 2)} ms with; the collector (nice 19) used "
             f"{_f(ab['collector_s'], 2)} s in the run.")
         add("")
