@@ -201,15 +201,29 @@ def test_the_helper_finishes_the_work_of_a_driver_that_exits_without_closing(
         for i in range(1, 51):
             delivery.submit(wire.Transformation(task_id="app-helper", tf_id=i,
                                                 output_name="db.t", inputs={{}}, query_str="q"))
-        print(delivery.helper_pid, flush=True)
+        # a forked process that outlives the driver (a pool worker) holds no copy of the
+        # helper's socket: the helper still sees the driver's end
+        worker = os.fork()
+        if worker == 0:
+            import time
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):  # the test waits for the driver's output to end
+                os.dup2(devnull, fd)
+            time.sleep(60)
+            os._exit(0)
+        print(delivery.helper_pid, worker, flush=True)
         os._exit(0)
     """)
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=60, check=True)
-    helper_pid = int(out.stdout.strip())
-    assert wait_until(lambda: len(received_tf_ids(collector)) == 50, 20.0)
-    assert received_tf_ids(collector) == list(range(1, 51))
-    assert wait_until(lambda: not pid_alive(helper_pid), 10.0)
+    helper_pid, worker_pid = (int(x) for x in out.stdout.split())
+    try:
+        assert wait_until(lambda: len(received_tf_ids(collector)) == 50, 20.0)
+        assert received_tf_ids(collector) == list(range(1, 51))
+        assert pid_alive(worker_pid)
+        assert wait_until(lambda: not pid_alive(helper_pid), 10.0)
+    finally:
+        os.kill(worker_pid, signal.SIGKILL)
 
 
 def test_the_helpers_log_lines_reach_the_drivers_logging(tmp_path: Any, caplog: Any) -> None:

@@ -495,8 +495,16 @@ class ProcessDelivery:
     def _after_fork(self) -> None:
         # Locks held by a thread of the parent at fork time would stay locked here; the
         # socket is the parent's: this process gets a fallback of its own when it submits.
+        # Its copy of the socket is closed, so that the helper still sees the end of its
+        # input when the parent dies while this process lives on (a pool worker).
         self._init_locks()
         self._fallback = None
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                os.close(sock.detach())  # this process's descriptor; the parent's stays
+            except OSError:
+                pass
 
 
 def _log_again(fields: dict[str, Any]) -> None:
