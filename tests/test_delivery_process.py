@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from typing import Any
 
@@ -96,6 +97,9 @@ def test_reports_are_sent_from_another_process_in_order(collector: Any, tmp_path
     assert delivery.close(3.0) is True
     assert wait_until(lambda: not pid_alive(pid), 5.0)
     assert delivery.describe() == collector.url
+    # nothing of it is left in the driver: its reader and writer threads end too
+    assert wait_until(lambda: not [t for t in threading.enumerate()
+                                   if t.name.startswith("definity-spark.delivery-")], 5.0)
 
 
 def test_the_token_is_not_in_the_helpers_command_line_or_environment(

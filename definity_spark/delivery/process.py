@@ -344,9 +344,9 @@ class ProcessDelivery:
                 timed_out = False
                 with self._lock:
                     while True:
-                        if self._state == _FALLBACK or self._sock is None:
-                            return
-                        if self._state == _READY and self._pending and not self._broken:
+                        if self._state == _FALLBACK or self._sock is None or self._broken:
+                            return  # (closed, or the child gone: the reader hands over)
+                        if self._state == _READY and self._pending:
                             break
                         if self._state == _STARTING:
                             left = ready_by - time.monotonic()
