@@ -51,7 +51,6 @@ from typing import Any
 
 from definity_spark._internal import contained
 from definity_spark.delivery.file import FileTransport
-from definity_spark.delivery.http import HttpTransport
 from definity_spark.delivery.spool import (
     ReplayReport,
     Spool,
@@ -347,6 +346,9 @@ def make_transport(settings: Any, abort: threading.Event | None = None) -> Trans
     """The transport for these settings: ``http`` when a server is configured, else
     ``file`` (the JSONL events file)."""
     if settings.server_url:
+        # (imported here: with the helper process, the driver never loads the HTTP stack)
+        from definity_spark.delivery.http import HttpTransport
+
         return HttpTransport(
             settings.server_url, settings.token, timeout=settings.server_timeout,
             attempts=settings.server_attempts, attempt_sleep=settings.server_attempt_sleep,
@@ -370,12 +372,22 @@ def make_local_delivery(settings: Any) -> Delivery:
     """A delivery whose worker thread runs in this process."""
     abort = threading.Event()
     transport = make_transport(settings, abort)
-    spool = Spool(settings.spool_dir) if isinstance(transport, HttpTransport) else None
+    spool = Spool(settings.spool_dir) if transport.kind == "http" else None
     delivery = Delivery(transport, spool, queue_size=settings.queue_size, abort=abort)
     if spool is not None and settings.replay_spool:
         with contained("delivery.background_replay"):
             start_background_replay(settings, abort)
     return delivery
+
+
+def __getattr__(name: str) -> Any:
+    # ``from definity_spark.delivery import HttpTransport`` still works, without loading
+    # urllib3 and ssl for the processes that never send (the driver, with the helper)
+    if name == "HttpTransport":
+        from definity_spark.delivery.http import HttpTransport
+
+        return HttpTransport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
