@@ -327,7 +327,9 @@ class Delivery:
                 self._stats["lost"] += n
 
 
-_deliveries: weakref.WeakSet[Delivery] = weakref.WeakSet()
+# Deliveries of this process (``Delivery`` and ``process.ProcessDelivery``), reset in a
+# forked child.
+_deliveries: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def _reset_deliveries_after_fork() -> None:

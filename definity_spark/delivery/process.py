@@ -59,11 +59,13 @@ import subprocess
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 from definity_spark._internal import contained, set_thread_nice
+from definity_spark.delivery import STAT_KEYS, _deliveries, make_local_delivery
+from definity_spark.delivery.file import FileTransport
+from definity_spark.wire import RawPayload
 
 log = logging.getLogger("definity_spark.delivery")
 
@@ -144,7 +146,7 @@ class ProcessDelivery:
         self._describe = _describe(settings)
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
-        _process_deliveries.add(self)
+        _deliveries.add(self)  # reset in a forked child (_after_fork)
         try:
             self._spawn()
         except Exception as exc:  # noqa: BLE001 - any failure to start means the fallback
@@ -252,8 +254,6 @@ class ProcessDelivery:
 
     def stats(self) -> dict[str, int]:
         """The helper's counts (asked for now, or the last known) plus this side's."""
-        from definity_spark.delivery import STAT_KEYS
-
         if self._state == _READY and not self._closed and os.getpid() == self._pid:
             self._request(b"T", time.monotonic() + STATS_TIMEOUT, {})
         with self._lock:
@@ -476,8 +476,6 @@ class ProcessDelivery:
     def _fallback_delivery(self) -> Any:
         with self._fallback_lock:
             if self._fallback is None:
-                from definity_spark.delivery import make_local_delivery
-
                 self._fallback = make_local_delivery(self.settings)
             return self._fallback
 
@@ -514,10 +512,14 @@ def _log_again(fields: dict[str, Any]) -> None:
         logger.handle(logging.makeLogRecord(fields))
 
 
+def _payload(body: bytes) -> RawPayload:
+    """The payload in the body of a ``P`` frame."""
+    endpoint, _, text = body.partition(b"\n")
+    return RawPayload(endpoint=endpoint.decode(), body=json.loads(text))
+
+
 def _payloads_of(data: bytes) -> list[Any]:
     """The payloads in frames that were not written (for the fallback)."""
-    from definity_spark.wire import RawPayload
-
     out = []
     stream = io.BytesIO(data)
     while True:
@@ -526,8 +528,7 @@ def _payloads_of(data: bytes) -> list[Any]:
             return out
         kind, body = frame
         if kind == b"P":
-            endpoint, _, text = body.partition(b"\n")
-            out.append(RawPayload(endpoint=endpoint.decode(), body=json.loads(text)))
+            out.append(_payload(body))
 
 
 def _left(deadline: float) -> float:
@@ -535,30 +536,16 @@ def _left(deadline: float) -> float:
 
 
 def _describe(settings: Any) -> str:
+    """Until the helper says (its transport's own ``describe()``)."""
     if settings.server_url:
         return str(settings.server_url)
-    return str(settings.events_file or "the events file")
+    return FileTransport(settings.events_file, settings.spool_dir).describe()
 
 
 def available() -> bool:
     """Whether this platform can run the helper: a socket send that neither blocks nor
     raises SIGPIPE (Linux)."""
     return bool(_SEND_FLAGS) and bool(sys.executable)
-
-
-_process_deliveries: weakref.WeakSet[ProcessDelivery] = weakref.WeakSet()
-
-
-def _reset_after_fork() -> None:
-    for delivery in list(_process_deliveries):
-        try:
-            delivery._after_fork()
-        except Exception:  # pragma: no cover - never break a fork
-            pass
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 # ====================================================================== the helper's side
@@ -624,9 +611,6 @@ def main() -> None:
     root.setLevel(int(start.get("log_level", logging.WARNING)))
     root.addHandler(_SocketLogHandler(send))
     root.propagate = False
-    from definity_spark.delivery import make_local_delivery
-    from definity_spark.wire import RawPayload
-
     delivery = make_local_delivery(settings)
 
     def reply(request: dict[str, Any], ok: bool) -> None:
@@ -645,8 +629,7 @@ def main() -> None:
                 break
             kind, body = frame
             if kind == b"P":
-                endpoint, _, data = body.partition(b"\n")
-                delivery.submit(RawPayload(endpoint=endpoint.decode(), body=json.loads(data)))
+                delivery.submit(_payload(body))
                 continue
             request = json.loads(body)
             if kind == b"T":
