@@ -190,7 +190,8 @@ def _activate(spark: Any, overrides: Mapping[str, Any], require_enabled: bool) -
         if session_id not in runtime.observers:
             from definity_spark.spark.observer import SessionObserver
 
-            observer = SessionObserver(session, runtime.settings, runtime.reporter)
+            helper = runtime.delivery if hasattr(runtime.delivery, "attach") else None
+            observer = SessionObserver(session, runtime.settings, runtime.reporter, helper)
             observer.start()
             runtime.observers[session_id] = observer
         elif not require_enabled:

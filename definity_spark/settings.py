@@ -217,6 +217,20 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "work never holds the interpreter lock the application's statements wait for "
        "(Linux; elsewhere, or if the helper cannot start, delivery runs in the driver). "
        "`false`: always in the driver."),
+    _S("helper_idle", "spark.definity.delivery.idlePriority",
+       "DEFINITY_DELIVERY_IDLE_PRIORITY", BOOL, True,
+       "Run the helper process of `spark.definity.delivery.process` in Linux's idle "
+       "scheduling class (`SCHED_IDLE`): it gets a core when the job leaves one idle, "
+       "and on a driver whose cores are all busy its reports wait (they are sent or "
+       "spooled at the end as usual). `false`: the driver's nice value + 10."),
+    _S("extraction_process", "spark.definity.extraction.process",
+       "DEFINITY_EXTRACTION_PROCESS", BOOL, False,
+       "Also read and classify the queries in the helper process of "
+       "`spark.definity.delivery.process`: it connects to the driver's JVM through py4j "
+       "and takes over from the driver once the JVM listener is in place, so that the "
+       "driver's interpreter does no per-query work beyond handing each callback over "
+       "(Linux; needs the delivery helper and the JVM listener; if either is missing or "
+       "the helper dies, extraction runs in the driver)."),
     _S("ca_bundle", "spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE", PATH, None,
        "CA bundle (PEM file or directory) used to verify the server's TLS certificate; "
        "must exist.", doc_default="the system / `requests` CAs", must_exist=True),
@@ -304,6 +318,8 @@ class Settings:
     jvm_reader: bool = True
     thread_nice: int = 0
     delivery_process: bool = True
+    helper_idle: bool = True
+    extraction_process: bool = False
     ca_bundle: str | None = None
     verify_tls: bool = True
     replay_spool: bool = False

@@ -66,6 +66,10 @@ class TaskReporter:
         self._read_actions = 0
         self._partial = 0
         self._extra_task_metrics: dict[str, float] = {}
+        # the delivery helper numbers the transformations (number_in); after it died,
+        # numbering here continues after _lost_upper
+        self._remote: Any = None
+        self._lost_upper = 0
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -96,6 +100,7 @@ class TaskReporter:
             if self._ended or not self._started:
                 return False
             self._ended = True
+            self._counts_from_helper()
             task_metrics = {
                 M_TRANSFORMATIONS: self._tf_id,
                 M_FAILED_QUERIES: self._failed_queries,
@@ -120,12 +125,15 @@ class TaskReporter:
                 log.warning("definity-spark: a write to %s finished after the task ended; "
                             "not reported", lineage.output.name)
                 return
-            self._tf_id += 1
-            tf_id = self._tf_id
             if lineage.partial:
                 self._partial += 1
+            if self._remote is not None and \
+                    self._remote.submit_group(build_payloads(self.task_id, 0, lineage)):
+                return  # numbered in the helper
+            self._sync_numbering()
+            self._tf_id += 1
             # together: through the helper process, one write to its socket
-            self.delivery.submit_many(build_payloads(self.task_id, tf_id, lineage))
+            self.delivery.submit_many(build_payloads(self.task_id, self._tf_id, lineage))
 
     def on_query_failed(self, func_name: str, error: str) -> None:
         with self._lock:
@@ -136,6 +144,64 @@ class TaskReporter:
     def on_read(self, func_name: str, inputs: Sequence[InputLineage]) -> None:
         with self._lock:
             self._read_actions += 1
+
+    # ----------------------------------------------------------------- the helper numbers
+    def number_in(self, helper: Any) -> None:
+        """Hand the numbering of this task's transformations to the delivery helper
+        (extraction in the helper, spark/helper.py); once."""
+        with contained("task.number_in"), self._lock:
+            if self._remote is not None or self._ended:
+                return
+            fields = {"task_id": self.task_id, "app_name": self.app_name,
+                      "task_name": self.task_name, "env": self.env, "app_pit": self.app_pit,
+                      "tags": self.tags or None, "tf": self._tf_id}
+            if helper.take_numbering(self, fields):
+                self._remote = helper
+
+    def numbering_lost(self, upper: int) -> None:
+        """The helper died: numbering continues here after ``upper`` (no lock: called
+        while the helper's delivery hands over, which a writer may be waiting for)."""
+        self._lost_upper = max(self._lost_upper, int(upper))
+        self._remote = None
+
+    def continue_from(self, tf_id: int) -> None:
+        """In the helper: the driver numbered up to ``tf_id``; the task has started."""
+        with self._lock:
+            self._tf_id = max(self._tf_id, tf_id)
+            self._started = True
+
+    def on_group(self, bodies: list[Any]) -> None:
+        """In the helper: one write of the driver (``[endpoint, body]``, ``tf_id`` 0)."""
+        from definity_spark.delivery.process import numbered
+
+        with contained("task.on_group"), self._lock:
+            self._tf_id += 1
+            self.delivery.submit_many(numbered(bodies, self._tf_id))
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            return {"tf": self._tf_id, "failed": self._failed_queries,
+                    "reads": self._read_actions, "partial": self._partial}
+
+    def _sync_numbering(self) -> None:
+        if self._remote is None and self._lost_upper > self._tf_id:
+            self._tf_id = self._lost_upper
+
+    def _counts_from_helper(self) -> None:
+        """Before the task end (lock held): the helper's counts join this side's."""
+        remote = self._remote
+        if remote is not None:
+            counts = None
+            with contained("task.helper_counts"):
+                counts = remote.task_counts(5.0)
+            if counts is not None:
+                self._tf_id = max(self._tf_id, int(counts.get("tf", 0)))
+                self._failed_queries += int(counts.get("failed", 0))
+                self._read_actions += int(counts.get("reads", 0))
+                self._partial += int(counts.get("partial", 0))
+                return
+            self._remote = None
+        self._sync_numbering()
 
     # ----------------------------------------------------------------- internals
     def _submit(self, payload: Any) -> None:

@@ -309,8 +309,10 @@ def test_payloads_submitted_together_arrive_in_order_and_survive_a_fallback(
     assert stuck.stats()["sent"] == 5 and delivery.stats()["sent"] == 3
 
 
-def test_the_helper_runs_below_the_drivers_priority(collector: Any, tmp_path: Any) -> None:
-    delivery = make_delivery(make_settings(tmp_path, collector.url))
+@pytest.mark.parametrize("idle", [True, False])
+def test_the_helper_runs_below_the_drivers_priority(collector: Any, tmp_path: Any,
+                                                    idle: bool) -> None:
+    delivery = make_delivery(make_settings(tmp_path, collector.url, helper_idle=idle))
     try:
         assert delivery.submit(tfs(1)[0]) is True
         assert delivery.flush(5.0) is True  # ready: it has set its priority
@@ -318,8 +320,14 @@ def test_the_helper_runs_below_the_drivers_priority(collector: Any, tmp_path: An
         assert pid is not None
         driver = os.getpriority(os.PRIO_PROCESS, 0)
         assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, driver + process_mod.HELPER_NICE)
+        # idle (default): the idle scheduling class, for every thread of the helper
+        want = os.SCHED_IDLE if idle else os.SCHED_OTHER
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            assert os.sched_getscheduler(int(tid)) == want
+        assert delivery.stats()["sent"] == 1
     finally:
         delivery.close(3.0)
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the driver's own: untouched
 
 
 def test_the_driver_does_not_load_the_http_stack(collector: Any, tmp_path: Any) -> None:

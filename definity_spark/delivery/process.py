@@ -146,6 +146,15 @@ class ProcessDelivery:
         self._describe = _describe(settings)
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
+        # extraction in the helper (spark/helper.py): the observers whose callbacks it
+        # reads (by session key), the reporter whose numbering it took over, and what
+        # numbering here continues after if it dies (see _to_fallback)
+        self._observers: dict[int, Any] = {}
+        self._numbering: Any = None
+        self._tf_base = 0
+        self._callbacks_written = 0  # Q frames
+        self._groups_written = 0  # W frames
+        self._tf_next = 0
         _deliveries.add(self)  # reset in a forked child (_after_fork)
         try:
             self._spawn()
@@ -277,6 +286,89 @@ class ProcessDelivery:
             return None
         return proc.pid
 
+    # ------------------------------------------------------------------ extraction there
+    def take_numbering(self, reporter: Any, fields: dict[str, Any]) -> bool:
+        """The helper numbers the task's transformations from now on, after
+        ``fields["tf"]`` (``N``); ``reporter`` sends its writes as ``submit_group``."""
+        with self._lock:
+            if not self._usable():
+                return False
+            self._numbering = reporter
+            self._tf_base = int(fields["tf"])
+            self._enqueue(_frame(b"N", json.dumps(fields).encode()))
+            return True
+
+    def submit_group(self, payloads: Sequence[Any]) -> bool:
+        """One write's payloads (``tf_id`` 0), numbered in the helper. False: the helper is
+        gone, and the caller numbers them (its ``numbering_lost`` was called)."""
+        with contained("delivery.submit_group"):
+            body = json.dumps([[p.endpoint, p.to_json()] for p in payloads],
+                              separators=(",", ":"), ensure_ascii=False).encode()
+            with self._lock:
+                if self._usable():
+                    self._count("submitted", len(payloads))
+                    self._enqueue(_frame(b"W", body), len(payloads))
+                    return True
+        with self._fallback_lock:  # a hand-over in progress ends first
+            return False
+
+    def attach(self, observer: Any, args: dict[str, Any],
+               timeout: float = START_TIMEOUT) -> bool:
+        """Let the helper read a session's callbacks (``O``); True once it can."""
+        deadline = time.monotonic() + timeout
+        key = int(args["key"])
+        with self._lock:
+            while self._state == _STARTING and time.monotonic() < deadline:
+                self._changed.wait(0.1)
+            if not self._usable() or self._state != _READY:
+                return False
+            self._observers[key] = observer
+        reply = self._request(b"O", deadline, args)
+        if reply.get("ok") is True:
+            return True
+        self._observers.pop(key, None)
+        log.info("definity-spark: queries are read in the driver: the helper could not "
+                 "(%s)", reply.get("error") or "no answer")
+        return False
+
+    def forward(self, key: int | None, text: str) -> bool:
+        """One answer of the JVM listener for the helper to read (``Q``). False: the
+        helper is gone (read it here)."""
+        data = _frame(b"Q", f"{key}\n{text}".encode())
+        with self._lock:
+            if not self._usable():
+                return False
+            if len(self._pending) >= WAITING_LIMIT:
+                self._count("callbacks_lost")
+                return True
+            self._enqueue(data)
+            return True
+
+    def detach(self, key: int | None, timeout: float) -> dict[str, Any]:
+        """The helper reads what it was given of the session and stops reading it."""
+        try:
+            return self._request(b"Z", time.monotonic() + timeout,
+                                 {"key": key, "timeout": max(0.0, timeout - 0.5)})
+        finally:
+            self._observers.pop(key, None)  # type: ignore[arg-type]
+
+    def task_counts(self, timeout: float) -> dict[str, Any] | None:
+        """The helper's counts of the task (``K``: tf, failed, reads, partial)."""
+        reply = self._request(b"K", time.monotonic() + timeout, {})
+        return reply if reply.get("ok") is True else None
+
+    def _usable(self) -> bool:
+        return (os.getpid() == self._pid and self._state != _FALLBACK and not self._closed
+                and not self._broken)
+
+    def _enqueue(self, data: bytes, payloads: int = 0) -> None:
+        """Write a frame, or queue it behind those waiting (lock held)."""
+        if self._state == _READY and not self._pending:
+            self._write(data, 0, payloads)
+        else:
+            self._pending.append([data, 0, payloads])
+            self._changed.notify_all()
+
     # ------------------------------------------------------------------ closing
     def _close(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -332,6 +424,10 @@ class ProcessDelivery:
                     break
             if offset == len(data):
                 self._written += payloads
+                if data[:1] == b"Q":
+                    self._callbacks_written += 1
+                elif data[:1] == b"W":
+                    self._groups_written += 1
                 return
         self._pending.appendleft([data, offset, payloads])
         self._changed.notify_all()
@@ -434,6 +530,11 @@ class ProcessDelivery:
                         waiter[0].set()
                 elif kind == b"L":
                     _log_again(message)
+                elif kind == b"M":
+                    observer = self._observers.get(message.get("key"))
+                    if observer is not None:
+                        with contained("delivery.process.mark"):
+                            observer.helper_mark(int(message["n"]), message.get("stats") or {})
         code: int | None = None
         with contained("delivery.process.exit"):
             code = proc.wait(5.0)
@@ -471,7 +572,36 @@ class ProcessDelivery:
                         "reports are sent from the driver's process from now on%s", why,
                         f"; at most {unconfirmed} report(s) it had accepted may be lost"
                         if unconfirmed else "")
-            self._to_fallback_delivery(_payloads_of(b"".join(waiting)))
+            # Numbering here continues after every number the helper could have given:
+            # each callback or write it was sent is at most one transformation.
+            self._tf_next = self._tf_base + self._callbacks_written + self._groups_written
+            texts = self._hand_over(b"".join(waiting))
+            if self._numbering is not None:
+                with contained("delivery.process.numbering"):
+                    self._numbering.numbering_lost(self._tf_next)
+            for key, observer in list(self._observers.items()):
+                with contained("delivery.process.observer_lost"):
+                    observer.helper_lost(texts.get(key, []))
+            self._observers.clear()
+
+    def _hand_over(self, data: bytes) -> dict[int, list[str]]:
+        """Frames the helper did not get, in order: payloads to the fallback, writes
+        numbered here; the callbacks, by session key, for the observers to read."""
+        texts: dict[int, list[str]] = {}
+        stream = io.BytesIO(data)
+        while True:
+            frame = _read_frame(stream)
+            if frame is None:
+                return texts
+            kind, body = frame
+            if kind == b"P":
+                self._to_fallback_delivery([_payload(body)])
+            elif kind == b"W":
+                self._tf_next += 1
+                self._to_fallback_delivery(numbered(json.loads(body), self._tf_next))
+            elif kind == b"Q":
+                key, _, text = body.decode().partition("\n")
+                texts.setdefault(int(key), []).append(text)
 
     def _fallback_delivery(self) -> Any:
         with self._fallback_lock:
@@ -516,6 +646,16 @@ def _payload(body: bytes) -> RawPayload:
     """The payload in the body of a ``P`` frame."""
     endpoint, _, text = body.partition(b"\n")
     return RawPayload(endpoint=endpoint.decode(), body=json.loads(text))
+
+
+def numbered(bodies: Sequence[Any], tf_id: int) -> list[RawPayload]:
+    """The payloads of one write (``[endpoint, body]`` pairs) with their ``tf_id``."""
+    out = []
+    for endpoint, body in bodies:
+        if "tf_id" in body:
+            body["tf_id"] = tf_id
+        out.append(RawPayload(endpoint=endpoint, body=body))
+    return out
 
 
 def _payloads_of(data: bytes) -> list[Any]:
@@ -607,6 +747,10 @@ def main() -> None:
     set_thread_nice(settings.thread_nice)  # the worker thread lowers itself by this much
     with contained("delivery.process.nice"):
         os.nice(HELPER_NICE)
+    if getattr(settings, "helper_idle", False):
+        with contained("delivery.process.sched_idle"):
+            # before any thread starts: every thread of the helper inherits it
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     root = logging.getLogger("definity_spark")
     root.setLevel(int(start.get("log_level", logging.WARNING)))
     root.addHandler(_SocketLogHandler(send))
@@ -621,6 +765,12 @@ def main() -> None:
         with contained("delivery.process.flush"):
             reply(request, bool(delivery.flush(float(request.get("timeout", 0.0)))))
 
+    extraction: Any = None  # spark/helper.py, imported with the first frame for it
+
+    def answer(request: dict[str, Any], fields: dict[str, Any]) -> None:
+        with contained("delivery.process.answer"):
+            send(b"R", dict(fields, id=request.get("id")))
+
     send(b"Y", {"describe": delivery.describe()})
     try:
         while True:
@@ -631,13 +781,33 @@ def main() -> None:
             if kind == b"P":
                 delivery.submit(_payload(body))
                 continue
+            if kind in (b"Q", b"W"):
+                if extraction is not None:
+                    with contained("delivery.process.extraction"):
+                        (extraction.take if kind == b"Q" else extraction.group)(body)
+                continue
             request = json.loads(body)
-            if kind == b"T":
+            if kind in (b"N", b"O", b"Z", b"K"):
+                if extraction is None:
+                    from definity_spark.spark.helper import HelperExtraction
+
+                    extraction = HelperExtraction(settings, delivery, send)
+                if kind == b"N":
+                    extraction.numbering(request)
+                elif kind == b"O":
+                    answer(request, extraction.attach(request))
+                elif kind == b"Z":
+                    answer(request, extraction.detach(request))
+                else:
+                    answer(request, extraction.counts())
+            elif kind == b"T":
                 reply(request, True)
             elif kind == b"F":
                 threading.Thread(target=flush, args=(request,), daemon=True,
                                  name="definity-spark.helper-flush").start()
             elif kind == b"C":
+                if extraction is not None:
+                    extraction.close(float(request.get("timeout", 0.0)) / 2)
                 reply(request, bool(delivery.close(float(request.get("timeout", 0.0)))))
                 # A request still in flight may yet be taken by the server: wait for its
                 # answer (the spool then marks it sent), and tell the driver the counts.
@@ -648,6 +818,8 @@ def main() -> None:
         delivery.close(min(1.0, float(settings.flush_timeout)))
         return
     # The driver went away without a close: deliver what is queued, spool the rest.
+    if extraction is not None:
+        extraction.close(0.0)
     delivery.close(float(settings.flush_timeout))
 
 

@@ -52,6 +52,10 @@ class NestedWrites:
         # ids created before it, for the same target, it is that command's nested write
         self._held: list[Outcome] = []
 
+    def idle(self) -> bool:
+        """Nothing is waiting for a later callback."""
+        return not self._pending and not self._held
+
     def feed(self, outcome: Outcome) -> list[Outcome]:
         """Take one callback's outcome; return the outcomes that are final now."""
         released: list[Outcome] = []

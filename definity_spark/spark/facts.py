@@ -243,6 +243,10 @@ class FactReader:
                     logger.debug("gatherer: no eager reads: %s", exc)
         return self._gatherer or None
 
+    def use_gatherer(self, g: Any) -> None:
+        """Read with a gatherer built elsewhere (the driver's, in the helper process)."""
+        self._gatherer = g
+
     def _gathered(self, phase: str, call: Any) -> str | None:
         """One gatherer call, or None (then the phase is read through py4j)."""
         try:

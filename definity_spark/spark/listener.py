@@ -141,8 +141,12 @@ class Py4jTuning:
         self._seen_connection: Any = None
         self._lock = threading.Lock()
 
-    def server_connections(self) -> None:
+    def server_connections(self, force: bool = False) -> None:
+        """``force``: look at every connection again (another process's is new)."""
         with contained("py4j.nodelay"), self._lock:
+            if force:
+                self._seen_count = -1
+                self._seen_connection = None
             server = getattr(self._gw, "java_gateway_server", None)
             if server is None:
                 return

@@ -58,6 +58,7 @@ PUMP_WAIT_MS = 1000  # the pump's longest wait in the JVM (how soon it sees a st
 # callback (the worker asks for it again when it gets there): memory stays bounded by
 # EAGER_BACKLOG plans, not by the hand-off queue's size.
 EAGER_BACKLOG = 32
+RELEASE_BATCH = 16  # in the helper: callbacks done with, released in one py4j call
 
 
 class _Mark:
@@ -84,8 +85,13 @@ def _setting(settings: Any, name: str, default: Any) -> Any:
 class SessionObserver:
     """Observe one SparkSession; see the module docstring."""
 
-    def __init__(self, spark: Any, settings: Any, sink: Any):
-        if getattr(spark, "_jsparkSession", None) is not None:  # a pyspark SparkSession
+    def __init__(self, spark: Any, settings: Any, sink: Any, helper: Any = None,
+                 gateway: Any = None):
+        if gateway is not None:  # in the helper process: the session by reference
+            self._jsession = spark
+            self._gateway = gateway
+            self._jsc = None
+        elif getattr(spark, "_jsparkSession", None) is not None:  # a pyspark SparkSession
             self._jsession = spark._jsparkSession
             self._gateway = spark.sparkContext._gateway
             self._jsc = spark.sparkContext._jsc
@@ -147,6 +153,19 @@ class SessionObserver:
         self.cross_check = False
         self.fact_mismatches: list[dict[str, Any]] = []
         self._py4j_reader: FactReader | None = None
+        # extraction in the helper process (``spark.definity.extraction.process``): the
+        # ProcessDelivery that takes the JVM listener's callbacks once ``_forwarding``
+        self._helper = helper if _setting(settings, "extraction_process", False) else None
+        self._remote_wanted = False  # attached: forward once nothing is held here
+        self._forwarding = False
+        self._local_items = 0  # callbacks the pump is putting into the local queue
+        self._last_mark = 0
+        self._session_ref: Any = None  # the session's py4j reference the helper uses
+        self.helper_key: int | None = None
+        self.remote_stats: dict[str, Any] = {}  # the helper's observer's, at its last mark
+        # in the helper process: called with each mark's number once it is processed
+        self.on_mark: Callable[[int], None] | None = None
+        self._in_helper = False
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> bool:
@@ -191,6 +210,7 @@ class SessionObserver:
                 logger.debug("listener bus did not drain: %s", exc)
             # after everything received so far: make held writes final
             n = next(self._marks)
+            self._last_mark = n
             with self._swap_lock:
                 left = max(0.0, deadline - time.monotonic())
                 if self._jvm_listener is not None:  # after the callbacks the JVM queued
@@ -260,31 +280,181 @@ class SessionObserver:
                 text = g.next(PUMP_WAIT_MS, release)
                 if text is None:
                     continue
-                line, _, phases = str(text).partition("\n")
-                d = json.loads(line)
-                if "mark" in d:
-                    item: Any = _Mark(int(d["mark"]))
-                else:
-                    self._jvm_dropped = int(d["dropped"])
-                    eager = None
-                    if phases:  # both reading phases came with it (FactGatherer.setEager)
-                        begun, _, finished = phases.partition("\n")
-                        backlog = self._queue.qsize() >= EAGER_BACKLOG
-                        eager = (begun, None if backlog or not finished else finished)
-                    item = _listener.Callback(
-                        str(d["func"]), _listener.SeqRef(g, int(d["seq"])), d["duration_ns"],
-                        d["error"], time.monotonic(), int(d["qe_id"]), eager)
-                while not self._pump_stop:  # the worker is behind: wait, the JVM queue holds
-                    try:
-                        self._queue.put(item, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
+                text = str(text)
+                if self._forward(text):
+                    continue
+                try:
+                    item = self._callback_of(text, g)
+                    while not self._pump_stop:  # the worker is behind: the JVM queue holds
+                        try:
+                            self._queue.put(item, timeout=0.5)
+                            break
+                        except queue.Full:
+                            continue
+                finally:
+                    with self._lock:
+                        self._local_items -= 1
         except Exception as exc:  # noqa: BLE001 - the JVM went away (SparkContext stopped)
             if not self._pump_stop:
                 logger.info("definity-spark: the query callbacks of this session are no "
                             "longer taken from the JVM (%s: %s)", type(exc).__name__,
                             str(exc)[:200])
+
+    def _callback_of(self, text: str, g: Any) -> Any:
+        """The hand-off queue's item for one answer of ``FactGatherer.next``."""
+        line, _, phases = text.partition("\n")
+        d = json.loads(line)
+        if "mark" in d:
+            return _Mark(int(d["mark"]))
+        self._jvm_dropped = int(d["dropped"])
+        eager = None
+        if phases:  # both reading phases came with it (FactGatherer.setEager)
+            begun, _, finished = phases.partition("\n")
+            backlog = self._queue.qsize() >= EAGER_BACKLOG
+            eager = (begun, None if backlog or not finished else finished)
+        return _listener.Callback(
+            str(d["func"]), _listener.SeqRef(g, int(d["seq"])), d["duration_ns"],
+            d["error"], time.monotonic(), int(d["qe_id"]), eager)
+
+    # -- extraction in the helper process -------------------------------------------------
+    def _forward(self, text: str) -> bool:
+        """The pump: hand one answer of the JVM listener to the helper (True), or count it
+        as going into the local queue (False)."""
+        with self._lock:
+            helper = self._helper if self._forwarding else None
+            if helper is None:
+                self._local_items += 1
+                return False
+        if helper.forward(self.helper_key, text):
+            return True
+        # the helper is gone (helper_lost() turns forwarding off): read it here
+        with self._lock:
+            self._local_items += 1
+        return False
+
+    def _attach_helper(self) -> None:
+        """On the worker, once the JVM listener is in place: let the helper read this
+        session's callbacks. It connects to this JVM through py4j with the gateway's own
+        address and secret (sent down the helper's socket, never in argv or environment),
+        and uses the gatherer and the session by their py4j references."""
+        helper, g = self._helper, self._jvm_listener
+        if helper is None:
+            return
+        if g is None:
+            self._helper = None
+            return
+        with contained("observer.helper_attach"):
+            params = self._gateway.gateway_parameters
+            self._session_ref = self._gateway.jvm.java.util.Objects.requireNonNull(
+                self._jsession)
+            self.helper_key = _listener.session_key(self._gateway, self._jsession)
+            hand_over = getattr(self._sink, "number_in", None)
+            if hand_over is not None:  # the helper numbers the task's transformations
+                hand_over(helper)
+            ok = helper.attach(self, {
+                "key": self.helper_key,
+                "gateway": {"address": params.address, "port": params.port,
+                            "token": params.auth_token},
+                "session": self._session_ref._target_id, "gatherer": g._target_id,
+                "budget_ms": self._reader.budget_ms,
+                "max_plan_nodes": self._reader.max_plan_nodes,
+                "want_reads": self._want_reads, "light_reads": self.light_reads,
+            })
+            if ok:
+                self._tuning.server_connections(force=True)  # the helper's connection
+                self._remote_wanted = True
+                logger.debug("definity-spark: callbacks of session %s are read in the helper",
+                             self.helper_key)
+                return
+        self._helper = None
+
+    def _maybe_forward(self) -> None:
+        """The worker, between callbacks: from now on the pump forwards, when nothing the
+        helper's order depends on is left here (queue empty, no nested write held)."""
+        if not self._remote_wanted or self._forwarding:
+            return
+        with self._lock:
+            if self._local_items == 0 and self._queue.empty() and not self._deferred \
+                    and self._nesting.idle():
+                self._forwarding = True
+
+    def helper_mark(self, n: int, stats: dict[str, Any]) -> None:
+        """The helper processed the mark ``n`` (its reader thread calls this)."""
+        with self._idle:
+            self._marks_done = max(self._marks_done, n)
+            if stats:
+                self.remote_stats = stats
+            self._idle.notify_all()
+
+    def helper_lost(self, texts: list[str]) -> None:
+        """The helper is gone: the callbacks it had not been given (``texts``) and later
+        ones are read here; marks sent to it count as done (what it held is lost)."""
+        with self._lock:
+            self._forwarding = False
+            self._remote_wanted = False
+            self._helper = None
+        g = self._jvm_listener
+        for text in texts:
+            with contained("observer.helper_lost"):
+                self._queue.put(self._callback_of(text, g), timeout=1.0)
+        with self._idle:
+            self._marks_done = max(self._marks_done, self._last_mark)
+            self._idle.notify_all()
+
+    def _detach_helper(self, timeout: float) -> None:
+        helper, key = self._helper, self.helper_key
+        if helper is None or not self._remote_wanted:
+            return
+        with contained("observer.helper_detach"):
+            reply = helper.detach(key, timeout)
+            if isinstance(reply.get("observer"), dict):
+                self.remote_stats = reply["observer"]
+        self._session_ref = None
+
+    # in the helper process ------------------------------------------------------------
+    def run_in_helper(self, g: Any, on_mark: Callable[[int], None]) -> None:
+        """In the helper: read the callbacks ``take`` is given, with ``g`` (the driver's
+        gatherer, by reference) as the reader's gatherer."""
+        self._in_helper = True
+        self.on_mark = on_mark
+        self._jvm_listener = g
+        self._reader.use_gatherer(g)
+        self._registered = True
+        self._ensure_worker()
+
+    def take(self, text: str) -> None:
+        """In the helper: one callback the driver's pump forwarded (waits when full)."""
+        item = self._callback_of(text, self._jvm_listener)
+        self._queue.put(item)
+
+    def stop_in_helper(self, timeout: float) -> None:
+        """In the helper: read what was forwarded, make held writes final, end."""
+        deadline = time.monotonic() + timeout
+        with contained("observer.helper_stop"):
+            self._queue.put(_Mark(0), timeout=timeout)
+            with self._idle:
+                while self._queue.unfinished_tasks > 0 or self._in_flight > 0:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._idle.wait(min(left, 0.05))
+            self._stopping = True
+            self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+            for outcome in self._nesting_flush():
+                self._dispatch(outcome)
+            self._send_releases(force=True)
+
+    def _send_releases(self, force: bool = False) -> None:
+        """In the helper: tell the JVM which callbacks are done (the pump does it in the
+        driver, with its next call)."""
+        if not self._in_helper or not self._releases:
+            return
+        if not force and len(self._releases) < RELEASE_BATCH:
+            return
+        with self._lock:
+            release, self._releases = ",".join(map(str, self._releases)), []
+        with contained("observer.release_seqs"):
+            self._jvm_listener.release(release)
 
     def _lower_jvm_thread(self, g: Any) -> None:
         """The JVM thread serving this Python thread's py4j calls runs at the same lower
@@ -310,6 +480,7 @@ class SessionObserver:
             g.mark(0, 100)  # wakes the pump's wait
             if pump is not None:
                 pump.join(2.0)
+            self._detach_helper(5.0)  # the helper's reads end while the gatherer holds
             self._jvm_dropped = int(g.dropped())  # also those after the pump's last take
             g.clear()  # the QueryExecutions it still held
         self._jvm_listener = None
@@ -328,12 +499,15 @@ class SessionObserver:
         self._swap_in()
         if self._jvm_listener is not None:
             self._lower_jvm_thread(self._jvm_listener)
+        self._attach_helper()
         while True:
+            self._maybe_forward()
             try:
                 cb = self._queue.get(timeout=IDLE_RELEASE_SECONDS)
             except queue.Empty:
                 # idle: a write held for a possible outer command (nesting.py) is final
                 self._release()
+                self._send_releases(force=True)
                 continue
             try:
                 if cb is None:
@@ -344,6 +518,10 @@ class SessionObserver:
                     self._release()
                     with self._idle:
                         self._marks_done = max(self._marks_done, cb.n)
+                    if self.on_mark is not None and cb.n:
+                        self._send_releases(force=True)
+                        with contained("observer.on_mark"):
+                            self.on_mark(cb.n)
                     continue
                 with self._lock:
                     self._in_flight += 1
@@ -354,6 +532,7 @@ class SessionObserver:
                         self._in_flight -= 1
                     self._queue.task_done()
                     self._idle.notify_all()
+                self._send_releases()
 
     def _handle(self, cb: _listener.Callback) -> None:
         handed = False  # the callback was deferred or finished (which detaches it)

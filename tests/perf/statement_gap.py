@@ -48,6 +48,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=40)
     parser.add_argument("--warmup", type=int, default=300)
     parser.add_argument("--control", action="store_true")
+    parser.add_argument("--events-file", action="store_true",
+                        help="report to a local events file instead of the collector (no "
+                             "collector process: the cost of the plugin alone)")
     args = parser.parse_args()
 
     import definity_spark
@@ -81,8 +84,11 @@ def main() -> int:
             time.sleep(0.3)
             handle: Any = None
             if side == "B" and not args.control:
-                handle = definity_spark.activate(spark, server_url=collector.url,
-                                                 pipeline_name="gap", task_name=f"b{n}")
+                target = ({"server_url": None,
+                           "events_file": os.path.join(workdir, "events.jsonl")}
+                          if args.events_file else {"server_url": collector.url})
+                handle = definity_spark.activate(spark, pipeline_name="gap",
+                                                 task_name=f"b{n}", **target)
                 handle.flush(60)  # untimed: the delivery helper is ready
             gaps, calls = block(args.batch)
             if handle is not None:
