@@ -80,7 +80,7 @@ class _Runtime:
             lost = _delivery_stats(self.delivery).get("lost", 0)
             if lost:
                 self.reporter.add_task_metric("dropped_events", lost)
-            self.reporter.end()
+            self.reporter.end(max(0.5, deadline - time.monotonic()))
         with contained("delivery.close"):
             self.delivery.close(max(0.0, deadline - time.monotonic()))
 

@@ -94,13 +94,14 @@ class TaskReporter:
         with self._lock:
             self._extra_task_metrics[metric_type] = value
 
-    def end(self) -> bool:
-        """Send the task-level metrics and the task end, exactly once. True if it did."""
+    def end(self, timeout: float = 5.0) -> bool:
+        """Send the task-level metrics and the task end, exactly once. True if it did.
+        ``timeout``: for the helper's counts, when it numbers the transformations."""
         with self._lock:
             if self._ended or not self._started:
                 return False
             self._ended = True
-            self._counts_from_helper()
+            self._counts_from_helper(timeout)
             task_metrics = {
                 M_TRANSFORMATIONS: self._tf_id,
                 M_FAILED_QUERIES: self._failed_queries,
@@ -187,13 +188,13 @@ class TaskReporter:
         if self._remote is None and self._lost_upper > self._tf_id:
             self._tf_id = self._lost_upper
 
-    def _counts_from_helper(self) -> None:
+    def _counts_from_helper(self, timeout: float) -> None:
         """Before the task end (lock held): the helper's counts join this side's."""
         remote = self._remote
         if remote is not None:
             counts = None
             with contained("task.helper_counts"):
-                counts = remote.task_counts(5.0)
+                counts = remote.task_counts(min(5.0, timeout))
             if counts is not None:
                 self._tf_id = max(self._tf_id, int(counts.get("tf", 0)))
                 self._failed_queries += int(counts.get("failed", 0))

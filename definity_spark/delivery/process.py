@@ -534,7 +534,9 @@ class ProcessDelivery:
                     observer = self._observers.get(message.get("key"))
                     if observer is not None:
                         with contained("delivery.process.mark"):
-                            observer.helper_mark(int(message["n"]), message.get("stats") or {})
+                            observer.helper_mark(int(message["n"]), message.get("stats") or {},
+                                                 message.get("extraction_ms") or [],
+                                                 message.get("handle_ms") or [])
         code: int | None = None
         with contained("delivery.process.exit"):
             code = proc.wait(5.0)

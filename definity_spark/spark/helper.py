@@ -42,6 +42,7 @@ class HelperExtraction:
         self.reporter: TaskReporter | None = None
         self.observers: dict[int, Any] = {}
         self._gateway: Any = None
+        self._sent: dict[int, tuple[int, int]] = {}  # timings sent so far, by session
 
     # -- frames ---------------------------------------------------------------------------
     def numbering(self, fields: dict[str, Any]) -> None:
@@ -122,6 +123,14 @@ class HelperExtraction:
         return self._gateway
 
     def _mark(self, key: int, n: int) -> None:
+        """On the session's worker: a mark is processed; its counts and the timings since
+        the last one go to the driver (the benchmark reads them there)."""
         observer = self.observers.get(key)
-        stats = dict(observer.stats) if observer is not None else {}
-        self._send(b"M", {"key": key, "n": n, "stats": stats})
+        message: dict[str, Any] = {"key": key, "n": n, "stats": {}}
+        if observer is not None:
+            done_x, done_h = self._sent.get(key, (0, 0))
+            x, h = list(observer.extraction_ms), list(observer.handle_ms)
+            self._sent[key] = (len(x), len(h))
+            message.update(stats=dict(observer.stats), extraction_ms=x[done_x:],
+                           handle_ms=h[done_h:])
+        self._send(b"M", message)

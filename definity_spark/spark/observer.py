@@ -163,6 +163,8 @@ class SessionObserver:
         self._session_ref: Any = None  # the session's py4j reference the helper uses
         self.helper_key: int | None = None
         self.remote_stats: dict[str, Any] = {}  # the helper's observer's, at its last mark
+        # the helper's per-callback times (worker entry to sink), sent with its marks
+        self.handle_ms: list[float] = []
         # in the helper process: called with each mark's number once it is processed
         self.on_mark: Callable[[int], None] | None = None
         self._in_helper = False
@@ -189,11 +191,12 @@ class SessionObserver:
         with contained("observer.stop"):
             if not self._registered:
                 return True
+            deadline = time.monotonic() + timeout
             ok = self.drain(timeout)
             _listener.unregister(self._gateway, self._jsession, self)
             self._registered = False
             self._stopping = True
-            self._stop_pump()
+            self._stop_pump(deadline)
             self._queue.put(None)  # wake the worker so it exits; never blocks for long
             for outcome in self._nesting_flush():
                 self._dispatch(outcome)
@@ -374,16 +377,28 @@ class SessionObserver:
         if not self._remote_wanted or self._forwarding:
             return
         with self._lock:
+            if self._helper is None:
+                return
             if self._local_items == 0 and self._queue.empty() and not self._deferred \
                     and self._nesting.idle():
+                if self._overlap:
+                    # callbacks read here from the Python listener during the swap: their
+                    # JVM copies, still to come through the pump, are skipped there too
+                    self._helper.forward(self.helper_key,
+                                         json.dumps({"overlap": list(self._overlap)}))
                 self._forwarding = True
 
-    def helper_mark(self, n: int, stats: dict[str, Any]) -> None:
-        """The helper processed the mark ``n`` (its reader thread calls this)."""
+    def helper_mark(self, n: int, stats: dict[str, Any], extraction_ms: Any = (),
+                    handle_ms: Any = ()) -> None:
+        """The helper processed the mark ``n`` (its reader thread calls this), with its
+        counts and the extraction times since its last mark."""
         with self._idle:
-            self._marks_done = max(self._marks_done, n)
             if stats:
                 self.remote_stats = stats
+            for mine, theirs in ((self.extraction_ms, extraction_ms),
+                                 (self.handle_ms, handle_ms)):
+                mine.extend(float(x) for x in theirs[:max(0, 10000 - len(mine))])
+            self._marks_done = max(self._marks_done, n)
             self._idle.notify_all()
 
     def helper_lost(self, texts: list[str]) -> None:
@@ -424,6 +439,9 @@ class SessionObserver:
 
     def take(self, text: str) -> None:
         """In the helper: one callback the driver's pump forwarded (waits when full)."""
+        if text.startswith('{"overlap"'):  # read in the driver already (_maybe_forward)
+            self._overlap.extend(tuple(x) for x in json.loads(text)["overlap"])
+            return
         item = self._callback_of(text, self._jvm_listener)
         self._queue.put(item)
 
@@ -471,7 +489,7 @@ class SessionObserver:
             if tid is not None:
                 self.lowered_jvm_threads.append(tid)
 
-    def _stop_pump(self) -> None:
+    def _stop_pump(self, deadline: float | None = None) -> None:
         g, pump = self._jvm_listener, self._pump
         self._pump_stop = True
         if g is None:
@@ -480,7 +498,9 @@ class SessionObserver:
             g.mark(0, 100)  # wakes the pump's wait
             if pump is not None:
                 pump.join(2.0)
-            self._detach_helper(5.0)  # the helper's reads end while the gatherer holds
+            # the helper's reads end while the gatherer still holds the QueryExecutions
+            self._detach_helper(5.0 if deadline is None
+                                else min(5.0, max(0.5, deadline - time.monotonic())))
             self._jvm_dropped = int(g.dropped())  # also those after the pump's last take
             g.clear()  # the QueryExecutions it still held
         self._jvm_listener = None
@@ -525,7 +545,13 @@ class SessionObserver:
                     continue
                 with self._lock:
                     self._in_flight += 1
-                self._handle(cb)
+                if self._in_helper:
+                    started = time.perf_counter()
+                    self._handle(cb)
+                    if len(self.handle_ms) < 10000:
+                        self.handle_ms.append((time.perf_counter() - started) * 1000.0)
+                else:
+                    self._handle(cb)
             finally:
                 with self._idle:
                     if cb is not None and not isinstance(cb, _Mark):

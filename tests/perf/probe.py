@@ -35,6 +35,7 @@ class Probe:
         self._mark = 0
         self._observers: list[Any] = []
         self._obs_mark: list[int] = []
+        self._remote_mark: list[int] = []  # the same for the helper's handle_ms
         self._local = threading.local()
         self.wrapped: list[str] = []
         self.source = "none"
@@ -98,6 +99,7 @@ class Probe:
             self.source = "SessionObserver.extraction_ms" + (
                 "; handle_ms: wrapped " + ", ".join(self.wrapped) if self.wrapped else "")
         self._obs_mark = [0] * len(self._observers)
+        self._remote_mark = [0] * len(self._observers)
         return self
 
     # ----------------------------------------------------------------- reading
@@ -105,6 +107,7 @@ class Probe:
         with self._lock:
             self._mark = len(self._samples)
             self._obs_mark = [len(o.extraction_ms) for o in self._observers]
+            self._remote_mark = [len(_remote(o)) for o in self._observers]
 
     def _observer_new(self) -> list[float]:
         out: list[float] = []
@@ -115,6 +118,8 @@ class Probe:
     def since_mark(self) -> dict[str, Any]:
         with self._lock:
             new = [ms for _, ms in self._samples[self._mark:]]
+            for observer, start in zip(self._observers, self._remote_mark):
+                new.extend(_remote(observer)[start:])
         extraction = self._observer_new() if self._observers else None
         return {
             "extraction_ms": sum(extraction) if extraction else None,
@@ -129,7 +134,14 @@ class Probe:
         extraction: list[float] = []
         for observer in self._observers:
             extraction.extend(float(x) for x in list(observer.extraction_ms))
+            handle.extend(_remote(observer))
         return {"extraction_ms": extraction, "handle_ms": handle}
+
+
+def _remote(observer: Any) -> list[float]:
+    """The per-callback times the helper process measured (extraction in the helper:
+    ``_handle`` runs there, out of this process's wrapper's reach)."""
+    return [float(x) for x in list(getattr(observer, "handle_ms", None) or [])]
 
 
 def observer_stats(handle: Any) -> dict[str, Any] | None:
@@ -141,7 +153,10 @@ def observer_stats(handle: Any) -> dict[str, Any] | None:
             if callable(stats):
                 stats = stats()
             if isinstance(stats, dict):
-                out[str(key)] = dict(stats)
+                merged = dict(stats)
+                for name, value in (getattr(observer, "remote_stats", None) or {}).items():
+                    merged[name] = merged.get(name, 0) + value  # read in the helper
+                out[str(key)] = merged
         return out or None
     except Exception:
         return None
