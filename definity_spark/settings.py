@@ -224,7 +224,7 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "and on a driver whose cores are all busy its reports wait (they are sent or "
        "spooled at the end as usual). `false`: the driver's nice value + 10."),
     _S("extraction_process", "spark.definity.extraction.process",
-       "DEFINITY_EXTRACTION_PROCESS", BOOL, False,
+       "DEFINITY_EXTRACTION_PROCESS", BOOL, True,
        "Also read and classify the queries in the helper process of "
        "`spark.definity.delivery.process`: it connects to the driver's JVM through py4j "
        "and takes over from the driver once the JVM listener is in place, so that the "
@@ -319,7 +319,7 @@ class Settings:
     thread_nice: int = 0
     delivery_process: bool = True
     helper_idle: bool = True
-    extraction_process: bool = False
+    extraction_process: bool = True
     ca_bundle: str | None = None
     verify_tls: bool = True
     replay_spool: bool = False
