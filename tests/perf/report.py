@@ -469,7 +469,8 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
                       f"{_med([n for n in mem['with']['n'] if n])} queries, trend "
                       f"{_f(_med(mem['with']['per_1000']), 2)} MB per 1,000)"
                       if mem["with"]["projected"] else "")
-                   + (f"; the delivery helper process, in its own process: "
+                   + (f"; the plugin's helper process (delivery and extraction), in its own "
+                      f"process: "
                       f"{_f(_med(mem['with']['helper_start']), 1)} MB resident at the start, "
                       f"{_f(_med(mem['with']['helper_end']), 1)} MB at the end"
                       if mem["with"]["helper_start"] and mem["with"]["helper_end"] else ""),
@@ -524,7 +525,8 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     if plotted:
         add("![Extraction time and CTAS wall time against plan size](perf/plan_size.png)")
         add("")
-        add("Left: extraction time (fact reading + rules on the plugin's worker thread, both "
+        add("Left: extraction time (fact reading + rules on the plugin's worker thread, in the "
+            "helper process by default, both "
             "executions of the CTAS) against the number of joined relations, median and "
             "min-max over the runs of the suite, with a least-squares line, and (green) the "
             "best of N in one JVM measured by extraction_profile.py; log scale. "

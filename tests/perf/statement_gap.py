@@ -1,6 +1,7 @@
 """Where a small write's extra time goes: the Python between two writes, or the write.
 
     python tests/perf/statement_gap.py [--octets 2] [--batch 40] [--warmup 300] [--control]
+                                       [--events-file]
 
 One JVM; small parquet overwrites (``spark.range(1000)``) in blocks of ``batch``, in
 A B B A B A A B order after ``warmup`` writes (A without the plugin; B with it, activated
