@@ -17,6 +17,14 @@ another py4j call. A callback that reaches both listeners during
 the swap is read once: its Python copy comes first and its JVM copy is skipped. Without
 Janino (or ``jvm_reader`` off) the Python listener stays.
 
+Reading in the helper process (``spark.definity.extraction.process``, spark/helper.py):
+once the JVM listener is in place, the worker attaches the session to the delivery
+helper (``_attach_helper``), and when nothing read here is still waiting for a later
+callback (``_maybe_forward``) the pump writes each callback's text to the helper instead
+of the hand-off queue. There another ``SessionObserver`` (``run_in_helper``, ``take``)
+reads it with its own py4j connection and the driver's gatherer; drain marks come back
+as ``helper_mark``. If the helper dies, ``helper_lost`` sends everything here again.
+
 Nested writes (the data write of a CTAS or ``saveAsTable``) arrive while their outer
 command is still running. Their plan is read when the root's callback has arrived
 (``_deferred``): then the JVM is no longer busy with the statement, and the outer
