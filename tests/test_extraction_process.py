@@ -49,6 +49,7 @@ def env(tmp_path_factory: Any) -> Any:
 
 def activate(env: Any, helper: bool, **overrides: Any) -> tuple[Any, Any]:
     spark, url, _ = env
+    definity_spark.deactivate(spark)  # a task a failed test left active
     handle = definity_spark.activate(spark, server_url=url, token=TOKEN,
                                      extraction_process=helper, pipeline_name="xp",
                                      **overrides)
@@ -188,9 +189,14 @@ def test_two_sessions_one_sequence(env: Any) -> None:
     handle, first = activate(env, True)
     other = spark.newSession()
     definity_spark.activate(other, server_url=url, token=TOKEN, extraction_process=True)
-    second = handle._runtime.observers[max(handle._runtime.observers)] \
-        if len(handle._runtime.observers) == 2 else None
-    assert second is not None and second is not first
+    observers = list(handle._runtime.observers.values())
+    assert len(observers) == 2 and first in observers  # one task, two sessions
+    second = next(o for o in observers if o is not first)
+    deadline = time.monotonic() + 60
+    while not second._forwarding and time.monotonic() < deadline:
+        other.range(1).count()
+        assert handle.flush(30)
+    assert second._forwarding, "the second session was not handed to the helper"
     for i in range(3):
         spark.range(2).write.mode("overwrite").parquet(f"{tmp}/s1_{i}")
         other.range(2).write.mode("overwrite").parquet(f"{tmp}/s2_{i}")
@@ -206,6 +212,7 @@ def test_two_sessions_one_sequence(env: Any) -> None:
 
 def test_without_the_delivery_helper_extraction_stays_in_the_driver(env: Any) -> None:
     spark, _, tmp = env
+    definity_spark.deactivate(spark)
     handle = definity_spark.activate(spark, server_url=env[1], token=TOKEN,
                                      extraction_process=True, delivery_process=False)
     observer = next(iter(handle._runtime.observers.values()))
