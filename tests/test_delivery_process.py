@@ -322,8 +322,13 @@ def test_the_helper_runs_below_the_drivers_priority(collector: Any, tmp_path: An
         assert os.getpriority(os.PRIO_PROCESS, pid) == min(19, driver + process_mod.HELPER_NICE)
         # idle (default): the idle scheduling class, for every thread of the helper
         want = os.SCHED_IDLE if idle else os.SCHED_OTHER
+        policies = []
         for tid in os.listdir(f"/proc/{pid}/task"):
-            assert os.sched_getscheduler(int(tid)) == want
+            try:
+                policies.append(os.sched_getscheduler(int(tid)))
+            except ProcessLookupError:  # a short-lived thread (a flush's) ended meanwhile
+                continue
+        assert policies and set(policies) == {want}
         assert delivery.stats()["sent"] == 1
     finally:
         delivery.close(3.0)
