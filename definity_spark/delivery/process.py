@@ -59,7 +59,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
 from definity_spark._internal import contained, set_thread_nice
@@ -590,12 +590,7 @@ class ProcessDelivery:
         """Frames the helper did not get, in order: payloads to the fallback, writes
         numbered here; the callbacks, by session key, for the observers to read."""
         texts: dict[int, list[str]] = {}
-        stream = io.BytesIO(data)
-        while True:
-            frame = _read_frame(stream)
-            if frame is None:
-                return texts
-            kind, body = frame
+        for kind, body in _frames(data):
             if kind == b"P":
                 self._to_fallback_delivery([_payload(body)])
             elif kind == b"W":
@@ -604,6 +599,7 @@ class ProcessDelivery:
             elif kind == b"Q":
                 key, _, text = body.decode().partition("\n")
                 texts.setdefault(int(key), []).append(text)
+        return texts
 
     def _fallback_delivery(self) -> Any:
         with self._fallback_lock:
@@ -660,17 +656,19 @@ def numbered(bodies: Sequence[Any], tf_id: int) -> list[RawPayload]:
     return out
 
 
-def _payloads_of(data: bytes) -> list[Any]:
-    """The payloads in frames that were not written (for the fallback)."""
-    out = []
+def _frames(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The frames in bytes that were not written, in order."""
     stream = io.BytesIO(data)
     while True:
         frame = _read_frame(stream)
         if frame is None:
-            return out
-        kind, body = frame
-        if kind == b"P":
-            out.append(_payload(body))
+            return
+        yield frame
+
+
+def _payloads_of(data: bytes) -> list[Any]:
+    """The payloads in frames that were not written (for the fallback)."""
+    return [_payload(body) for kind, body in _frames(data) if kind == b"P"]
 
 
 def _left(deadline: float) -> float:
