@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import email.utils
 import json
+import os
 import re
 import socket
 import threading
@@ -345,3 +346,20 @@ def test_arrival_times_are_utc_with_milliseconds(collector: Collector) -> None:
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", stamp), stamp
         when = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f%z")
         assert before - datetime.timedelta(milliseconds=1) <= when <= after
+
+
+@pytest.mark.parametrize("idle", [True, False])
+def test_nice_and_idle_reach_the_thread_that_serves(tmp_path: Path, idle: bool) -> None:
+    # the benchmark's collector stands in for a remote server: it takes only idle CPU.
+    # Request threads are started by the serving thread and inherit both.
+    collector = Collector(str(tmp_path / "c.db"), host="127.0.0.1", nice=19, idle=idle)
+    url = collector.start()
+    try:
+        send(url, wire.TaskStart("t-idle", "nightly", "idle"))
+        tid = collector._thread.native_id
+        assert os.sched_getscheduler(tid) == (os.SCHED_IDLE if idle else os.SCHED_OTHER)
+        assert os.getpriority(os.PRIO_PROCESS, tid) == 19
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller's: untouched
+        assert len(CollectorClient(url).payloads("t-idle")) == 1
+    finally:
+        collector.stop()

@@ -314,15 +314,17 @@ class Collector:
     ``port=0`` picks a free port; ``start()`` returns the base URL (``http://host:port``).
     ``token``: when set, ``POST /log/*`` needs ``Authorization: Bearer <token>``; the read
     API and the page stay open (bind to loopback), but a GET that presents a wrong token
-    is refused with 401 too. ``nice``: on Linux, its threads run at this nice value (a
-    benchmark's collector, standing in for a remote server, then takes only idle CPU).
+    is refused with 401 too. ``nice``: on Linux, its threads run at this nice value;
+    ``idle``: in Linux's idle scheduling class (``SCHED_IDLE``). A benchmark's collector,
+    standing in for a remote server, then takes only CPU the job leaves idle.
     Usable as a context manager.
     """
 
     def __init__(self, db_path: str | None = None, host: str = DEFAULT_HOST, port: int = 0,
-                 token: str | None = None, nice: int = 0) -> None:
+                 token: str | None = None, nice: int = 0, idle: bool = False) -> None:
         self.db_path = db_path or default_db_path()
         self.nice = nice
+        self.idle = idle
         self.host = host
         self.port = port
         self.token = token or None
@@ -372,9 +374,13 @@ class Collector:
         return self.url  # type: ignore[return-value]
 
     def _serve(self, server: _Server) -> None:
-        if self.nice > 0 and sys.platform.startswith("linux"):
-            # request threads are started by this one and inherit its nice value
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        if sys.platform.startswith("linux"):
+            # request threads are started by this one and inherit its nice value and class
+            if self.nice > 0:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            if self.idle:
+                os.sched_setscheduler(threading.get_native_id(), os.SCHED_IDLE,
+                                      os.sched_param(0))
         server.serve_forever(poll_interval=0.1)
 
     def serve_forever(self) -> None:

@@ -174,6 +174,35 @@ def cpu_seconds(spark: Any) -> tuple[float, float]:
     return float(jvm.user + jvm.system), python
 
 
+def jvm_thread_cpu_ms(spark: Any) -> dict[str, float]:
+    """CPU milliseconds so far of the driver JVM's Java threads, summed by thread name with
+    digits folded (``Executor task launch worker for task N``, ``Thread-N``), read from the
+    JVM's ``ThreadMXBean``. GC and JIT threads are not Java threads and are not in it."""
+    import re
+
+    mx = spark._jvm.java.lang.management.ManagementFactory.getThreadMXBean()
+    out: dict[str, float] = {}
+    ids = mx.getAllThreadIds()
+    for tid, info in zip(ids, mx.getThreadInfo(ids)):
+        cpu_ns = mx.getThreadCpuTime(tid)
+        if info is not None and cpu_ns > 0:
+            name = re.sub(r"\d+", "N", str(info.getThreadName()))
+            out[name] = out.get(name, 0.0) + cpu_ns / 1e6
+    return out
+
+
+def helper_cpu_s() -> float:
+    """CPU seconds so far of the plugin's delivery helper process (0 without one)."""
+    helper = helper_process()
+    if helper is None:
+        return 0.0
+    try:
+        times = helper.cpu_times()
+    except Exception:  # noqa: BLE001 - exited
+        return 0.0
+    return float(times.user + times.system)
+
+
 # How the plugin's delivery helper process shows in its command line.
 HELPER_MARK = "definity_spark.delivery.process"
 

@@ -136,6 +136,18 @@ class SmallWritesAB(SmallWrites):
     ``control``: an A/A run: the B blocks run without the plugin too (the method's own
     noise and bias).
 
+    ``toggle``: how a block is with or without the plugin.
+
+    - ``"activation"`` (default): as above; each B block starts a task and a helper process.
+    - ``"session"``: the plugin stays activated on the session for the whole run, as in
+      production, and the A blocks write through a second session of the same
+      application (``spark.newSession()``), which the plugin does not observe (it is
+      activated per session). Nothing starts or stops between blocks, so the blocks can be
+      short, which cancels the JVM's drift better. A B block's time ends with its last
+      write; the flush after it is untimed (``flush_ms``), so the plugin's work for that
+      one write, done after it returns, falls outside: the blocks measure (batch - 1) /
+      batch of the work the plugin does after its writes return.
+
     Figures: ``blocks`` ([side, seconds] in order; a B block's time includes the wait for
     its last write's delivery), ``octet_ratios`` (sum of B / sum of A per octet), and the
     CPU of the driver's Python process per write a side (``cpu_py_ms``).
@@ -153,20 +165,27 @@ class SmallWritesAB(SmallWrites):
         batch = int(ctx.params.get("batch", 20))
         octets = int(ctx.params.get("octets", 5))
         plugin_on_b = not ctx.params.get("control")
+        by_session = ctx.params.get("toggle", "activation") == "session"
         settle = float(ctx.params.get("settle_s", 0.3))
         path = os.path.join(ctx.workdir, "small")
         per_write: list[list[float]] = []
+        # toggle "session": the plugin's session (observed) and one it does not observe
+        plain = spark.newSession() if by_session else spark
 
-        def writes() -> float:
+        def writes(session: Any = spark) -> float:
             times = []
             t0 = time.perf_counter()
             for _ in range(batch):
                 t1 = time.perf_counter()
-                spark.range(1000).write.mode("overwrite").parquet(path)
+                session.range(1000).write.mode("overwrite").parquet(path)
                 times.append(round((time.perf_counter() - t1) * 1000, 2))
             per_write.append(times)
             return time.perf_counter() - t0
 
+        if by_session:
+            self._by_session(ctx, spark, plain, writes, per_write, octets, batch,
+                             plugin_on_b, settle)
+            return
         definity_spark.deactivate(spark, timeout=60.0)
         writes()  # the without side's warm-up
         per_write.clear()
@@ -196,6 +215,34 @@ class SmallWritesAB(SmallWrites):
                 definity_spark.deactivate(spark, timeout=60.0)
             blocks.append((side, seconds))
         ctx.handle = ctx.activate()  # the child flushes and reads the plugin after run()
+        self._result(ctx, blocks, per_write, cpu, octets, batch, plugin_on_b)
+
+    def _by_session(self, ctx: Ctx, observed: Any, plain: Any, writes: Callable[..., float],
+                    per_write: list[list[float]], octets: int, batch: int,
+                    plugin_on_b: bool, settle: float) -> None:
+        """toggle "session": the plugin activated throughout, on ``observed`` only."""
+        writes(plain)  # the unobserved session's warm-up (the observed one had setup's)
+        ctx.flush()
+        per_write.clear()
+        blocks: list[tuple[str, float]] = []
+        cpu: dict[str, float] = {"A": 0.0, "B": 0.0}
+        flush_ms: list[float] = []
+        for side in self.ORDER * octets:
+            plugin = side == "B" and plugin_on_b
+            time.sleep(settle)
+            c0 = common.cpu_seconds(observed)[1]
+            blocks.append((side, writes(observed if plugin else plain)))
+            cpu[side] += common.cpu_seconds(observed)[1] - c0
+            if plugin:  # untimed: the plugin's work for the block's last write
+                t0 = time.perf_counter()
+                ctx.flush()
+                flush_ms.append((time.perf_counter() - t0) * 1000)
+        self._result(ctx, blocks, per_write, cpu, octets, batch, plugin_on_b)
+        ctx.result.update({"toggle": "session", "flush_ms": flush_ms})
+
+    def _result(self, ctx: Ctx, blocks: list[tuple[str, float]],
+                per_write: list[list[float]], cpu: dict[str, float], octets: int,
+                batch: int, plugin_on_b: bool) -> None:
         ratios = octet_ratios(blocks)
         n_side = len(self.ORDER) // 2 * octets * batch
         ctx.result.update({
@@ -238,16 +285,35 @@ class BigJob(Workload):
          .write.mode("overwrite").parquet(path))
 
     def run(self, ctx: Ctx) -> None:
+        import psutil
+
         n = int(ctx.params.get("rows", 10_000_000))
         partitions = int(ctx.params.get("partitions", 2000))
+        threads0 = common.jvm_thread_cpu_ms(ctx.spark)
+        helper0 = common.helper_cpu_s()
+        own = psutil.Process()
+        own0 = sum(own.cpu_times()[:2])
         cpu0 = common.cpu_seconds(ctx.spark)
         t0 = time.perf_counter()
         self._job(ctx, n, partitions, os.path.join(ctx.workdir, "big"))
         ctx.result["wall_s"] = time.perf_counter() - t0
+        ctx.result["ends"] = [time.time()]
         cpu1 = common.cpu_seconds(ctx.spark)
         ctx.result["cpu_jvm_s"] = cpu1[0] - cpu0[0]
         ctx.result["cpu_py_s"] = cpu1[1] - cpu0[1]
-        ctx.result["ends"] = [time.time()]
+        # The CPU of the job and of the plugin's work for it, by where it ran: after the
+        # plugin's flush (its reading and delivery of the job's query end), untimed. Every
+        # JVM thread by name (the plugin's query listener runs on the listener bus's
+        # "shared" queue thread, which Spark starts for it), the driver's Python process,
+        # the helper process.
+        ctx.flush()
+        threads1 = common.jvm_thread_cpu_ms(ctx.spark)
+        ctx.result["accounting"] = {
+            "jvm_threads_ms": {k: v - threads0.get(k, 0.0) for k, v in threads1.items()
+                               if v - threads0.get(k, 0.0) > 0},
+            "driver_py_ms": (sum(own.cpu_times()[:2]) - own0) * 1000,
+            "helper_ms": (common.helper_cpu_s() - helper0) * 1000,
+        }
 
 
 # --------------------------------------------------------------------------- plan size
