@@ -202,6 +202,15 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "compiles in the driver at run time with Spark's own Janino (no JAR): a plain write "
        "costs 1 py4j round trip instead of ~40 and holds Spark's listener bus for microseconds. "
        "`false`: a Python listener and py4j calls only."),
+    _S("listener_on_bus", "spark.definity.listener.onBus", "DEFINITY_LISTENER_ON_BUS",
+       BOOL, True,
+       "Take the query ends with the Java class of `spark.definity.extraction.jvmReader` as "
+       "a listener on one of the queues of Spark's listener bus that Spark runs anyway "
+       "(`executorManagement`, else `appStatus`), watching the session, from activation "
+       "on. `false`, or when that Spark has neither queue: a Python QueryExecutionListener "
+       "first, swapped for the Java class once compiled; Spark then starts its `shared` "
+       "listener queue, whose thread takes every event of the application (~30 us of the "
+       "driver's CPU per task start or end)."),
     _S("thread_nice", "spark.definity.threads.nice", "DEFINITY_THREADS_NICE", INT, 0,
        "Run the plugin's background threads (extraction, delivery, and the JVM threads "
        "serving their py4j calls) this much below the driver's priority, as a nice "
@@ -316,6 +325,7 @@ class Settings:
     extraction_budget_ms: int = 2000
     max_plan_nodes: int = 20000
     jvm_reader: bool = True
+    listener_on_bus: bool = True
     thread_nice: int = 0
     delivery_process: bool = True
     helper_idle: bool = True

@@ -199,7 +199,8 @@ def test_a_callback_during_the_swap_is_reported_once(env):
     spark, _, _, tmp = env
     other = spark.newSession()
     sink = RecordingSink()
-    obs = SessionObserver(other, None, sink)
+    # the swap happens with the Python listener first (spark.definity.listener.onBus=false)
+    obs = SessionObserver(other, SimpleNamespace(listener_on_bus=False), sink)
 
     def write(name: str) -> None:
         other.range(3).write.mode("overwrite").parquet(f"{tmp}/swap_{name}")

@@ -74,6 +74,7 @@ def test_issue2_keys_exactly_as_listed():
         "max_plan_nodes": ("spark.definity.extraction.maxPlanNodes",
                            "DEFINITY_EXTRACTION_MAX_PLAN_NODES"),
         "jvm_reader": ("spark.definity.extraction.jvmReader", "DEFINITY_EXTRACTION_JVM_READER"),
+        "listener_on_bus": ("spark.definity.listener.onBus", "DEFINITY_LISTENER_ON_BUS"),
         "thread_nice": ("spark.definity.threads.nice", "DEFINITY_THREADS_NICE"),
         "delivery_process": ("spark.definity.delivery.process", "DEFINITY_DELIVERY_PROCESS"),
         "helper_idle": ("spark.definity.delivery.idlePriority",

@@ -9,10 +9,16 @@
 // any other failure is thrown to the Python side, which then reads that query through
 // py4j instead.
 //
-// It is also the session's QueryExecutionListener (once SessionObserver has swapped it in
-// for the Python listener): a callback is queued in the JVM, in microseconds, instead of
-// crossing to Python on Spark's listener bus; the extraction worker's pump takes it with
-// `next` and the reader names it by its sequence number.
+// It is also the session's listener: a callback is queued in the JVM, in microseconds,
+// instead of crossing to Python on Spark's listener bus; the extraction worker's pump
+// takes it with `next` and the reader names it by its sequence number. Two ways in:
+// - a SparkListener on one of the listener bus's existing queues (`watch`, the default):
+//   it takes the SQL execution ends of the watched session, as Spark's
+//   ExecutionListenerBus does for QueryExecutionListeners, without the bus's "shared"
+//   queue, whose thread Spark would start for the first QueryExecutionListener and wake
+//   for every event of the application (each task's start and end);
+// - the session's QueryExecutionListener (once SessionObserver has swapped it in for the
+//   Python listener).
 //
 // Janino compiles a subset of Java: no generics (raw types and casts), no lambdas.
 
@@ -30,10 +36,12 @@ import java.util.concurrent.atomic.AtomicLong;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
+import org.apache.spark.scheduler.SparkListener;
+import org.apache.spark.scheduler.SparkListenerEvent;
 import org.apache.spark.sql.execution.QueryExecution;
 import org.apache.spark.sql.util.QueryExecutionListener;
 
-public class FactGatherer implements QueryExecutionListener {
+public class FactGatherer extends SparkListener implements QueryExecutionListener {
     private final Set writeCommands = new HashSet();
     private final Set rowsOfNestedReads = new HashSet();
     private final Set rowPreserving = new HashSet();
@@ -55,6 +63,15 @@ public class FactGatherer implements QueryExecutionListener {
     private long jsonFallbacks;
     // roots (simple class names) of the writes `next` reads whole at once (setEager)
     private final Set eager = new HashSet();
+    // on a listener-bus queue (watch): the session whose query ends are taken, and the
+    // accessors of Spark's SparkListenerSQLExecutionEnd (fields Spark sets on the event)
+    private volatile Object watched;
+    private Class endClass;
+    private Method endQe;
+    private Method endName;
+    private Method endFailure;
+    private Method endDuration;
+    private volatile long unread;  // query ends of the session it could not take (dropped)
 
     public FactGatherer(String writeCommands, String rowsOfNestedReads, String rowPreserving,
                         int statusScan, String metric, String rows, int queueSize) {
@@ -73,13 +90,57 @@ public class FactGatherer implements QueryExecutionListener {
     }
 
     public void onFailure(String funcName, QueryExecution qe, Exception exception) {
-        String error;
-        try {
-            error = String.valueOf(exception);
-        } catch (Throwable t) {
-            error = exception.getClass().getName();
+        offer(new Object[] {funcName, qe, null, errorText(exception)});
+    }
+
+    // -- on a listener-bus queue: every event of the application comes here (task events
+    // to SparkListener's no-op methods); the watched session's SQL execution ends with a
+    // name are queued like onSuccess / onFailure (ExecutionListenerBus's rule) --------
+    public void watch(Object session) throws Exception {
+        if (session != null && endClass == null) {
+            Class c = Class.forName("org.apache.spark.sql.execution.ui.SparkListenerSQLExecutionEnd",
+                                    false, QueryExecution.class.getClassLoader());
+            endQe = c.getMethod("qe", new Class[0]);
+            endName = c.getMethod("executionName", new Class[0]);
+            endFailure = c.getMethod("executionFailure", new Class[0]);
+            endDuration = c.getMethod("duration", new Class[0]);
+            endClass = c;
         }
-        offer(new Object[] {funcName, qe, null, error});
+        watched = session;
+    }
+
+    public void onOtherEvent(SparkListenerEvent event) {
+        Object session = watched;
+        if (session == null || !endClass.isInstance(event)) {
+            return;
+        }
+        try {
+            QueryExecution qe = (QueryExecution) invoke(endQe, event, new Object[0]);
+            if (qe == null || qe.sparkSession() != session) {
+                return;
+            }
+            scala.Option name = (scala.Option) invoke(endName, event, new Object[0]);
+            if (name == null || name.isEmpty()) {
+                return;
+            }
+            scala.Option failure = (scala.Option) invoke(endFailure, event, new Object[0]);
+            if (failure != null && failure.isDefined()) {
+                offer(new Object[] {name.get(), qe, null, errorText((Throwable) failure.get())});
+            } else {
+                Object ns = invoke(endDuration, event, new Object[0]);
+                offer(new Object[] {name.get(), qe, new Long(((Number) ns).longValue()), null});
+            }
+        } catch (Throwable t) {
+            unread++;
+        }
+    }
+
+    private static String errorText(Throwable exception) {
+        try {
+            return String.valueOf(exception);
+        } catch (Throwable t) {
+            return exception.getClass().getName();
+        }
     }
 
     private void offer(Object[] callback) {
@@ -118,7 +179,7 @@ public class FactGatherer implements QueryExecutionListener {
         key(out, "qe_id");
         out.append(((QueryExecution) c[1]).id());
         key(out, "dropped");
-        out.append(dropped);
+        out.append(dropped + unread);
         out.append('}');
         eagerPhases(out, c);
         return out.toString();
@@ -201,8 +262,9 @@ public class FactGatherer implements QueryExecutionListener {
         }
     }
 
+    // callbacks lost: the queue was full, or a query end could not be taken (watch)
     public long dropped() {
-        return dropped;
+        return dropped + unread;
     }
 
     public QueryExecution qe(long seq) {

@@ -202,8 +202,15 @@ class Py4jTuning:
 
 class _Registration(NamedTuple):
     handle: Any  # the one Java proxy passed to register and unregister
-    listener: PyQueryExecutionListener
+    listener: PyQueryExecutionListener | None
     owner: object
+    on_bus: bool = False  # a gatherer on a listener-bus queue (register_on_bus)
+
+
+# Spark's listener-bus queues the gatherer may join, in this order of preference: queues
+# whose thread Spark runs anyway (HeartbeatReceiver is always on the first, its status
+# store on the second), so the gatherer adds no thread and no per-event wake-up.
+BUS_QUEUES = ("executorManagement", "appStatus")
 
 
 _registry: dict[int, _Registration] = {}
@@ -235,6 +242,30 @@ def register(gateway: Any, jsession: Any, listener: PyQueryExecutionListener,
         return True
 
 
+def register_on_bus(gateway: Any, jsession: Any, gatherer: Any, owner: object) -> str | None:
+    """Put ``gatherer`` (a compiled FactGatherer) on one of the listener bus's existing
+    queues (``BUS_QUEUES``), watching this session's query ends. Returns the queue's name,
+    or None when nothing was registered: the session has a listener already, or this
+    Spark has none of those queues (or not the internal API): then ``register``."""
+    key = session_key(gateway, jsession)
+    with _registry_lock:
+        if key in _registry:
+            return None
+        bus = jsession.sparkContext().listenerBus()
+        active = bus.activeQueues()
+        name = next((q for q in BUS_QUEUES if active.contains(q)), None)
+        if name is None:
+            return None
+        gatherer.watch(jsession)
+        try:
+            bus.addToQueue(gatherer, name)
+        except Exception:
+            gatherer.watch(None)
+            raise
+        _registry[key] = _Registration(gatherer, None, owner, on_bus=True)
+        return name
+
+
 def unregister(gateway: Any, jsession: Any, owner: object) -> bool:
     """Unregister the listener ``owner`` registered on this session (False if none)."""
     key = session_key(gateway, jsession)
@@ -243,7 +274,11 @@ def unregister(gateway: Any, jsession: Any, owner: object) -> bool:
         if reg is None or reg.owner is not owner:
             return False
         del _registry[key]
-    jsession.listenerManager().unregister(reg.handle)
+    if reg.on_bus:
+        reg.handle.watch(None)  # takes nothing more, even before it leaves the queue
+        jsession.sparkContext().removeSparkListener(reg.handle)
+    else:
+        jsession.listenerManager().unregister(reg.handle)
     return True
 
 
@@ -258,7 +293,7 @@ def swap(gateway: Any, jsession: Any, owner: object, handle: Any,
     key = session_key(gateway, jsession)
     with _registry_lock:
         reg = _registry.get(key)
-        if reg is None or reg.owner is not owner:
+        if reg is None or reg.owner is not owner or reg.on_bus:
             return False
         manager = jsession.listenerManager()
         manager.register(handle)

@@ -16,6 +16,8 @@ from typing import Any
 # of 1028 values: below that many events the snapshot holds every event exactly.
 RESERVOIR_SIZE = 1028
 EXECUTION_LISTENER_BUS = "org.apache.spark.sql.util.ExecutionListenerBus"
+# the plugin's compiled listener, on a queue of its own choosing (listener.BUS_QUEUES)
+GATHERER_LISTENER = "FactGatherer"
 
 
 def summary(values: Sequence[float]) -> dict[str, float | None]:
@@ -67,7 +69,8 @@ def _long_array(jarray: Any, jvm: Any) -> list[int]:
 
 
 def bus_metrics(spark: Any,
-                with_values: Sequence[str] = (EXECUTION_LISTENER_BUS,)) -> dict[str, Any]:
+                with_values: Sequence[str] = (EXECUTION_LISTENER_BUS, GATHERER_LISTENER)
+                ) -> dict[str, Any]:
     """Read LiveListenerBus.metrics: per-listener and per-queue timers, drop counters.
 
     Timer values are nanoseconds. ``values`` (the reservoir snapshot) are returned for the

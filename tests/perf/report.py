@@ -115,11 +115,12 @@ SHARED_QUEUE_THREAD = "spark-listener-group-shared"
 
 
 def big_accounting(results: dict[str, Any]) -> dict[str, Any] | None:
-    """big_job: the plugin's CPU for the job, by where it ran, per with-run: the shared
-    queue's listener thread (the plugin's query listener, and Spark's dispatch of every
-    event to it), the helper process, and the driver's Python over the without-runs'
-    median. ``bound``: 1 + that CPU over the job's wall time without the plugin, the
-    slowest the job could be if all of it ran on the job's critical path."""
+    """big_job: the plugin's CPU for the job, by where it ran, per with-run: its listener
+    on Spark's listener bus (the shared queue's thread when it is a QueryExecutionListener:
+    Spark starts that thread for it and wakes it for every event; else its own timer on the
+    queue it shares, for the whole run), the helper process, and the driver's Python over
+    the without-runs' median. ``bound``: 1 + that CPU over the job's wall time without the
+    plugin, the slowest the job could be if all of it ran on the job's critical path."""
     acc = {side: [r for r in _runs(results, "big_job", side) if r.get("accounting")]
            for side in (False, True)}
     if not acc[True]:
@@ -129,6 +130,10 @@ def big_accounting(results: dict[str, Any]) -> dict[str, Any] | None:
     for r in acc[True]:
         a = r["accounting"]
         shared = a["jvm_threads_ms"].get(SHARED_QUEUE_THREAD, 0.0)
+        timer = ((r.get("bus") or {}).get("timers") or {}).get(
+            "listenerProcessingTime." + common.GATHERER_LISTENER)
+        if timer:  # on a queue of Spark's: the time in its listener, every event of the run
+            shared += timer["count"] * timer["mean_ns"] / 1e6
         py = max(0.0, a["driver_py_ms"] - py_without)
         rows.append({"shared": shared, "helper": a["helper_ms"], "py": py,
                      "total": shared + a["helper_ms"] + py,
@@ -191,12 +196,18 @@ def listener_per_query(results: dict[str, Any]) -> dict[str, Any]:
     samples: list[float] = []
     per_run: list[float] = []
     exact = True
+    used: set[str] = set()
     for r in _runs(results, "small_writes", True):
         bus = r.get("bus_after_k") or {}
-        timer = bus.get("timers", {}).get(
-            "listenerProcessingTime." + common.EXECUTION_LISTENER_BUS)
+        timers = bus.get("timers", {})
+        # the plugin's listener on a queue of Spark's (default), else Spark's
+        # ExecutionListenerBus, which calls QueryExecutionListeners on the shared queue
+        name = next((n for n in (common.GATHERER_LISTENER, common.EXECUTION_LISTENER_BUS)
+                     if "listenerProcessingTime." + n in timers), None)
+        timer = timers.get(f"listenerProcessingTime.{name}")
         if not timer or "values_ns" not in timer:
             continue
+        used.add(str(name))
         k = int(r.get("executions_at_k") or r.get("k_listener") or 0)
         exact = exact and timer["count"] <= common.RESERVOIR_SIZE
         top = common.top_k_ms(timer["values_ns"], k)
@@ -212,6 +223,7 @@ def listener_per_query(results: dict[str, Any]) -> dict[str, Any]:
     for r in _runs(results, "small_writes", True):
         busy.extend(r.get("listener_busy_ms") or [])
     return {"samples": samples, "per_run": per_run, "exact": exact, "python_busy": busy,
+            "listeners": sorted(used),
             "median": _med(samples), "baseline_present": baseline_present,
             "p90": common.percentile(samples, 90), "max": max(samples) if samples else None}
 
@@ -713,9 +725,12 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
         add("**The 2,000-task job's CPU accounting.** Each run reads, before the job and "
             "after it and the plugin's flush (untimed), the CPU of every JVM thread "
             "(`ThreadMXBean`, by name), of the driver's Python process and of the helper "
-            "process. The plugin's: the listener bus's `shared` queue thread (Spark starts "
-            "it for the plugin's query listener; it also dispatches each of the job's ~4,000 "
-            f"task events to it) median {_f(acc['shared_ms'], 1)} ms; the helper "
+            "process. The plugin's: its listener on Spark's listener bus (the `shared` queue's "
+            "thread when the plugin is a QueryExecutionListener, as with "
+            "`spark.definity.listener.onBus=false`: Spark starts that thread for it and wakes "
+            "it for each of the job's ~4,000 task events; by default, the listener's own timer "
+            "on the queue it joins, over the whole run) median "
+            f"{_f(acc['shared_ms'], 1)} ms; the helper "
             f"{_f(acc['helper_ms'], 1)} ms; the driver's Python over the without-runs' "
             f"median {_f(acc['py_ms'], 1)} ms. Against a job of "
             f"{_f(_med(big['without']), 1)} s, even on its critical path that is a ratio of "
@@ -724,10 +739,14 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
         add("")
     with_small = _runs(results, "small_writes", True)
     k_listener = with_small[0].get("k_listener") if with_small else "?"
-    add(f"**Listener bus.** Spark's `listenerProcessingTime` timer of "
-        f"`{common.EXECUTION_LISTENER_BUS}` (the listener that calls every "
-        "QueryExecutionListener, on the `shared` queue), read from "
-        "`LiveListenerBus.metrics` after the first "
+    on_bus = common.GATHERER_LISTENER in bus["listeners"]
+    add("**Listener bus.** Spark's `listenerProcessingTime` timer of "
+        + (f"`{common.GATHERER_LISTENER}` (the plugin's compiled listener, on the "
+           "`executorManagement` queue that Spark runs anyway: "
+           "`spark.definity.listener.onBus`)" if on_bus else
+           f"`{common.EXECUTION_LISTENER_BUS}` (the listener that calls every "
+           "QueryExecutionListener, on the `shared` queue)")
+        + ", read from `LiveListenerBus.metrics` after the first "
         f"{k_listener}"
         " timed writes, the bus drained. The timer times every event of the bus, but this "
         "listener only works on the query-end event; the k slowest samples, k = executions "
@@ -735,8 +754,7 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
         + (" (fewer than 1,028 events: the reservoir holds every one, so this is exact)."
            if bus["exact"] else " (more than 1,028 events: the reservoir is a sample).")
         + f" Per-run medians: {', '.join(_f(v, 3) for v in bus['per_run'])} ms. "
-        + ("Without the plugin the timer does not exist (no QueryExecutionListener, so Spark "
-           "creates no `shared` queue): the baseline is 0. "
+        + ("Without the plugin the timer does not exist: the baseline is 0. "
            if not bus["baseline_present"] else "")
         + (f"Of that, the Python code of the callback (the listener's own "
            f"`busy_ns_samples`: snapshot + hand-off) takes median "
