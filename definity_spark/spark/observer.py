@@ -6,16 +6,19 @@ queue) -> the extraction worker thread (``FactReader`` reads the QueryExecution 
 (``on_write`` / ``on_query_failed`` / optional ``on_read``). The observer never builds
 payloads and never raises into the host: every boundary is ``contained``.
 
-The JVM listener: once the worker has compiled the ``FactGatherer`` (facts.py,
-gatherer.py), it swaps it in for the Python listener (``listener.swap``). Callbacks are
-then queued inside the JVM, off Spark's listener bus in microseconds, and a pump thread
-takes them (``FactGatherer.next``: one py4j call each) into the same hand-off queue, as
-``Callback``s naming their QueryExecution by sequence number (``SeqRef``); the JVM drops
-it when the worker is done (``release``). For a plain write (``facts.EAGER_ROOTS``, not
-nested) that same call also answers both reading phases, so the worker reads it without
-another py4j call. A callback that reaches both listeners during
-the swap is read once: its Python copy comes first and its JVM copy is skipped. Without
-Janino (or ``jvm_reader`` off) the Python listener stays.
+The JVM listener: by default (``spark.definity.listener.onBus``) ``start`` compiles the
+``FactGatherer`` (facts.py, gatherer.py) and puts it on a queue of Spark's listener bus
+that Spark runs anyway (``listener.register_on_bus``), watching the session's query
+ends, so that no Python listener is registered and Spark starts no ``shared`` queue.
+Otherwise, once the worker has compiled it, it swaps it in for the Python listener
+(``listener.swap``). Callbacks are then queued inside the JVM, off Spark's listener bus
+in microseconds, and a pump thread takes them (``FactGatherer.next``: one py4j call
+each) into the same hand-off queue, as ``Callback``s naming their QueryExecution by
+sequence number (``SeqRef``); the JVM drops it when the worker is done (``release``).
+For a plain write (``facts.EAGER_ROOTS``, not nested) that same call also answers both
+reading phases, so the worker reads it without another py4j call. A callback that
+reaches both listeners during the swap is read once: its Python copy comes first and its
+JVM copy is skipped. Without Janino (or ``jvm_reader`` off) the Python listener stays.
 
 Reading in the helper process (``spark.definity.extraction.process``, spark/helper.py):
 once the JVM listener is in place, the worker attaches the session to the delivery
