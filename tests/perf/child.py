@@ -176,6 +176,10 @@ def main() -> int:
             from probe import observer_stats
 
             result["observer_stats"] = observer_stats(handle)
+            # the listener-bus queue the plugin's listener joined (None: a
+            # QueryExecutionListener, on the shared queue)
+            result["bus_queues"] = [getattr(o, "bus_queue", None)
+                                    for o in handle._runtime.observers.values()]
             try:  # the Python part of the listener-bus time, as the listener measures it
                 result["listener_busy_ms"] = [
                     ns / 1e6 for o in handle._runtime.observers.values()
