@@ -2,11 +2,13 @@
 
     /opt/venvs/spark35/bin/python tests/perf/listener_bus.py [n_queries]
 
-Listener-bus time: Spark's own timer of the ``ExecutionListenerBus`` listener (the one
-that calls ours) records every event it sees; the ``n`` largest samples are the ``n``
-query-end events that reached our listener (the rest are no-op filters). Ours is the JVM
-listener once the observer has swapped it in (``observer.py``); ``--python`` keeps the
-py4j Python listener (``jvm_reader`` off), whose own Python-side time is also printed.
+Listener-bus time: Spark's own timer of our listener on the bus records every event it
+sees; the ``n`` largest samples are the ``n`` query-end events (the rest are no-op
+filters). Ours is, by default, the compiled ``FactGatherer`` on a queue Spark runs anyway
+(``spark.definity.listener.onBus``); ``--on-shared`` makes it a QueryExecutionListener,
+timed through Spark's ``ExecutionListenerBus`` (the one that calls those), swapped in for
+the Python listener (``observer.py``); ``--python`` keeps the py4j Python listener
+(``jvm_reader`` off), whose own Python-side time is also printed.
 """
 
 from __future__ import annotations
@@ -31,17 +33,20 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="definity-perf-")
     spark = hive_session(tmp)
     sink = RecordingSink()
-    obs = SessionObserver(spark, SimpleNamespace(jvm_reader=not python_listener), sink)
+    on_bus = not python_listener and "--on-shared" not in sys.argv
+    obs = SessionObserver(spark, SimpleNamespace(jvm_reader=not python_listener,
+                                                 listener_on_bus=on_bus), sink)
     obs.start()
     for _ in range(n):
         spark.range(3).write.mode("overwrite").parquet(f"{tmp}/many")
     obs.drain(120)
     timers = spark.sparkContext._jsc.sc().listenerBus().metrics().metricRegistry().getTimers()
     for name in list(timers.keySet().toArray()):
-        if "ExecutionListenerBus" in str(name):
+        if "ExecutionListenerBus" in str(name) or str(name).endswith(".FactGatherer"):
             values = sorted(int(v) for v in timers.get(name).getSnapshot().getValues())
             top = values[-n:]
-            print(f"listener-bus time per query callback ({obs.listener_mode} listener, "
+            print(f"listener-bus time per query callback ({obs.listener_mode} listener"
+                  f"{' on ' + obs.bus_queue if obs.bus_queue else ''}, "
                   f"{len(top)} largest samples): median {statistics.median(top) / 1e6:.3f} "
                   f"ms, p90 {top[int(len(top) * 0.9) - 1] / 1e6:.3f} ms")
     py = obs.listener.busy_ns_samples
