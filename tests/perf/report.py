@@ -850,7 +850,7 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     add("/opt/venvs/spark35/bin/pip install -e '.[bench]'   # matplotlib, psutil")
     add("bash tests/perf/run_all.sh            # whole suite, rewrites this page and the plot")
     add("bash tests/perf/run_all.sh --quick    # smoke run of every workload, no rewrite")
-    add("python tests/perf/run.py --precision  # small writes, long one-JVM run (~10 min)")
+    add("python tests/perf/run.py --precision  # small writes, long one-JVM run (~7 min)")
     add("python tests/perf/run.py --only plan_sweep --runs 3 --merge   # one workload")
     add("python tests/perf/report.py           # re-render from tests/perf/results/latest.json")
     add("```")

@@ -4,7 +4,7 @@
                                               # rewrite docs/performance.md + docs/perf/*.png
     python tests/perf/run.py --quick          # a smoke run of every workload (~3 min)
     python tests/perf/run.py --only plan_sweep --runs 3
-    python tests/perf/run.py --precision      # the small writes' long one-JVM run (~10 min)
+    python tests/perf/run.py --precision      # the small writes' long one-JVM run (~7 min)
     python tests/perf/run.py --report-only    # re-render the docs from the last results
 
 Workload-agnostic: a run is ``child.py --workload W --plugin 0|1``; runs of one workload
@@ -66,7 +66,7 @@ SUITE: list[tuple[str, dict[str, Any], int | None]] = [
 ]
 # --precision: the small writes' ratio alone, resolved to about a percent. The suite's
 # octets carry +-3 % of noise each (a small write varies by ~14 %), too much for a 2 %
-# target in the suite's time; this is one JVM, warm, with 30 octets (~9 min on 2 cores).
+# target in the suite's time; this is one JVM, warm, with 30 octets (~7 min on 2 cores).
 # Its own results file; report.py puts it next to the suite's figures.
 PRECISION: list[tuple[str, dict[str, Any], int | None]] = [
     ("small_writes_ab", {"batch": 20, "octets": 30, "warmup": 300, "toggle": "session"}, 1),
@@ -197,7 +197,7 @@ def main() -> int:
     parser.add_argument("--only", default=None, help="comma-separated workloads")
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--precision", action="store_true",
-                        help="the small writes' long one-JVM run alone (~10 min), into "
+                        help="the small writes' long one-JVM run alone (~7 min), into "
                              "results/precision.json")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
     parser.add_argument("--results", default=None,
