@@ -34,8 +34,8 @@ if not process.available():
 TOKEN = "t0k-extraction-process"
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: Any) -> Any:
+@pytest.fixture(scope="module", name="env")
+def env_fixture(tmp_path_factory: Any) -> Any:
     tmp = str(tmp_path_factory.mktemp("xp"))
     collector = Collector(db_path=os.path.join(tmp, "c.db"), host="127.0.0.1", port=0,
                           token=TOKEN)

@@ -19,26 +19,17 @@ pytest.importorskip("pyspark")
 pytestmark = pytest.mark.spark
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sparkutil import hive_session  # noqa: E402
-from test_extraction_process import comparable, payloads, scenario, task_metrics  # noqa: E402
+# the same module-scoped session and collector, and the same scenario and report helpers
+from test_extraction_process import (  # noqa: E402
+    TOKEN,
+    comparable,
+    env_fixture,  # noqa: F401 - the `env` fixture
+    payloads,
+    scenario,
+    task_metrics,
+)
 
 import definity_spark  # noqa: E402
-from definity_spark.collector import Collector  # noqa: E402
-
-TOKEN = "t0k-on-bus"
-
-
-@pytest.fixture(scope="module")
-def env(tmp_path_factory: Any) -> Any:
-    tmp = str(tmp_path_factory.mktemp("bus"))
-    collector = Collector(db_path=os.path.join(tmp, "c.db"), host="127.0.0.1", port=0,
-                          token=TOKEN)
-    url = collector.start()
-    spark = hive_session(tmp)
-    yield spark, url, tmp
-    definity_spark.deactivate(spark)
-    spark.stop()
-    collector.stop()
 
 
 def activate(env: Any, on_bus: bool) -> tuple[Any, Any]:

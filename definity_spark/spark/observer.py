@@ -200,8 +200,8 @@ class SessionObserver:
 
     def _register(self) -> bool:
         """The JVM listener on one of the listener bus's queues, at once, when it can be
-        (``spark.definity.listener.onBus``; the gatherer is compiled here, ~0.2 s the first
-        time in a JVM); else the Python listener, swapped for the JVM one later."""
+        (``spark.definity.listener.onBus``; the gatherer is compiled here, ~0.35 s the first
+        time in a fresh JVM); else the Python listener, swapped for the JVM one later."""
         if self.jvm_reader and self.on_bus and \
                 _listener.registered_owner(self._gateway, self._jsession) is None:
             with contained("observer.bus_register"):

@@ -14,26 +14,16 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import re
 import sys
 import tempfile
-from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))  # tests/: collector_util
 
 import child  # noqa: E402
+import common  # noqa: E402
 from collector_util import CollectorProcess  # noqa: E402
-
-
-def _snapshot(mx: Any) -> collections.Counter:
-    out: collections.Counter = collections.Counter()
-    ids = mx.getAllThreadIds()
-    for tid, info in zip(ids, mx.getThreadInfo(ids)):
-        if info is not None:
-            out[re.sub(r"\d+", "N", str(info.getThreadName()))] += mx.getThreadCpuTime(tid)
-    return out
 
 
 def main() -> int:
@@ -49,7 +39,6 @@ def main() -> int:
     try:
         url = collector.url
         spark = child.build_session(workdir, False)
-        mx = spark._jvm.java.lang.management.ManagementFactory.getThreadMXBean()
         path = os.path.join(workdir, "out")
 
         def write() -> None:
@@ -68,19 +57,19 @@ def main() -> int:
                     for _ in range(5):  # the swap to the JVM listener, first-use costs
                         write()
                     handle.flush(60)
-                before = _snapshot(mx)
+                before = common.jvm_thread_cpu_ms(spark)
                 for _ in range(args.writes):
                     write()
                 if handle is not None:
                     handle.flush(60)
-                after = _snapshot(mx)
+                after = common.jvm_thread_cpu_ms(spark)
                 if handle is not None:
                     definity_spark.deactivate(spark, timeout=60)
-                for name, ns in after.items():
-                    totals[plugin][name] += ns - before.get(name, 0)
+                for name, ms in after.items():
+                    totals[plugin][name] += ms - before.get(name, 0.0)
         n = args.writes * args.rounds
         for plugin in (False, True):
-            per = {k: v / n / 1e6 for k, v in totals[plugin].items()}
+            per = {k: v / n for k, v in totals[plugin].items()}
             print(f"{'with' if plugin else 'without':8s} JVM thread CPU per write "
                   f"{sum(per.values()):.2f} ms")
             for name, ms in sorted(per.items(), key=lambda kv: -kv[1])[:10]:
