@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from typing import Any, Callable, NamedTuple
 
 from definity_spark._internal import contained
@@ -132,6 +133,10 @@ class Py4jTuning:
     py4j <= 0.10.9.9 leaves Nagle's algorithm on: any reply over 8 KiB stalls ~40 ms on
     delayed ACK (py4j issue 516). New connections appear when a new Python thread calls
     into the JVM, so ``server_connections`` is re-applied when their number changes.
+    It costs no py4j call when this process has opened no connection since the last pass:
+    with the pinned-thread client, the calling thread's connection is the one seen last;
+    with a pooled client (the helper's ``JavaGateway``), every idle connection of the pool
+    was there at a pass.
     """
 
     def __init__(self, gateway: Any):
@@ -139,6 +144,7 @@ class Py4jTuning:
         self._field = None
         self._seen_count = -1
         self._seen_connection: Any = None
+        self._tuned: weakref.WeakSet[Any] = weakref.WeakSet()  # pooled connections
         self._lock = threading.Lock()
 
     def server_connections(self, force: bool = False) -> None:
@@ -147,15 +153,19 @@ class Py4jTuning:
             if force:
                 self._seen_count = -1
                 self._seen_connection = None
+                self._tuned = weakref.WeakSet()
             server = getattr(self._gw, "java_gateway_server", None)
             if server is None:
                 return
             # py4j's pinned-thread client keeps one connection per Python thread: when
             # this thread's is the one seen last time, nothing new can need the option
-            local = getattr(getattr(self._gw, "_gateway_client", None), "thread_connection",
-                            None)
+            client = getattr(self._gw, "_gateway_client", None)
+            local = getattr(client, "thread_connection", None)
             mine = getattr(local, "connection", None) if local is not None else None
             if mine is not None and mine is self._seen_connection:
+                return
+            pool = self._pooled(client) if local is None else None
+            if pool and self._tuned.issuperset(pool):
                 return
             if self._field is None:
                 jvm = self._gw.jvm
@@ -167,6 +177,7 @@ class Py4jTuning:
             n = conns.size()
             if n == self._seen_count:
                 self._seen_connection = mine
+                self._tuned.update(pool or ())
                 return
             for i in range(n):
                 try:
@@ -178,6 +189,15 @@ class Py4jTuning:
                     logger.debug("py4j connection %d not tuned: %s", i, str(exc)[:200])
             self._seen_count = n
             self._seen_connection = mine
+            self._tuned.update(pool or ())
+
+    @staticmethod
+    def _pooled(client: Any) -> list[Any]:
+        """The idle connections of a pooled py4j client (``GatewayClient.deque``)."""
+        try:
+            return list(getattr(client, "deque", None) or ())
+        except RuntimeError:  # changed while copied (another thread's call)
+            return []
 
     def callback_connection(self) -> None:
         """For the JVM thread running a callback (call from inside the callback)."""
