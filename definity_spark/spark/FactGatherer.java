@@ -30,6 +30,7 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
@@ -409,7 +410,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     private boolean findExecution(StringBuilder out, QueryExecution qe, String queryId,
                                   Set accIds, long[] ids) throws Exception {
         Object store = call(call(qe.sparkSession(), "sharedState"), "statusStore");
-        Method one = store.getClass().getMethod("execution", new Class[] {long.class});
+        Method one = require(store.getClass(), "execution", long.class);
         List executions = newestExecutions(store, one);
         for (int i = 0; i < executions.size(); i++) {
             Object x = executions.get(i);
@@ -709,22 +710,60 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         }
     }
 
-    private static boolean hasMethod(Object o, String name) {
-        try {
-            o.getClass().getMethod(name, new Class[0]);
-            return true;
-        } catch (NoSuchMethodException e) {
-            return false;
+    // Public methods by class and name, looked up once. Class.getMethod walks the class's
+    // whole hierarchy on every call (a plan node's Scala traits: most of the gatherer's
+    // time per write in a young JVM), and a method a class lacks costs an exception.
+    // NO_METHOD marks one. The classes are Spark's (plan nodes, collections, the status
+    // store's records); past METHOD_CACHE_CLASSES the cache starts over.
+    private static final Object NO_METHOD = new Object();
+    private static final int METHOD_CACHE_CLASSES = 4096;
+    private static final ConcurrentHashMap METHODS = new ConcurrentHashMap();
+
+    // `param`: the one parameter's type, or null for none
+    private static Method method(Class c, String name, Class param) {
+        Map byName = (Map) METHODS.get(c);
+        if (byName == null) {
+            if (METHODS.size() >= METHOD_CACHE_CLASSES) {
+                METHODS.clear();
+            }
+            byName = new ConcurrentHashMap();
+            Object had = METHODS.putIfAbsent(c, byName);
+            if (had != null) {
+                byName = (Map) had;
+            }
         }
+        String key = param == null ? name : name + "(" + param.getName();
+        Object m = byName.get(key);
+        if (m == null) {
+            try {
+                m = c.getMethod(name, param == null ? new Class[0] : new Class[] {param});
+            } catch (NoSuchMethodException e) {
+                m = NO_METHOD;
+            }
+            byName.put(key, m);
+        }
+        return m == NO_METHOD ? null : (Method) m;
+    }
+
+    private static Method require(Class c, String name, Class param)
+            throws NoSuchMethodException {
+        Method m = method(c, name, param);
+        if (m == null) {
+            throw new NoSuchMethodException(c.getName() + "." + name);
+        }
+        return m;
+    }
+
+    private static boolean hasMethod(Object o, String name) {
+        return method(o.getClass(), name, null) != null;
     }
 
     private static Object call(Object o, String name) throws Exception {
-        return invoke(o.getClass().getMethod(name, new Class[0]), o, new Object[0]);
+        return invoke(require(o.getClass(), name, null), o, new Object[0]);
     }
 
     private static Object call(Object o, String name, String arg) throws Exception {
-        return invoke(o.getClass().getMethod(name, new Class[] {String.class}), o,
-                      new Object[] {arg});
+        return invoke(require(o.getClass(), name, String.class), o, new Object[] {arg});
     }
 
     // a public method of a class that is not public itself needs setAccessible
@@ -742,8 +781,8 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     }
 
     private static Object seqApply(Object seq, int i) throws Exception {
-        Method m = seq.getClass().getMethod("apply", new Class[] {int.class});
-        return invoke(m, seq, new Object[] {new Integer(i)});
+        return invoke(require(seq.getClass(), "apply", int.class), seq,
+                      new Object[] {new Integer(i)});
     }
 
     private static String simpleName(String cls) {
