@@ -108,6 +108,104 @@ def precision(results_path: str) -> dict[str, Any] | None:
     return fig
 
 
+def young(results_path: str) -> dict[str, Any] | None:
+    """The suite's small-write octets in fresh JVMs (``run.py --young``), next to the
+    suite's results file: the octets of the JVMs with the plugin pooled as ab_one_jvm
+    gives them, those of the control JVMs without it (the same design, B through the
+    session the plugin would observe), and the plugin's effect: 1 + the difference of the
+    two sides' means, with a 95 % interval from resampling whole JVMs (a JVM's octets are
+    alike). Also the CPU accounting of their blocks, both sides."""
+    path = os.path.join(os.path.dirname(os.path.abspath(results_path)), "young.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as handle:
+        data = json.load(handle)
+    runs = [r for r in _runs(data, "small_writes_ab") if not r.get("control")]
+    with_runs = [r for r in runs if r.get("plugin") and r.get("octet_ratios")]
+    control = [r for r in runs if not r.get("plugin") and r.get("octet_ratios")]
+    fig = ab_one_jvm({"workloads": {"small_writes_ab": {"runs": with_runs}}})
+    if fig is None:
+        return None
+    params = with_runs[0].get("params", {})
+    fig.update({"started": data.get("started"), "git": data.get("git"),
+                "jvms": len(with_runs), "warmup": params.get("warmup"),
+                "octets_per_jvm": params.get("octets"),
+                "minutes": (data.get("suite_s") or 0) / 60,
+                "per_jvm": [statistics.fmean(r["octet_ratios"]) for r in with_runs],
+                "accounting": block_accounting(with_runs)})
+    if control:
+        base = [x for r in control for x in r["octet_ratios"]]
+        fig["control"] = {
+            "jvms": len(control), "ratios": base, "mean": statistics.fmean(base),
+            "ci": _bootstrap(base),
+            "per_jvm": [statistics.fmean(r["octet_ratios"]) for r in control],
+            "accounting": block_accounting(control)}
+        effect = _effect([r["octet_ratios"] for r in with_runs],
+                         [r["octet_ratios"] for r in control])
+        fig["effect"] = effect
+    return fig
+
+
+def _effect(with_jvms: list[list[float]], without_jvms: list[list[float]]
+            ) -> dict[str, Any]:
+    """1 + mean(with octets) - mean(without octets), and its 95 % interval from 10,000
+    resamples of whole JVMs on each side (fixed seed)."""
+    import random
+
+    def mean(jvms: list[list[float]]) -> float:
+        return statistics.fmean([x for j in jvms for x in j])
+
+    rng = random.Random(0)
+    values = sorted(1 + mean(rng.choices(with_jvms, k=len(with_jvms)))
+                    - mean(rng.choices(without_jvms, k=len(without_jvms)))
+                    for _ in range(10_000))
+    return {"mean": 1 + mean(with_jvms) - mean(without_jvms),
+            "ci": (values[249], values[9749])}
+
+
+def _bootstrap(values: list[float]) -> tuple[float, float]:
+    """95 % bootstrap interval of the mean (10,000 resamples, fixed seed)."""
+    import random
+
+    rng = random.Random(0)
+    means = sorted(statistics.fmean(rng.choices(values, k=len(values)))
+                   for _ in range(10_000))
+    return means[249], means[9749]
+
+
+def block_accounting(runs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """small_writes_ab with ``block_cpu_ms``: per octet, the CPU of each group (JVM thread
+    groups, the driver's Python, the helper) in its B blocks minus its A blocks, per write;
+    and the same for the wall time. Mean and 95 % interval over the octets. Only the B
+    blocks' writes are observed, so a group's B - A is what the plugin made it spend
+    (its noise included)."""
+    import workloads
+
+    size = len(workloads.SmallWritesAB.ORDER)
+    per_octet: dict[str, list[float]] = {}
+    for r in runs:
+        cpu, blocks = r.get("block_cpu_ms"), r.get("blocks")
+        batch = r.get("params", {}).get("batch")
+        if not cpu or not blocks or not batch or len(cpu) != len(blocks):
+            continue
+        writes = size // 2 * batch
+        for start in range(0, len(blocks) - size + 1, size):
+            octet = range(start, start + size)
+            sign = {i: (1 if blocks[i][0] == "B" else -1) for i in octet}
+            wall = sum(sign[i] * blocks[i][1] for i in octet) * 1000 / writes
+            per_octet.setdefault("wall", []).append(wall)
+            for key in cpu[start]:
+                per_octet.setdefault(key, []).append(
+                    sum(sign[i] * cpu[i].get(key, 0.0) for i in octet) / writes)
+    if not per_octet:
+        return None
+    plugin_keys = [k for k in per_octet if k != "wall"]
+    per_octet["all_cpu"] = [sum(per_octet[k][i] for k in plugin_keys)
+                            for i in range(len(per_octet["wall"]))]
+    return {k: {"mean": statistics.fmean(v), "ci": _bootstrap(v), "n": len(v)}
+            for k, v in per_octet.items()}
+
+
 # The listener bus's thread for its "shared" queue: Spark starts it for the first
 # QueryExecutionListener (the plugin's), so its CPU is the plugin's when the application
 # has no other listener there.
@@ -450,6 +548,14 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     big = wall_ab(results, "big_job")
     acc = big_accounting(results)
     prec = precision(results_path)
+    yg = young(results_path)
+    pooled = None  # the young regime: the suite's octets and the young run's, pooled
+    if yg and ab and not yg.get("control"):
+        values = ab["ratios"] + yg["ratios"]
+        pooled = {"ratios": values, "mean": statistics.fmean(values),
+                  "ci": _bootstrap(values)}
+    elif yg:
+        pooled = yg
     bus = listener_per_query(results)
     lat = latency(results)
     sw = sweep(results)
@@ -501,8 +607,16 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
             return state, (f"{label}: {state}, mean {fig['mean']:.3f}, 95 % interval "
                            f"{lo:.3f}-{hi:.3f}")
 
+        young_fig, young_label = (
+            (yg["effect"], f"young JVMs (the plugin's effect: {yg['jvms']} fresh JVMs with "
+                           f"it against {yg['control']['jvms']} without)")
+            if yg and yg.get("effect") else
+            (pooled, f"young JVMs ({len(pooled['ratios'])} octets of {yg['jvms']} fresh "
+                     f"JVMs and the suite's)") if pooled and yg and ab else
+            (pooled, f"young JVMs ({yg['jvms']} fresh JVMs' octets)") if pooled else
+            (ab, "young JVM (the suite's octets)"))
         parts = [one(fig, label) for fig, label in
-                 ((ab, "young JVM (the suite's octets)"),
+                 ((young_fig, young_label),
                   (prec, "warm JVM (the long run's octets)")) if fig is not None]
         if not parts:
             return fresh
@@ -554,7 +668,22 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
                            f"{prec['writes_a_side']:,} writes a side: mean "
                            f"{_f(prec['mean'], 3)} (95 % interval {_f(prec['ci'][0], 3)}-"
                            f"{_f(prec['ci'][1], 3)}), median {_f(prec['median'], 3)}"
-                           if prec else ""),
+                           if prec else "")
+                        + (f". **Young JVMs** (`run.py --young`, {yg['started']}, commit "
+                           f"`{yg['git']}`): {yg['jvms']} fresh JVMs with the plugin and "
+                           f"{yg['control']['jvms']} without, {yg['octets_per_jvm']} octets "
+                           f"each after {yg['warmup']} warm-up writes: octet means "
+                           f"{_f(yg['mean'], 3)} with, {_f(yg['control']['mean'], 3)} "
+                           f"without; the plugin's effect {_f(yg['effect']['mean'], 3)} "
+                           f"(95 % interval {_f(yg['effect']['ci'][0], 3)}-"
+                           f"{_f(yg['effect']['ci'][1], 3)})"
+                           if yg and yg.get("effect") else
+                           f". **Young JVMs** (`run.py --young`, {yg['started']}, commit "
+                           f"`{yg['git']}`): {yg['jvms']} fresh JVMs, {yg['octets_per_jvm']} "
+                           f"octets each after {yg['warmup']} warm-up writes: mean "
+                           f"{_f(yg['mean'], 3)} (95 % interval {_f(yg['ci'][0], 3)}-"
+                           f"{_f(yg['ci'][1], 3)})"
+                           if yg else ""),
                         small_verdict()),
         "big_ratio": (f"{_f(big['ratio'], 3)} (median {_f(_med(big['with']))} s with / "
                       f"{_f(_med(big['without']))} s without; paired "
@@ -723,6 +852,56 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
             f"Python and the helper per write: {_f(prec['cpu_py_without'], 2)} ms without, "
             f"{_f(prec['cpu_py_with'], 2)} ms with.")
         add("")
+    if yg:
+        ctl = yg.get("control")
+        add(f"**Small writes in young JVMs** (`python tests/perf/run.py --young`, "
+            f"{yg['started']}, {_f(yg['minutes'], 1)} min): the suite's design in "
+            f"{yg['jvms']} fresh JVMs with the plugin"
+            + (f" and, alternating with them, {ctl['jvms']} without it (the control: the "
+               "same two sessions, B through the one the plugin would observe)"
+               if ctl else "")
+            + f", {yg['octets_per_jvm']} octets each after {yg['warmup']} warm-up writes: "
+            "the regime of a fresh application's first writes, where the JIT's threads "
+            "still take most of a core. Every other pair of JVMs runs the octets mirrored "
+            "(B A A B A B B A), so that events at the same write counts in every young JVM "
+            "(the JIT's) fall on both sides alike. Each JVM's mean with the plugin: "
+            + ", ".join(_f(x, 3) for x in yg["per_jvm"])
+            + ("; without: " + ", ".join(_f(x, 3) for x in ctl["per_jvm"])
+               + f". Octet means: {_f(yg['mean'], 3)} with, {_f(ctl['mean'], 3)} without "
+               "(what the two sessions and the JVM's warming alone give); the plugin's "
+               f"effect, their difference: {_f(yg['effect']['mean'], 3)} (95 % interval "
+               f"{_f(yg['effect']['ci'][0], 3)}-{_f(yg['effect']['ci'][1], 3)}, resampling "
+               "whole JVMs)." if ctl else "."))
+        add("")
+        acc_y = yg.get("accounting")
+        acc_c = ctl.get("accounting") if ctl else None
+        if acc_y:
+            def cell(acc: dict[str, Any] | None, key: str) -> str:
+                if not acc or key not in acc:
+                    return "n/a"
+                v = acc[key]
+                return f"{_f(v['mean'], 2)} ({_f(v['ci'][0], 2)} to {_f(v['ci'][1], 2)})"
+
+            labels = [("wall", "wall time"),
+                      ("jvm_jit", "JVM: JIT compiler threads"), ("jvm_gc", "JVM: GC threads"),
+                      ("jvm_py4j", "JVM: py4j threads (the plugin's pump, the job's calls)"),
+                      ("jvm_listener_bus", "JVM: listener-bus queues"),
+                      ("jvm_tasks", "JVM: task threads"),
+                      ("jvm_scheduler", "JVM: DAG scheduler"), ("jvm_other", "JVM: other"),
+                      ("driver_py", "the driver's Python"),
+                      ("helper", "the plugin's helper process (idle class)"),
+                      ("all_cpu", "CPU, all of these")]
+            add("Where the time goes: per octet, each block's CPU (every thread of the JVM, "
+                "the driver's Python, the helper; `/proc` schedstat, nanoseconds), B blocks "
+                "minus A blocks, per write, in ms; mean over the octets with its 95 % "
+                "interval.")
+            add("")
+            add("| where | with the plugin | without (control) |")
+            add("|---|---|---|")
+            for key, label in labels:
+                if key in acc_y:
+                    add(f"| {label} | {cell(acc_y, key)} | {cell(acc_c, key)} |")
+            add("")
     if acc:
         add("**The 2,000-task job's CPU accounting.** Each run reads, before the job and "
             "after it and the plugin's flush (untimed), the CPU of every JVM thread "
@@ -851,6 +1030,7 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     add("bash tests/perf/run_all.sh            # whole suite, rewrites this page and the plot")
     add("bash tests/perf/run_all.sh --quick    # smoke run of every workload, no rewrite")
     add("python tests/perf/run.py --precision  # small writes, long one-JVM run (~7 min)")
+    add("python tests/perf/run.py --young      # small writes, octets of 8 fresh JVMs (~10 min)")
     add("python tests/perf/run.py --only plan_sweep --runs 3 --merge   # one workload")
     add("python tests/perf/report.py           # re-render from tests/perf/results/latest.json")
     add("```")

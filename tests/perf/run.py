@@ -5,6 +5,7 @@
     python tests/perf/run.py --quick          # a smoke run of every workload (~3 min)
     python tests/perf/run.py --only plan_sweep --runs 3
     python tests/perf/run.py --precision      # the small writes' long one-JVM run (~7 min)
+    python tests/perf/run.py --young          # their octets in 12 fresh JVMs, 6 without (~13 min)
     python tests/perf/run.py --report-only    # re-render the docs from the last results
 
 Workload-agnostic: a run is ``child.py --workload W --plugin 0|1``; runs of one workload
@@ -72,6 +73,16 @@ PRECISION: list[tuple[str, dict[str, Any], int | None]] = [
     ("small_writes_ab", {"batch": 20, "octets": 30, "warmup": 300, "toggle": "session"}, 1),
 ]
 PRECISION_RESULTS = os.path.join(HERE, "results", "precision.json")
+# --young: the suite's one-JVM octets (20 warm-up writes: a young JVM, as a fresh
+# application's first writes) in fresh JVMs, each with the plugin and its neighbour
+# without (the control: the same two sessions, B through the one the plugin would
+# observe), the octets mirrored in every other pair; the plugin's cost is the difference
+# of the two sides' octet means (~13 min on 2 cores).
+YOUNG: list[tuple[str, dict[str, Any], int | None]] = [
+    ("small_writes_ab", {"batch": 20, "octets": 4, "warmup": 20, "toggle": "session",
+                         "with_control": True, "alternate_mirror": True}, 6),
+]
+YOUNG_RESULTS = os.path.join(HERE, "results", "young.json")
 QUICK: list[tuple[str, dict[str, Any], int | None]] = [
     ("small_writes", {"n": 20, "k_listener": 10, "warmup": 2}, 1),
     ("small_writes_ab", {"batch": 3, "octets": 1, "warmup": 2, "toggle": "session"}, 1),
@@ -199,6 +210,9 @@ def main() -> int:
     parser.add_argument("--precision", action="store_true",
                         help="the small writes' long one-JVM run alone (~7 min), into "
                              "results/precision.json")
+    parser.add_argument("--young", action="store_true",
+                        help="the suite's small-write octets in fresh JVMs with and "
+                             "without the plugin (~13 min), into results/young.json")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
     parser.add_argument("--results", default=None,
                         help="results file (default results/latest.json, or "
@@ -219,7 +233,8 @@ def main() -> int:
     args = parser.parse_args()
 
     if args.results is None:
-        args.results = PRECISION_RESULTS if args.precision else RESULTS
+        args.results = (PRECISION_RESULTS if args.precision else
+                        YOUNG_RESULTS if args.young else RESULTS)
     if args.record_total is not None:
         with open(args.results) as handle:
             recorded = json.load(handle)
@@ -230,10 +245,11 @@ def main() -> int:
     if args.report_only:
         import report
 
-        report.render(RESULTS if args.precision else args.results)
+        report.render(RESULTS if args.precision or args.young else args.results)
         return 0
 
-    suite = QUICK if args.quick else PRECISION if args.precision else SUITE
+    suite = (QUICK if args.quick else PRECISION if args.precision else
+             YOUNG if args.young else SUITE)
     if args.only:
         wanted = set(args.only.split(","))
         suite = [s for s in suite if s[0] in wanted]
@@ -267,7 +283,7 @@ def main() -> int:
         entries: list[dict[str, Any]] = []
         for i in range(runs):
             sides = [s.strip() == "with" for s in args.sides.split(",") if s.strip()]
-            if workload in BOTH_SIDES_IN_ONE_RUN:
+            if workload in BOTH_SIDES_IN_ONE_RUN and not params.get("with_control"):
                 sides = [True]
             if i >= int(params.get("runs_without", runs)):
                 sides = [s for s in sides if s]
@@ -280,8 +296,10 @@ def main() -> int:
                                          [args.timeout] * n, [logdir] * n))
             else:
                 done = []
+                run_params = (dict(params, mirror=bool(i % 2))
+                              if params.get("alternate_mirror") else params)
                 for plugin in sides:  # A B A B ...
-                    done.append(run_one(workload, plugin, params, args.timeout, logdir))
+                    done.append(run_one(workload, plugin, run_params, args.timeout, logdir))
             for plugin, r in zip(sides, done):
                 r["index"] = i
                 entries.append(r)
@@ -302,8 +320,9 @@ def main() -> int:
     if not args.no_report and not args.quick:
         import report
 
-        # the document is the suite's; a precision run is read from its own file by it
-        report.render(RESULTS if args.precision else args.results)
+        # the document is the suite's; a precision or young run is read from its own
+        # file by it
+        report.render(RESULTS if args.precision or args.young else args.results)
     return 0
 
 

@@ -150,11 +150,22 @@ class SmallWritesAB(SmallWrites):
 
     Figures: ``blocks`` ([side, seconds] in order; a B block's time includes the wait for
     its last write's delivery), ``octet_ratios`` (sum of B / sum of A per octet), and the
-    CPU of the driver's Python process per write a side (``cpu_py_ms``).
+    CPU of the driver's Python process per write a side (``cpu_py_ms``). With the
+    session toggle also ``block_cpu_ms``: each block's CPU by the JVM's thread groups
+    (``common.JVM_THREAD_GROUPS``: JIT, GC, py4j, listener bus, ...), the driver's Python
+    and the helper, from which the report takes the plugin's CPU a write (B - A).
     """
 
     name = "small_writes_ab"
     ORDER = "ABBABAAB"
+    # ``mirror``: the octets' complement. A young JVM has events at about the same write
+    # counts in every run (JIT compilations, their deoptimisations): with the order
+    # mirrored in every other JVM, each block position is A in half of the JVMs and B in
+    # the other half, so such events fall on both sides alike.
+    MIRROR = "BAABABBA"
+
+    def order(self, ctx: Ctx) -> str:
+        return self.MIRROR if ctx.params.get("mirror") else self.ORDER
 
     # setup(): SmallWrites's warm-up
 
@@ -191,7 +202,7 @@ class SmallWritesAB(SmallWrites):
         per_write.clear()
         blocks: list[tuple[str, float]] = []
         cpu: dict[str, float] = {"A": 0.0, "B": 0.0}
-        for side in self.ORDER * octets:
+        for side in self.order(ctx) * octets:
             plugin = side == "B" and plugin_on_b
             if plugin:
                 ctx.handle = ctx.activate()
@@ -227,18 +238,36 @@ class SmallWritesAB(SmallWrites):
         blocks: list[tuple[str, float]] = []
         cpu: dict[str, float] = {"A": 0.0, "B": 0.0}
         flush_ms: list[float] = []
-        for side in self.ORDER * octets:
-            plugin = side == "B" and plugin_on_b
+        block_cpu: list[dict[str, float]] = []
+        jvm_pid = observed.sparkContext._gateway.proc.pid
+        for side in self.order(ctx) * octets:
+            plugin = side == "B" and plugin_on_b and ctx.handle is not None
             time.sleep(settle)
             c0 = common.cpu_seconds(observed)[1]
-            blocks.append((side, writes(observed if plugin else plain)))
+            g0 = self._cpu_groups(jvm_pid)
+            # without the plugin (the young run's control): B through the same session
+            blocks.append((side, writes(observed if plugin or ctx.handle is None and
+                                        side == "B" else plain)))
+            g1 = self._cpu_groups(jvm_pid)
+            block_cpu.append({k: round(v - g0.get(k, 0.0), 2) for k, v in g1.items()})
             cpu[side] += common.cpu_seconds(observed)[1] - c0
             if plugin:  # untimed: the plugin's work for the block's last write
                 t0 = time.perf_counter()
                 ctx.flush()
                 flush_ms.append((time.perf_counter() - t0) * 1000)
         self._result(ctx, blocks, per_write, cpu, octets, batch, plugin_on_b)
-        ctx.result.update({"toggle": "session", "flush_ms": flush_ms})
+        ctx.result.update({"toggle": "session", "flush_ms": flush_ms,
+                           "block_cpu_ms": block_cpu})
+
+    @staticmethod
+    def _cpu_groups(jvm_pid: int) -> dict[str, float]:
+        """CPU ms so far, for one block's figures: the JVM's thread groups (JIT, GC,
+        py4j, listener bus, ...), the driver's Python (this process) and the helper."""
+        out = {f"jvm_{k}": v for k, v in common.jvm_cpu_by_group_ms(jvm_pid).items()}
+        out["driver_py"] = common.threads_cpu_ms(os.getpid())
+        helper = common.helper_process()
+        out["helper"] = common.threads_cpu_ms(helper.pid) if helper is not None else 0.0
+        return out
 
     def _result(self, ctx: Ctx, blocks: list[tuple[str, float]],
                 per_write: list[list[float]], cpu: dict[str, float], octets: int,
