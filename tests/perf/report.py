@@ -661,7 +661,7 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
                            f"{ab['batch']}-write blocks: mean {_f(ab['mean'], 3)} (95 % "
                            f"interval {_f(ab['ci'][0], 3)}-{_f(ab['ci'][1], 3)}), median "
                            f"{_f(ab['median'], 3)}"
-                           + ("; without a control, which the young JVMs' run below has"
+                           + (" (no control: the young JVMs' run, next, has one)"
                               if yg and yg.get("effect") else "") if ab else "")
                         + (f". **Long one-JVM run** (`run.py --precision`, "
                            f"{prec['started']}, commit `{prec['git']}`): "
