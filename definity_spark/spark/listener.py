@@ -133,18 +133,17 @@ class Py4jTuning:
     py4j <= 0.10.9.9 leaves Nagle's algorithm on: any reply over 8 KiB stalls ~40 ms on
     delayed ACK (py4j issue 516). New connections appear when a new Python thread calls
     into the JVM, so ``server_connections`` is re-applied when their number changes.
-    It costs no py4j call when this process has opened no connection since the last pass:
-    with the pinned-thread client, the calling thread's connection is the one seen last;
-    with a pooled client (the helper's ``JavaGateway``), every idle connection of the pool
-    was there at a pass.
+    It costs no py4j call when this process has opened no connection since a pass: the
+    connections a pass covered are remembered (``_own_connections``: the calling thread's
+    with pyspark's pinned-thread client, the pool's idle ones with a pooled client such as
+    the helper's ``JavaGateway``).
     """
 
     def __init__(self, gateway: Any):
         self._gw = gateway
         self._field = None
         self._seen_count = -1
-        self._seen_connection: Any = None
-        self._tuned: weakref.WeakSet[Any] = weakref.WeakSet()  # pooled connections
+        self._tuned: weakref.WeakSet[Any] = weakref.WeakSet()  # covered by a pass
         self._lock = threading.Lock()
 
     def server_connections(self, force: bool = False) -> None:
@@ -152,20 +151,13 @@ class Py4jTuning:
         with contained("py4j.nodelay"), self._lock:
             if force:
                 self._seen_count = -1
-                self._seen_connection = None
                 self._tuned = weakref.WeakSet()
             server = getattr(self._gw, "java_gateway_server", None)
             if server is None:
                 return
-            # py4j's pinned-thread client keeps one connection per Python thread: when
-            # this thread's is the one seen last time, nothing new can need the option
             client = getattr(self._gw, "_gateway_client", None)
-            local = getattr(client, "thread_connection", None)
-            mine = getattr(local, "connection", None) if local is not None else None
-            if mine is not None and mine is self._seen_connection:
-                return
-            pool = self._pooled(client) if local is None else None
-            if pool and self._tuned.issuperset(pool):
+            mine = self._own_connections(client)
+            if mine and self._tuned.issuperset(mine):
                 return
             if self._field is None:
                 jvm = self._gw.jvm
@@ -175,25 +167,29 @@ class Py4jTuning:
                 self._field = f
             conns = self._field.get(server)
             n = conns.size()
-            if n == self._seen_count:
-                self._seen_connection = mine
-                self._tuned.update(pool or ())
-                return
-            for i in range(n):
-                try:
-                    sock = conns.get(i).getSocket()
-                    if not sock.getTcpNoDelay():
-                        sock.setTcpNoDelay(True)
-                except Exception as exc:  # noqa: BLE001 - a connection closing meanwhile
-                    # (a helper's, after its task ended): nothing to tune on it
-                    logger.debug("py4j connection %d not tuned: %s", i, str(exc)[:200])
-            self._seen_count = n
-            self._seen_connection = mine
-            self._tuned.update(pool or ())
+            if n != self._seen_count:
+                for i in range(n):
+                    try:
+                        sock = conns.get(i).getSocket()
+                        if not sock.getTcpNoDelay():
+                            sock.setTcpNoDelay(True)
+                    except Exception as exc:  # noqa: BLE001 - a connection closing
+                        # meanwhile (a helper's, after its task ended): nothing to tune
+                        logger.debug("py4j connection %d not tuned: %s", i, str(exc)[:200])
+                self._seen_count = n
+            # the calls above used (or opened) this process's connection: covered now
+            self._tuned.update(self._own_connections(client))
 
     @staticmethod
-    def _pooled(client: Any) -> list[Any]:
-        """The idle connections of a pooled py4j client (``GatewayClient.deque``)."""
+    def _own_connections(client: Any) -> list[Any]:
+        """This process's connections a pass covers: with py4j's pinned-thread client
+        (pyspark's), the calling thread's; with a pooled client (``GatewayClient``), the
+        pool's idle ones."""
+        local = getattr(client, "thread_connection", None)
+        if local is not None:
+            ref = getattr(local, "connection", None)  # a weak reference (py4j's)
+            conn = ref() if isinstance(ref, weakref.ref) else ref
+            return [conn] if conn is not None else []
         try:
             return list(getattr(client, "deque", None) or ())
         except RuntimeError:  # changed while copied (another thread's call)

@@ -206,22 +206,35 @@ JVM_THREAD_GROUPS = (
 )
 
 
-def jvm_cpu_by_group_ms(pid: int) -> dict[str, float]:
-    """CPU milliseconds so far of a JVM's threads (every thread of the process: JIT and
-    GC too), summed by ``JVM_THREAD_GROUPS`` ("other": the rest), from each thread's
-    ``/proc/PID/task/TID/schedstat`` (nanoseconds on a CPU). Linux only; threads that
-    ended are not counted, so a delta can miss a thread that ended in between."""
-    out = {name: 0.0 for name, _ in JVM_THREAD_GROUPS}
-    out["other"] = 0.0
+def _thread_cpu_ns(pid: int, names: bool = False) -> list[tuple[str, int]]:
+    """(OS thread name or "", nanoseconds on a CPU so far) of each running thread of a
+    process, from ``/proc/PID/task/TID/schedstat`` (psutil counts 10 ms clock ticks).
+    Linux only; empty for a process that is gone; a thread that ended is not in it."""
     root = f"/proc/{pid}/task"
-    for tid in os.listdir(root):
+    try:
+        tids = os.listdir(root)
+    except OSError:
+        return []
+    out = []
+    for tid in tids:
         try:
-            with open(f"{root}/{tid}/comm") as f:
-                name = f.read().strip()
+            name = ""
+            if names:
+                with open(f"{root}/{tid}/comm") as f:
+                    name = f.read().strip()
             with open(f"{root}/{tid}/schedstat") as f:
-                ns = int(f.read().split()[0])
+                out.append((name, int(f.read().split()[0])))
         except (OSError, ValueError, IndexError):  # ended meanwhile
             continue
+    return out
+
+
+def jvm_cpu_by_group_ms(pid: int) -> dict[str, float]:
+    """CPU milliseconds so far of a JVM's threads (every thread of the process: JIT and
+    GC too), summed by ``JVM_THREAD_GROUPS`` ("other": the rest)."""
+    out = {name: 0.0 for name, _ in JVM_THREAD_GROUPS}
+    out["other"] = 0.0
+    for name, ns in _thread_cpu_ns(pid, names=True):
         group = next((g for g, starts in JVM_THREAD_GROUPS
                       if name.startswith(starts)), "other")
         out[group] += ns / 1e6
@@ -229,22 +242,8 @@ def jvm_cpu_by_group_ms(pid: int) -> dict[str, float]:
 
 
 def threads_cpu_ms(pid: int) -> float:
-    """CPU milliseconds so far of a process's running threads, to the nanosecond (each
-    thread's ``/proc/PID/task/TID/schedstat``; psutil's figures count clock ticks, 10 ms).
-    Linux only; 0 for a process that is gone."""
-    total = 0
-    root = f"/proc/{pid}/task"
-    try:
-        tids = os.listdir(root)
-    except OSError:
-        return 0.0
-    for tid in tids:
-        try:
-            with open(f"{root}/{tid}/schedstat") as f:
-                total += int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            continue
-    return total / 1e6
+    """CPU milliseconds so far of a process's running threads, to the nanosecond."""
+    return sum(ns for _, ns in _thread_cpu_ns(pid)) / 1e6
 
 
 def helper_cpu_s() -> float:

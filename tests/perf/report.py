@@ -124,7 +124,7 @@ def young(results_path: str) -> dict[str, Any] | None:
     with_runs = [r for r in runs if r.get("plugin") and r.get("octet_ratios")]
     control = [r for r in runs if not r.get("plugin") and r.get("octet_ratios")]
     fig = ab_one_jvm({"workloads": {"small_writes_ab": {"runs": with_runs}}})
-    if fig is None:
+    if fig is None or not control:
         return None
     params = with_runs[0].get("params", {})
     fig.update({"started": data.get("started"), "git": data.get("git"),
@@ -133,16 +133,14 @@ def young(results_path: str) -> dict[str, Any] | None:
                 "minutes": (data.get("suite_s") or 0) / 60,
                 "per_jvm": [statistics.fmean(r["octet_ratios"]) for r in with_runs],
                 "accounting": block_accounting(with_runs)})
-    if control:
-        base = [x for r in control for x in r["octet_ratios"]]
-        fig["control"] = {
-            "jvms": len(control), "ratios": base, "mean": statistics.fmean(base),
-            "ci": _bootstrap(base),
-            "per_jvm": [statistics.fmean(r["octet_ratios"]) for r in control],
-            "accounting": block_accounting(control)}
-        effect = _effect([r["octet_ratios"] for r in with_runs],
-                         [r["octet_ratios"] for r in control])
-        fig["effect"] = effect
+    base = [x for r in control for x in r["octet_ratios"]]
+    fig["control"] = {
+        "jvms": len(control), "ratios": base, "mean": statistics.fmean(base),
+        "ci": _bootstrap(base),
+        "per_jvm": [statistics.fmean(r["octet_ratios"]) for r in control],
+        "accounting": block_accounting(control)}
+    fig["effect"] = _effect([r["octet_ratios"] for r in with_runs],
+                            [r["octet_ratios"] for r in control])
     return fig
 
 
@@ -257,20 +255,12 @@ def ab_one_jvm(results: dict[str, Any]) -> dict[str, Any] | None:
     """small_writes_ab: the A B B A B A A B octets of one JVM. The mean of the octet
     ratios with a 95 % bootstrap interval (10,000 resamples of the octets, fixed seed).
     A/A control runs (``control``) are kept apart."""
-    import random
-
     import workloads
 
     runs = [r for r in _runs(results, "small_writes_ab") if not r.get("control")]
     ratios = [x for r in runs for x in r.get("octet_ratios", [])]
     if not ratios:
         return None
-
-    def interval(values: list[float]) -> tuple[float, float]:
-        rng = random.Random(0)
-        means = sorted(statistics.fmean(rng.choices(values, k=len(values)))
-                       for _ in range(10_000))
-        return means[249], means[9749]
 
     # toggle "session": the B blocks again with their untimed flush counted in
     flushed: list[float] = []
@@ -283,10 +273,10 @@ def ab_one_jvm(results: dict[str, Any]) -> dict[str, Any] | None:
     cpu = [r.get("cpu_py_ms") or {} for r in runs]
     return {"ratios": ratios, "mean": statistics.fmean(ratios),
             "median": statistics.median(ratios),
-            "ci": interval(ratios),
+            "ci": _bootstrap(ratios),
             "toggle": runs[0].get("toggle", "activation"),
             "flushed_mean": statistics.fmean(flushed) if flushed else None,
-            "flushed_ci": interval(flushed) if flushed else None,
+            "flushed_ci": _bootstrap(flushed) if flushed else None,
             "flush_ms": _med([x for r in runs for x in r.get("flush_ms") or []]),
             "sum_ratio": _med([r.get("sum_ratio") for r in runs]),
             "batch": runs[0].get("params", {}).get("batch"),
@@ -549,13 +539,6 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     acc = big_accounting(results)
     prec = precision(results_path)
     yg = young(results_path)
-    pooled = None  # the young regime: the suite's octets and the young run's, pooled
-    if yg and ab and not yg.get("control"):
-        values = ab["ratios"] + yg["ratios"]
-        pooled = {"ratios": values, "mean": statistics.fmean(values),
-                  "ci": _bootstrap(values)}
-    elif yg:
-        pooled = yg
     bus = listener_per_query(results)
     lat = latency(results)
     sw = sweep(results)
@@ -609,11 +592,7 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
 
         young_fig, young_label = (
             (yg["effect"], f"young JVMs (the plugin's effect: {yg['jvms']} fresh JVMs with "
-                           f"it against {yg['control']['jvms']} without)")
-            if yg and yg.get("effect") else
-            (pooled, f"young JVMs ({len(pooled['ratios'])} octets of {yg['jvms']} fresh "
-                     f"JVMs and the suite's)") if pooled and yg and ab else
-            (pooled, f"young JVMs ({yg['jvms']} fresh JVMs' octets)") if pooled else
+                           f"it against {yg['control']['jvms']} without)") if yg else
             (ab, "young JVM (the suite's octets)"))
         parts = [one(fig, label) for fig, label in
                  ((young_fig, young_label),
@@ -662,7 +641,7 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
                            f"interval {_f(ab['ci'][0], 3)}-{_f(ab['ci'][1], 3)}), median "
                            f"{_f(ab['median'], 3)}"
                            + (" (no control: the young JVMs' run, next, has one)"
-                              if yg and yg.get("effect") else "") if ab else "")
+                              if yg else "") if ab else "")
                         + (f". **Long one-JVM run** (`run.py --precision`, "
                            f"{prec['started']}, commit `{prec['git']}`): "
                            f"{len(prec['ratios'])} octets of {prec['batch']}-write blocks "
@@ -679,12 +658,6 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
                            f"without; the plugin's effect {_f(yg['effect']['mean'], 3)} "
                            f"(95 % interval {_f(yg['effect']['ci'][0], 3)}-"
                            f"{_f(yg['effect']['ci'][1], 3)})"
-                           if yg and yg.get("effect") else
-                           f". **Young JVMs** (`run.py --young`, {yg['started']}, commit "
-                           f"`{yg['git']}`): {yg['jvms']} fresh JVMs, {yg['octets_per_jvm']} "
-                           f"octets each after {yg['warmup']} warm-up writes: mean "
-                           f"{_f(yg['mean'], 3)} (95 % interval {_f(yg['ci'][0], 3)}-"
-                           f"{_f(yg['ci'][1], 3)})"
                            if yg else ""),
                         small_verdict()),
         "big_ratio": (f"{_f(big['ratio'], 3)} (median {_f(_med(big['with']))} s with / "
@@ -855,28 +828,26 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
             f"{_f(prec['cpu_py_with'], 2)} ms with.")
         add("")
     if yg:
-        ctl = yg.get("control")
+        ctl = yg["control"]
         add(f"**Small writes in young JVMs** (`python tests/perf/run.py --young`, "
             f"{yg['started']}, {_f(yg['minutes'], 1)} min): the suite's design in "
-            f"{yg['jvms']} fresh JVMs with the plugin"
-            + (f" and, alternating with them, {ctl['jvms']} without it (the control: the "
-               "same two sessions, B through the one the plugin would observe)"
-               if ctl else "")
-            + f", {yg['octets_per_jvm']} octets each after {yg['warmup']} warm-up writes: "
-            "the regime of a fresh application's first writes, where the JIT's threads "
-            "still take most of a core. Every other pair of JVMs runs the octets mirrored "
-            "(B A A B A B B A), so that events at the same write counts in every young JVM "
-            "(the JIT's) fall on both sides alike. Each JVM's mean with the plugin: "
-            + ", ".join(_f(x, 3) for x in yg["per_jvm"])
-            + ("; without: " + ", ".join(_f(x, 3) for x in ctl["per_jvm"])
-               + f". Octet means: {_f(yg['mean'], 3)} with, {_f(ctl['mean'], 3)} without "
-               "(what the two sessions and the JVM's warming alone give); the plugin's "
-               f"effect, their difference: {_f(yg['effect']['mean'], 3)} (95 % interval "
-               f"{_f(yg['effect']['ci'][0], 3)}-{_f(yg['effect']['ci'][1], 3)}, resampling "
-               "whole JVMs)." if ctl else "."))
+            f"{yg['jvms']} fresh JVMs with the plugin and, alternating with them, "
+            f"{ctl['jvms']} without it (the control: the same two sessions, B through the "
+            f"one the plugin would observe), {yg['octets_per_jvm']} octets each after "
+            f"{yg['warmup']} warm-up writes: the regime of a fresh application's first "
+            "writes, where the JIT's threads still take most of a core. Every other pair of "
+            "JVMs runs the octets mirrored (B A A B A B B A), so that events at the same "
+            "write counts in every young JVM (the JIT's) fall on both sides alike. Each "
+            "JVM's mean with the plugin: " + ", ".join(_f(x, 3) for x in yg["per_jvm"])
+            + "; without: " + ", ".join(_f(x, 3) for x in ctl["per_jvm"])
+            + f". Octet means: {_f(yg['mean'], 3)} with, {_f(ctl['mean'], 3)} without "
+            "(what the two sessions and the JVM's warming alone give); the plugin's "
+            f"effect, their difference: {_f(yg['effect']['mean'], 3)} (95 % interval "
+            f"{_f(yg['effect']['ci'][0], 3)}-{_f(yg['effect']['ci'][1], 3)}, resampling "
+            "whole JVMs).")
         add("")
         acc_y = yg.get("accounting")
-        acc_c = ctl.get("accounting") if ctl else None
+        acc_c = ctl.get("accounting")
         if acc_y:
             def cell(acc: dict[str, Any] | None, key: str) -> str:
                 if not acc or key not in acc:
@@ -1032,7 +1003,7 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     add("bash tests/perf/run_all.sh            # whole suite, rewrites this page and the plot")
     add("bash tests/perf/run_all.sh --quick    # smoke run of every workload, no rewrite")
     add("python tests/perf/run.py --precision  # small writes, long one-JVM run (~7 min)")
-    add("python tests/perf/run.py --young      # small writes, octets of 8 fresh JVMs (~10 min)")
+    add("python tests/perf/run.py --young      # small writes, 6 young JVMs + 6 without (~11 min)")
     add("python tests/perf/run.py --only plan_sweep --runs 3 --merge   # one workload")
     add("python tests/perf/report.py           # re-render from tests/perf/results/latest.json")
     add("```")

@@ -5,7 +5,7 @@
     python tests/perf/run.py --quick          # a smoke run of every workload (~3 min)
     python tests/perf/run.py --only plan_sweep --runs 3
     python tests/perf/run.py --precision      # the small writes' long one-JVM run (~7 min)
-    python tests/perf/run.py --young          # their octets in 12 fresh JVMs, 6 without (~13 min)
+    python tests/perf/run.py --young          # their octets in 6 fresh JVMs and 6 without (~11 min)
     python tests/perf/run.py --report-only    # re-render the docs from the last results
 
 Workload-agnostic: a run is ``child.py --workload W --plugin 0|1``; runs of one workload
@@ -77,7 +77,7 @@ PRECISION_RESULTS = os.path.join(HERE, "results", "precision.json")
 # application's first writes) in fresh JVMs, each with the plugin and its neighbour
 # without (the control: the same two sessions, B through the one the plugin would
 # observe), the octets mirrored in every other pair; the plugin's cost is the difference
-# of the two sides' octet means (~13 min on 2 cores).
+# of the two sides' octet means (~11 min on 2 cores).
 YOUNG: list[tuple[str, dict[str, Any], int | None]] = [
     ("small_writes_ab", {"batch": 20, "octets": 4, "warmup": 20, "toggle": "session",
                          "with_control": True, "alternate_mirror": True}, 6),
@@ -212,7 +212,7 @@ def main() -> int:
                              "results/precision.json")
     parser.add_argument("--young", action="store_true",
                         help="the suite's small-write octets in fresh JVMs with and "
-                             "without the plugin (~13 min), into results/young.json")
+                             "without the plugin (~11 min), into results/young.json")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
     parser.add_argument("--results", default=None,
                         help="results file (default results/latest.json, or "

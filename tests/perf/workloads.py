@@ -245,9 +245,9 @@ class SmallWritesAB(SmallWrites):
             time.sleep(settle)
             c0 = common.cpu_seconds(observed)[1]
             g0 = self._cpu_groups(jvm_pid)
-            # without the plugin (the young run's control): B through the same session
-            blocks.append((side, writes(observed if plugin or ctx.handle is None and
-                                        side == "B" else plain)))
+            # without the plugin (the young run's control) B goes through the same session
+            blocks.append((side, writes(observed if side == "B" and plugin_on_b
+                                        else plain)))
             g1 = self._cpu_groups(jvm_pid)
             block_cpu.append({k: round(v - g0.get(k, 0.0), 2) for k, v in g1.items()})
             cpu[side] += common.cpu_seconds(observed)[1] - c0
