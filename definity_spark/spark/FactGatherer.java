@@ -62,6 +62,8 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     // the plan's JSON without Spark's toJSON (PlanJson); toJSON when it cannot
     private final PlanJson planJson = new PlanJson(QueryExecution.class.getClassLoader());
     private long jsonFallbacks;
+    private static final int SCHEMAS_KEPT = 256;
+    private final Map schemaJson = new HashMap();  // StructType -> its json (schemaJson)
     // roots (simple class names) of the writes `next` reads whole at once (setEager)
     private final Set eager = new HashSet();
     // on a listener-bus queue (watch): the session whose query ends are taken, and the
@@ -411,9 +413,21 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
                                   Set accIds, long[] ids) throws Exception {
         Object store = call(call(qe.sparkSession(), "sharedState"), "statusStore");
         Method one = require(store.getClass(), "execution", long.class);
-        List executions = newestExecutions(store, one);
-        for (int i = 0; i < executions.size(); i++) {
-            Object x = executions.get(i);
+        AtomicLong next = nextExecutionId();
+        List listed = next == null ? newestExecutions(store) : null;
+        long last = next == null ? listed.size() - 1 : next.get() - 1;
+        // newest first; the query's own is usually the first one looked at
+        for (long i = last; i >= 0 && i > last - statusScan; i--) {
+            Object x;
+            if (listed != null) {
+                x = listed.get((int) (last - i));
+            } else {  // a key lookup below Spark's next execution id
+                Object found = invoke(one, store, new Object[] {new Long(i)});
+                if (!((Boolean) call(found, "isDefined")).booleanValue()) {
+                    continue;
+                }
+                x = call(found, "get");
+            }
             if (queryId != null) {
                 if (!queryId.equals(String.valueOf(call(x, "queryId")))) {
                     continue;
@@ -444,22 +458,11 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         return false;
     }
 
-    // The newest `statusScan` executions of the SQL status store, newest first. Looked up
-    // one by one below Spark's next execution id where it can be read (a key lookup
-    // each); else through executionsList, which sorts the whole store on every call.
-    private List newestExecutions(Object store, Method one) throws Exception {
+    // Where Spark's next execution id cannot be read: the newest `statusScan` executions
+    // of the SQL status store, newest first, through executionsList (which sorts the whole
+    // store on every call).
+    private List newestExecutions(Object store) throws Exception {
         List out = new ArrayList();
-        AtomicLong next = nextExecutionId();
-        if (next != null) {
-            long last = next.get() - 1;
-            for (long id = last; id >= 0 && id > last - statusScan; id--) {
-                Object x = invoke(one, store, new Object[] {new Long(id)});
-                if (((Boolean) call(x, "isDefined")).booleanValue()) {
-                    out.add(call(x, "get"));
-                }
-            }
-            return out;
-        }
         long count = ((Number) call(store, "executionsCount")).longValue();
         int start = (int) Math.max(0, count - statusScan);
         Method list = store.getClass().getMethod("executionsList",
@@ -525,7 +528,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             optional(out, plan, "mode", "mode");
             optional(out, plan, "fileFormat", "file_format");
             if (query != null) {
-                field(out, "query_schema", (String) call(call(query, "schema"), "json"));
+                field(out, "query_schema", schemaJson(call(query, "schema")));
             }
             out.append('}');
         }
@@ -533,6 +536,21 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             leaves(out, plan, query);
         }
         return out.append("}\n").append(planJson).toString();
+    }
+
+    // StructType.json (json4s) once per schema value: a StructType is a new instance in
+    // every query, equal (field by field) to the last one when a job writes the same shape
+    // again. At most SCHEMAS_KEPT kept (under this object's lock).
+    private String schemaJson(Object schema) throws Exception {
+        String json = (String) schemaJson.get(schema);
+        if (json == null) {
+            json = (String) call(schema, "json");
+            if (schemaJson.size() >= SCHEMAS_KEPT) {
+                schemaJson.clear();
+            }
+            schemaJson.put(schema, json);
+        }
+        return json;
     }
 
     private static String lightHead(Object cmd, String root) throws Exception {

@@ -113,8 +113,8 @@ def young(results_path: str) -> dict[str, Any] | None:
     suite's results file: the octets of the JVMs with the plugin pooled as ab_one_jvm
     gives them, those of the control JVMs without it (the same design, B through the
     session the plugin would observe), and the plugin's effect: 1 + the difference of the
-    two sides' means, with a 95 % interval from resampling whole JVMs (a JVM's octets are
-    alike). Also the CPU accounting of their blocks, both sides."""
+    two sides' means, with a 95 % interval from resampling whole pairs of JVMs
+    (_effect). Also the CPU accounting of their blocks, both sides."""
     path = os.path.join(os.path.dirname(os.path.abspath(results_path)), "young.json")
     if not os.path.exists(path):
         return None
@@ -132,33 +132,62 @@ def young(results_path: str) -> dict[str, Any] | None:
                 "octets_per_jvm": params.get("octets"),
                 "minutes": (data.get("suite_s") or 0) / 60,
                 "per_jvm": [statistics.fmean(r["octet_ratios"]) for r in with_runs],
-                "accounting": block_accounting(with_runs)})
+                "accounting": block_accounting(with_runs),
+                "server": params.get("server") or "collector",
+                "merged": data.get("runs_merged")})
+    sunk = [(r["cpu_sink_s"], r["sink_counts"].get("/log/tf", 0)) for r in with_runs
+            if r.get("cpu_sink_s") is not None and isinstance(r.get("sink_counts"), dict)]
+    if sunk and sum(n for _, n in sunk):
+        fig["sink_ms_per_write"] = 1000 * sum(c for c, _ in sunk) / sum(n for _, n in sunk)
     base = [x for r in control for x in r["octet_ratios"]]
     fig["control"] = {
         "jvms": len(control), "ratios": base, "mean": statistics.fmean(base),
         "ci": _bootstrap(base),
         "per_jvm": [statistics.fmean(r["octet_ratios"]) for r in control],
         "accounting": block_accounting(control)}
-    fig["effect"] = _effect([r["octet_ratios"] for r in with_runs],
-                            [r["octet_ratios"] for r in control])
+    fig["effect"] = _effect(with_runs, control)
     return fig
 
 
-def _effect(with_jvms: list[list[float]], without_jvms: list[list[float]]
+def _effect(with_runs: list[dict[str, Any]], without_runs: list[dict[str, Any]]
             ) -> dict[str, Any]:
     """1 + mean(with octets) - mean(without octets), and its 95 % interval from 10,000
-    resamples of whole JVMs on each side (fixed seed)."""
+    resamples (fixed seed) of whole pairs of JVMs: run i without the plugin and run i with
+    it ran one after the other with the same octet order (``index``; mirrored when odd),
+    so a pair shares the machine's state and the positions of its B blocks. Resampling
+    the pairs keeps mirrored and plain orders balanced, which resampling each side's JVMs
+    apart does not (a JVM's mean depends on its order by ~2 %: ``unpaired_ci``)."""
     import random
 
     def mean(jvms: list[list[float]]) -> float:
         return statistics.fmean([x for j in jvms for x in j])
 
+    with_jvms = [r["octet_ratios"] for r in with_runs]
+    without_jvms = [r["octet_ratios"] for r in without_runs]
     rng = random.Random(0)
-    values = sorted(1 + mean(rng.choices(with_jvms, k=len(with_jvms)))
-                    - mean(rng.choices(without_jvms, k=len(without_jvms)))
-                    for _ in range(10_000))
-    return {"mean": 1 + mean(with_jvms) - mean(without_jvms),
-            "ci": (values[249], values[9749])}
+    unpaired = sorted(1 + mean(rng.choices(with_jvms, k=len(with_jvms)))
+                      - mean(rng.choices(without_jvms, k=len(without_jvms)))
+                      for _ in range(10_000))
+    out: dict[str, Any] = {"mean": 1 + mean(with_jvms) - mean(without_jvms),
+                           "ci": (unpaired[249], unpaired[9749]), "paired": False,
+                           "unpaired_ci": (unpaired[249], unpaired[9749])}
+    sides: dict[Any, list[Any]] = {}
+    for r in with_runs:
+        sides.setdefault(r.get("index"), [None, None])[0] = r["octet_ratios"]
+    for r in without_runs:
+        sides.setdefault(r.get("index"), [None, None])[1] = r["octet_ratios"]
+    pairs = [v for k, v in sides.items() if k is not None and v[0] and v[1]]
+    if len(pairs) == len(with_jvms) == len(without_jvms) and len(pairs) >= 2:
+        rng = random.Random(0)
+        values = []
+        for _ in range(10_000):
+            chosen = rng.choices(pairs, k=len(pairs))
+            values.append(1 + mean([w for w, _ in chosen]) - mean([c for _, c in chosen]))
+        values.sort()
+        out.update(ci=(values[249], values[9749]), paired=True, pairs=len(pairs),
+                   pair_effects=[1 + statistics.fmean(w) - statistics.fmean(c)
+                                 for w, c in pairs])
+    return out
 
 
 def _bootstrap(values: list[float]) -> tuple[float, float]:
@@ -829,8 +858,11 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
         add("")
     if yg:
         ctl = yg["control"]
+        merged = yg.get("merged") or []
+        when = (" and ".join(m["started"] for m in merged) + ", two runs of the same "
+                "design pooled in order" if len(merged) > 1 else yg["started"])
         add(f"**Small writes in young JVMs** (`python tests/perf/run.py --young`, "
-            f"{yg['started']}, {_f(yg['minutes'], 1)} min): the suite's design in "
+            f"{when}, {_f(yg['minutes'], 1)} min): the suite's design in "
             f"{yg['jvms']} fresh JVMs with the plugin and, alternating with them, "
             f"{ctl['jvms']} without it (the control: the same two sessions, B through the "
             f"one the plugin would observe), {yg['octets_per_jvm']} octets each after "
@@ -843,9 +875,25 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
             + f". Octet means: {_f(yg['mean'], 3)} with, {_f(ctl['mean'], 3)} without "
             "(what the two sessions and the JVM's warming alone give); the plugin's "
             f"effect, their difference: {_f(yg['effect']['mean'], 3)} (95 % interval "
-            f"{_f(yg['effect']['ci'][0], 3)}-{_f(yg['effect']['ci'][1], 3)}, resampling "
-            "whole JVMs).")
+            f"{_f(yg['effect']['ci'][0], 3)}-{_f(yg['effect']['ci'][1], 3)}, "
+            + ("resampling whole pairs of JVMs: a JVM without the plugin and the next one "
+               "with it, run with the same octet order; resampling each side's JVMs apart "
+               f"gives {_f(yg['effect']['unpaired_ci'][0], 3)}-"
+               f"{_f(yg['effect']['unpaired_ci'][1], 3)}, wider because a JVM's mean "
+               "depends on its order by ~2 %). The effect of each pair: "
+               + ", ".join(_f(x, 3) for x in yg["effect"]["pair_effects"]) + "."
+               if yg["effect"].get("paired") else "resampling whole JVMs)."))
         add("")
+        if yg.get("server") == "sink":
+            add("The JVMs with the plugin report to `tests/perf/sink.py`, a stand-in for the "
+                "Definity server that answers every report `200` and only counts them ("
+                + (f"{_f(yg['sink_ms_per_write'], 2)} ms of CPU per write"
+                   if yg.get("sink_ms_per_write") is not None else "its CPU not recorded")
+                + "), instead of the collector, which stores every report in SQLite (~1.6 "
+                "ms of CPU per write, three reports). In production the server is another "
+                "machine; here it shares the job's two cores, and on this machine even "
+                "idle-class CPU slows the job (see the notes below).")
+            add("")
         acc_y = yg.get("accounting")
         acc_c = ctl.get("accounting")
         if acc_y:
@@ -1003,7 +1051,8 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     add("bash tests/perf/run_all.sh            # whole suite, rewrites this page and the plot")
     add("bash tests/perf/run_all.sh --quick    # smoke run of every workload, no rewrite")
     add("python tests/perf/run.py --precision  # small writes, long one-JVM run (~7 min)")
-    add("python tests/perf/run.py --young      # small writes, 6 young JVMs + 6 without (~11 min)")
+    add("python tests/perf/run.py --young      # small writes, 12 young JVMs + 12 without "
+        "(~25 min)")
     add("python tests/perf/run.py --only plan_sweep --runs 3 --merge   # one workload")
     add("python tests/perf/report.py           # re-render from tests/perf/results/latest.json")
     add("```")

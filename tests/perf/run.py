@@ -5,7 +5,7 @@
     python tests/perf/run.py --quick          # a smoke run of every workload (~3 min)
     python tests/perf/run.py --only plan_sweep --runs 3
     python tests/perf/run.py --precision      # the small writes' long one-JVM run (~7 min)
-    python tests/perf/run.py --young          # their octets in 6 fresh JVMs and 6 without (~11 min)
+    python tests/perf/run.py --young          # 12 fresh JVMs and 12 without (~25 min)
     python tests/perf/run.py --report-only    # re-render the docs from the last results
 
 Workload-agnostic: a run is ``child.py --workload W --plugin 0|1``; runs of one workload
@@ -77,10 +77,11 @@ PRECISION_RESULTS = os.path.join(HERE, "results", "precision.json")
 # application's first writes) in fresh JVMs, each with the plugin and its neighbour
 # without (the control: the same two sessions, B through the one the plugin would
 # observe), the octets mirrored in every other pair; the plugin's cost is the difference
-# of the two sides' octet means (~11 min on 2 cores).
+# of the two sides' octet means (~25 min on 2 cores; a stand-in server, sink.py).
 YOUNG: list[tuple[str, dict[str, Any], int | None]] = [
     ("small_writes_ab", {"batch": 20, "octets": 4, "warmup": 20, "toggle": "session",
-                         "with_control": True, "alternate_mirror": True}, 6),
+                         "with_control": True, "alternate_mirror": True, "server": "sink"},
+     12),
 ]
 YOUNG_RESULTS = os.path.join(HERE, "results", "young.json")
 QUICK: list[tuple[str, dict[str, Any], int | None]] = [
@@ -150,9 +151,13 @@ def delivery_latency(payloads: list[dict[str, Any]], ends: list[float],
 def run_one(workload: str, plugin: bool, params: dict[str, Any], timeout: float,
             logdir: str) -> dict[str, Any]:
     out = tempfile.NamedTemporaryFile(prefix="perf-", suffix=".json", delete=False).name
-    collector = None
+    collector = sink = None
     url = None
-    if plugin:
+    if plugin and params.get("server") == "sink":  # a stand-in that only counts (sink.py)
+        sink = subprocess.Popen([sys.executable, os.path.join(HERE, "sink.py")],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        url = f"http://127.0.0.1:{int(sink.stdout.readline())}"
+    elif plugin:
         from definity_spark.collector import Collector
 
         collector = Collector(os.path.join(tempfile.mkdtemp(prefix="perf-col-"), "c.db"),
@@ -187,6 +192,19 @@ def run_one(workload: str, plugin: bool, params: dict[str, Any], timeout: float,
         result = {"ok": False, "error": f"no result (exit {rc}, see {log_path})"}
     os.unlink(out) if os.path.exists(out) else None
     result.update({"rc": rc, "elapsed_s": elapsed, "log": log_path, **cpu})
+    if sink is not None:
+        try:
+            import psutil
+            import requests
+
+            result["sink_counts"] = requests.get(f"{url}/counts", timeout=30).json()
+            times = psutil.Process(sink.pid).cpu_times()
+            result["cpu_sink_s"] = times.user + times.system
+        except Exception as exc:  # noqa: BLE001 - the figures stand without it
+            result["sink_counts"] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            sink.stdin.close()
+            sink.wait(30)
     if collector is not None:
         try:
             if result.get("task_id") and result.get("ends"):
@@ -212,7 +230,7 @@ def main() -> int:
                              "results/precision.json")
     parser.add_argument("--young", action="store_true",
                         help="the suite's small-write octets in fresh JVMs with and "
-                             "without the plugin (~11 min), into results/young.json")
+                             "without the plugin (~25 min), into results/young.json")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
     parser.add_argument("--results", default=None,
                         help="results file (default results/latest.json, or "
