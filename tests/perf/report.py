@@ -686,7 +686,14 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
                            f"{_f(yg['mean'], 3)} with, {_f(yg['control']['mean'], 3)} "
                            f"without; the plugin's effect {_f(yg['effect']['mean'], 3)} "
                            f"(95 % interval {_f(yg['effect']['ci'][0], 3)}-"
-                           f"{_f(yg['effect']['ci'][1], 3)})"
+                           f"{_f(yg['effect']['ci'][1], 3)}"
+                           + (f", pairs of JVMs resampled; each side's JVMs apart: "
+                              f"{_f(yg['effect']['unpaired_ci'][0], 3)}-"
+                              f"{_f(yg['effect']['unpaired_ci'][1], 3)}"
+                              if yg["effect"].get("paired") else "")
+                           + ("; reporting to a stand-in server that only counts, "
+                              "tests/perf/sink.py" if yg.get("server") == "sink" else "")
+                           + ")"
                            if yg else ""),
                         small_verdict()),
         "big_ratio": (f"{_f(big['ratio'], 3)} (median {_f(_med(big['with']))} s with / "
