@@ -61,6 +61,7 @@ class FaultyServer:
         self.lock = threading.Lock()
         self.records: list[Record] = []
         self.requests_seen = 0
+        self.idle_timeout: float | None = None  # seconds, for connections opened later
         self.request_times: list[float] = []
         self._stopping = threading.Event()
         self.clear()
@@ -181,6 +182,11 @@ def _handler_for(server: FaultyServer) -> type:
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
             pass
+
+        def setup(self) -> None:
+            # an idle keep-alive connection is closed after this long (None: never)
+            self.timeout = server.idle_timeout
+            super().setup()
 
         def do_POST(self) -> None:  # noqa: N802 - http.server's naming
             length = int(self.headers.get("Content-Length") or 0)

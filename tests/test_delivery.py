@@ -139,6 +139,26 @@ def test_a_base_url_with_a_path_prefixes_every_endpoint(server: FaultyServer,
     assert len({r.client_port for r in server.records}) == 1
 
 
+def test_a_keepalive_connection_the_server_closed_costs_no_attempt(server: FaultyServer
+                                                                     ) -> None:
+    # the server closes an idle connection (as a keep-alive timeout would) between two
+    # reports: the second goes out at its first attempt, on a new connection
+    from definity_spark.delivery.http import HttpTransport
+
+    server.idle_timeout = 0.2
+    transport = HttpTransport(server.url, token=TOKEN, attempts=3, attempt_sleep=0.01)
+    try:
+        first = transport.send("/log/task", {"task_id": "t-1"})
+        time.sleep(0.6)
+        second = transport.send("/log/task", {"task_id": "t-2"})
+    finally:
+        transport.close()
+    assert (first.outcome, first.attempts) == (SENT, 1)
+    assert (second.outcome, second.attempts) == (SENT, 1)
+    assert [b["task_id"] for b in server.bodies()] == ["t-1", "t-2"]
+    assert len({r.client_port for r in server.records}) == 2
+
+
 def test_body_is_exactly_the_wire_json(server: FaultyServer, tmp_path: Any) -> None:
     delivery = make_delivery(make_settings(tmp_path, server_url=server.url))
     tf = wire.Transformation(task_id="t-1", tf_id=4, output_name="db.out",

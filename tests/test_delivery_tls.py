@@ -97,3 +97,24 @@ def test_a_ca_bundle_variable_of_the_environment_is_trusted(
     delivery, payloads = submit_all(settings)
     assert delivery.close(5.0)
     assert https_server.bodies() == [p.to_json() for p in payloads]
+
+
+def test_a_certificate_for_another_host_name_is_refused(tmp_path: Any, caplog: Any) -> None:
+    """A certificate the CA bundle trusts, but issued for another name than the server's
+    URL has: refused like an untrusted one (the host name is checked, not only the CA)."""
+    caplog.set_level(logging.DEBUG, logger="definity_spark")
+    cert, key = str(tmp_path / "other.pem"), str(tmp_path / "other-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", key, "-out", cert, "-subj", "/CN=definity.example",
+                    "-addext", "subjectAltName=DNS:definity.example"],
+                   check=True, capture_output=True)
+    srv = FaultyServer(token=TOKEN, tls=(cert, key))
+    try:
+        settings = make_settings(tmp_path, server_url=srv.url, ca_bundle=cert)
+        delivery, payloads = submit_all(settings)
+        assert delivery.close(5.0)
+        assert srv.records == []
+        assert sum("could not be verified" in r.getMessage() for r in caplog.records) == 1
+        assert delivery.stats()["spooled"] == len(payloads)
+    finally:
+        srv.close()

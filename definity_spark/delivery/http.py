@@ -10,20 +10,26 @@ rejected the token"), a 404/405/410 or a redirect once too ("is ... the base URL
 Definity server?"; redirects are not followed), other refusals once per status code. Sleeps
 wait on an ``abort`` event, so ``close()`` can cut them short and shutdown stays bounded.
 
-urllib3 is used directly, not through requests (which is built on it): requests' own
-machinery per request (header merging, URL parsing, adapters, cookies, environment and
-``~/.netrc`` look-ups) took the CPU per POST to a loopback server from ~0.4 ms to ~0.7 ms,
-CPU taken from the Spark driver. urllib3 neither retries nor follows redirects here: this
-module's loop does the retrying. What requests read from the environment is read once, when
-the pool is made: the proxy for the server's URL (``HTTP_PROXY``, ``HTTPS_PROXY``,
-``ALL_PROXY``, ``NO_PROXY``, with requests' own rules; credentials in the proxy URL become a
-``Proxy-Authorization`` header; https goes through a CONNECT tunnel), and, when no CA bundle
-is configured, ``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``. ``~/.netrc`` is never read
-(requests would send its credentials in place of the token).
+Without a proxy, a report goes through the standard library's ``http.client`` (which
+urllib3 is built on), on one keep-alive connection checked before each reuse (the server
+may have closed it): urllib3's pool, request and response layers cost ~80 us of CPU per
+report on top of http.client's ~55 us (loopback, warm; ~3x both in a busy driver), CPU
+taken from the Spark driver's cores. Through a proxy, urllib3 (CONNECT tunnels, SOCKS,
+proxy credentials), not through requests: requests' own machinery per request (header
+merging, URL parsing, adapters, cookies, environment and ``~/.netrc`` look-ups) costs more
+still. Neither retries nor follows redirects here: this module's loop does the retrying.
+What requests read from the environment is read once, when the pool is made: the proxy
+for the server's URL (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, with
+requests' own rules; credentials in the proxy URL become a ``Proxy-Authorization`` header;
+https goes through a CONNECT tunnel), and, when no CA bundle is configured,
+``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``. ``~/.netrc`` is never read (requests would send
+its credentials in place of the token).
 
 TLS certificates are verified by default, against the CAs requests would use (certifi's
 bundle, else the system store), or ``ca_bundle`` for a private CA; they are loaded once per
-pool, not at every new connection. Plain http to a host that is not loopback works; the
+pool (and for the connection without a proxy, once per transport), not at every new
+connection. Without a proxy the host name is checked by Python's ``ssl`` (``check_hostname``),
+through a proxy by urllib3. Plain http to a host that is not loopback works; the
 warning about it is given once by the settings room (``settings.resolve``), where the URL is
 checked.
 
@@ -35,10 +41,12 @@ of a proxy URL appear in the ``Proxy-Authorization`` header only.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import logging
 import os
 import random
+import socket
 import ssl
 import threading
 import time
@@ -48,6 +56,7 @@ from typing import Any
 import urllib3
 from urllib3.util import make_headers, parse_url
 from urllib3.util.ssl_ import create_urllib3_context
+from urllib3.util.wait import wait_for_read
 
 from definity_spark.delivery.transport import (
     ABORTED,
@@ -144,9 +153,9 @@ class HttpTransport(Transport):
             self._headers["Authorization"] = f"Bearer {self._token}"
         self._pool: urllib3.PoolManager | None = None
         self._pool_pid: int | None = None
-        # Without a proxy, requests go straight to the server's connection pool: the
-        # PoolManager's per-request URL parsing and pool look-up cost ~15 % of a POST's CPU.
-        self._direct: Any = None  # urllib3.HTTPConnectionPool, or None (through _pool)
+        # Without a proxy: through http.client, on this connection (module docstring)
+        self._use_direct = False
+        self._direct: http.client.HTTPConnection | None = None
         base = parse_url(self.base_url)
         self._base_path = (base.path or "").rstrip("/") if base.query is None else None
         self._token_rejection_logged = False
@@ -173,9 +182,25 @@ class HttpTransport(Transport):
             self._pool = self._make_pool()
             self._pool_pid = pid
             self._direct = None
-            if type(self._pool) is urllib3.PoolManager and self._base_path is not None:
-                self._direct = self._pool.connection_from_url(self.base_url)
+            self._use_direct = (type(self._pool) is urllib3.PoolManager
+                                and self._base_path is not None)
         return self._pool
+
+    def _new_direct(self) -> http.client.HTTPConnection:
+        """The connection without a proxy: http.client's, with the timeout for connecting
+        and for each read, TCP_NODELAY (http.client sets it), and for https the pool's
+        certificate checking plus the host name's (urllib3 checks it itself)."""
+        url = parse_url(self.base_url)
+        host = (url.host or "").strip("[]")
+        if url.scheme == "https":
+            context = self._tls_options().get("ssl_context")
+            if context is None:  # verification off (the settings room warned once)
+                context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
+            else:
+                context.check_hostname = True
+            return http.client.HTTPSConnection(host, url.port or 443, timeout=self.timeout,
+                                               context=context)
+        return http.client.HTTPConnection(host, url.port or 80, timeout=self.timeout)
 
     def _make_pool(self) -> urllib3.PoolManager:
         """A pool of one keep-alive connection to the server, through the environment's
@@ -256,10 +281,10 @@ class HttpTransport(Transport):
                 # A subclass of ConnectTimeoutError, but a refusal or a name that does not
                 # resolve, not a timeout.
                 last = SendResult(NETWORK, None, self._scrub(_short_error(exc)), attempt)
-            except urllib3.exceptions.TimeoutError as exc:
+            except (urllib3.exceptions.TimeoutError, socket.timeout) as exc:
                 last = SendResult(NETWORK, None, f"timeout after {self.timeout:g}s "
                                   f"({type(exc).__name__})", attempt)
-            except urllib3.exceptions.SSLError as exc:
+            except (urllib3.exceptions.SSLError, ssl.SSLError) as exc:
                 detail = self._scrub(_short_error(exc))
                 if "certificate verify failed" in str(exc).lower() or \
                         "CERTIFICATE_VERIFY_FAILED" in str(exc):
@@ -267,7 +292,7 @@ class HttpTransport(Transport):
                     self._log_tls_failure(detail)
                     return SendResult(TLS, None, detail, attempt)
                 last = SendResult(NETWORK, None, detail, attempt)
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
+            except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
                 last = SendResult(NETWORK, None, self._scrub(_short_error(exc)), attempt)
             else:
                 if 200 <= status < 300:
@@ -302,18 +327,39 @@ class HttpTransport(Transport):
         The connection goes back to the pool for the next report: kept alive when the
         answer was read whole, closed when it was cut."""
         pool: Any = self._get_pool()
-        target = self.base_url + endpoint
-        if self._direct is not None:  # no proxy: the server's own pool, by path
-            pool, target = self._direct, self._base_path + endpoint
+        if self._use_direct:
+            return self._post_direct(self._base_path + endpoint, data)
         resp = pool.urlopen(
-            "POST", target, body=data, headers=self._headers, timeout=self._urlopen_timeout,
-            retries=False, redirect=False, preload_content=False)
+            "POST", self.base_url + endpoint, body=data, headers=self._headers,
+            timeout=self._urlopen_timeout, retries=False, redirect=False,
+            preload_content=False)
         try:
             answer = resp.read(_ANSWER_LIMIT)
             if not resp.closed:
                 resp.close()
         finally:
             resp.release_conn()
+        return resp.status, resp.headers, answer
+
+    def _post_direct(self, path: str, data: bytes
+                     ) -> tuple[int, Mapping[str, str], bytes]:
+        """``_post`` without a proxy: on the one connection, opened again when the server
+        closed it (readable while idle: its end, or bytes nobody asked for) or when an
+        answer was not read whole."""
+        conn = self._direct
+        if conn is not None and conn.sock is not None and wait_for_read(conn.sock, 0.0):
+            conn.close()  # (http.client opens it again at the next request)
+        if conn is None:
+            conn = self._direct = self._new_direct()
+        try:
+            conn.request("POST", path, body=data, headers=self._headers)
+            resp = conn.getresponse()
+            answer = resp.read(_ANSWER_LIMIT)
+            if not resp.isclosed():  # cut: the rest is never read, so not reused
+                conn.close()
+        except BaseException:
+            conn.close()
+            raise
         return resp.status, resp.headers, answer
 
     def _log_token_rejected(self, status: int, endpoint: str) -> None:
@@ -359,7 +405,12 @@ class HttpTransport(Transport):
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
-        self._direct = None
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            try:
+                direct.close()
+            except Exception:  # noqa: BLE001
+                pass
         if pool is not None:
             try:
                 pool.clear()
