@@ -149,7 +149,11 @@ def test_a_keepalive_connection_the_server_closed_costs_no_attempt(server: Fault
     transport = HttpTransport(server.url, token=TOKEN, attempts=3, attempt_sleep=0.01)
     try:
         first = transport.send("/log/task", {"task_id": "t-1"})
-        time.sleep(0.6)
+        # until the server's end of the idle connection arrives (0.2 s, more on a busy
+        # machine)
+        from urllib3.util.wait import wait_for_read
+
+        assert wait_for_read(transport._direct.sock, 10.0)
         second = transport.send("/log/task", {"task_id": "t-2"})
     finally:
         transport.close()
