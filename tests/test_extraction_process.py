@@ -61,6 +61,12 @@ def activate(env: Any, helper: bool, **overrides: Any) -> tuple[Any, Any]:
             spark.range(1).count()
             assert handle.flush(30)
         assert observer._forwarding, "the helper never took the callbacks over"
+        # then the pump hands the gatherer over and ends: the helper takes the callbacks
+        # from the JVM itself, the driver's interpreter does nothing per query
+        while observer._handed_at is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert observer._handed_at is not None, "the pump never handed the gatherer over"
+        assert observer._pump is None
     return handle, observer
 
 
@@ -154,6 +160,7 @@ def test_a_killed_helper_leaves_the_driver_reading(env: Any) -> None:
         spark.range(3).write.mode("overwrite").parquet(f"{tmp}/k{i}")
     assert handle.flush(60)
     assert not observer._forwarding and observer.stats["writes"] == 3
+    assert observer._pump is not None and observer._pump.is_alive()  # started again
     definity_spark.deactivate(spark)
     bodies = payloads(env, handle.task_id)
     tf_ids = [b["tf_id"] for e, b in bodies if e == "/log/tf"]
@@ -197,6 +204,9 @@ def test_two_sessions_one_sequence(env: Any) -> None:
         other.range(1).count()
         assert handle.flush(30)
     assert second._forwarding, "the second session was not handed to the helper"
+    while second._handed_at is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert second._handed_at is not None and first._handed_at is not None
     for i in range(3):
         spark.range(2).write.mode("overwrite").parquet(f"{tmp}/s1_{i}")
         other.range(2).write.mode("overwrite").parquet(f"{tmp}/s2_{i}")

@@ -331,14 +331,14 @@ class ProcessDelivery:
                  "(%s)", reply.get("error") or "no answer")
         return False
 
-    def forward(self, key: int | None, text: str) -> bool:
-        """One answer of the JVM listener for the helper to read (``Q``). False: the
-        helper is gone (read it here)."""
+    def forward(self, key: int | None, text: str, always: bool = False) -> bool:
+        """One answer of the JVM listener for the helper to read (``Q``); ``always``: even
+        beyond the waiting limit. False: the helper is gone (read it here)."""
         data = _frame(b"Q", f"{key}\n{text}".encode())
         with self._lock:
             if not self._usable():
                 return False
-            if len(self._pending) >= WAITING_LIMIT:
+            if len(self._pending) >= WAITING_LIMIT and not always:
                 self._count("callbacks_lost")
                 return True
             self._enqueue(data)
@@ -575,8 +575,14 @@ class ProcessDelivery:
                         f"; at most {unconfirmed} report(s) it had accepted may be lost"
                         if unconfirmed else "")
             # Numbering here continues after every number the helper could have given:
-            # each callback or write it was sent is at most one transformation.
-            self._tf_next = self._tf_base + self._callbacks_written + self._groups_written
+            # each callback or write it was sent, or callback it took from the JVM itself
+            # (SessionObserver._hand_over), is at most one transformation.
+            pulled = 0
+            for observer in list(self._observers.values()):
+                with contained("delivery.process.pulled"):
+                    pulled += int(observer.pulled_by_helper())
+            self._tf_next = self._tf_base + self._callbacks_written + self._groups_written \
+                + pulled
             texts = self._hand_over(b"".join(waiting))
             if self._numbering is not None:
                 with contained("delivery.process.numbering"):

@@ -57,7 +57,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     // mark {n}; callbacks taken by `next` wait in `pending` until the reader releases them
     private final LinkedBlockingQueue callbacks;
     private final Map pending = new HashMap();
-    private long taken;
+    private volatile long taken;  // callbacks taken by `next` (one taker at a time)
     private volatile long dropped;
     // the plan's JSON without Spark's toJSON (PlanJson); toJSON when it cannot
     private final PlanJson planJson = new PlanJson(QueryExecution.class.getClassLoader());
@@ -263,6 +263,11 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         synchronized (pending) {
             pending.clear();
         }
+    }
+
+    // callbacks taken by `next` so far (the last sequence number given)
+    public long taken() {
+        return taken;
     }
 
     // callbacks lost: the queue was full, or a query end could not be taken (watch)

@@ -1,8 +1,9 @@
 """Extraction in the delivery helper process (``spark.definity.extraction.process``).
 
 In the driver, the JVM listener's pump hands each callback to the helper as the text the
-gatherer answered (``ProcessDelivery.forward``); the driver's interpreter then does no
-per-query work beyond that one socket write. Here, in the helper, a ``SessionObserver``
+gatherer answered (``ProcessDelivery.forward``), then the gatherer itself (a last text,
+``{"pull": ...}``): from then on the helper's worker takes the callbacks from the JVM
+(``SessionObserver._pull``), and the driver's interpreter does no per-query work. Here, in the helper, a ``SessionObserver``
 per session reads them exactly as the driver's would: it connects to the driver's JVM
 through py4j (the gateway's address and secret came down the socket) and uses the
 driver's gatherer and session by their py4j references, for the reads that are not

@@ -26,7 +26,11 @@ helper (``_attach_helper``), and when nothing read here is still waiting for a l
 callback (``_maybe_forward``) the pump writes each callback's text to the helper instead
 of the hand-off queue. There another ``SessionObserver`` (``run_in_helper``, ``take``)
 reads it with its own py4j connection and the driver's gatherer; drain marks come back
-as ``helper_mark``. If the helper dies, ``helper_lost`` sends everything here again.
+as ``helper_mark``. Once forwarding, the pump hands the gatherer over (``_hand_over``):
+it sends the helper a last text, ``{"pull": ...}``, after everything it forwarded, and
+ends; from then on the helper's worker takes the callbacks from the JVM itself
+(``_pull``), so the driver's interpreter does nothing per query. If the helper dies,
+``helper_lost`` reads here what it had not been given and starts the pump again.
 
 Nested writes (the data write of a CTAS or ``saveAsTable``) arrive while their outer
 command is still running. Their plan is read when the root's callback has arrived
@@ -172,6 +176,13 @@ class SessionObserver:
         self._remote_wanted = False  # attached: forward once nothing is held here
         self._forwarding = False
         self._local_items = 0  # callbacks the pump is putting into the local queue
+        # the helper takes the callbacks from the JVM itself (_hand_over): in the driver,
+        # since the callback taken last by the pump (its sequence number); in the helper,
+        # that its worker pulls
+        self._handed_at: int | None = None
+        self._last_seq = 0
+        self._pulling = False
+        self._last_item = time.monotonic()  # the pulling worker's idle time (_release)
         self._last_mark = 0
         self._session_ref: Any = None  # the session's py4j reference the helper uses
         self.helper_key: int | None = None
@@ -312,6 +323,8 @@ class SessionObserver:
         try:
             self._tuning.server_connections()
             while not self._pump_stop:
+                if self._forwarding and self._hand_over(g):
+                    return
                 with self._lock:
                     release, self._releases = ",".join(map(str, self._releases)), []
                 text = g.next(PUMP_WAIT_MS, release)
@@ -344,6 +357,7 @@ class SessionObserver:
         if "mark" in d:
             return _Mark(int(d["mark"]))
         self._jvm_dropped = int(d["dropped"])
+        self._last_seq = int(d["seq"])
         eager = None
         if phases:  # both reading phases came with it (FactGatherer.setEager)
             begun, _, finished = phases.partition("\n")
@@ -368,6 +382,36 @@ class SessionObserver:
         with self._lock:
             self._local_items += 1
         return False
+
+    def _hand_over(self, g: Any) -> bool:
+        """The pump, forwarding: hand the gatherer to the helper and end (True). The
+        ``pull`` text follows every callback forwarded before it, so the helper reads them
+        first; callbacks the JVM queues meanwhile wait there for its first ``next``."""
+        with self._lock:
+            helper = self._helper if self._forwarding else None
+            if helper is None:
+                return False
+            release, self._releases = ",".join(map(str, self._releases)), []
+            if release:
+                g.release(release)
+            if not helper.forward(self.helper_key, json.dumps({"pull": self._last_seq}),
+                                  always=True):
+                return False
+            self._handed_at = self._last_seq
+            self._pump = None
+        logger.debug("definity-spark: the helper takes the callbacks of session %s",
+                     self.helper_key)
+        return True
+
+    def pulled_by_helper(self) -> int:
+        """At most how many callbacks the helper took from the JVM itself."""
+        handed_at = self._handed_at
+        if handed_at is None or self._jvm_listener is None:
+            return 0
+        try:
+            return max(0, int(self._jvm_listener.taken()) - handed_at)
+        except Exception:  # noqa: BLE001 - the JVM is gone: no more callbacks either way
+            return 0
 
     def _attach_helper(self) -> None:
         """On the worker, once the JVM listener is in place: let the helper read this
@@ -442,10 +486,21 @@ class SessionObserver:
             self._forwarding = False
             self._remote_wanted = False
             self._helper = None
+            handed, self._handed_at = self._handed_at is not None, None
         g = self._jvm_listener
         for text in texts:
+            if text.startswith(('{"overlap"', '{"pull"')):
+                continue
             with contained("observer.helper_lost"):
                 self._queue.put(self._callback_of(text, g), timeout=1.0)
+        if handed and g is not None and not self._pump_stop:
+            with contained("observer.pump_restart"):
+                # The JVM thread that served the helper's `next` may still be waiting in
+                # it, for up to PUMP_WAIT_MS: a mark ends that wait, else it would take the
+                # next callback and lose it with its answer. Then the pump, after the
+                # callbacks above (in the queue already).
+                g.mark(0, 100)
+                self._start_pump()
         with self._idle:
             self._marks_done = max(self._marks_done, self._last_mark)
             self._idle.notify_all()
@@ -476,6 +531,10 @@ class SessionObserver:
         if text.startswith('{"overlap"'):  # read in the driver already (_maybe_forward)
             self._overlap.extend(tuple(x) for x in json.loads(text)["overlap"])
             return
+        if text.startswith('{"pull"'):  # the pump handed the gatherer over (_hand_over)
+            self._pulling = True
+            self._queue.put(None)  # the worker stops waiting on the queue
+            return
         item = self._callback_of(text, self._jvm_listener)
         self._queue.put(item)
 
@@ -483,6 +542,10 @@ class SessionObserver:
         """In the helper: read what was forwarded, make held writes final, end."""
         deadline = time.monotonic() + timeout
         with contained("observer.helper_stop"):
+            if self._pulling:  # the worker may wait in the JVM: a mark ends its wait
+                self._pulling = False
+                with contained("observer.helper_stop_pull"):
+                    self._jvm_listener.mark(0, 100)
             self._queue.put(_Mark(0), timeout=timeout)
             with self._idle:
                 while self._queue.unfinished_tasks > 0 or self._in_flight > 0:
@@ -498,8 +561,8 @@ class SessionObserver:
 
     def _send_releases(self, force: bool = False) -> None:
         """In the helper: tell the JVM which callbacks are done (the pump does it in the
-        driver, with its next call)."""
-        if not self._in_helper or not self._releases:
+        driver, with its next call; so does the helper's worker when it pulls)."""
+        if not self._in_helper or not self._releases or (self._pulling and not force):
             return
         if not force and len(self._releases) < RELEASE_BATCH:
             return
@@ -557,12 +620,21 @@ class SessionObserver:
         self._attach_helper()
         while True:
             self._maybe_forward()
+            if self._pulling and self._queue.empty():
+                self._pull()
             try:
-                cb = self._queue.get(timeout=IDLE_RELEASE_SECONDS)
+                if self._pulling:
+                    cb = self._queue.get_nowait()
+                else:
+                    cb = self._queue.get(timeout=IDLE_RELEASE_SECONDS)
             except queue.Empty:
+                if self._pulling and \
+                        time.monotonic() - self._last_item < IDLE_RELEASE_SECONDS:
+                    continue
                 # idle: a write held for a possible outer command (nesting.py) is final
+                self._last_item = time.monotonic()
                 self._release()
-                self._send_releases(force=True)
+                self._send_releases(force=not self._pulling)
                 continue
             try:
                 if cb is None:
@@ -574,7 +646,7 @@ class SessionObserver:
                     with self._idle:
                         self._marks_done = max(self._marks_done, cb.n)
                     if self.on_mark is not None and cb.n:
-                        self._send_releases(force=True)
+                        self._send_releases(force=not self._pulling)
                         with contained("observer.on_mark"):
                             self.on_mark(cb.n)
                     continue
@@ -594,6 +666,24 @@ class SessionObserver:
                     self._queue.task_done()
                     self._idle.notify_all()
                 self._send_releases()
+
+    def _pull(self) -> None:
+        """In the helper, the queue empty: wait in the JVM for the next callback (at most
+        ``PUMP_WAIT_MS``), handing back those done with on the way."""
+        g = self._jvm_listener
+        with self._lock:
+            release, self._releases = ",".join(map(str, self._releases)), []
+        try:
+            text = g.next(PUMP_WAIT_MS, release)
+        except Exception as exc:  # noqa: BLE001 - the driver's JVM went away
+            self._pulling = False
+            logger.info("definity-spark: the helper no longer takes query callbacks from "
+                        "the JVM (%s: %s)", type(exc).__name__, str(exc)[:200])
+            return
+        if text is not None:
+            self._last_item = time.monotonic()
+            with contained("observer.pull"):
+                self._queue.put(self._callback_of(str(text), g), timeout=1.0)
 
     def _handle(self, cb: _listener.Callback) -> None:
         handed = False  # the callback was deferred or finished (which detaches it)

@@ -6,6 +6,7 @@
     python tests/perf/run.py --only plan_sweep --runs 3
     python tests/perf/run.py --precision      # the small writes' long one-JVM run (~7 min)
     python tests/perf/run.py --young          # 12 fresh JVMs and 12 without (~25 min)
+    python tests/perf/run.py --young --pairs 24   # 24 pairs (~50 min)
     python tests/perf/run.py --report-only    # re-render the docs from the last results
 
 Workload-agnostic: a run is ``child.py --workload W --plugin 0|1``; runs of one workload
@@ -231,6 +232,8 @@ def main() -> int:
     parser.add_argument("--young", action="store_true",
                         help="the suite's small-write octets in fresh JVMs with and "
                              "without the plugin (~25 min), into results/young.json")
+    parser.add_argument("--pairs", type=int, default=None,
+                        help="--young: pairs of JVMs (default 12)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
     parser.add_argument("--results", default=None,
                         help="results file (default results/latest.json, or "
@@ -268,6 +271,8 @@ def main() -> int:
 
     suite = (QUICK if args.quick else PRECISION if args.precision else
              YOUNG if args.young else SUITE)
+    if args.young and args.pairs:
+        suite = [(w, p, args.pairs) for w, p, _ in suite]
     if args.only:
         wanted = set(args.only.split(","))
         suite = [s for s in suite if s[0] in wanted]
