@@ -1,6 +1,6 @@
 """The HTTP transport: POST a payload to the Definity server, with retries.
 
-One keep-alive urllib3 connection pool per transport (recreated in a forked child), bearer
+One keep-alive connection per transport (made again in a forked child), bearer
 token, JSON body, a timeout per attempt (to connect, and to read), and at most ``attempts``
 tries in total (the first included). Retried: connection errors, timeouts, resets, 5xx and
 429; the sleep between tries is exponential with jitter (``attempt_sleep * 2**(n-1)``,
@@ -10,28 +10,27 @@ rejected the token"), a 404/405/410 or a redirect once too ("is ... the base URL
 Definity server?"; redirects are not followed), other refusals once per status code. Sleeps
 wait on an ``abort`` event, so ``close()`` can cut them short and shutdown stays bounded.
 
-Without a proxy, a report goes through the standard library's ``http.client`` (which
-urllib3 is built on), on one keep-alive connection checked before each reuse (the server
-may have closed it): urllib3's pool, request and response layers cost ~80 us of CPU per
-report on top of http.client's ~55 us (loopback, warm; ~3x both in a busy driver), CPU
-taken from the Spark driver's cores. Through a proxy, urllib3 (CONNECT tunnels, SOCKS,
-proxy credentials), not through requests: requests' own machinery per request (header
-merging, URL parsing, adapters, cookies, environment and ``~/.netrc`` look-ups) costs more
-still. Neither retries nor follows redirects here: this module's loop does the retrying.
-What requests read from the environment is read once, when the pool is made: the proxy
-for the server's URL (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, with
-requests' own rules; credentials in the proxy URL become a ``Proxy-Authorization`` header;
-https goes through a CONNECT tunnel), and, when no CA bundle is configured,
-``REQUESTS_CA_BUNDLE`` / ``CURL_CA_BUNDLE``. ``~/.netrc`` is never read (requests would send
-its credentials in place of the token).
+Without a proxy, a report goes through the standard library's ``http.client`` (which urllib3
+is built on), on one keep-alive connection checked before each reuse (the server may have
+closed it): urllib3's pool, request and response layers cost ~80 us of CPU per report on top
+of http.client's ~55 us (loopback, warm; ~3x both in a busy driver), CPU taken from the
+Spark driver's cores. Through a proxy, urllib3 (CONNECT tunnels, SOCKS, proxy credentials),
+not through requests: requests' own machinery per request (header merging, URL parsing,
+adapters, cookies, environment and ``~/.netrc`` look-ups) costs more still. Neither retries
+nor follows redirects here: this module's loop does the retrying. What requests read from
+the environment is read once per process, at the first report: the proxy for the server's
+URL (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, with requests' own rules;
+credentials in the proxy URL become a ``Proxy-Authorization`` header; https goes through a
+CONNECT tunnel), and, when no CA bundle is configured, ``REQUESTS_CA_BUNDLE`` /
+``CURL_CA_BUNDLE``. ``~/.netrc`` is never read (requests would send its credentials in place
+of the token).
 
 TLS certificates are verified by default, against the CAs requests would use (certifi's
 bundle, else the system store), or ``ca_bundle`` for a private CA; they are loaded once per
-pool (and for the connection without a proxy, once per transport), not at every new
-connection. Without a proxy the host name is checked by Python's ``ssl`` (``check_hostname``),
-through a proxy by urllib3. Plain http to a host that is not loopback works; the
-warning about it is given once by the settings room (``settings.resolve``), where the URL is
-checked.
+transport and process, not at every new connection. Without a proxy the host name is checked
+by Python's ``ssl`` (``check_hostname``), through a proxy by urllib3. Plain http to a host
+that is not loopback works; the warning about it is given once by the settings room
+(``settings.resolve``), where the URL is checked.
 
 The token appears in the ``Authorization`` header and nowhere else: not in log lines,
 not in errors (server answers are scrubbed of it before they are logged). The credentials
@@ -152,10 +151,11 @@ class HttpTransport(Transport):
         if self._token:
             self._headers["Authorization"] = f"Bearer {self._token}"
         self._pool: urllib3.PoolManager | None = None
-        self._pool_pid: int | None = None
-        # Without a proxy: through http.client, on this connection (module docstring)
-        self._use_direct = False
+        self._pool_pid: int | None = None  # the process the route was chosen in
+        # Without a proxy: through http.client, on this connection (module docstring),
+        # with this SSL context for https (its CAs loaded once per process)
         self._direct: http.client.HTTPConnection | None = None
+        self._direct_context: ssl.SSLContext | None = None
         base = parse_url(self.base_url)
         self._base_path = (base.path or "").rstrip("/") if base.query is None else None
         self._token_rejection_logged = False
@@ -175,15 +175,24 @@ class HttpTransport(Transport):
         if self._verify is False:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
 
-    def _get_pool(self) -> urllib3.PoolManager:
+    def _route(self) -> urllib3.PoolManager | None:
+        """Chosen once per process (a forked child must not share the parent's sockets):
+        the environment's proxy for the server's URL, if it has one (read here, once),
+        through urllib3's pool; else http.client's connection (None), unless the URL has a
+        query string (the pool then)."""
         pid = os.getpid()
-        if self._pool is None or self._pool_pid != pid:
-            # A forked child must not share the parent's sockets.
-            self._pool = self._make_pool()
-            self._pool_pid = pid
+        if self._pool_pid != pid:
+            # requests' rules for the proxy variables (select_proxy: scheme://host, scheme,
+            # all://host, all; NO_PROXY: hosts, domains, CIDR blocks). Imported here, once
+            # per process, rather than at activation.
+            from requests.utils import get_environ_proxies, select_proxy
+
+            proxy = select_proxy(self.base_url, get_environ_proxies(self.base_url))
+            direct = not proxy and self._base_path is not None
+            self._pool = None if direct else self._make_pool(proxy)
             self._direct = None
-            self._use_direct = (type(self._pool) is urllib3.PoolManager
-                                and self._base_path is not None)
+            self._direct_context = None
+            self._pool_pid = pid
         return self._pool
 
     def _new_direct(self) -> http.client.HTTPConnection:
@@ -193,32 +202,25 @@ class HttpTransport(Transport):
         url = parse_url(self.base_url)
         host = (url.host or "").strip("[]")
         if url.scheme == "https":
-            context = self._tls_options().get("ssl_context")
-            if context is None:  # verification off (the settings room warned once)
-                context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
-            else:
-                context.check_hostname = True
+            context = self._direct_context
+            if context is None:
+                context = self._tls_options().get("ssl_context")
+                if context is None:  # verification off (the settings room warned once)
+                    context = create_urllib3_context(cert_reqs=ssl.CERT_NONE)
+                else:
+                    context.check_hostname = True
+                self._direct_context = context
             return http.client.HTTPSConnection(host, url.port or 443, timeout=self.timeout,
                                                context=context)
         return http.client.HTTPConnection(host, url.port or 80, timeout=self.timeout)
 
-    def _make_pool(self) -> urllib3.PoolManager:
-        """A pool of one keep-alive connection to the server, through the environment's
-        proxy if it has one for the server's URL (read here, once)."""
-        # requests' rules for the proxy variables (select_proxy: scheme://host, scheme,
-        # all://host, all; NO_PROXY: hosts, domains, CIDR blocks). Imported here, once per
-        # pool, rather than at activation.
-        from requests.utils import (
-            get_auth_from_url,
-            get_environ_proxies,
-            prepend_scheme_if_needed,
-            select_proxy,
-        )
+    def _make_pool(self, proxy: str | None) -> urllib3.PoolManager:
+        """A pool of one keep-alive connection to the server, through ``proxy`` if set."""
+        from requests.utils import get_auth_from_url, prepend_scheme_if_needed
 
         options: dict[str, Any] = {"num_pools": 1, "maxsize": 1}
         if self.base_url.lower().startswith("https:"):
             options.update(self._tls_options())
-        proxy = select_proxy(self.base_url, get_environ_proxies(self.base_url))
         if not proxy:
             return urllib3.PoolManager(**options)
         proxy = prepend_scheme_if_needed(proxy, "http")
@@ -326,9 +328,9 @@ class HttpTransport(Transport):
 
         The connection goes back to the pool for the next report: kept alive when the
         answer was read whole, closed when it was cut."""
-        pool: Any = self._get_pool()
-        if self._use_direct:
-            return self._post_direct(self._base_path + endpoint, data)
+        pool: Any = self._route()
+        if pool is None:
+            return self._post_direct(self._base_path + endpoint, data)  # type: ignore[operator]
         resp = pool.urlopen(
             "POST", self.base_url + endpoint, body=data, headers=self._headers,
             timeout=self._urlopen_timeout, retries=False, redirect=False,
@@ -406,6 +408,7 @@ class HttpTransport(Transport):
     def close(self) -> None:
         pool, self._pool = self._pool, None
         direct, self._direct = self._direct, None
+        self._pool_pid = None
         if direct is not None:
             try:
                 direct.close()

@@ -3,14 +3,15 @@
 In the driver, the JVM listener's pump hands each callback to the helper as the text the
 gatherer answered (``ProcessDelivery.forward``), then the gatherer itself (a last text,
 ``{"pull": ...}``): from then on the helper's worker takes the callbacks from the JVM
-(``SessionObserver._pull``), and the driver's interpreter does no per-query work. Here, in the helper, a ``SessionObserver``
-per session reads them exactly as the driver's would: it connects to the driver's JVM
-through py4j (the gateway's address and secret came down the socket) and uses the
-driver's gatherer and session by their py4j references, for the reads that are not
-answered with the callback (nested writes, failures). Its sink is a ``TaskReporter`` that
-numbers the task's transformations: it took the numbering over from the driver's reporter
-(``N``), which sends its own writes here to be numbered (``W``), so that the numbers stay
-one sequence whichever process read the query.
+(``SessionObserver._pull``), and the driver's interpreter does no per-query work. Here,
+in the helper, a ``SessionObserver`` per session reads them exactly as the driver's
+would: it connects to the driver's JVM through py4j (the gateway's address and secret
+came down the socket) and uses the driver's gatherer and session by their py4j
+references, for the reads that are not answered with the callback (nested writes,
+failures). Its sink is a ``TaskReporter`` that numbers the task's transformations: it
+took the numbering over from the driver's reporter (``N``), which sends its own writes
+here to be numbered (``W``), so that the numbers stay one sequence whichever process
+read the query.
 
 Frames (``process.py``): ``N`` take over the numbering; ``O`` attach a session (reply:
 ``ok``, ``error``); ``Q`` a callback (session key, ``\\n``, the gatherer's text); ``W`` a
