@@ -774,7 +774,7 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
         add(f"- **Machine load** (1-min load average at the start of each run): "
             f"min {min(loads):.1f} / median {statistics.median(loads):.1f} / max "
             f"{max(loads):.1f} on {m.get('cores', '?')} cores. Figures taken on a busy "
-            "machine are noisy; the alternation A B A B spreads the noise over both sides.")
+            "machine are noisy; the alternation spreads the noise over both sides.")
     if results.get("streams"):
         add("- **Result files** (workloads run as parallel streams, merged by report.py): "
             + "; ".join(f"{st['file']} {st.get('started') or '?'} to "
@@ -1054,12 +1054,14 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     add("## How to rerun")
     add("")
     add("```bash")
-    add("/opt/venvs/spark35/bin/pip install -e '.[bench]'   # matplotlib, psutil")
+    add("bash tests/setup.sh && .venv/bin/pip install -e '.[bench]'   # matplotlib, psutil")
+    add("source .venv/bin/activate")
     add("bash tests/perf/run_all.sh            # whole suite, rewrites this page and the plot")
     add("bash tests/perf/run_all.sh --quick    # smoke run of every workload, no rewrite")
     add("python tests/perf/run.py --precision  # small writes, long one-JVM run (~7 min)")
     add("python tests/perf/run.py --young      # small writes, 12 young JVMs + 12 without "
         "(~25 min)")
+    add("python tests/perf/run.py --young --pairs 24   # the recorded figure (~50 min)")
     add("python tests/perf/run.py --only plan_sweep --runs 3 --merge   # one workload")
     add("python tests/perf/report.py           # re-render from tests/perf/results/latest.json")
     add("```")
@@ -1069,7 +1071,10 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     add("## Method")
     add("")
     add("- Each workload runs in a fresh interpreter and JVM (`tests/perf/child.py`, "
-        "`local[2]`, UI off), alternately without and with the plugin (A B A B ...), 5 runs "
+        "`local[2]`, UI off), alternately without and with the plugin (A B A B ...; "
+        "for `small_writes` and `big_job` the pairs alternate their order too, A B B A A B "
+        "..., since this machine slows down as a suite goes on and the second run of a pair "
+        "would otherwise always be the plugin's), 5 runs "
         "of each side for the wall-time ratios (`small_writes`, `big_job`), 2 for "
         "`plan_sweep` (its figure, extraction time, is plugin-only: every statement of every "
         "with-run is a sample), one of each for the 10,000-query memory run (both at once, "
