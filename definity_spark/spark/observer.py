@@ -177,10 +177,8 @@ class SessionObserver:
         self._forwarding = False
         self._local_items = 0  # callbacks the pump is putting into the local queue
         # the helper takes the callbacks from the JVM itself (_hand_over): in the driver,
-        # since the callback taken last by the pump (its sequence number); in the helper,
-        # that its worker pulls
+        # the gatherer's count of callbacks taken then; in the helper, that its worker pulls
         self._handed_at: int | None = None
-        self._last_seq = 0
         self._pulling = False
         self._last_item = time.monotonic()  # the pulling worker's idle time (_release)
         self._last_mark = 0
@@ -325,9 +323,7 @@ class SessionObserver:
             while not self._pump_stop:
                 if self._forwarding and self._hand_over(g):
                     return
-                with self._lock:
-                    release, self._releases = ",".join(map(str, self._releases)), []
-                text = g.next(PUMP_WAIT_MS, release)
+                text = g.next(PUMP_WAIT_MS, self._take_releases())
                 if text is None:
                     continue
                 text = str(text)
@@ -357,7 +353,6 @@ class SessionObserver:
         if "mark" in d:
             return _Mark(int(d["mark"]))
         self._jvm_dropped = int(d["dropped"])
-        self._last_seq = int(d["seq"])
         eager = None
         if phases:  # both reading phases came with it (FactGatherer.setEager)
             begun, _, finished = phases.partition("\n")
@@ -387,17 +382,17 @@ class SessionObserver:
         """The pump, forwarding: hand the gatherer to the helper and end (True). The
         ``pull`` text follows every callback forwarded before it, so the helper reads them
         first; callbacks the JVM queues meanwhile wait there for its first ``next``."""
+        release = self._take_releases()
+        if release:
+            g.release(release)
         with self._lock:
             helper = self._helper if self._forwarding else None
             if helper is None:
                 return False
-            release, self._releases = ",".join(map(str, self._releases)), []
-            if release:
-                g.release(release)
-            if not helper.forward(self.helper_key, json.dumps({"pull": self._last_seq}),
-                                  always=True):
+            taken = int(g.taken())  # the pump is the only taker until the helper's first
+            if not helper.forward(self.helper_key, json.dumps({"pull": taken}), always=True):
                 return False
-            self._handed_at = self._last_seq
+            self._handed_at = taken
             self._pump = None
         logger.debug("definity-spark: the helper takes the callbacks of session %s",
                      self.helper_key)
@@ -561,15 +556,21 @@ class SessionObserver:
 
     def _send_releases(self, force: bool = False) -> None:
         """In the helper: tell the JVM which callbacks are done (the pump does it in the
-        driver, with its next call; so does the helper's worker when it pulls)."""
-        if not self._in_helper or not self._releases or (self._pulling and not force):
+        driver, with its next call; so does the helper's worker while it pulls)."""
+        if not self._in_helper or not self._releases or self._pulling:
             return
         if not force and len(self._releases) < RELEASE_BATCH:
             return
-        with self._lock:
-            release, self._releases = ",".join(map(str, self._releases)), []
+        release = self._take_releases()
         with contained("observer.release_seqs"):
             self._jvm_listener.release(release)
+
+    def _take_releases(self) -> str:
+        """The callbacks done with since the last call, as ``FactGatherer.release`` takes
+        them (comma-separated sequence numbers)."""
+        with self._lock:
+            release, self._releases = ",".join(map(str, self._releases)), []
+        return release
 
     def _lower_jvm_thread(self, g: Any) -> None:
         """The JVM thread serving this Python thread's py4j calls runs at the same lower
@@ -634,7 +635,7 @@ class SessionObserver:
                 # idle: a write held for a possible outer command (nesting.py) is final
                 self._last_item = time.monotonic()
                 self._release()
-                self._send_releases(force=not self._pulling)
+                self._send_releases(force=True)
                 continue
             try:
                 if cb is None:
@@ -646,7 +647,7 @@ class SessionObserver:
                     with self._idle:
                         self._marks_done = max(self._marks_done, cb.n)
                     if self.on_mark is not None and cb.n:
-                        self._send_releases(force=not self._pulling)
+                        self._send_releases(force=True)
                         with contained("observer.on_mark"):
                             self.on_mark(cb.n)
                     continue
@@ -671,10 +672,8 @@ class SessionObserver:
         """In the helper, the queue empty: wait in the JVM for the next callback (at most
         ``PUMP_WAIT_MS``), handing back those done with on the way."""
         g = self._jvm_listener
-        with self._lock:
-            release, self._releases = ",".join(map(str, self._releases)), []
         try:
-            text = g.next(PUMP_WAIT_MS, release)
+            text = g.next(PUMP_WAIT_MS, self._take_releases())
         except Exception as exc:  # noqa: BLE001 - the driver's JVM went away
             self._pulling = False
             logger.info("definity-spark: the helper no longer takes query callbacks from "
