@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from definity_spark._internal import configure_logging, contained, set_thread_nice
+from definity_spark._internal import configure_logging, contained
 
 __version__ = "0.1.0"
 __all__ = ["activate", "deactivate", "autoattach", "Handle", "__version__"]
@@ -168,7 +168,6 @@ def _activate(spark: Any, overrides: Mapping[str, Any], require_enabled: bool) -
     settings = settings_mod.resolve(overrides=dict(overrides), spark_conf=conf,
                                     environ=os.environ)
     configure_logging(settings.log_level)
-    set_thread_nice(settings.thread_nice)
     with contained("log_filter"):
         from definity_spark import redaction
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -83,53 +82,3 @@ def configure_logging(level: str) -> None:
     """Set the level of the ``definity_spark`` logger (handlers are the host's business)."""
     with contained("configure_logging"):
         logger.setLevel(level.upper())
-
-
-# -- the plugin's threads yield the CPU to the job ------------------------------------------
-# Linux only: there a thread has its own nice value (setpriority on its thread id); on
-# other systems setpriority(PRIO_PROCESS, ...) would lower the whole process, so nothing is
-# done. An unprivileged thread can raise its nice value but never lower it again.
-MAX_NICE = 19
-_thread_nice = 0
-
-
-def set_thread_nice(increment: int) -> None:
-    """How much lower than the process's own priority the plugin's threads run (0: as
-    the process; the ``thread_nice`` setting)."""
-    global _thread_nice
-    _thread_nice = max(0, min(MAX_NICE, int(increment)))
-
-
-def thread_nice() -> int:
-    return _thread_nice
-
-
-def lower_thread_priority() -> None:
-    """Called first thing in each of the plugin's background threads: give the calling
-    thread the process's nice value plus ``thread_nice`` (at most 19), so that on a busy
-    driver the kernel runs the job's threads (the JVM's, the user's Python) before the
-    plugin's. Only ever lowers the thread's priority; never raises."""
-    with contained("thread_priority"):
-        _lower(os.getpid(), threading.get_native_id())
-
-
-def lower_jvm_thread_priority(ids: str) -> int | None:
-    """The same for a thread of the driver's JVM, given as ``"pid tid"`` (the gatherer's
-    ``threadIds()``, run on the JVM thread that serves the calling Python thread): its
-    process's nice value plus ``thread_nice``. The thread id when it was lowered."""
-    with contained("thread_priority.jvm"):
-        if ids:
-            pid, tid = (int(x) for x in ids.split())
-            if _lower(pid, tid):
-                return tid
-    return None
-
-
-def _lower(pid: int, tid: int) -> bool:
-    if _thread_nice <= 0 or not hasattr(os, "setpriority") or \
-            not sys.platform.startswith("linux"):
-        return False
-    target = min(MAX_NICE, os.getpriority(os.PRIO_PROCESS, pid) + _thread_nice)
-    if os.getpriority(os.PRIO_PROCESS, tid) < target:
-        os.setpriority(os.PRIO_PROCESS, tid, target)
-    return True

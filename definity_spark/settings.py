@@ -108,6 +108,8 @@ class SettingDef:
     min_exclusive: bool = False  # numbers: the minimum itself is not accepted
     secret: bool = False  # never shown: repr, describe(), warnings
     must_exist: bool = False  # paths: the file or directory must exist
+    # an internal switch: not in the user's table of docs/configuration.md
+    internal: bool = False
 
     @property
     def type_text(self) -> str:
@@ -196,51 +198,6 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "DEFINITY_EXTRACTION_MAX_PLAN_NODES", INT, 20000,
        "Most plan nodes read per query; a larger plan gives a partial transformation.",
        minimum=1),
-    _S("jvm_reader", "spark.definity.extraction.jvmReader", "DEFINITY_EXTRACTION_JVM_READER",
-       BOOL, True,
-       "Receive query callbacks and read plans through a small Java class the plugin "
-       "compiles in the driver at run time with Spark's own Janino (no JAR): a plain write "
-       "costs 1 py4j round trip instead of ~40 and holds Spark's listener bus for microseconds. "
-       "`false`: a Python listener and py4j calls only."),
-    _S("listener_on_bus", "spark.definity.listener.onBus", "DEFINITY_LISTENER_ON_BUS",
-       BOOL, True,
-       "Take the query ends with the Java class of `spark.definity.extraction.jvmReader` as "
-       "a listener on one of the queues of Spark's listener bus that Spark runs anyway "
-       "(`executorManagement`, else `appStatus`), watching the session, from activation on "
-       "(the class is then compiled during `activate()`: ~0.35 s more the first time in a "
-       "fresh JVM). `false`, or when that Spark has neither queue: a Python "
-       "QueryExecutionListener first, swapped for the Java class once compiled; Spark then "
-       "starts its `shared` listener queue, whose thread takes every event of the "
-       "application (~30 us of the driver's CPU per task start or end)."),
-    _S("thread_nice", "spark.definity.threads.nice", "DEFINITY_THREADS_NICE", INT, 0,
-       "Run the plugin's background threads (extraction, delivery, and the JVM threads "
-       "serving their py4j calls) this much below the driver's priority, as a nice "
-       "increment (Linux; 19 at most), so that on a driver with no idle core the kernel "
-       "runs the job's threads first. Off (`0`) by default: on the 2-core benchmark `10` "
-       "made no measurable difference to the job and doubled the extraction time in a "
-       "young JVM, whose JIT threads then come first (docs/performance.md).",
-       minimum=0),
-    _S("delivery_process", "spark.definity.delivery.process", "DEFINITY_DELIVERY_PROCESS",
-       BOOL, True,
-       "Send the reports from a helper process (Python, started by the plugin, fed through "
-       "a socket pair) instead of a thread of the driver's interpreter, so that the HTTP "
-       "work never holds the interpreter lock the application's statements wait for "
-       "(Linux; elsewhere, or if the helper cannot start, delivery runs in the driver). "
-       "`false`: always in the driver."),
-    _S("helper_idle", "spark.definity.delivery.idlePriority",
-       "DEFINITY_DELIVERY_IDLE_PRIORITY", BOOL, True,
-       "Run the helper process of `spark.definity.delivery.process` in Linux's idle "
-       "scheduling class (`SCHED_IDLE`): it gets a core when the job leaves one idle, "
-       "and on a driver whose cores are all busy its reports wait (they are sent or "
-       "spooled at the end as usual). `false`: the driver's nice value + 10."),
-    _S("extraction_process", "spark.definity.extraction.process",
-       "DEFINITY_EXTRACTION_PROCESS", BOOL, True,
-       "Also read and classify the queries in the helper process of "
-       "`spark.definity.delivery.process`: it connects to the driver's JVM through py4j "
-       "and takes over from the driver once the JVM listener is in place, so that the "
-       "driver's interpreter does no per-query work beyond handing each callback over "
-       "(Linux; needs the delivery helper and the JVM listener; if either is missing or "
-       "the helper dies, extraction runs in the driver)."),
     _S("ca_bundle", "spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE", PATH, None,
        "CA bundle (PEM file or directory) used to verify the server's TLS certificate; "
        "must exist.", doc_default="the system / `requests` CAs", must_exist=True),
@@ -254,6 +211,18 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "have their values redacted from payloads, logs and the spool.",
        doc_default="Spark's `spark.redaction.regex`, else "
                    "`" + SPARK_DEFAULT_REDACTION_REGEX + "`"),
+    # --- internal switches: each turns the primary path off, so that the tests (and a
+    # diagnosis) can run the fallback that takes over where the primary cannot run ---
+    _S("jvm_listener", "spark.definity.internal.jvmListener",
+       "DEFINITY_INTERNAL_JVM_LISTENER", BOOL, True,
+       "`false`: receive the queries with the py4j Python listener and read them with py4j "
+       "calls, as when the plugin's Java listener cannot be compiled in the driver.",
+       internal=True),
+    _S("helper_process", "spark.definity.internal.helperProcess",
+       "DEFINITY_INTERNAL_HELPER_PROCESS", BOOL, True,
+       "`false`: read the queries and send the reports from threads of the driver's "
+       "process, as where the helper process cannot run (not Linux, or it died).",
+       internal=True),
 )
 del _S
 
@@ -296,6 +265,16 @@ class SettingRow(NamedTuple):
     source: str  # override / conf / env / default
 
 
+def _default(name: str) -> Any:
+    """A ``Settings`` field whose default is its definition's (one place for each)."""
+    d = BY_NAME[name]
+    if callable(d.default):
+        return dataclasses.field(default_factory=lambda: d.default({}, os.environ))
+    if isinstance(d.default, dict):
+        return dataclasses.field(default_factory=lambda: FrozenTags(d.default))
+    return dataclasses.field(default=d.default)
+
+
 @dataclasses.dataclass(frozen=True, repr=False)
 class Settings:
     """The effective configuration of one activation. Immutable; build it with ``resolve()``.
@@ -304,37 +283,33 @@ class Settings:
     does, so use ``masked()`` for anything that leaves the process.
     """
 
-    enabled: bool | None = None
-    server_url: str | None = None
-    token: str | None = None
-    env_name: str | None = None
-    pipeline_name: str | None = None
-    task_name: str | None = None
-    pipeline_pit: str | None = None
-    task_id: str | None = None
-    tags: Mapping[str, str] = dataclasses.field(default_factory=FrozenTags)
-    server_timeout: float = 5.0
-    server_attempts: int = 3
-    server_attempt_sleep: float = 1.0
-    spool_dir: str = dataclasses.field(default_factory=default_spool_dir)
-    log_level: str = "WARNING"
-    events_file: str | None = None
-    flush_timeout: float = 5.0
-    queue_size: int = 10000
-    normalize_s3: bool = True
-    trim_partition_dirs: bool = True
-    extraction_budget_ms: int = 2000
-    max_plan_nodes: int = 20000
-    jvm_reader: bool = True
-    listener_on_bus: bool = True
-    thread_nice: int = 0
-    delivery_process: bool = True
-    helper_idle: bool = True
-    extraction_process: bool = True
-    ca_bundle: str | None = None
-    verify_tls: bool = True
-    replay_spool: bool = False
-    redaction_regex: str | None = None
+    enabled: bool | None = _default("enabled")
+    server_url: str | None = _default("server_url")
+    token: str | None = _default("token")
+    env_name: str | None = _default("env_name")
+    pipeline_name: str | None = _default("pipeline_name")
+    task_name: str | None = _default("task_name")
+    pipeline_pit: str | None = _default("pipeline_pit")
+    task_id: str | None = _default("task_id")
+    tags: Mapping[str, str] = _default("tags")
+    server_timeout: float = _default("server_timeout")
+    server_attempts: int = _default("server_attempts")
+    server_attempt_sleep: float = _default("server_attempt_sleep")
+    spool_dir: str = _default("spool_dir")
+    log_level: str = _default("log_level")
+    events_file: str | None = _default("events_file")
+    flush_timeout: float = _default("flush_timeout")
+    queue_size: int = _default("queue_size")
+    normalize_s3: bool = _default("normalize_s3")
+    trim_partition_dirs: bool = _default("trim_partition_dirs")
+    extraction_budget_ms: int = _default("extraction_budget_ms")
+    max_plan_nodes: int = _default("max_plan_nodes")
+    ca_bundle: str | None = _default("ca_bundle")
+    verify_tls: bool = _default("verify_tls")
+    replay_spool: bool = _default("replay_spool")
+    redaction_regex: str | None = _default("redaction_regex")
+    jvm_listener: bool = _default("jvm_listener")
+    helper_process: bool = _default("helper_process")
     # Not settings: where each value came from, and Spark's own redaction regex (from
     # the same Spark conf) for effective_redaction_regex.
     sources: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
@@ -840,12 +815,14 @@ def _doc_default(d: SettingDef) -> str:
     return f"`{_display(d, d.default)}`"
 
 
-def _doc_rows() -> Iterator[str]:
+def _doc_rows(internal: bool = False) -> Iterator[str]:
     yield ("| Spark conf key | Environment variable | `activate()` keyword | Type | Default "
            "| Meaning |")
     yield "|---|---|---|---|---|---|"
     aliases = {name: alias for alias, name in KEYWORD_ALIASES.items()}
     for d in DEFINITIONS:
+        if d.internal != internal:
+            continue
         keyword = f"`{d.name}`"
         if d.name in aliases:
             keyword += f" (or `{aliases[d.name]}`)"
@@ -890,6 +867,15 @@ def render_configuration_doc() -> str:
         "",
     ]
     lines.extend(_doc_rows())
+    lines += [
+        "",
+        "## Internal switches",
+        "",
+        "Not for production: each turns a primary path off, so that the tests (and a",
+        "diagnosis) run the fallback the plugin takes by itself where the primary cannot run.",
+        "",
+    ]
+    lines.extend(_doc_rows(internal=True))
     lines.append("")
     return "\n".join(lines)
 

@@ -21,7 +21,11 @@ def test_doc_has_a_row_per_setting_and_says_it_is_generated():
     assert "do not edit by hand" in text and REGENERATE_COMMAND in text
     rows = [line for line in text.splitlines() if line.startswith("| `spark.definity.")]
     assert len(rows) == len(DEFINITIONS)
-    for d, row in zip(DEFINITIONS, rows):
+    # the user's table first, the internal switches in a section of their own after it
+    ordered = [d for d in DEFINITIONS if not d.internal] + [d for d in DEFINITIONS if d.internal]
+    internal_at = text.index("## Internal switches")
+    for d, row in zip(ordered, rows):
+        assert (text.index(row) > internal_at) == d.internal, d.name
         assert row.startswith(f"| `{d.conf_key}` | `{d.env_var}` |")
         # every row has the same number of cells (no unescaped '|' in a default or doc)
         assert row.replace("\\|", "").count("|") == 7

@@ -51,7 +51,7 @@ def activate(env: Any, helper: bool, **overrides: Any) -> tuple[Any, Any]:
     spark, url, _ = env
     definity_spark.deactivate(spark)  # a task a failed test left active
     handle = definity_spark.activate(spark, server_url=url, token=TOKEN,
-                                     extraction_process=helper, pipeline_name="xp",
+                                     helper_process=helper, pipeline_name="xp",
                                      **overrides)
     assert handle is not None
     observer = next(iter(handle._runtime.observers.values()))
@@ -195,7 +195,7 @@ def test_two_sessions_one_sequence(env: Any) -> None:
     spark, url, tmp = env
     handle, first = activate(env, True)
     other = spark.newSession()
-    definity_spark.activate(other, server_url=url, token=TOKEN, extraction_process=True)
+    definity_spark.activate(other, server_url=url, token=TOKEN, helper_process=True)
     observers = list(handle._runtime.observers.values())
     assert len(observers) == 2 and first in observers  # one task, two sessions
     second = next(o for o in observers if o is not first)
@@ -218,17 +218,3 @@ def test_two_sessions_one_sequence(env: Any) -> None:
     assert tf_ids == list(range(1, len(tf_ids) + 1))
     assert sorted(o.rsplit("/", 1)[-1] for o in outputs if "/s" in o) == \
         sorted([f"s1_{i}" for i in range(3)] + [f"s2_{i}" for i in range(3)])
-
-
-def test_without_the_delivery_helper_extraction_stays_in_the_driver(env: Any) -> None:
-    spark, _, tmp = env
-    definity_spark.deactivate(spark)
-    handle = definity_spark.activate(spark, server_url=env[1], token=TOKEN,
-                                     extraction_process=True, delivery_process=False)
-    observer = next(iter(handle._runtime.observers.values()))
-    spark.range(4).write.mode("overwrite").parquet(f"{tmp}/local")
-    assert handle.flush(60)
-    assert observer._helper is None and observer.stats["writes"] == 1
-    definity_spark.deactivate(spark)
-    outputs = [b["output"]["name"] for e, b in payloads(env, handle.task_id) if e == "/log/tf"]
-    assert outputs == [f"file:{tmp}/local"]

@@ -36,7 +36,7 @@ def activate(env: Any, on_bus: bool) -> tuple[Any, Any]:
     spark, url, _ = env
     definity_spark.deactivate(spark)
     handle = definity_spark.activate(spark, server_url=url, token=TOKEN, pipeline_name="bus",
-                                     listener_on_bus=on_bus, extraction_process=False)
+                                     jvm_listener=on_bus, helper_process=False)
     assert handle is not None
     return handle, next(iter(handle._runtime.observers.values()))
 
@@ -67,8 +67,8 @@ def test_the_same_reports_as_a_query_execution_listener(env: Any) -> None:
             assert gatherers_on_bus(spark) == 1
             # no QueryExecutionListener: Spark started no shared queue for the plugin
             assert bool(bus(spark).activeQueues().contains("shared")) == shared_before
-        else:
-            assert observer.bus_queue is None
+        else:  # the fallback: the Python listener, read through py4j
+            assert observer.bus_queue is None and observer.listener_mode == "python"
         assert observer.stats["writes"] >= 6 and observer.stats["failed_queries"] == 1
         definity_spark.deactivate(spark)
         bodies = payloads(env, handle.task_id)

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import threading
 import time
-from types import SimpleNamespace
+from dataclasses import replace
 
 import pytest
 
@@ -19,7 +19,8 @@ pyspark = pytest.importorskip("pyspark")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from sparkutil import RecordingSink, hive_session  # noqa: E402
 
-from definity_spark._internal import set_strict, set_thread_nice  # noqa: E402
+from definity_spark._internal import set_strict  # noqa: E402
+from definity_spark.settings import defaults  # noqa: E402
 from definity_spark.spark.observer import SessionObserver  # noqa: E402
 
 pytestmark = pytest.mark.spark
@@ -28,7 +29,6 @@ pytestmark = pytest.mark.spark
 @pytest.fixture(scope="module")
 def env():
     set_strict(True)
-    set_thread_nice(10)  # the plugin's threads, started below, run at nice +10
     tmp = tempfile.mkdtemp(prefix="definity-smoke-")
     spark = hive_session(tmp)
     sink = RecordingSink()
@@ -38,7 +38,6 @@ def env():
     obs.stop(10)
     spark.stop()
     set_strict(False)
-    set_thread_nice(0)
 
 
 def run(env, fn):
@@ -144,33 +143,11 @@ def test_a_plain_write_is_read_with_its_callback(env):
     assert reader.eager_phases - before == 1  # the nested write's first phase only
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice: Linux")
-def test_the_extraction_and_pump_threads_run_below_the_driver(env):
-    spark, sink, obs, tmp = env
-    run(env, lambda: spark.range(3).write.mode("overwrite").parquet(f"{tmp}/nice"))
-    process = os.getpriority(os.PRIO_PROCESS, os.getpid())
-    expected = min(19, process + 10)  # set_thread_nice(10) in the fixture
-    for thread in (obs._worker, obs._pump):
-        assert thread is not None and thread.is_alive()
-        assert os.getpriority(os.PRIO_PROCESS, thread.native_id) == expected
-    # the host's threads keep theirs
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == process
-    # so do the JVM threads serving the extraction and pump threads' py4j calls (two
-    # distinct threads: pyspark's pinned-thread client), but not the one serving ours
-    g = obs._jvm_listener
-    pid, main_tid = (int(x) for x in str(g.threadIds()).split())
-    jvm_nice = os.getpriority(os.PRIO_PROCESS, pid)
-    assert len(set(obs.lowered_jvm_threads)) == 2 and main_tid not in obs.lowered_jvm_threads
-    for tid in obs.lowered_jvm_threads:
-        assert os.getpriority(os.PRIO_PROCESS, tid) == min(19, jvm_nice + 10)
-    assert os.getpriority(os.PRIO_PROCESS, main_tid) == jvm_nice
-
-
 def test_python_listener_bus_time_per_callback(env):
     spark, _, _, tmp = env
     other = spark.newSession()
     sink = RecordingSink()
-    obs = SessionObserver(other, SimpleNamespace(jvm_reader=False), sink)
+    obs = SessionObserver(other, replace(defaults(), jvm_listener=False), sink)
     assert obs.start() is True
     try:
         for _i in range(20):
@@ -191,34 +168,6 @@ def test_python_listener_bus_time_per_callback(env):
             snap = timers.get(name).getSnapshot()
             print(f"{name}: median {snap.getMedian() / 1e6:.3f} ms "
                   f"p95 {snap.get95thPercentile() / 1e6:.3f} ms")
-
-
-def test_a_callback_during_the_swap_is_reported_once(env):
-    """While both listeners are registered (listener.swap), a write reaches both: its
-    Python copy is read and its JVM copy skipped; writes before and after: once each."""
-    spark, _, _, tmp = env
-    other = spark.newSession()
-    sink = RecordingSink()
-    # the swap happens with the Python listener first (spark.definity.listener.onBus=false)
-    obs = SessionObserver(other, SimpleNamespace(listener_on_bus=False), sink)
-
-    def write(name: str) -> None:
-        other.range(3).write.mode("overwrite").parquet(f"{tmp}/swap_{name}")
-        other.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(30_000)
-
-    obs.swap_between = lambda: write("during")
-    assert obs.start() is True
-    try:
-        write("first")
-        assert obs.drain(60)
-        write("after")
-        assert obs.drain(60)
-        assert obs.listener_mode == "jvm"
-        names = sorted(w.output.name.rsplit("_", 1)[-1] for w in sink.writes)
-        assert names == ["after", "during", "first"]
-        assert obs.listener.received >= 1  # "during" (and maybe "first") via Python
-    finally:
-        obs.stop(10)
 
 
 class _SlowSink(RecordingSink):
@@ -277,7 +226,7 @@ def test_a_full_jvm_hand_off_drops_and_counts(env):
     spark, _, _, tmp = env
     other = spark.newSession()
     sink = _SlowSink()
-    obs = SessionObserver(other, SimpleNamespace(extraction_queue_size=1), sink)
+    obs = SessionObserver(other, defaults(), sink, handoff_size=1)
     assert obs.start() is True
     try:
         other.range(1).write.mode("overwrite").parquet(f"{tmp}/full0")

@@ -73,18 +73,15 @@ def test_issue2_keys_exactly_as_listed():
                                  "DEFINITY_EXTRACTION_BUDGET_MS"),
         "max_plan_nodes": ("spark.definity.extraction.maxPlanNodes",
                            "DEFINITY_EXTRACTION_MAX_PLAN_NODES"),
-        "jvm_reader": ("spark.definity.extraction.jvmReader", "DEFINITY_EXTRACTION_JVM_READER"),
-        "listener_on_bus": ("spark.definity.listener.onBus", "DEFINITY_LISTENER_ON_BUS"),
-        "thread_nice": ("spark.definity.threads.nice", "DEFINITY_THREADS_NICE"),
-        "delivery_process": ("spark.definity.delivery.process", "DEFINITY_DELIVERY_PROCESS"),
-        "helper_idle": ("spark.definity.delivery.idlePriority",
-                        "DEFINITY_DELIVERY_IDLE_PRIORITY"),
-        "extraction_process": ("spark.definity.extraction.process",
-                               "DEFINITY_EXTRACTION_PROCESS"),
         "ca_bundle": ("spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE"),
         "verify_tls": ("spark.definity.server.verifyTls", "DEFINITY_SERVER_VERIFY_TLS"),
         "replay_spool": ("spark.definity.spool.replay", "DEFINITY_SPOOL_REPLAY"),
         "redaction_regex": ("spark.definity.redaction.regex", "DEFINITY_REDACTION_REGEX"),
+        # internal switches (not in the user's table of docs/configuration.md)
+        "jvm_listener": ("spark.definity.internal.jvmListener",
+                         "DEFINITY_INTERNAL_JVM_LISTENER"),
+        "helper_process": ("spark.definity.internal.helperProcess",
+                           "DEFINITY_INTERNAL_HELPER_PROCESS"),
     }
     assert {d.name: (d.conf_key, d.env_var) for d in DEFINITIONS} == expected
 
@@ -567,6 +564,15 @@ def test_redaction_regex_precedence(caplog):
     s = resolve(None, {"spark.redaction.regex": "(?i)secret(?<name"}, {})
     assert s.effective_redaction_regex == SPARK_DEFAULT_REDACTION_REGEX
     assert len(warnings_of(caplog)) == 1
+
+
+def test_settings_defaults_are_the_definitions():
+    # one definition of each default: Settings() and resolve() agree for every setting
+    plain, resolved = Settings(), resolve(environ={})
+    for d in DEFINITIONS:
+        assert getattr(plain, d.name) == getattr(resolved, d.name), d.name
+    assert {f.name for f in dataclasses.fields(Settings)} - {"sources", "spark_redaction_regex"} \
+        == {d.name for d in DEFINITIONS}
 
 
 def test_defaults_helper():

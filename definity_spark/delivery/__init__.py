@@ -360,9 +360,9 @@ def make_transport(settings: Any, abort: threading.Event | None = None) -> Trans
 
 def make_delivery(settings: Any) -> Any:
     """The delivery for one task, from resolved ``definity_spark.settings.Settings``: in a
-    helper process (``definity_spark.delivery.process``) when ``delivery_process`` is on
+    helper process (``definity_spark.delivery.process``) when ``helper_process`` is on
     and the platform allows it, else in this process."""
-    if settings.delivery_process:
+    if settings.helper_process:
         from definity_spark.delivery.process import ProcessDelivery, available
 
         if available():

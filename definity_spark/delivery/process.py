@@ -62,7 +62,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
-from definity_spark._internal import contained, set_thread_nice
+from definity_spark._internal import contained
 from definity_spark.delivery import STAT_KEYS, _deliveries, make_local_delivery
 from definity_spark.delivery.file import FileTransport
 from definity_spark.wire import RawPayload
@@ -74,9 +74,6 @@ STATS_TIMEOUT = 2.0   # seconds to wait for the child's counts
 # Frames that may wait on the driver's side (the child starting, the socket full). The
 # child's own queue (``queue_size``) and its spool apply behind the socket as usual.
 WAITING_LIMIT = 10000
-# The helper runs this much below the driver's priority (a nice increment): on a driver
-# with no idle core, the job's threads come first, and reports wait (they are not urgent).
-HELPER_NICE = 10
 _HEADER = struct.Struct("!cI")
 _BOOT_PATH = "DEFINITY_HELPER_PATH"
 # Run in isolated mode (-I: no script directory, no PYTHON* variables, no user site) so
@@ -750,10 +747,7 @@ def main() -> None:
         return
     start = pickle.loads(first[1])
     settings = start["settings"]
-    set_thread_nice(settings.thread_nice)  # the worker thread lowers itself by this much
-    with contained("delivery.process.nice"):
-        os.nice(HELPER_NICE)
-    if getattr(settings, "helper_idle", False):
+    if hasattr(os, "sched_setscheduler"):
         with contained("delivery.process.sched_idle"):
             # before any thread starts: every thread of the helper inherits it
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))

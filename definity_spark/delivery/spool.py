@@ -38,7 +38,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from definity_spark._internal import lower_thread_priority
 from definity_spark.delivery.file import open_private, safe_name, write_line
 from definity_spark.delivery.transport import (
     ABORTED,
@@ -374,7 +373,6 @@ def start_background_replay(settings: Any, abort: threading.Event) -> threading.
         return None
 
     def run() -> None:
-        lower_thread_priority()
         try:
             replay(settings.spool_dir, settings.server_url, settings.token,
                    timeout=settings.server_timeout, attempts=settings.server_attempts,

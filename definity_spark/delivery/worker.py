@@ -25,8 +25,6 @@ import time
 import weakref
 from typing import Callable, Generic, TypeVar
 
-from definity_spark._internal import lower_thread_priority
-
 log = logging.getLogger("definity_spark.delivery")
 
 T = TypeVar("T")
@@ -164,7 +162,6 @@ class BackgroundWorker(Generic[T]):
 
     # ------------------------------------------------------------------ the thread
     def _target(self) -> None:
-        lower_thread_priority()
         while True:
             item = self._queue.get()
             try:

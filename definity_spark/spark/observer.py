@@ -50,12 +50,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from definity_spark._internal import (
-    contained,
-    lower_jvm_thread_priority,
-    lower_thread_priority,
-    thread_nice,
-)
+from definity_spark._internal import contained
 from definity_spark.lineage.nesting import NestedWrites
 from definity_spark.lineage.rules import FAILED, READ, WRITE, Options, Outcome, extract
 from definity_spark.spark import listener as _listener
@@ -101,7 +96,7 @@ class SessionObserver:
     """Observe one SparkSession; see the module docstring."""
 
     def __init__(self, spark: Any, settings: Any, sink: Any, helper: Any = None,
-                 gateway: Any = None):
+                 gateway: Any = None, handoff_size: int = DEFAULT_HANDOFF_SIZE):
         if gateway is not None:  # in the helper process: the session by reference
             self._jsession = spark
             self._gateway = gateway
@@ -122,13 +117,12 @@ class SessionObserver:
             trim_partition_dirs=bool(_setting(settings, "trim_partition_dirs", True)),
             redaction_regex=_setting(settings, "redaction_regex", None),
         )
-        self._queue: queue.Queue = queue.Queue(
-            maxsize=int(_setting(settings, "extraction_queue_size", DEFAULT_HANDOFF_SIZE)))
+        self._queue: queue.Queue = queue.Queue(maxsize=handoff_size)
         self._tuning = _listener.Py4jTuning(self._gateway)
         self._listener = _listener.PyQueryExecutionListener(
             self._queue, on_first_call=self._tuning.callback_connection)
-        self.jvm_reader = bool(_setting(settings, "jvm_reader", True))
-        self.on_bus = bool(_setting(settings, "listener_on_bus", True))
+        self.jvm_reader = bool(_setting(settings, "jvm_listener", True))
+        self.on_bus = True
         self.bus_queue: str | None = None  # the listener-bus queue the gatherer is on
         self._reader = FactReader(
             self._gateway, self._jsession,
@@ -162,7 +156,6 @@ class SessionObserver:
         self.stats: dict[str, int] = {"writes": 0, "failed_queries": 0, "reads": 0,
                                       "ignored": 0, "extraction_errors": 0, "partial": 0}
         self.extraction_ms: list = []  # time of the last extractions (bounded)
-        self.lowered_jvm_threads: list[int] = []  # JVM threads at the plugin's priority
         # test/recording hook: called with every QueryFacts read (tests/fixtures)
         self.on_facts: Callable[[Any], None] | None = None
         # test hook: read every callback through py4j too (no gatherer) and keep the
@@ -172,7 +165,7 @@ class SessionObserver:
         self._py4j_reader: FactReader | None = None
         # extraction in the helper process (``spark.definity.extraction.process``): the
         # ProcessDelivery that takes the JVM listener's callbacks once ``_forwarding``
-        self._helper = helper if _setting(settings, "extraction_process", False) else None
+        self._helper = helper if _setting(settings, "helper_process", False) else None
         self._remote_wanted = False  # attached: forward once nothing is held here
         self._forwarding = False
         self._local_items = 0  # callbacks the pump is putting into the local queue
@@ -315,9 +308,7 @@ class SessionObserver:
 
     def _pump_run(self) -> None:
         """Take the JVM listener's callbacks into the hand-off queue (module docstring)."""
-        lower_thread_priority()
         g = self._jvm_listener
-        self._lower_jvm_thread(g)
         try:
             self._tuning.server_connections()
             while not self._pump_stop:
@@ -572,21 +563,6 @@ class SessionObserver:
             release, self._releases = ",".join(map(str, self._releases)), []
         return release
 
-    def _lower_jvm_thread(self, g: Any) -> None:
-        """The JVM thread serving this Python thread's py4j calls runs at the same lower
-        priority. Only with py4j's pinned-thread client (pyspark's default): there that
-        JVM thread serves no one else; with a shared connection pool it could serve the
-        application's own calls next, so it is left alone."""
-        if thread_nice() <= 0:
-            return
-        with contained("observer.jvm_thread_priority"):
-            client = getattr(self._gateway, "_gateway_client", None)
-            if getattr(client, "thread_connection", None) is None:
-                return
-            tid = lower_jvm_thread_priority(str(g.threadIds()))
-            if tid is not None:
-                self.lowered_jvm_threads.append(tid)
-
     def _stop_pump(self, deadline: float | None = None) -> None:
         g, pump = self._jvm_listener, self._pump
         self._pump_stop = True
@@ -614,10 +590,7 @@ class SessionObserver:
             self._worker.start()
 
     def _run(self) -> None:
-        lower_thread_priority()
         self._swap_in()
-        if self._jvm_listener is not None:
-            self._lower_jvm_thread(self._jvm_listener)
         self._attach_helper()
         while True:
             self._maybe_forward()

@@ -182,7 +182,7 @@ def task(spark: Any, collector: CollectorReader, module_data: Any, module_dir: P
         flush_timeout=60.0,
         # read in the driver, where the suite's cross-check (gatherer against py4j) runs;
         # tests/test_extraction_process.py shows the helper's reports are the same
-        extraction_process=False)
+        helper_process=False)
     assert handle is not None, "definity_spark.activate returned None"
     current = Task(handle, collector, spark)
     current.check_started()
