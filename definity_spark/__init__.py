@@ -30,6 +30,8 @@ __all__ = ["activate", "deactivate", "autoattach", "Handle", "__version__"]
 
 log = logging.getLogger("definity_spark")
 
+TAG_LISTENER = "definity_spark.listener"
+
 _lock = threading.RLock()
 _runtimes: dict[str, _Runtime] = {}  # key: Spark application id
 _atexit_registered = False
@@ -40,14 +42,24 @@ class _Runtime:
     """Everything the plugin holds for one Spark application (one task)."""
 
     def __init__(self, key: str, app_id: str, settings: Any, delivery: Any,
-                 reporter: Any) -> None:
+                 reporter: Any, helper: Any = None) -> None:
         self.key = key  # the application id, or application + session (Databricks notebooks)
         self.app_id = app_id
         self.settings = settings
-        self.delivery = delivery
+        self.delivery = delivery  # the helper process, or this process's own delivery
+        self.helper = helper
         self.reporter = reporter
         self.observers: dict[int, Any] = {}  # JVM session identity -> SessionObserver
         self.ended = False
+
+    def start_task(self, listener: str) -> None:
+        """The task's start, once, after its first session's listener is in place: it
+        says which listener that is (tag ``definity_spark.listener``: ``jvm`` or
+        ``python``)."""
+        with contained("task.start"):
+            if not self.reporter.started:
+                self.reporter.tags[TAG_LISTENER] = listener
+                self.reporter.start()
 
     def flush(self, timeout: float) -> bool:
         deadline = time.monotonic() + max(0.0, timeout)
@@ -149,12 +161,6 @@ def deactivate(spark: Any = None, timeout: float | None = None) -> None:
             runtime.end(timeout if timeout is not None else runtime.settings.flush_timeout)
 
 
-def active_task_ids() -> list[str]:
-    """Task ids of the applications currently reporting (for doctor and tests)."""
-    with _lock:
-        return [str(r.reporter.task_id) for r in _runtimes.values()]
-
-
 # --------------------------------------------------------------------------- internals
 def _activate(spark: Any, overrides: Mapping[str, Any], require_enabled: bool) -> Handle | None:
     from definity_spark import settings as settings_mod
@@ -189,10 +195,11 @@ def _activate(spark: Any, overrides: Mapping[str, Any], require_enabled: bool) -
         if session_id not in runtime.observers:
             from definity_spark.spark.observer import SessionObserver
 
-            helper = runtime.delivery if hasattr(runtime.delivery, "attach") else None
-            observer = SessionObserver(session, runtime.settings, runtime.reporter, helper)
-            observer.start()
+            observer = SessionObserver(session, runtime.settings, runtime.reporter,
+                                       runtime.helper)
+            observer.start(on_registered=runtime.start_task)
             runtime.observers[session_id] = observer
+            runtime.start_task(observer.listener)  # (when the registration failed)
         elif not require_enabled:
             log.info("definity-spark: already active on this session (task %s)",
                      runtime.reporter.task_id)
@@ -210,13 +217,18 @@ def _new_runtime(key: str, session: Any, settings: Any, conf: Mapping[str, str])
     task_id = settings.task_id or new_task_id(conf.get("spark.app.id"))
     tags = dict(names.get("tags") or {})  # platform tags (Databricks job/run ids) ...
     tags.update(settings.tags or {})      # ... below the configured ones
-    delivery = make_delivery(settings)
+    helper = None
+    if settings.helper_process:
+        from definity_spark.helper.client import HelperProcess, available
+
+        if available():
+            helper = HelperProcess(settings)
+    delivery = helper if helper is not None else make_delivery(settings)
     reporter = TaskReporter(
         delivery=delivery, task_id=task_id, app_name=pipeline_name, task_name=task_name,
         env=settings.env_name, app_pit=settings.pipeline_pit, tags=tags,
     )
-    reporter.start()
-    return _Runtime(key, _app_key(session), settings, delivery, reporter)
+    return _Runtime(key, _app_key(session), settings, delivery, reporter, helper)
 
 
 def _derived_names(conf: Mapping[str, str], session: Any = None) -> dict[str, Any]:

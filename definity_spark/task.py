@@ -74,16 +74,24 @@ class TaskReporter:
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
         with self._lock:
-            if self._started:
+            if not self._start_locked():
                 return
-            self._started = True
-            self._submit(wire.TaskStart(
-                task_id=self.task_id, app_name=self.app_name, task_name=self.task_name,
-                task_type="spark", env=self.env, app_pit=self.app_pit,
-                tags=self.tags or None,
-            ))
         log.info("definity-spark: task %s started (pipeline %r, task %r)",
                  self.task_id, self.app_name, self.task_name)
+
+    def _start_locked(self) -> bool:
+        if self._started:
+            return False
+        self._started = True
+        self._submit(wire.TaskStart(
+            task_id=self.task_id, app_name=self.app_name, task_name=self.task_name,
+            task_type="spark", env=self.env, app_pit=self.app_pit, tags=self.tags or None,
+        ))
+        return True
+
+    @property
+    def started(self) -> bool:
+        return self._started
 
     @property
     def ended(self) -> bool:
@@ -126,6 +134,7 @@ class TaskReporter:
                 log.warning("definity-spark: a write to %s finished after the task ended; "
                             "not reported", lineage.output.name)
                 return
+            self._start_locked()  # (a write before the activation started the task)
             if lineage.partial:
                 self._partial += 1
             if self._remote is not None and \
@@ -173,11 +182,9 @@ class TaskReporter:
 
     def on_group(self, bodies: list[Any]) -> None:
         """In the helper: one write of the driver (``[endpoint, body]``, ``tf_id`` 0)."""
-        from definity_spark.delivery.process import numbered
-
         with contained("task.on_group"), self._lock:
             self._tf_id += 1
-            self.delivery.submit_many(numbered(bodies, self._tf_id))
+            self.delivery.submit_many(wire.numbered(bodies, self._tf_id))
 
     def counts(self) -> dict[str, int]:
         with self._lock:

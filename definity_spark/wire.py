@@ -174,8 +174,19 @@ def task_id_of(payload: Payload | RawPayload) -> str:
     return str(payload.to_json().get("task_id", ""))
 
 
+def numbered(bodies: Sequence[Any], tf_id: int) -> list[RawPayload]:
+    """The payloads of one write (``[endpoint, body]`` pairs, serialised with ``tf_id``
+    0 where the number was not known yet) with their transformation's number."""
+    out = []
+    for endpoint, body in bodies:
+        if "tf_id" in body:
+            body["tf_id"] = tf_id
+        out.append(RawPayload(endpoint=endpoint, body=body))
+    return out
+
+
 __all__: list[str] = [
     "TASK", "TF", "DATASET", "METRICS", "ENDPOINTS", "TaskStart", "TaskEnd",
     "Transformation", "DatasetSchema", "Metric", "Metrics", "Payload", "RawPayload",
-    "envelope", "from_envelope", "task_id_of",
+    "envelope", "from_envelope", "task_id_of", "numbered",
 ]

@@ -197,6 +197,7 @@ def test_python_with_resulting_environment_activates(
     task = tasks[0]
     assert (task["app_name"], task["task_name"]) == ("databricks-job-123", "orders_nb"), task
     assert task["tags"] == {"databricks_job_id": "123", "databricks_run_id": "456",
+                            "definity_spark.listener": "jvm",
                             "databricks_notebook_path": "/Repos/etl/daily/orders_nb",
                             "databricks_cluster": "job-123-run-456"}, task
     assert task["env"] == "prod"

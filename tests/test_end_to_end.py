@@ -71,7 +71,7 @@ def test_one_write_reports_start_tf_end(tmp_path: Path) -> None:
     start = bodies[0][1]
     assert start["app_name"] == "e2e-pipeline" and start["task_name"] == "e2e-app"
     assert start["task_type"] == "spark" and start["app_pit"] == "2025-09-01"
-    assert start["tags"] == {"team": "data"}
+    assert start["tags"] == {"team": "data", "definity_spark.listener": "jvm"}
     assert bodies[-1] == ("/log/task", {"task_id": start["task_id"], "status": "end"})
     assert {b["task_id"] for _, b in bodies} == {start["task_id"]}
     tfs = [b for e, b in bodies if e == "/log/tf"]

@@ -1,10 +1,10 @@
-"""Extraction in the delivery helper (``spark.definity.extraction.process``), for real.
+"""Reading the queries in the helper process (the default), for real.
 
 A real SparkSession, the real collector over HTTP, the real helper process connected to
-the driver's JVM through py4j. The reports must be the same as with extraction in the
-driver; after the hand-over the driver's interpreter reads no query; a killed helper
-leaves the driver reading, with transformation numbers that never repeat; the py4j
-secret goes down the socket only.
+the driver's JVM through py4j. The reports must be the same as when the driver reads
+(``spark.definity.internal.helperProcess=false``); the driver's interpreter reads no
+query; a killed helper leaves the driver reading, with transformation numbers that never
+repeat; the py4j secret goes down the socket only.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from sparkutil import hive_session  # noqa: E402
 
 import definity_spark  # noqa: E402
 from definity_spark.collector import Collector  # noqa: E402
-from definity_spark.delivery import process  # noqa: E402
+from definity_spark.helper import client  # noqa: E402
+from definity_spark.spark.observer import State  # noqa: E402
 
-if not process.available():
+if not client.available():
     pytest.skip("the helper process needs Linux", allow_module_level=True)
 
 TOKEN = "t0k-extraction-process"
@@ -55,19 +56,21 @@ def activate(env: Any, helper: bool, **overrides: Any) -> tuple[Any, Any]:
                                      **overrides)
     assert handle is not None
     observer = next(iter(handle._runtime.observers.values()))
-    if helper:  # the hand-over: the gatherer compiled, the helper attached
-        deadline = time.monotonic() + 60
-        while not observer._forwarding and time.monotonic() < deadline:
-            spark.range(1).count()
-            assert handle.flush(30)
-        assert observer._forwarding, "the helper never took the callbacks over"
-        # then the pump hands the gatherer over and ends: the helper takes the callbacks
-        # from the JVM itself, the driver's interpreter does nothing per query
-        while observer._handed_at is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert observer._handed_at is not None, "the pump never handed the gatherer over"
-        assert observer._pump is None
+    assert observer.listener == "jvm"
+    if helper:  # the helper attached: it takes the callbacks from the JVM itself, the
+        # driver's interpreter does nothing per query
+        assert wait_for(observer, State.IN_HELPER), observer.state
+        assert observer.worker is None
+    else:
+        assert observer.state is State.IN_DRIVER and handle._runtime.helper is None
     return handle, observer
+
+
+def wait_for(observer: Any, state: State, timeout: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while observer.state is not state and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return observer.state is state
 
 
 def payloads(env: Any, task_id: str) -> list[tuple[str, dict[str, Any]]]:
@@ -116,14 +119,13 @@ def test_the_same_reports_as_extraction_in_the_driver(env: Any) -> None:
         handle, observer = activate(env, helper)
         assert handle.flush(30)  # the task start, and the warm-up, before the scenario
         before = len(payloads(env, handle.task_id))
-        local_writes = observer.stats["writes"]
         scenario(env)
         assert handle.flush(60)
         if helper:
             # the driver's interpreter read none of them: the helper did
-            assert observer.stats["writes"] == local_writes
-            assert observer.remote_stats["writes"] >= 6, observer.remote_stats
-            assert observer.remote_stats["failed_queries"] == 1
+            assert observer.worker is None
+            assert observer.remote["stats"]["writes"] >= 6, observer.remote
+            assert observer.remote["stats"]["failed_queries"] == 1
         definity_spark.deactivate(env[0])
         bodies = payloads(env, handle.task_id)
         tfs = [b["tf_id"] for e, b in bodies if e == "/log/tf"]
@@ -159,8 +161,8 @@ def test_a_killed_helper_leaves_the_driver_reading(env: Any) -> None:
     for i in range(2, 5):
         spark.range(3).write.mode("overwrite").parquet(f"{tmp}/k{i}")
     assert handle.flush(60)
-    assert not observer._forwarding and observer.stats["writes"] == 3
-    assert observer._pump is not None and observer._pump.is_alive()  # started again
+    assert observer.state is State.IN_DRIVER and observer.worker.alive  # reading here
+    assert observer.worker.stats["writes"] == 3
     definity_spark.deactivate(spark)
     bodies = payloads(env, handle.task_id)
     tf_ids = [b["tf_id"] for e, b in bodies if e == "/log/tf"]
@@ -185,8 +187,8 @@ def test_the_py4j_secret_goes_down_the_socket_only(env: Any, caplog: Any) -> Non
         with open(f"/proc/{pid}/{part}", "rb") as f:
             assert secret.encode() not in f.read()
     definity_spark.deactivate(spark)
-    assert observer.remote_stats["writes"] >= 1
-    assert any("read in the helper" in r.getMessage() for r in caplog.records)
+    assert observer.remote["stats"]["writes"] >= 1
+    assert any("attaching -> in_helper" in r.getMessage() for r in caplog.records)
     assert not any(secret in r.getMessage() for r in caplog.records)
     assert secret not in str(payloads(env, handle.task_id))
 
@@ -199,14 +201,7 @@ def test_two_sessions_one_sequence(env: Any) -> None:
     observers = list(handle._runtime.observers.values())
     assert len(observers) == 2 and first in observers  # one task, two sessions
     second = next(o for o in observers if o is not first)
-    deadline = time.monotonic() + 60
-    while not second._forwarding and time.monotonic() < deadline:
-        other.range(1).count()
-        assert handle.flush(30)
-    assert second._forwarding, "the second session was not handed to the helper"
-    while second._handed_at is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert second._handed_at is not None and first._handed_at is not None
+    assert wait_for(second, State.IN_HELPER) and first.state is State.IN_HELPER
     for i in range(3):
         spark.range(2).write.mode("overwrite").parquet(f"{tmp}/s1_{i}")
         other.range(2).write.mode("overwrite").parquet(f"{tmp}/s2_{i}")

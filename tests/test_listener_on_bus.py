@@ -63,12 +63,12 @@ def test_the_same_reports_as_a_query_execution_listener(env: Any) -> None:
         assert handle.flush(60)
         if on_bus:
             assert observer.bus_queue == "executorManagement"
-            assert observer.listener_mode == "jvm"
+            assert observer.listener == "jvm"
             assert gatherers_on_bus(spark) == 1
             # no QueryExecutionListener: Spark started no shared queue for the plugin
             assert bool(bus(spark).activeQueues().contains("shared")) == shared_before
         else:  # the fallback: the Python listener, read through py4j
-            assert observer.bus_queue is None and observer.listener_mode == "python"
+            assert observer.bus_queue is None and observer.listener == "python"
         assert observer.stats["writes"] >= 6 and observer.stats["failed_queries"] == 1
         definity_spark.deactivate(spark)
         bodies = payloads(env, handle.task_id)

@@ -8,7 +8,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 
@@ -32,7 +31,7 @@ def env():
     tmp = tempfile.mkdtemp(prefix="definity-smoke-")
     spark = hive_session(tmp)
     sink = RecordingSink()
-    obs = SessionObserver(spark, None, sink)
+    obs = SessionObserver(spark, defaults(), sink)
     assert obs.start() is True
     yield spark, sink, obs, tmp
     obs.stop(10)
@@ -90,7 +89,7 @@ def test_failed_write_is_counted_not_a_tf(env):
 
 def test_register_twice_reports_once(env):
     spark, sink, obs, tmp = env
-    second = SessionObserver(spark, None, RecordingSink())
+    second = SessionObserver(spark, defaults(), RecordingSink())
     assert second.start() is False  # same JVM session: not registered again
     run(env, lambda: spark.range(2).write.mode("overwrite").parquet(f"{tmp}/twice"))
     assert len(sink.writes) == 1
@@ -101,11 +100,11 @@ def test_unregister_stops_reports(env):
     # obs is registered on this session; a second session object of the same JVM session
     # is refused; after stop() a new observer can register and the old one hears nothing
     other_sink = RecordingSink()
-    obs2 = SessionObserver(spark.newSession(), None, other_sink)
+    obs2 = SessionObserver(spark.newSession(), defaults(), other_sink)
     assert obs2.start() is True  # a different JVM session
     assert obs2.stop(10)
     other = spark.newSession()
-    obs3 = SessionObserver(other, None, RecordingSink())
+    obs3 = SessionObserver(other, defaults(), RecordingSink())
     assert obs3.start() is True  # unregistered: the session can be observed again
     obs3.stop(10)
     other.range(1).write.mode("overwrite").parquet(f"{tmp}/after")
@@ -115,13 +114,12 @@ def test_unregister_stops_reports(env):
 
 def test_the_jvm_listener_takes_the_callbacks(env):
     spark, sink, obs, tmp = env
-    before = obs.listener.received
     for _i in range(5):
         run(env, lambda: spark.range(3).write.mode("overwrite").parquet(f"{tmp}/jvm"))
         assert len(sink.writes) == 1
-    assert obs.listener_mode == "jvm"
-    assert obs.listener.received == before  # nothing crossed to the Python listener
-    assert obs._reader.fallbacks == 0 and obs._reader.gathered >= 10
+    assert obs.listener == "jvm" and obs.bus_queue == "executorManagement"
+    assert obs.py_listener is None  # nothing crosses to a Python listener
+    assert obs.worker.reader.fallbacks == 0 and obs.worker.reader.gathered >= 10
     assert obs.dropped == 0
 
 
@@ -129,7 +127,7 @@ def test_a_plain_write_is_read_with_its_callback(env):
     # the pump's call that takes the callback answers both reading phases; a CTAS's outer
     # command is read after its nested write (light), and that write's plan later too
     spark, sink, obs, tmp = env
-    reader = obs._reader
+    reader = obs.worker.reader
     before = reader.eager_phases
     for _i in range(3):
         run(env, lambda: spark.range(3).write.mode("overwrite").parquet(f"{tmp}/eager"))
@@ -153,9 +151,9 @@ def test_python_listener_bus_time_per_callback(env):
         for _i in range(20):
             other.range(3).write.mode("overwrite").parquet(f"{tmp}/many")
         assert obs.drain(60)
-        assert obs.listener_mode == "python" and len(sink.writes) == 20
-        assert obs._reader.gathered == 0
-        samples = obs.listener.busy_ns_samples
+        assert obs.listener == "python" and len(sink.writes) == 20
+        assert obs.worker.reader.gathered == 0
+        samples = obs.py_listener.busy_ns_samples
         median_ms = statistics.median(samples) / 1e6
         print(f"python-side callback median {median_ms:.3f} ms over {len(samples)}")
         assert median_ms <= 1.0
@@ -176,50 +174,6 @@ class _SlowSink(RecordingSink):
         super().on_write(lineage)
 
 
-class _BlockedSink(RecordingSink):
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-
-    def on_write(self, lineage):
-        self.gate.wait(60)  # the worker is held until the test opens the gate
-        super().on_write(lineage)
-
-
-def test_a_backlog_keeps_no_plans_in_the_hand_off_queue(env, monkeypatch):
-    # behind the worker, callbacks wait without their plan (bounded memory); the worker
-    # then asks for it itself, and the writes are reported the same
-    from definity_spark.spark import observer as observer_mod
-
-    monkeypatch.setattr(observer_mod, "EAGER_BACKLOG", 1)
-    spark, _, _, tmp = env
-    other = spark.newSession()
-    sink = _BlockedSink()
-    obs = SessionObserver(other, None, sink)
-    assert obs.start() is True
-    try:
-        sink.gate.set()
-        other.range(1).write.mode("overwrite").parquet(f"{tmp}/backlog")  # swap in
-        assert obs.drain(60) and obs.listener_mode == "jvm"
-        sink.gate.clear()
-        before = obs._reader.eager_phases
-        for i in range(4):
-            other.range(i + 1).write.mode("overwrite").parquet(f"{tmp}/backlog{i}")
-        deadline = time.monotonic() + 60
-        while obs._queue.qsize() < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)  # the pump queued the three behind the held one
-        assert obs._queue.qsize() == 3
-        sink.gate.set()
-        assert obs.drain(60)
-    finally:
-        sink.gate.set()
-        obs.stop(10)
-    # the first two with both phases; the last two with their first phase only
-    assert obs._reader.eager_phases - before == 6
-    assert obs._reader.fallbacks == 0
-    assert [w.metrics["cnt"] for w in sink.writes[1:]] == [1, 2, 3, 4]
-
-
 def test_a_full_jvm_hand_off_drops_and_counts(env):
     """Queues of one: while the worker is stuck, later callbacks are dropped in the JVM,
     counted, and the writes themselves are not held up."""
@@ -230,7 +184,7 @@ def test_a_full_jvm_hand_off_drops_and_counts(env):
     assert obs.start() is True
     try:
         other.range(1).write.mode("overwrite").parquet(f"{tmp}/full0")
-        assert obs.drain(60) and obs.listener_mode == "jvm"
+        assert obs.drain(60) and obs.listener == "jvm"
         started = time.monotonic()
         for i in range(8):
             other.range(1).write.mode("overwrite").parquet(f"{tmp}/full{i}")

@@ -104,7 +104,7 @@ class Delivery:
         self._server_refuses = False
         self._closed = False
         self._close_lock = threading.Lock()
-        _deliveries.add(self)
+        reset_after_fork(self)
 
     def _after_fork(self) -> None:
         # Locks held by the parent's worker thread at fork time would never be released in
@@ -327,9 +327,14 @@ class Delivery:
                 self._stats["lost"] += n
 
 
-# Deliveries of this process (``Delivery`` and ``process.ProcessDelivery``), reset in a
-# forked child.
+# Deliveries of this process (``Delivery`` and ``helper.client.HelperProcess``), reset in
+# a forked child.
 _deliveries: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def reset_after_fork(delivery: Any) -> None:
+    """``delivery._after_fork()`` is called in a child this process forks."""
+    _deliveries.add(delivery)
 
 
 def _reset_deliveries_after_fork() -> None:
@@ -358,20 +363,9 @@ def make_transport(settings: Any, abort: threading.Event | None = None) -> Trans
     return FileTransport(settings.events_file, settings.spool_dir)
 
 
-def make_delivery(settings: Any) -> Any:
-    """The delivery for one task, from resolved ``definity_spark.settings.Settings``: in a
-    helper process (``definity_spark.delivery.process``) when ``helper_process`` is on
-    and the platform allows it, else in this process."""
-    if settings.helper_process:
-        from definity_spark.delivery.process import ProcessDelivery, available
-
-        if available():
-            return ProcessDelivery(settings)
-    return make_local_delivery(settings)
-
-
-def make_local_delivery(settings: Any) -> Delivery:
-    """A delivery whose worker thread runs in this process."""
+def make_delivery(settings: Any) -> Delivery:
+    """The delivery for one task, its worker thread in this process (the driver's, when
+    the helper process cannot run; the helper's own, in ``helper/child.py``)."""
     abort = threading.Event()
     transport = make_transport(settings, abort)
     spool = Spool(settings.spool_dir) if transport.kind == "http" else None
@@ -393,7 +387,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "Delivery", "make_delivery", "make_local_delivery", "make_transport", "replay",
+    "Delivery", "make_delivery", "make_transport", "reset_after_fork", "replay",
     "replay_with", "ReplayReport", "Spool", "HttpTransport", "FileTransport", "Transport",
     "SendResult", "STAT_KEYS",
 ]

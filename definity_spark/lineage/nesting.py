@@ -27,6 +27,8 @@ import logging
 from collections import OrderedDict
 from dataclasses import replace
 
+from definity_spark.lineage.commands import COMMANDS
+from definity_spark.lineage.plan import simple_name
 from definity_spark.lineage.rules import (
     FAILED,
     IGNORED,
@@ -182,21 +184,15 @@ def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
                 schema = o.lineage.output.schema
                 break
     name = lin.output.name
-    if lin.output.ds_type == "table" and "." not in name:
-        # Spark 4 SaveAsV1TableCommand names the table as the user wrote it; the nested
-        # CTAS command has it qualified (database.table)
+    command = COMMANDS.get(simple_name(outer.command_class or ""))
+    if command is not None and command.named_by_nested:
+        # the nested write has the name qualified: database.table, or file:/path where the
+        # outer command (INSERT OVERWRITE DIRECTORY) holds the path as written
         for o in inner_writes:
-            if o.lineage.output.ds_type == "table" and o.lineage.output.name.endswith("." + name):
-                name = o.lineage.output.name
-                break
-    if lin.output.ds_type == "path":
-        # INSERT OVERWRITE DIRECTORY: the command holds the path as written, the nested
-        # insert as Spark qualified it (file:/x)
-        for o in inner_writes:
-            inner_name = o.lineage.output.name
-            if o.lineage.output.ds_type == "path" and inner_name != name \
-                    and inner_name.endswith(":" + name):
-                name = inner_name
+            inner = o.lineage.output
+            if inner.ds_type == lin.output.ds_type and inner.name != name and (
+                    inner.name.endswith("." + name) or inner.name.endswith(":" + name)):
+                name = inner.name
                 break
     query_str = lin.query_str
     if not outer.extras.get("sql") and outer.extras.get("call") and name != lin.output.name:

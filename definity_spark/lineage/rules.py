@@ -4,7 +4,7 @@
 
 * ``write``: one ``WriteLineage`` (output name/type/schema, inputs with columns, metrics,
   query text). Which commands write, and where their target and schema come from, is one
-  table, ``WRITE_COMMANDS``, keyed by Spark node class name (OpenLineage's extractor
+  table, ``commands.COMMANDS``, keyed by Spark node class name (OpenLineage's extractor
   manager idea): adding a Spark command is one entry plus one recorded fixture.
 * ``read``: a read-only action (count, collect, show...) with the datasets it read.
 * ``failed``: the query threw; it wrote nothing (a failed write is not a transformation).
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from definity_spark.lineage import naming
+from definity_spark.lineage.commands import COMMANDS, Command
 from definity_spark.lineage.facts import CommandFacts, LeafFacts, QueryFacts
 from definity_spark.lineage.model import InputLineage, OutputLineage, WriteLineage
 from definity_spark.lineage.plan import PlanIndex, simple_name
@@ -44,50 +45,6 @@ class Options:
     trim_partition_dirs: bool = True
     redaction_regex: str | None = None
 
-
-@dataclass(frozen=True)
-class WriteRule:
-    """How one write command names its target and where its written schema comes from.
-
-    target: ``auto`` (catalog table, else JDBC, else path), ``path``, ``table``.
-    wrapper: an outer command that may run the data write as a nested execution (CTAS,
-    saveAsTable; V1-fallback V2 writes and JDBC writes through ``foreachPartition``): its
-    tf takes its name from here and metrics from the nested execution.
-    """
-
-    target: str = "auto"
-    wrapper: bool = False
-
-
-# Spark node class (simple name) -> rule. Simple names: the same class moved packages
-# between Spark versions (e.g. Hive commands), the simple name did not.
-WRITE_COMMANDS: dict[str, WriteRule] = {
-    # v1 file writes: df.write.<fmt>(path), INSERT into a datasource table, and the inner
-    # data write of every datasource / converted-Hive CTAS and saveAsTable
-    "InsertIntoHadoopFsRelationCommand": WriteRule(),
-    "InsertIntoHiveTable": WriteRule(target="table"),
-    "CreateDataSourceTableAsSelectCommand": WriteRule(target="table", wrapper=True),
-    "CreateHiveTableAsSelectCommand": WriteRule(target="table", wrapper=True),
-    "OptimizedCreateHiveTableAsSelectCommand": WriteRule(target="table", wrapper=True),
-    "SaveAsV1TableCommand": WriteRule(target="table", wrapper=True),  # Spark 4 saveAsTable
-    # df.write.format("jdbc"/other).save(): the datasource writes itself
-    "SaveIntoDataSourceCommand": WriteRule(wrapper=True),  # JDBC: rows in a nested query
-    "InsertIntoDataSourceCommand": WriteRule(),  # INSERT INTO a view USING jdbc etc.
-    # INSERT OVERWRITE [LOCAL] DIRECTORY
-    "InsertIntoHiveDirCommand": WriteRule(target="path"),
-    "InsertIntoDataSourceDirCommand": WriteRule(target="path", wrapper=True),
-    # DataSource V2 (Iceberg, JDBC v2 catalog)
-    "AppendData": WriteRule(target="table", wrapper=True),
-    "OverwriteByExpression": WriteRule(target="table", wrapper=True),
-    "OverwritePartitionsDynamic": WriteRule(target="table", wrapper=True),
-    "ReplaceData": WriteRule(target="table"),  # row-level MERGE/UPDATE/DELETE, copy-on-write
-    "WriteDelta": WriteRule(target="table"),  # row-level MERGE/UPDATE/DELETE, merge-on-read
-    "CreateTableAsSelect": WriteRule(target="table", wrapper=True),
-    "ReplaceTableAsSelect": WriteRule(target="table", wrapper=True),
-    "MergeIntoTable": WriteRule(target="table"),
-    "UpdateTable": WriteRule(target="table"),
-    "DeleteFromTable": WriteRule(target="table"),
-}
 
 # actions that only read (funcName of the callback); anything else non-writing is ignored
 READ_FUNCS = frozenset({
@@ -164,11 +121,11 @@ def extract(facts: QueryFacts, options: Options | None = None,
     if not facts.succeeded:
         if facts.func_name == "analyze":  # Spark 4 analysis failure: no query ran
             return Outcome(IGNORED, reason="analysis failure", **base)
-        rule = WRITE_COMMANDS.get(simple_name(facts.root_class or ""))
+        rule = COMMANDS.get(simple_name(facts.root_class or ""))
         return Outcome(FAILED, error=redact(facts.error, options.redaction_regex),
                        wrapper=bool(rule and rule.wrapper), **base)
     root = simple_name(facts.root_class or "")
-    rule = WRITE_COMMANDS.get(root)
+    rule = COMMANDS.get(root)
     if rule is not None and _ignored_nothing_written(facts):
         return Outcome(IGNORED, reason="mode=ignore, target exists: nothing written", **base)
     if rule is not None:
@@ -283,7 +240,7 @@ def _partition_last(fields: list[tuple[str, str]],
     return data + parts
 
 
-def _output(cmd: CommandFacts, rule: WriteRule, options: Options) -> OutputLineage | None:
+def _output(cmd: CommandFacts, rule: Command, options: Options) -> OutputLineage | None:
     target = rule.target
     if target == "auto":
         if cmd.table is not None:
@@ -364,7 +321,7 @@ def _describe(facts: QueryFacts, out: OutputLineage, options: Options) -> str:
                           options, cmd.provider if cmd else None)
 
 
-def _write_lineage(facts: QueryFacts, rule: WriteRule, options: Options) -> WriteLineage | None:
+def _write_lineage(facts: QueryFacts, rule: Command, options: Options) -> WriteLineage | None:
     if facts.command is None:
         return None
     out = _output(facts.command, rule, options)

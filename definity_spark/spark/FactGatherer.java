@@ -1,24 +1,23 @@
 // The JVM half of the fact reader (spark/facts.py, spark/gatherer.py).
 //
-// Compiled in the driver at run time with Janino, the compiler Spark itself uses for
-// code generation (no JAR to ship). Each method performs, inside the JVM, the sequence of
-// accessor calls FactReader would otherwise make one py4j round trip at a time, and
-// answers with one string: the raw values (class names, metric maps' toString, Option
-// toStrings, toJSON), which the Python side parses with the same code as before. Version-
-// dependent accessors are called reflectively (`call`); a missing one yields null, and
-// any other failure is thrown to the Python side, which then reads that query through
-// py4j instead.
+// Loaded into the driver at run time: compiled with Janino, the compiler Spark itself
+// uses for code generation (no JAR to ship), or defined from the class bytes a first
+// compile cached on this machine. Each method performs, inside the JVM, the accessor
+// calls FactReader would otherwise make one py4j round trip at a time, and answers with
+// one string: the raw values (class names, metric maps' toString, the plan's JSON),
+// which the Python side parses with the same code as its py4j reads. What it reads from a
+// write command is the command table's (lineage/commands.py, handed to the constructor):
+// accessor paths, evaluated generically (`read`); a method missing on this Spark version
+// gives null. Any other failure is thrown to the Python side, which then reads that
+// query through py4j instead.
 //
-// It is also the session's listener: a callback is queued in the JVM, in microseconds,
-// instead of crossing to Python on Spark's listener bus; the extraction worker's pump
-// takes it with `next` and the reader names it by its sequence number. Two ways in:
-// - a SparkListener on one of the listener bus's existing queues (`watch`, the default):
-//   it takes the SQL execution ends of the watched session, as Spark's
-//   ExecutionListenerBus does for QueryExecutionListeners, without the bus's "shared"
-//   queue, whose thread Spark would start for the first QueryExecutionListener and wake
-//   for every event of the application (each task's start and end);
-// - the session's QueryExecutionListener (once SessionObserver has swapped it in for the
-//   Python listener).
+// It is also the session's listener: a SparkListener on one of the listener bus's
+// existing queues (`watch`), taking the SQL execution ends of the watched session as
+// Spark's ExecutionListenerBus does for QueryExecutionListeners, without the bus's
+// "shared" queue, whose thread Spark would start for the first QueryExecutionListener
+// and wake for every event of the application (each task's start and end). A callback
+// is queued here in microseconds; the extraction worker takes it with `next` and names
+// it by its sequence number.
 //
 // Janino compiles a subset of Java: no generics (raw types and casts), no lambdas.
 
@@ -43,7 +42,10 @@ import org.apache.spark.sql.execution.QueryExecution;
 import org.apache.spark.sql.util.QueryExecutionListener;
 
 public class FactGatherer extends SparkListener implements QueryExecutionListener {
-    private final Set writeCommands = new HashSet();
+    // the command table (commands.spec()): simple class name -> its reads, each
+    // {key, kind, path}; and the field of its CatalogTable for a light read
+    private final Map commandReads = new HashMap();
+    private final Map lightField = new HashMap();
     private final Set rowsOfNestedReads = new HashSet();
     private final Set rowPreserving = new HashSet();
     private final int statusScan;
@@ -64,8 +66,6 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     private long jsonFallbacks;
     private static final int SCHEMAS_KEPT = 256;
     private final Map schemaJson = new HashMap();  // StructType -> its json (schemaJson)
-    // roots (simple class names) of the writes `next` reads whole at once (setEager)
-    private final Set eager = new HashSet();
     // on a listener-bus queue (watch): the session whose query ends are taken, and the
     // accessors of Spark's SparkListenerSQLExecutionEnd (fields Spark sets on the event)
     private volatile Object watched;
@@ -76,9 +76,23 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     private Method endDuration;
     private volatile long unread;  // query ends of the session it could not take (dropped)
 
-    public FactGatherer(String writeCommands, String rowsOfNestedReads, String rowPreserving,
+    public FactGatherer(String commands, String rowsOfNestedReads, String rowPreserving,
                         int statusScan, String metric, String rows, int queueSize) {
-        addAll(this.writeCommands, writeCommands);
+        String[] lines = commands.split("\n");
+        for (int i = 0; i < lines.length; i++) {
+            String[] fields = lines[i].split("\t");
+            if (fields.length < 2) {
+                continue;
+            }
+            List reads = new ArrayList();
+            for (int k = 2; k < fields.length; k++) {
+                reads.add(fields[k].split(":", 3));
+            }
+            commandReads.put(fields[0], reads);
+            if (!fields[1].equals("-")) {
+                lightField.put(fields[0], fields[1]);
+            }
+        }
         addAll(this.rowsOfNestedReads, rowsOfNestedReads);
         addAll(this.rowPreserving, rowPreserving);
         this.statusScan = statusScan;
@@ -188,22 +202,12 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         return out.toString();
     }
 
-    // The writes whose callback `next` answers with both reading phases (comma-separated
-    // simple class names of plan roots; empty: none): a write that is not nested in another
-    // execution is then read in one py4j round trip instead of three.
-    public void setEager(String roots) {
-        synchronized (eager) {
-            eager.clear();
-            addAll(eager, roots);
-        }
-    }
-
-    // Both phases of a callback just taken, after its line, for a successful write whose
-    // root is in `eager`: "\n" + begin's answer + "\n" + finish's answer (one line of
-    // facts, "\n", the plan's JSON); only begin's for a nested write (its plan is read
-    // later, SessionObserver._defer); nothing when the callback is not such a write or a
-    // phase fails (the reader then asks for it itself). The begin line carries "eager_ns",
-    // the time spent here.
+    // Both phases of a callback just taken, after its line, for a successful write that is
+    // never read light (every command of the table but the outer CTAS ones): "\n" + begin's
+    // answer + "\n" + finish's answer (one line of facts, "\n", the plan's JSON); only
+    // begin's for a nested write (its plan is read later, when its root has arrived);
+    // nothing when the callback is not such a write or a phase fails (the reader then
+    // asks for it itself). The begin line carries "eager_ns", the time spent here.
     private void eagerPhases(StringBuilder out, Object[] c) {
         if (c[3] != null || "analyze".equals(c[0])) {
             return;
@@ -211,12 +215,8 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         long started = System.nanoTime();
         try {
             QueryExecution qe = (QueryExecution) c[1];
-            boolean wanted;
-            synchronized (eager) {
-                wanted = !eager.isEmpty()
-                        && eager.contains(simpleName(qe.analyzed().getClass().getName()));
-            }
-            if (!wanted) {
+            String root = simpleName(qe.analyzed().getClass().getName());
+            if (!commandReads.containsKey(root) || lightField.containsKey(root)) {
                 return;
             }
             long[] ids = new long[] {-1, -1};
@@ -313,7 +313,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         Set accIds = new HashSet();
         if (!succeeded) {
             // a failure: no metrics; its execution ids where the query id gives them
-        } else if (writeCommands.contains(simpleName(root))) {
+        } else if (commandReads.containsKey(simpleName(root))) {
             Object node = unwrapWrite(call(qe, "executedPlan"));
             String metrics = String.valueOf(call(node, "metrics"));
             field(out, "write_metrics", metrics);
@@ -516,7 +516,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         QueryExecution qe = resolve(q);
         Object plan = succeeded ? (Object) qe.analyzed() : (Object) qe.logical();
         String root = simpleName(plan.getClass().getName());
-        String planJson = light ? lightHead(plan, root) : json(plan);
+        String planJson = light ? lightHead(plan, (String) lightField.get(root)) : json(plan);
         StringBuilder out = new StringBuilder(512);
         out.append('{');
         Object query = hasMethod(plan, "query") ? call(plan, "query") : null;
@@ -526,14 +526,13 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
                 field(out, "query_sql", String.valueOf(call(call(query, "origin"), "sqlText")));
             }
         }
-        if (writeCommands.contains(root)) {
+        List reads = (List) commandReads.get(root);
+        if (reads != null) {
             key(out, "command");
             out.append('{');
-            optional(out, plan, "outputPath", "output_path");
-            optional(out, plan, "mode", "mode");
-            optional(out, plan, "fileFormat", "file_format");
-            if (query != null) {
-                field(out, "query_schema", schemaJson(call(query, "schema")));
+            for (int i = 0; i < reads.size(); i++) {
+                String[] r = (String[]) reads.get(i);
+                read(out, r[0], r[1], path(plan, r[2]), plan, qe);
             }
             out.append('}');
         }
@@ -541,6 +540,92 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             leaves(out, plan, query);
         }
         return out.append("}\n").append(planJson).toString();
+    }
+
+    // One read of the command table (commands.py: Read): `value` rendered by its kind.
+    private void read(StringBuilder out, String key, String kind, Object value, Object node,
+                      QueryExecution qe) throws Exception {
+        key(out, key);
+        if (value != null && (kind.equals("option") || kind.equals("qualified"))) {
+            value = optionValue(value);
+        }
+        if (value == null) {
+            out.append("null");
+        } else if (kind.equals("str") || kind.equals("option")) {
+            quote(out, String.valueOf(value));
+        } else if (kind.equals("class")) {
+            quote(out, value.getClass().getName());
+        } else if (kind.equals("schema")) {
+            out.append(schemaJson(value));
+        } else if (kind.equals("strings")) {
+            out.append('[');
+            Object[] items = value instanceof Object[] ? (Object[]) value : null;
+            int n = items != null ? items.length : seqSize(value);
+            for (int i = 0; i < n; i++) {
+                if (i > 0) {
+                    out.append(',');
+                }
+                quote(out, String.valueOf(items != null ? items[i] : seqApply(value, i)));
+            }
+            out.append(']');
+        } else if (kind.equals("qualified")) {
+            quote(out, qualified(String.valueOf(value), node, qe));
+        } else {
+            throw new IllegalArgumentException("unknown read kind " + kind);
+        }
+    }
+
+    // The value of an accessor path: public methods called in turn, each without arguments
+    // or with one string argument ("options.get(url)"); null where one is missing on this
+    // Spark version, returns null, or throws (Option.get of a None).
+    private static Object path(Object node, String path) {
+        Object o = node;
+        String[] steps = path.split("\\.");
+        for (int i = 0; i < steps.length && o != null; i++) {
+            String step = steps[i];
+            int open = step.indexOf('(');
+            try {
+                if (open < 0) {
+                    Method m = method(o.getClass(), step, null);
+                    o = m == null ? null : invoke(m, o, new Object[0]);
+                } else {
+                    Method m = method(o.getClass(), step.substring(0, open), String.class);
+                    o = m == null ? null : invoke(m, o,
+                            new Object[] {step.substring(open + 1, step.length() - 1)});
+                }
+            } catch (Exception e) {
+                return null;
+            }
+        }
+        return o;
+    }
+
+    // A scala.Option's value (null for None); anything else as it is.
+    private static Object optionValue(Object value) throws Exception {
+        if (!(value instanceof scala.Option)) {
+            return value;
+        }
+        scala.Option o = (scala.Option) value;
+        return o.isDefined() ? o.get() : null;
+    }
+
+    // A path written without a scheme, qualified as Spark does: the local file system for
+    // INSERT OVERWRITE LOCAL DIRECTORY (the command's isLocal), else the path's own.
+    private static String qualified(String path, Object node, QueryExecution qe)
+            throws Exception {
+        int slash = path.indexOf('/');
+        if ((slash < 0 ? path : path.substring(0, slash)).indexOf(':') >= 0) {
+            return path;
+        }
+        boolean local = hasMethod(node, "isLocal")
+                && ((Boolean) call(node, "isLocal")).booleanValue();
+        org.apache.hadoop.conf.Configuration conf =
+                qe.sparkSession().sparkContext().hadoopConfiguration();
+        org.apache.hadoop.fs.Path p = new org.apache.hadoop.fs.Path(path);
+        org.apache.hadoop.fs.FileSystem fs = local
+                ? (org.apache.hadoop.fs.FileSystem) org.apache.hadoop.fs.FileSystem.getLocal(conf)
+                : p.getFileSystem(conf);
+        return fs.makeQualified(p).toString();
     }
 
     // StructType.json (json4s) once per schema value: a StructType is a new instance in
@@ -558,8 +643,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         return json;
     }
 
-    private static String lightHead(Object cmd, String root) throws Exception {
-        String field = root.equals("CreateDataSourceTableAsSelectCommand") ? "table" : "tableDesc";
+    private static String lightHead(Object cmd, String field) throws Exception {
         Object table = call(cmd, field);
         Object ident = call(table, "identifier");
         StringBuilder out = new StringBuilder(512);
@@ -608,7 +692,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     // lacks (facts.py: _live_leaf).
     private void leaves(StringBuilder out, Object plan, Object query) throws Exception {
         Object root = plan;
-        if (seqSize(call(plan, "children")) == 0 && writeCommands.contains(
+        if (seqSize(call(plan, "children")) == 0 && commandReads.containsKey(
                 simpleName(plan.getClass().getName()))) {
             root = query;
         }
@@ -670,21 +754,6 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         return (String) call(plan, "toJSON");
     }
 
-    // "pid tid" of the JVM thread running this call, from Linux's /proc/thread-self
-    // (/proc/PID/task/TID); "" elsewhere. The observer lowers the priority of the JVM
-    // threads that serve its own py4j calls (pinned-thread mode: one per Python thread).
-    public String threadIds() {
-        try {
-            String[] parts = new java.io.File("/proc/thread-self").getCanonicalPath().split("/");
-            if (parts.length == 5 && "task".equals(parts[3])) {
-                return parts[2] + " " + parts[4];
-            }
-        } catch (Exception e) {
-            // not Linux
-        }
-        return "";
-    }
-
     // Plans PlanJson could not write (Spark's toJSON wrote them).
     public long jsonFallbacks() {
         return jsonFallbacks;
@@ -726,13 +795,6 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     }
 
     // -- helpers ------------------------------------------------------------------------
-    private static void optional(StringBuilder out, Object o, String method, String key)
-            throws Exception {
-        if (hasMethod(o, method)) {
-            field(out, key, String.valueOf(call(o, method)));
-        }
-    }
-
     // Public methods by class and name, looked up once. Class.getMethod walks the class's
     // whole hierarchy on every call (a plan node's Scala traits: most of the gatherer's
     // time per write in a young JVM), and a method a class lacks costs an exception.
@@ -761,11 +823,25 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             try {
                 m = c.getMethod(name, param == null ? new Class[0] : new Class[] {param});
             } catch (NoSuchMethodException e) {
-                m = NO_METHOD;
+                m = param == null ? NO_METHOD : oneParameter(c, name, param);
             }
             byName.put(key, m);
         }
         return m == NO_METHOD ? null : (Method) m;
+    }
+
+    // A public method of that name with one parameter that takes a `param` (a Scala Map's
+    // get(key) is get(Object) once erased), else NO_METHOD.
+    private static Object oneParameter(Class c, String name, Class param) {
+        Method[] all = c.getMethods();
+        for (int i = 0; i < all.length; i++) {
+            Class[] types = all[i].getParameterTypes();
+            if (all[i].getName().equals(name) && types.length == 1
+                    && types[0].isAssignableFrom(param)) {
+                return all[i];
+            }
+        }
+        return NO_METHOD;
     }
 
     private static Method require(Class c, String name, Class param)

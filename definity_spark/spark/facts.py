@@ -18,9 +18,15 @@ import re
 import time
 from typing import Any
 
-from definity_spark.lineage.facts import Attr, CommandFacts, LeafFacts, QueryFacts
+from definity_spark.lineage import commands
+from definity_spark.lineage.commands import (
+    COMMANDS,
+    LIGHT_WRAPPERS,
+    ROWS_OF_NESTED_READS,
+    table_from_json,
+)
+from definity_spark.lineage.facts import Attr, LeafFacts, QueryFacts
 from definity_spark.lineage.plan import build, simple_name
-from definity_spark.lineage.rules import WRITE_COMMANDS
 from definity_spark.spark import gatherer
 from definity_spark.spark.listener import SeqRef, error_text
 
@@ -32,6 +38,7 @@ _STATUS_SCAN = 32  # newest executions searched in the SQL status store
 _STATUS_WAIT_MS = 200  # for the status store to catch up when a query is not in it yet
 MIN_LEAVES = 64  # leaves read whatever the time budget says
 _ROWS = re.compile(r"numOutputRows -> SQLMetric\(id: (\d+), name: .*?, value: (-?[\d.]+)\)")
+# physical nodes that keep their child's rows (a V2 write's rows are its query's)
 _ROW_PRESERVING = frozenset({
     "ProjectExec", "WholeStageCodegenExec", "InputAdapter", "ColumnarToRowExec",
     "RowToColumnarExec", "ShuffleExchangeExec", "AQEShuffleReadExec", "SortExec",
@@ -39,20 +46,14 @@ _ROW_PRESERVING = frozenset({
     "MapPartitionsExec", "ReusedExchangeExec",
 })
 _SUMMARY = re.compile(r"([a-z\-]+)=(\d+)")
-_V2_WRITES = frozenset({"AppendData", "OverwriteByExpression", "OverwritePartitionsDynamic",
-                        "ReplaceData", "WriteDelta"})
-# callbacks of nested executions that carry a write's rows (JDBC writes: foreachPartition)
-ROWS_OF_NESTED_READS = frozenset({"foreachPartition"})
-# outer commands whose nested execution writes their query's data: once that nested write
-# has been read in full, the outer one needs its command node only (FactReader.finish)
-LIGHT_WRAPPERS = frozenset({
-    "CreateDataSourceTableAsSelectCommand", "CreateHiveTableAsSelectCommand",
-    "OptimizedCreateHiveTableAsSelectCommand", "SaveAsV1TableCommand",
-})
-# writes the JVM listener reads in full when its pump takes their callback (one py4j round
-# trip for a plain write instead of three: FactGatherer.setEager); an outer command is left
-# out, as whether it is read light depends on the nested writes read before it
-EAGER_ROOTS = frozenset(WRITE_COMMANDS) - LIGHT_WRAPPERS
+
+
+def _option_value(value: Any) -> Any:
+    """A ``scala.Option``'s value (None for ``None``); anything else as it is."""
+    try:
+        return value.get() if value.isDefined() else None
+    except Exception:  # noqa: BLE001 - not an Option
+        return value
 
 
 def option_str(opt: Any) -> str | None:
@@ -65,29 +66,6 @@ def option_text(s: str | None) -> str | None:
     if s is not None and s.startswith("Some(") and s.endswith(")"):
         return s[5:-1]
     return None
-
-
-def string_seq(value: Any) -> list[str]:
-    """A ``Seq[String]`` as ``toJSON`` writes it: a list, or one string ``"[a, b]"``."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        inner = value.strip()
-        if inner.startswith("[") and inner.endswith("]"):
-            inner = inner[1:-1]
-        return [p.strip() for p in inner.split(",") if p.strip()]
-    return [str(x) for x in value]
-
-
-def _table_from_json(ct: Any) -> tuple[str | None, tuple[str, ...], str] | None:
-    """(catalog, (database,), table) from a JSON ``CatalogTable`` / ``TableIdentifier``."""
-    if not isinstance(ct, dict):
-        return None
-    ident = ct.get("identifier", ct)
-    if not isinstance(ident, dict) or "table" not in ident:
-        return None
-    db = ident.get("database")
-    return (ident.get("catalog"), (db,) if db else (), str(ident["table"]))
 
 
 def _attrs(value: Any) -> list[Attr]:
@@ -151,7 +129,7 @@ def _leaf_facts(d: dict[str, Any], live: Any) -> LeafFacts:
         out = _attrs(d.get("output"))
     facts = LeafFacts(cls=cls, output=out)
     if name == "LogicalRelation":
-        facts.table = _table_from_json(d.get("catalogTable"))
+        facts.table = table_from_json(d.get("catalogTable"))
         if facts.table is None:
             info = live()
             facts.relation_cls = info["relation_cls"]
@@ -161,7 +139,7 @@ def _leaf_facts(d: dict[str, Any], live: Any) -> LeafFacts:
                 facts.jdbc_url = info["jdbc_url"]
                 facts.jdbc_table = info["jdbc_table"]
     elif name == "HiveTableRelation":
-        facts.table = _table_from_json(d.get("tableMeta"))
+        facts.table = table_from_json(d.get("tableMeta"))
     elif name in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
         info = live()
         facts.table = _v2_table(info)
@@ -210,42 +188,42 @@ def _v2_table(info: dict[str, Any]) -> tuple[str | None, tuple[str, ...], str]:
     return (info.get("catalog"), tuple(info.get("namespace") or ()), info["name"])
 
 
-class FactReader:
-    """Reads QueryExecutions of one SparkSession (one instance per observer)."""
+def gatherer_config(queue_size: int) -> tuple[Any, ...]:
+    """``FactGatherer``'s constructor arguments: the command table, the reader's own
+    patterns, the size of its callback queue."""
+    return (commands.spec(), ",".join(ROWS_OF_NESTED_READS), ",".join(_ROW_PRESERVING),
+            _STATUS_SCAN, _METRIC.pattern, _ROWS.pattern, queue_size)
 
-    def __init__(self, gateway: Any, jsession: Any, budget_ms: int = 2000,
-                 max_plan_nodes: int = 5000, gather: bool = True, queue_size: int = 1000):
-        self._gw = gateway
-        self._jsession = jsession
+
+def make_gatherer(gateway: Any, jsession: Any, queue_size: int
+                  ) -> tuple[Any | None, gatherer.Loaded]:
+    """A ``FactGatherer`` for one session, configured with the command table and the
+    reader's own patterns, and how its class was loaded (None: unavailable)."""
+    loaded = gatherer.load(gateway, jsession)
+    if loaded.cls is None:
+        return None, loaded
+    try:
+        return gatherer.new(loaded, gateway, *gatherer_config(queue_size)), loaded
+    except Exception as exc:  # noqa: BLE001 - an unexpected JVM: py4j instead
+        return None, gatherer.Loaded(None, "unavailable", f"{type(exc).__name__}: {exc}"[:300])
+
+
+class FactReader:
+    """Reads QueryExecutions of one SparkSession (one instance per worker)."""
+
+    def __init__(self, gateway: Any, jsession: Any, budget_ms: int, max_plan_nodes: int,
+                 gatherer: Any = None):
+        self.gateway = gateway
+        self.jsession = jsession
         self.budget_ms = budget_ms
         self.max_plan_nodes = max_plan_nodes
         self._status_store = None
         self._version: str | None = None
         self._has_query_id: bool | None = None
-        # the JVM half (gatherer.py), compiled on first use; False: read through py4j
-        self._gatherer: Any = None if gather else False
-        self._queue_size = queue_size  # of the gatherer as a listener (observer.py)
+        self._gatherer = gatherer  # the JVM half (None: read through py4j)
         self.gathered = 0  # phases read by the gatherer
         self.eager_phases = 0  # phases of those, answered with the callback (no py4j call)
         self.fallbacks = 0  # phases the gatherer failed, then read through py4j
-
-    def gatherer(self) -> Any | None:
-        """The ``FactGatherer`` of this JVM, compiled on first use (None: unavailable)."""
-        if self._gatherer is None:
-            self._gatherer = gatherer.load(
-                self._gw, self._jsession, ",".join(WRITE_COMMANDS),
-                ",".join(ROWS_OF_NESTED_READS), ",".join(_ROW_PRESERVING), _STATUS_SCAN,
-                _METRIC.pattern, _ROWS.pattern, self._queue_size) or False
-            if self._gatherer:
-                try:  # plain writes are read whole with their callback (observer's pump)
-                    self._gatherer.setEager(",".join(sorted(EAGER_ROOTS)))
-                except Exception as exc:  # noqa: BLE001 - then each phase is asked for
-                    logger.debug("gatherer: no eager reads: %s", exc)
-        return self._gatherer or None
-
-    def use_gatherer(self, g: Any) -> None:
-        """Read with a gatherer built elsewhere (the driver's, in the helper process)."""
-        self._gatherer = g
 
     def _gathered(self, phase: str, call: Any) -> str | None:
         """One gatherer call, or None (then the phase is read through py4j)."""
@@ -275,7 +253,7 @@ class FactReader:
         ``eager``: the gatherer's answers to both phases, taken with the callback
         (``FactGatherer.setEager``); then neither phase crosses py4j again.
         """
-        g = self.gatherer() if func_name != "analyze" else None  # compiled once, not timed
+        g = self._gatherer if func_name != "analyze" else None
         started = time.monotonic()
         facts = QueryFacts(func_name=func_name, succeeded=exception is None,
                            duration_ns=duration_ns, spark_version=self.version())
@@ -304,9 +282,10 @@ class FactReader:
             plan = reading.live_plan()
             reading.root = simple_name(str(plan.getClass().getName()))
             acc_ids: list[int] = []
-            if facts.succeeded and reading.root in WRITE_COMMANDS:
+            command = COMMANDS.get(reading.root)
+            if facts.succeeded and command is not None:
                 facts.write_metrics, acc_ids = self._write_metrics(qe)
-                if "numOutputRows" not in facts.write_metrics and reading.root in _V2_WRITES:
+                if "numOutputRows" not in facts.write_metrics and command.metrics == "iceberg":
                     with _quiet():
                         facts.write_metrics.update(self._iceberg_snapshot(plan))
             elif facts.succeeded and func_name in ROWS_OF_NESTED_READS:
@@ -332,7 +311,9 @@ class FactReader:
         if "write_metrics" in raw:
             facts.write_metrics, _ = _parse_write_metrics(raw["write_metrics"],
                                                           raw.get("child_rows"))
-            if "numOutputRows" not in facts.write_metrics and reading.root in _V2_WRITES:
+            command = COMMANDS.get(reading.root)
+            if "numOutputRows" not in facts.write_metrics and command is not None \
+                    and command.metrics == "iceberg":
                 with _quiet():
                     facts.write_metrics.update(self._iceberg_snapshot(reading.live_plan()))
         elif raw.get("nested_rows") is not None:
@@ -358,7 +339,7 @@ class FactReader:
         started = time.monotonic()
         facts, root = reading.facts, reading.root
         light = light and facts.succeeded and root in LIGHT_WRAPPERS
-        g = self.gatherer()
+        g = self._gatherer
         text = None
         if reading.eager_finish is not None and not light:
             text, reading.eager_finish = reading.eager_finish, None
@@ -383,8 +364,10 @@ class FactReader:
                     # Spark 4 CTAS: the command's own origin is empty, its query's is not
                     with _quiet():
                         facts.sql_text = option_str(plan.query().origin().sqlText())
-            if root in WRITE_COMMANDS:
-                facts.command = self._command(root, plan, head, facts)
+            command = COMMANDS.get(root)
+            if command is not None:
+                values = {r.key: self._read(plan, r) for r in command.reads}
+                facts.command = commands.command_facts(root, head, values)
             if facts.succeeded and not light:
                 self._leaves(plan, facts, root)
         except Exception as exc:  # the plan could not be read: say so, never raise
@@ -403,9 +386,8 @@ class FactReader:
             facts.sql_text = option_text(raw.get("sql"))
             if facts.sql_text is None and isinstance(head.get("query"), list):
                 facts.sql_text = option_text(raw.get("query_sql"))
-        if root in WRITE_COMMANDS:
-            facts.command = self._command(root, _LivePlan(reading), head, facts,
-                                          raw.get("command") or {})
+        if root in COMMANDS:
+            facts.command = commands.command_facts(root, head, raw.get("command") or {})
         if facts.succeeded and "leaves" in raw:  # not for a light read
             groups = raw["leaves"]
             if not self._leaves_gathered(groups, facts, root):
@@ -417,11 +399,56 @@ class FactReader:
         facts.partial = True
         logger.debug("plan read failed: %s", facts.read_error)
 
+    def _read(self, node: Any, read: commands.Read) -> Any:
+        """One read of the command table through py4j (``FactGatherer.read``'s twin)."""
+        value: Any = node
+        for step in read.path.split("."):
+            name, _, arg = step.partition("(")
+            try:
+                method = getattr(value, name)
+                value = method(arg[:-1]) if arg else method()
+            except Exception:  # noqa: BLE001 - missing on this Spark, or it threw
+                return None
+            if value is None:
+                return None
+        kind = read.kind
+        if kind in (commands.OPTION, commands.QUALIFIED):
+            value = _option_value(value)
+            if value is None:
+                return None
+        if kind in (commands.STR, commands.OPTION):
+            return str(value)
+        if kind == commands.CLASS:
+            return str(value.getClass().getName())
+        if kind == commands.SCHEMA:
+            return json.loads(value.json())
+        if kind == commands.STRINGS:
+            if hasattr(value, "__len__"):  # a Java array (py4j JavaArray)
+                return [str(x) for x in value]
+            return [str(value.apply(i)) for i in range(value.size())]
+        if kind == commands.QUALIFIED:
+            return self._qualified(str(value), node)
+        raise ValueError(f"unknown read kind {kind}")
+
+    def _qualified(self, path: str, node: Any) -> str:
+        """A path without a scheme, qualified as Spark does (``FactGatherer.qualified``)."""
+        if ":" in path.split("/", 1)[0]:
+            return path
+        local = False
+        with _quiet():
+            local = bool(node.isLocal())
+        jvm = self.gateway.jvm
+        p = jvm.org.apache.hadoop.fs.Path(path)
+        conf = self.jsession.sparkContext().hadoopConfiguration()
+        fs = jvm.org.apache.hadoop.fs.FileSystem.getLocal(conf) if local \
+            else p.getFileSystem(conf)
+        return str(fs.makeQualified(p).toString())
+
     def _light_head(self, cmd: Any, root: str) -> dict[str, Any]:
         """The command node's own JSON fields the rules use, read with accessors: the
         ``CatalogTable`` (``table`` / ``tableDesc``) and a marker for its query."""
-        field = "table" if root == "CreateDataSourceTableAsSelectCommand" else "tableDesc"
-        ct = cmd.table() if field == "table" else cmd.tableDesc()
+        field = COMMANDS[root].light or "table"
+        ct = getattr(cmd, field)()
         ident = ct.identifier()
         identifier: dict[str, Any] = {"table": str(ident.table())}
         for part in ("database", "catalog"):
@@ -432,7 +459,7 @@ class FactReader:
         table: dict[str, Any] = {
             "identifier": identifier,
             "schema": json.loads(ct.schema().json()),
-            "partitionColumnNames": string_seq(str(ct.partitionColumnNames().mkString(
+            "partitionColumnNames": commands.string_seq(str(ct.partitionColumnNames().mkString(
                 "[", ",", "]"))),
         }
         return {"class": str(cmd.getClass().getName()), "num-children": 0, field: table,
@@ -441,7 +468,7 @@ class FactReader:
     def version(self) -> str | None:
         if self._version is None:
             try:
-                self._version = str(self._jsession.version())
+                self._version = str(self.jsession.version())
             except Exception:
                 self._version = "?"
         return self._version
@@ -463,7 +490,7 @@ class FactReader:
         saveAsTable) keeps its query in a non-child field, embedded in its JSON; a tree
         of [] has no leaves known."""
         head = facts.plan[0] if facts.plan else {}
-        if int(head.get("num-children", 0) or 0) == 0 and root in WRITE_COMMANDS:
+        if int(head.get("num-children", 0) or 0) == 0 and root in COMMANDS:
             query = head.get("query")
             return True, query if isinstance(query, list) else []
         return False, facts.plan or []
@@ -523,92 +550,6 @@ class FactReader:
         if d is None:
             d = json.loads(nth.get().toJSON())[0]
         return _leaf_facts(d, lambda: _live_leaf(nth.get(), simple_name(str(d.get("class")))))
-
-    # -- the write command ---------------------------------------------------------------
-    def _command(self, name: str, cmd: Any, head: dict[str, Any],
-                 facts: QueryFacts, pre: dict[str, Any] | None = None) -> CommandFacts:
-        """The write command's facts. ``pre``: accessor values the gatherer read already
-        (``output_path``, ``mode``, ``file_format``, ``query_schema``); the others are
-        read from ``cmd``."""
-        pre = pre or {}
-
-        def mode() -> str:
-            return str(pre["mode"]) if "mode" in pre else str(cmd.mode().toString())
-
-        c = CommandFacts(cls=str(head.get("class")))
-        if name == "InsertIntoHadoopFsRelationCommand":
-            c.output_path = (str(pre["output_path"]) if "output_path" in pre
-                             else str(cmd.outputPath().toString()))
-            c.mode = mode()
-            ct = head.get("catalogTable")
-            c.table = _table_from_json(ct)
-            if isinstance(ct, dict):
-                c.table_schema = ct.get("schema")
-            c.partition_columns = [a.name for a in _attrs(head.get("partitionColumns"))]
-            with _quiet():
-                c.provider = (str(pre["file_format"]) if "file_format" in pre
-                              else str(cmd.fileFormat().toString())).lower()
-        elif name in ("InsertIntoHiveTable", "CreateDataSourceTableAsSelectCommand",
-                      "CreateHiveTableAsSelectCommand",
-                      "OptimizedCreateHiveTableAsSelectCommand", "SaveAsV1TableCommand"):
-            ct = head.get("table") or head.get("tableDesc")
-            c.table = _table_from_json(ct)
-            if isinstance(ct, dict):
-                c.table_schema = ct.get("schema")
-                c.partition_columns = string_seq(ct.get("partitionColumnNames"))
-            if name != "InsertIntoHiveTable":
-                with _quiet():
-                    c.mode = mode()
-        elif name == "SaveIntoDataSourceCommand":
-            c.mode = mode()
-            provider_cls = str(cmd.dataSource().getClass().getName())
-            c.provider = provider_cls
-            with _quiet():
-                c.provider = str(cmd.dataSource().shortName())
-            opts = cmd.options()
-            if "jdbc" in provider_cls.lower():
-                c.jdbc_url = option_str(opts.get("url"))
-                c.jdbc_table = option_str(opts.get("dbtable"))
-            else:
-                c.output_path = option_str(opts.get("path"))
-        elif name == "InsertIntoDataSourceCommand":
-            rel = cmd.logicalRelation().relation()
-            if simple_name(str(rel.getClass().getName())) == "JDBCRelation":
-                opts = rel.jdbcOptions()
-                c.jdbc_url = str(opts.url())
-                c.jdbc_table = str(opts.tableOrQuery())
-            c.table = _table_from_json((head.get("logicalRelation") or [{}])[0]
-                                       .get("catalogTable") if isinstance(
-                                           head.get("logicalRelation"), list) else None)
-        elif name in ("InsertIntoHiveDirCommand", "InsertIntoDataSourceDirCommand"):
-            c.output_path = option_str(cmd.storage().locationUri())
-            if c.output_path and ":" not in c.output_path.split("/", 1)[0]:
-                with _quiet():  # qualify as Spark does (LOCAL DIRECTORY: the local fs)
-                    jvm = self._gw.jvm
-                    path = jvm.org.apache.hadoop.fs.Path(c.output_path)
-                    conf = self._jsession.sparkContext().hadoopConfiguration()
-                    local = bool(head.get("isLocal"))
-                    fs = (jvm.org.apache.hadoop.fs.FileSystem.getLocal(conf) if local
-                          else path.getFileSystem(conf))
-                    c.output_path = str(fs.makeQualified(path).toString())
-        elif name in ("AppendData", "OverwriteByExpression", "OverwritePartitionsDynamic",
-                      "ReplaceData", "WriteDelta"):
-            rel = cmd.table()
-            if simple_name(str(rel.getClass().getName())) == "DataSourceV2Relation":
-                c.table = _v2_table(_v2_info(rel))
-                c.table_schema = json.loads(rel.schema().json())
-        elif name in ("CreateTableAsSelect", "ReplaceTableAsSelect"):
-            ident = cmd.name()
-            if simple_name(str(ident.getClass().getName())) == "ResolvedIdentifier":
-                i = ident.identifier()
-                c.table = (str(ident.catalog().name()), tuple(str(x) for x in i.namespace()),
-                           str(i.name()))
-        elif name in ("MergeIntoTable", "UpdateTable", "DeleteFromTable"):
-            pass  # rewritten by the analyzer where the table supports it (ReplaceData...)
-        with _quiet():
-            c.query_schema = json.loads(pre["query_schema"] if "query_schema" in pre
-                                        else cmd.query().schema().json())
-        return c
 
     # -- metrics and execution ids ----------------------------------------------------------
     def _write_metrics(self, qe: Any) -> tuple[dict[str, float], list[int]]:
@@ -684,7 +625,7 @@ class FactReader:
 
     def _store(self) -> Any:
         if self._status_store is None:
-            self._status_store = self._jsession.sharedState().statusStore()
+            self._status_store = self.jsession.sharedState().statusStore()
         return self._status_store
 
     def _execution_ids(self, qe: Any, facts: QueryFacts, acc_ids: list[int]) -> None:
@@ -706,7 +647,7 @@ class FactReader:
             # the status store learns of an execution on another listener-bus queue than
             # this callback's: let it catch up (_STATUS_WAIT_MS at most), then look again
             with _quiet():
-                self._jsession.sparkContext().listenerBus().waitUntilEmpty(_STATUS_WAIT_MS)
+                self.jsession.sparkContext().listenerBus().waitUntilEmpty(_STATUS_WAIT_MS)
             self._find_execution(qe, facts, query_id, acc_ids)
 
     def _find_execution(self, qe: Any, facts: QueryFacts, query_id: str | None,
@@ -764,26 +705,14 @@ class Reading:
     def nested_write(self) -> bool:
         """A successful write that ran inside another SQL execution (CTAS, saveAsTable)."""
         f = self.facts
-        return (not self.done and f.succeeded and self.root in WRITE_COMMANDS
+        return (not self.done and f.succeeded and self.root in COMMANDS
                 and f.execution_id is not None and f.root_execution_id is not None
                 and f.execution_id != f.root_execution_id)
 
     @property
     def wrapper(self) -> bool:
-        rule = WRITE_COMMANDS.get(self.root)
+        rule = COMMANDS.get(self.root)
         return bool(rule and rule.wrapper)
-
-
-class _LivePlan:
-    """The live plan of a reading, fetched at the first accessor call on it."""
-
-    __slots__ = ("_reading",)
-
-    def __init__(self, reading: Reading):
-        self._reading = reading
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reading.live_plan(), name)
 
 
 class _Nth:

@@ -1,10 +1,12 @@
-"""The py4j edge: a Python ``QueryExecutionListener`` and its registration.
+"""The py4j edge: registering the session's listener, and the Python fallback listener.
 
-Spark calls ``onSuccess`` / ``onFailure`` on its shared listener-bus thread, serially, for
-every listener of the application. Whatever time the callback takes holds that thread (and
-every other listener behind it; Spark drops events when its queue overflows), so the
-callback only snapshots the references it was given into a bounded queue and returns.
-All plan reading happens on the observer's worker thread.
+The listener is the JVM gatherer (``FactGatherer``) on a queue of Spark's listener bus
+(``register_on_bus``). Where it cannot be loaded, ``PyQueryExecutionListener`` takes its
+place: Spark calls its ``onSuccess`` / ``onFailure`` on its shared listener-bus thread,
+serially, for every listener of the application. Whatever time the callback takes holds
+that thread (and every other listener behind it; Spark drops events when its queue
+overflows), so the callback only snapshots the references it was given into a bounded
+queue and returns. All plan reading happens on the extraction worker's thread.
 
 Registration is idempotent per JVM SparkSession (a registry keyed by the session's
 ``System.identityHashCode``) and reversible: the Java proxy is made once and the same
@@ -37,8 +39,8 @@ class Callback(NamedTuple):
     exception: Any  # the Throwable (JavaObject) or its text (JVM listener); None: success
     received: float  # time.monotonic() at arrival
     qe_id: int | None = None  # known at arrival for the JVM listener's callbacks
-    # the JVM listener's answers to both reading phases, read with the callback
-    # (FactGatherer.setEager): (begin's, finish's or None); None: not read yet
+    # the JVM listener's answers to both reading phases, read with the callback (a write
+    # that is never read light): (begin's, finish's or None); None: not read yet
     eager: tuple[str, str | None] | None = None
 
 
@@ -88,7 +90,6 @@ class PyQueryExecutionListener:
         self.handoff = handoff
         self.dropped = 0
         self.received = 0
-        self.busy_ns_total = 0
         self.busy_ns_samples: list = []  # listener-bus time of recent callbacks (bounded)
         self._on_first_call = on_first_call
 
@@ -98,10 +99,8 @@ class PyQueryExecutionListener:
             self.received += 1
         except queue.Full:
             self.dropped += 1
-        spent = time.perf_counter_ns() - started
-        self.busy_ns_total += spent
         if len(self.busy_ns_samples) < 10000:
-            self.busy_ns_samples.append(spent)
+            self.busy_ns_samples.append(time.perf_counter_ns() - started)
 
     def onSuccess(self, funcName: str, qe: Any, durationNs: int) -> None:  # noqa: N802,N803
         started = time.perf_counter_ns()
@@ -296,32 +295,6 @@ def unregister(gateway: Any, jsession: Any, owner: object) -> bool:
     else:
         jsession.listenerManager().unregister(reg.handle)
     return True
-
-
-def swap(gateway: Any, jsession: Any, owner: object, handle: Any,
-         between: Callable[[], None] | None = None) -> bool:
-    """Put ``handle`` (a Java ``QueryExecutionListener``) in the place of the listener
-    ``owner`` registered: it is registered first, then the old one is unregistered, so
-    that no callback is lost; a callback that reaches both in between is delivered to the
-    old one first (Spark calls listeners in registration order). False if ``owner`` has
-    no registration here (nothing changed). ``between``: runs while both are registered
-    (tests)."""
-    key = session_key(gateway, jsession)
-    with _registry_lock:
-        reg = _registry.get(key)
-        if reg is None or reg.owner is not owner or reg.on_bus:
-            return False
-        manager = jsession.listenerManager()
-        manager.register(handle)
-        try:
-            if between is not None:
-                between()
-            manager.unregister(reg.handle)
-        except Exception:
-            manager.unregister(handle)  # never both for good
-            raise
-        _registry[key] = reg._replace(handle=handle)
-        return True
 
 
 def registered_owner(gateway: Any, jsession: Any) -> object | None:

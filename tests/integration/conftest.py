@@ -48,6 +48,12 @@ from it_helpers import (  # noqa: E402
     spark_version,
 )
 
+# IT_FALLBACK=1 (.ci/run, on a subset of the modules): the fallback path, the py4j Python
+# listener read in the driver, instead of what users get by default (the JVM listener,
+# read in the helper process, where every callback is also read through py4j alone and
+# the two readings must agree: observer.CROSS_CHECK)
+FALLBACK = ({"jvm_listener": False, "helper_process": False}
+            if os.environ.get("IT_FALLBACK") == "1" else {})
 SQLITE_JAR = "/usr/share/java/sqlite-jdbc.jar"
 POSTGRES_JAR = "/usr/share/java/postgresql.jar"
 
@@ -124,6 +130,9 @@ def spark(it_base: Path) -> Iterator[Any]:
         SparkContext._active_spark_context.stop()
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
+    from definity_spark.spark import observer
+
+    observer.CROSS_CHECK = True
     # Hive CTAS/INSERT with dynamic partitions (a common production setting)
     session.conf.set("hive.exec.dynamic.partition.mode", "nonstrict")
     _STARTED.append(session)
@@ -171,18 +180,16 @@ def module_dir(it_base: Path, request: Any) -> Path:
 
 @pytest.fixture(scope="module")
 def task(spark: Any, collector: CollectorReader, module_data: Any, module_dir: Path,
-         it_base: Path) -> Iterator[Task]:
-    """One Definity task per module: activated after the module's data exists."""
+         it_base: Path, request: Any) -> Iterator[Task]:
+    """One Definity task per module: activated after the module's data exists (with the
+    module's ``TASK_SETTINGS``, if any)."""
     import definity_spark
 
     definity_spark.deactivate(spark)  # a previous module's task, if any, ends first
     handle = definity_spark.activate(
         spark, server_url=collector.url, token=TOKEN, pipeline_name="it",
         task_name=os.path.basename(str(module_dir)), spool_dir=str(it_base / "spool"),
-        flush_timeout=60.0,
-        # read in the driver, where the suite's cross-check (gatherer against py4j) runs;
-        # tests/test_extraction_process.py shows the helper's reports are the same
-        helper_process=False)
+        flush_timeout=60.0, **{**getattr(request.module, "TASK_SETTINGS", {}), **FALLBACK})
     assert handle is not None, "definity_spark.activate returned None"
     current = Task(handle, collector, spark)
     current.check_started()
@@ -265,7 +272,8 @@ def postgres() -> Iterator[Postgres]:
 def pytest_report_header(config: Any) -> list[str]:
     try:
         return [f"definity-spark integration: pyspark {spark_version()}, "
-                f"iceberg jar: {iceberg_jar() or 'not installed'}"]
+                f"iceberg jar: {iceberg_jar() or 'not installed'}, "
+                f"path: {'fallback (py4j listener)' if FALLBACK else 'default'}"]
     except Exception:  # noqa: BLE001
         return []
 

@@ -106,15 +106,9 @@ class Task:
         self.task_id = handle.task_id
         self.seen = 0       # payloads of this task already handed to a scenario
         self.last_tf_id = 0
-        self._cross_check()
 
-    def _cross_check(self) -> list[Any]:
-        """Every callback is also read through py4j alone (no JVM-side gatherer): the
-        two readings must give the same facts (``SessionObserver.cross_check``)."""
-        observers = list(self.handle._runtime.observers.values())
-        for obs in observers:
-            obs.cross_check = True
-        return observers
+    def observers(self) -> list[Any]:
+        return list(self.handle._runtime.observers.values())
 
     def flush(self) -> None:
         assert self.handle.flush(timeout=FLUSH_TIMEOUT), "handle.flush() timed out"
@@ -165,10 +159,11 @@ class Task:
         errors_after = internal_error_counts()
         assert errors_after == dict(errors_before), (
             f"the plugin contained internal errors: before {errors_before}, after {errors_after}")
-        for obs in self._cross_check():
+        for obs in self.observers():
+            # every callback also read through py4j alone: the same facts (the cross-check)
             assert not obs.fact_mismatches, obs.fact_mismatches
-            assert obs._reader.fallbacks == 0, "the gatherer failed, py4j read instead"
-            g = obs._reader.gatherer()
+            assert obs.stats.get("fallbacks", 0) == 0, "the gatherer failed, py4j read instead"
+            g = obs.gatherer
             if g is not None:  # every plan written by PlanJson, no name from Scala reflection
                 assert (g.jsonFallbacks(), g.jsonReflected()) == (0, "[]")
         return batch

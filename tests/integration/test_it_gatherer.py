@@ -1,10 +1,10 @@
 """The JVM-side fact gatherer (spark/FactGatherer.java, compiled at run time by Janino).
 
-Every scenario of the integration suite is read both ways already (``Task`` turns on
-``SessionObserver.cross_check``: the gatherer's facts must equal a py4j-only reading of
-the same callback). These tests check the gatherer itself: it compiles on this Spark,
-a write costs two gatherer calls, and when it is missing or fails the reader falls back
-to py4j with the same facts.
+Every scenario of the integration suite is read both ways already (the conftest turns on
+``observer.CROSS_CHECK``: the gatherer's facts must equal a py4j-only reading of the same
+callback). These tests check the gatherer itself: it compiles on this Spark, its class
+bytes are cached and loaded again without compiling, a write costs two gatherer calls,
+and when it is missing or fails the reader falls back to py4j with the same facts.
 """
 
 from __future__ import annotations
@@ -16,9 +16,16 @@ import pytest
 
 from definity_spark.spark import gatherer
 from definity_spark.spark import listener as listener_mod
-from definity_spark.spark.facts import FactReader
+from definity_spark.spark.facts import FactReader, make_gatherer
 
 pytestmark = pytest.mark.spark
+
+
+def _reader(spark: Any, gather: bool = True) -> FactReader:
+    gw, js = spark.sparkContext._gateway, spark._jsparkSession
+    g = make_gatherer(gw, js, 100)[0] if gather else None
+    assert g is not None or not gather, "FactGatherer.java could not be loaded"
+    return FactReader(gw, js, 2000, 20000, gatherer=g)
 
 
 def _callbacks(spark: Any, action: Any) -> list[Any]:
@@ -51,13 +58,11 @@ def _write(spark: Any, tmp_path: Any) -> list[Any]:
 
 
 def test_the_gatherer_compiles_and_reads_a_write_in_two_calls(spark: Any, tmp_path: Any) -> None:
-    gw, js = spark.sparkContext._gateway, spark._jsparkSession
-    reader = FactReader(gw, js)
-    assert reader.gatherer() is not None, "Janino did not compile FactGatherer.java"
+    reader = _reader(spark)
     [cb] = _write(spark, tmp_path)
     facts = reader.read(cb.func_name, cb.qe, cb.duration_ns, cb.exception)
     assert (reader.gathered, reader.fallbacks) == (2, 0)
-    plain = FactReader(gw, js, gather=False)
+    plain = _reader(spark, gather=False)
     assert plain.read(cb.func_name, cb.qe, cb.duration_ns, cb.exception).to_json() == \
         facts.to_json()
     assert plain.gathered == 0
@@ -81,13 +86,12 @@ class _Failing:
 def test_a_failing_gatherer_falls_back_to_py4j(spark: Any, tmp_path: Any) -> None:
     gw, js = spark.sparkContext._gateway, spark._jsparkSession
     [cb] = _write(spark, tmp_path)
-    reader = FactReader(gw, js)
-    reader._gatherer = _Failing()
+    reader = FactReader(gw, js, 2000, 20000, gatherer=_Failing())
     facts = reader.read(cb.func_name, cb.qe, cb.duration_ns, cb.exception)
     assert (reader.gathered, reader.fallbacks) == (0, 2)
     assert facts.read_error is None
-    expected = FactReader(gw, js, gather=False).read(cb.func_name, cb.qe, cb.duration_ns,
-                                                     cb.exception)
+    expected = _reader(spark, gather=False).read(cb.func_name, cb.qe, cb.duration_ns,
+                                                 cb.exception)
     assert facts.to_json() == expected.to_json()
 
 
@@ -96,15 +100,87 @@ def test_a_source_janino_refuses_leaves_the_reader_on_py4j(
     broken = tmp_path / "FactGatherer.java"
     broken.write_text("public class FactGatherer { this is not Java }")
     monkeypatch.setattr(gatherer, "SOURCE", str(broken))
-    monkeypatch.setattr(gatherer, "_classes", {})
+    monkeypatch.setattr(gatherer, "_loaded", {})
     gw, js = spark.sparkContext._gateway, spark._jsparkSession
-    reader = FactReader(gw, js)
-    assert reader.gatherer() is None
+    g, loaded = make_gatherer(gw, js, 100)
+    assert g is None and loaded.how == "unavailable" and "CompileException" in loaded.reason
+    reader = FactReader(gw, js, 2000, 20000, gatherer=g)
     [cb] = _write(spark, tmp_path)
     facts = reader.read(cb.func_name, cb.qe, cb.duration_ns, cb.exception)
     assert (reader.gathered, reader.fallbacks) == (0, 0)
     assert facts.command is not None and facts.write_metrics["numOutputRows"] == 3
     assert os.path.basename(facts.command.output_path) == "out"
+
+
+def test_the_compiled_classes_are_cached_and_loaded_without_compiling(
+        spark: Any, tmp_path: Any, monkeypatch: Any) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(gatherer, "_loaded", {})
+    gw, js = spark.sparkContext._gateway, spark._jsparkSession
+    first = gatherer.load(gw, js)
+    assert first.how == "compiled" and first.cls is not None
+    [cached] = os.listdir(gatherer.cache_dir())
+    path = os.path.join(gatherer.cache_dir(), cached)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.stat(gatherer.cache_dir()).st_mode & 0o777 == 0o700
+    monkeypatch.setattr(gatherer, "_loaded", {})  # as in the next application's JVM
+    second = gatherer.load(gw, js)
+    # (not instantiated here: py4j caches methods by class name, and this JVM has a
+    # FactGatherer already; test_a_new_application_loads_the_cached_classes runs one)
+    assert second.how == "cached" and str(second.cls.getName()) == "FactGatherer"
+    # a cache file someone else could have written is not loaded: compiled again
+    os.chmod(path, 0o666)
+    monkeypatch.setattr(gatherer, "_loaded", {})
+    assert gatherer.load(gw, js).how == "compiled"
+    # nor a damaged one
+    with open(path, "r+b") as f:
+        f.seek(-10, os.SEEK_END)
+        f.write(b"0123456789")
+    monkeypatch.setattr(gatherer, "_loaded", {})
+    assert gatherer.load(gw, js).how == "compiled"
+
+
+_APP = """
+import json, sys
+from pyspark.sql import SparkSession
+import definity_spark
+spark = SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false") \\
+    .getOrCreate()
+handle = definity_spark.activate(spark, events_file=sys.argv[2], helper_process=False)
+observer = next(iter(handle._runtime.observers.values()))
+spark.range(4).write.mode("overwrite").parquet(sys.argv[1])
+handle.flush(60)
+print(json.dumps({"loaded": observer.gatherer_loaded, "stats": observer.stats}))
+definity_spark.deactivate(spark)
+spark.stop()
+"""
+
+
+def test_a_new_application_loads_the_cached_classes(tmp_path: Any) -> None:
+    """Two applications (fresh JVMs) on one machine: the first compiles and caches, the
+    second defines the cached classes, and both read their write with the gatherer."""
+    import json
+    import subprocess
+    import sys
+
+    app = tmp_path / "app.py"
+    app.write_text(_APP)
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.pop("DEFINITY_ENABLED", None)
+    seen = []
+    for run in range(2):
+        out = subprocess.run(
+            [sys.executable, str(app), str(tmp_path / f"out{run}"),
+             str(tmp_path / f"events{run}.jsonl")],
+            env=env, capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+        assert out.returncode == 0, out.stderr[-3000:]
+        seen.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        events = (tmp_path / f"events{run}.jsonl").read_text()
+        assert f"file:{tmp_path}/out{run}" in events
+    assert [s["loaded"] for s in seen] == ["compiled", "cached"]
+    for s in seen:
+        assert s["stats"]["writes"] == 1 and s["stats"]["fallbacks"] == 0
+        assert s["stats"]["gathered"] == 2
 
 
 # ----------------------------------------------------------------------- PlanJson
@@ -167,7 +243,7 @@ def test_plan_json_is_spark_s_to_json(spark: Any) -> None:
     from pyspark.sql import functions as F
 
     gw, js = spark.sparkContext._gateway, spark._jsparkSession
-    g = FactReader(gw, js).gatherer()
+    g = make_gatherer(gw, js, 100)[0]
     assert g is not None and g.fastJson(), "PlanJson is off on this Spark"
     _parity_tables(spark)
     frames = [spark.sql(q) for q in _PARITY_SQL]
@@ -198,7 +274,7 @@ def test_plan_json_is_spark_s_to_json(spark: Any) -> None:
 
 def test_plan_json_truncates_string_lists_as_spark_does(spark: Any) -> None:
     gw, js = spark.sparkContext._gateway, spark._jsparkSession
-    g = FactReader(gw, js).gatherer()
+    g = make_gatherer(gw, js, 100)[0]
     _parity_tables(spark)
     before = spark.conf.get("spark.sql.debug.maxToStringFields")
     spark.conf.set("spark.sql.debug.maxToStringFields", "2")
@@ -215,7 +291,7 @@ def test_plan_json_truncates_string_lists_as_spark_does(spark: Any) -> None:
 
 def test_plan_json_falls_back_to_to_json_and_counts_it(spark: Any) -> None:
     gw, js = spark.sparkContext._gateway, spark._jsparkSession
-    g = FactReader(gw, js).gatherer()
+    g = make_gatherer(gw, js, 100)[0]
     before = g.jsonFallbacks()
     from py4j.protocol import Py4JJavaError
 

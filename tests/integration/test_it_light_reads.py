@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 
+from definity_spark.lineage.commands import LIGHT_WRAPPERS
 from definity_spark.lineage.rules import Options, extract
-from definity_spark.spark.facts import LIGHT_WRAPPERS, FactReader
+from definity_spark.spark.facts import FactReader, make_gatherer
 
 pytestmark = pytest.mark.spark
 
 DB = "it_light"
+# the module's task is read in the driver, where a test watches the facts it reads
+TASK_SETTINGS = {"helper_process": False}
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +55,14 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_light_read_equals_full_read(spark: Any, module_data: Any, case: str) -> None:
-    reader = FactReader(spark.sparkContext._gateway, spark._jsparkSession)
+    gw, js = spark.sparkContext._gateway, spark._jsparkSession
+    reader = FactReader(gw, js, 2000, 20000, gatherer=make_gatherer(gw, js, 100)[0])
     qe = _analyzed(spark, CASES[case])
     full = reader.read("command", qe, 1_000_000, None, light=False)
     light = reader.read("command", qe, 1_000_000, None, light=True)
     # both read by the JVM-side gatherer; a py4j-only light read finds the same
     assert (reader.gathered, reader.fallbacks) == (4, 0)
-    plain = FactReader(spark.sparkContext._gateway, spark._jsparkSession, gather=False)
+    plain = FactReader(gw, js, 2000, 20000)
     assert plain.read("command", qe, 1_000_000, None, light=True).to_json() == light.to_json()
     root = full.root_class.rsplit(".", 1)[-1] if full.root_class else ""
     assert root in LIGHT_WRAPPERS, root
@@ -84,7 +88,7 @@ def test_ctas_serialises_its_query_once(task: Any, module_data: Any, how: str) -
 
     observer = list(task.handle._runtime.observers.values())[0]
     seen: list[Any] = []
-    observer.on_facts = seen.append
+    observer.worker.on_facts = seen.append  # (read in the driver: TASK_SETTINGS)
     table = f"{DB}.once_{how.lower()}"
     try:
         if how == "sql":
@@ -95,7 +99,7 @@ def test_ctas_serialises_its_query_once(task: Any, module_data: Any, how: str) -
             batch = task.run(lambda: task.spark.table(f"{DB}.src").where("id < 3")
                              .select("id", "name").write.saveAsTable(table))
     finally:
-        observer.on_facts = None
+        observer.worker.on_facts = None
     expect_write(batch, output=table, inputs={f"{DB}.src": ["id", "name"]},
                  schema=["id-INTEGER", "name-STRING"], cnt=3, ds_type="table")
     writes = [f for f in seen if f.command is not None]

@@ -3,7 +3,7 @@ process and without it.
 
     python tests/perf/activation_rss.py [--writes 20]
 
-For each side (``spark.definity.delivery.process`` true, then false), a fresh interpreter
+For each side (``spark.definity.internal.helperProcess`` true, then false), a fresh interpreter
 and JVM (``local[1]``): 5 warm-up writes, then the driver's RSS; activation against a
 server URL nobody listens on (one attempt per report, then the spool of a temporary
 directory), ``--writes`` small parquet writes, a flush, and the RSS again. Prints the
@@ -46,12 +46,12 @@ def main() -> int:
     parser.add_argument("--writes", type=int, default=20)
     args = parser.parse_args()
     for helper in ("true", "false"):
-        env = dict(os.environ, DEFINITY_DELIVERY_PROCESS=helper)
+        env = dict(os.environ, DEFINITY_INTERNAL_HELPER_PROCESS=helper)
         with tempfile.TemporaryDirectory() as cwd:
             out = subprocess.run([sys.executable, "-c", CHILD, str(args.writes)], env=env,
                                  cwd=cwd, capture_output=True, text=True, check=True)
         growth = float(out.stdout.strip().splitlines()[-1])
-        print(f"delivery.process={helper}: the driver's RSS grew {growth:.1f} MB from "
+        print(f"helperProcess={helper}: the driver's RSS grew {growth:.1f} MB from "
               f"activation through {args.writes} writes")
     return 0
 

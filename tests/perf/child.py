@@ -183,7 +183,7 @@ def main() -> int:
             try:  # the Python part of the listener-bus time, as the listener measures it
                 result["listener_busy_ms"] = [
                     ns / 1e6 for o in handle._runtime.observers.values()
-                    for ns in list(o.listener.busy_ns_samples)]
+                    if o.py_listener is not None for ns in list(o.py_listener.busy_ns_samples)]
             except Exception:
                 result["listener_busy_ms"] = None
             try:

@@ -35,11 +35,11 @@ def main() -> int:
     spark.sql("CREATE DATABASE IF NOT EXISTS out")
     for i in range(3):
         spark.sql(workloads.join_ctas(3, f"out.warm{i}"))
-    from definity_spark.spark.facts import FactReader
+    from definity_spark.spark.facts import make_gatherer
     from definity_spark.spark.listener import Py4jTuning
 
     Py4jTuning(spark.sparkContext._gateway).server_connections()
-    gatherer = FactReader(spark.sparkContext._gateway, spark._jsparkSession).gatherer()
+    gatherer = make_gatherer(spark.sparkContext._gateway, spark._jsparkSession, 100)[0]
     for rep in range(args.repeat):
         query = workloads.join_ctas(args.size, f"out.x{rep}").split(" AS ", 1)[1]
         plan = spark.sql(query)._jdf.queryExecution().analyzed()

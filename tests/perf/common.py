@@ -259,7 +259,7 @@ def helper_cpu_s() -> float:
 
 
 # How the plugin's delivery helper process shows in its command line.
-HELPER_MARK = "definity_spark.delivery.process"
+HELPER_MARK = "definity_spark.helper.child"
 
 
 def helper_process() -> Any:

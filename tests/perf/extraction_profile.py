@@ -6,7 +6,7 @@ On a busy machine the worker's wall time is mostly waiting for a core; the minim
 repetitions and the deterministic counts (py4j calls made by the extraction worker and
 the characters of their replies) show the cost itself. With the plugin only; each CTAS
 is followed by a flush so that its two executions are measured alone. The queries are
-read in this process (``extraction_process=False``), where the calls are counted. Writes
+read in this process (``helper_process=False``), where the calls are counted. Writes
 tests/perf/results/extraction_profile.json (read by report.py).
 """
 
@@ -54,9 +54,9 @@ def main() -> int:
         return result
 
     java_gateway.JavaMember.__call__ = counted  # type: ignore[method-assign]
-    from definity_spark.spark import observer as observer_mod
+    from definity_spark.spark import worker as worker_mod
 
-    original_handle = observer_mod.SessionObserver._handle
+    original_handle = worker_mod.ExtractionWorker._handle
 
     def handle(self: Any, cb: Any) -> Any:
         counting.on = True
@@ -65,7 +65,7 @@ def main() -> int:
         finally:
             counting.on = False
 
-    observer_mod.SessionObserver._handle = handle  # type: ignore[method-assign]
+    worker_mod.ExtractionWorker._handle = handle  # type: ignore[method-assign]
 
     archive = child.cds_archive()  # as the suite's runs
     if archive:
@@ -75,10 +75,10 @@ def main() -> int:
     spark = child.build_session(workdir, True)
     import definity_spark
 
-    # read in this process (not the delivery helper), where its py4j calls are counted;
-    # the helper makes the same calls for the same plan (spark/helper.py)
+    # read in this process (not the helper), where its py4j calls are counted; the
+    # helper makes the same calls for the same plan (helper/extraction.py)
     h = definity_spark.activate(spark, events_file=os.path.join(workdir, "events.jsonl"),
-                                extraction_process=False)
+                                helper_process=False)
     observer = list(h._runtime.observers.values())[0]
     workloads.create_join_tables(spark, min(max(sizes), workloads.JOIN_TABLES))
     spark.sql("CREATE DATABASE IF NOT EXISTS out")

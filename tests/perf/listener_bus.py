@@ -4,11 +4,10 @@
 
 Listener-bus time: Spark's own timer of our listener on the bus records every event it
 sees; the ``n`` largest samples are the ``n`` query-end events (the rest are no-op
-filters). Ours is, by default, the compiled ``FactGatherer`` on a queue Spark runs anyway
-(``spark.definity.listener.onBus``); ``--on-shared`` makes it a QueryExecutionListener,
-timed through Spark's ``ExecutionListenerBus`` (the one that calls those), swapped in for
-the Python listener (``observer.py``); ``--python`` keeps the py4j Python listener
-(``jvm_reader`` off), whose own Python-side time is also printed.
+filters). Ours is the compiled ``FactGatherer`` on a queue Spark runs anyway; ``--python``
+takes the fallback, the py4j Python listener (``spark.definity.internal.jvmListener``
+off), timed through Spark's ``ExecutionListenerBus``, whose own Python-side time is also
+printed. The queries are read in this process (no helper).
 """
 
 from __future__ import annotations
@@ -18,11 +17,12 @@ import statistics
 import sys
 import tempfile
 import time
-from types import SimpleNamespace
+from dataclasses import replace
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from sparkutil import RecordingSink, hive_session  # noqa: E402
 
+from definity_spark.settings import defaults  # noqa: E402
 from definity_spark.spark.observer import SessionObserver  # noqa: E402
 
 
@@ -33,9 +33,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="definity-perf-")
     spark = hive_session(tmp)
     sink = RecordingSink()
-    on_bus = not python_listener and "--on-shared" not in sys.argv
-    obs = SessionObserver(spark, SimpleNamespace(jvm_reader=not python_listener,
-                                                 listener_on_bus=on_bus), sink)
+    obs = SessionObserver(spark, replace(defaults(), jvm_listener=not python_listener), sink)
     obs.start()
     for _ in range(n):
         spark.range(3).write.mode("overwrite").parquet(f"{tmp}/many")
@@ -45,11 +43,11 @@ def main() -> None:
         if "ExecutionListenerBus" in str(name) or str(name).endswith(".FactGatherer"):
             values = sorted(int(v) for v in timers.get(name).getSnapshot().getValues())
             top = values[-n:]
-            print(f"listener-bus time per query callback ({obs.listener_mode} listener"
+            print(f"listener-bus time per query callback ({obs.listener} listener"
                   f"{' on ' + obs.bus_queue if obs.bus_queue else ''}, "
                   f"{len(top)} largest samples): median {statistics.median(top) / 1e6:.3f} "
                   f"ms, p90 {top[int(len(top) * 0.9) - 1] / 1e6:.3f} ms")
-    py = obs.listener.busy_ns_samples
+    py = obs.py_listener.busy_ns_samples if obs.py_listener is not None else []
     if py:
         print(f"python side of the callback: median {statistics.median(py) / 1e6:.3f} ms")
     # 20-way join: extraction time on the worker (facts read + rules)

@@ -3,10 +3,11 @@
 Two measures, both per callback (one execution: a CTAS has two):
 
 * ``extraction_ms``: the extraction room's own timing, ``SessionObserver.extraction_ms``
-  (a bounded list, one entry per callback: fact reading + rules), read after ``attach()``;
+  (a bounded list, one entry per callback: fact reading + rules, wherever the session is
+  read: the helper's come back with each flush), read after ``attach()``;
 * ``handle_ms``: a timing wrapper this benchmark puts around the worker's per-callback
   entry point (``ENTRY_POINTS``; only the outermost call per thread is timed): extraction
-  plus handing the lineage to the sink (payload building and queueing for delivery).
+  plus handing the lineage to the sink, when the session is read in this process.
 
 ``mark()`` then ``since_mark()`` gives what was spent since the mark (the workload flushes
 the plugin before reading it, so every extraction of the statement is in).
@@ -24,7 +25,7 @@ from typing import Any, Callable
 # (module, attribute) of the extraction room's entry points, outermost first. One call of
 # the first found = one extraction (one execution: a CTAS has two).
 ENTRY_POINTS: list[tuple[str, str]] = [
-    ("definity_spark.spark.observer", "SessionObserver._handle"),
+    ("definity_spark.spark.worker", "ExtractionWorker._handle"),
 ]
 
 
@@ -35,7 +36,6 @@ class Probe:
         self._mark = 0
         self._observers: list[Any] = []
         self._obs_mark: list[int] = []
-        self._remote_mark: list[int] = []  # the same for the helper's handle_ms
         self._local = threading.local()
         self.wrapped: list[str] = []
         self.source = "none"
@@ -99,7 +99,6 @@ class Probe:
             self.source = "SessionObserver.extraction_ms" + (
                 "; handle_ms: wrapped " + ", ".join(self.wrapped) if self.wrapped else "")
         self._obs_mark = [0] * len(self._observers)
-        self._remote_mark = [0] * len(self._observers)
         return self
 
     # ----------------------------------------------------------------- reading
@@ -107,7 +106,6 @@ class Probe:
         with self._lock:
             self._mark = len(self._samples)
             self._obs_mark = [len(o.extraction_ms) for o in self._observers]
-            self._remote_mark = [len(_remote(o)) for o in self._observers]
 
     def _observer_new(self) -> list[float]:
         out: list[float] = []
@@ -118,8 +116,6 @@ class Probe:
     def since_mark(self) -> dict[str, Any]:
         with self._lock:
             new = [ms for _, ms in self._samples[self._mark:]]
-            for observer, start in zip(self._observers, self._remote_mark):
-                new.extend(_remote(observer)[start:])
         extraction = self._observer_new() if self._observers else None
         return {
             "extraction_ms": sum(extraction) if extraction else None,
@@ -134,14 +130,7 @@ class Probe:
         extraction: list[float] = []
         for observer in self._observers:
             extraction.extend(float(x) for x in list(observer.extraction_ms))
-            handle.extend(_remote(observer))
         return {"extraction_ms": extraction, "handle_ms": handle}
-
-
-def _remote(observer: Any) -> list[float]:
-    """The per-callback times the helper process measured (extraction in the helper:
-    ``_handle`` runs there, out of this process's wrapper's reach)."""
-    return [float(x) for x in list(getattr(observer, "handle_ms", None) or [])]
 
 
 def observer_stats(handle: Any) -> dict[str, Any] | None:
@@ -153,10 +142,7 @@ def observer_stats(handle: Any) -> dict[str, Any] | None:
             if callable(stats):
                 stats = stats()
             if isinstance(stats, dict):
-                merged = dict(stats)
-                for name, value in (getattr(observer, "remote_stats", None) or {}).items():
-                    merged[name] = merged.get(name, 0) + value  # read in the helper
-                out[str(key)] = merged
+                out[str(key)] = dict(stats)  # (the helper's counts included)
         return out or None
     except Exception:
         return None

@@ -7,18 +7,20 @@ from definity_spark.lineage.nesting import NestedWrites
 from definity_spark.lineage.rules import FAILED, READ, WRITE, Outcome
 
 
-def write(name, qe_id, ex=None, root=None, wrapper=False, metrics=None, **extras):
+def write(name, qe_id, ex=None, root=None, wrapper=False, metrics=None, command=None,
+          **extras):
     lin = WriteLineage(output=OutputLineage(name, "table", (("id", "LONG"),)),
                        metrics=dict(metrics or {}), query_str=f"q {name}")
     return Outcome(WRITE, lineage=lin, qe_id=qe_id, execution_id=ex, root_execution_id=root,
-                   wrapper=wrapper, func_name="command", extras=extras)
+                   wrapper=wrapper, func_name="command", extras=extras, command_class=command)
 
 
 def test_spark4_three_level_save_as_table_is_one_write():
     n = NestedWrites()
     assert n.feed(write("file:/wh/t", 9, ex=3, root=1, metrics={"cnt": 5})) == []
     assert n.feed(write("default.t", 8, ex=2, root=1, wrapper=True)) == []
-    (final,) = n.feed(write("t", 6, ex=1, root=1, wrapper=True, metrics={"duration_ms": 7}))
+    (final,) = n.feed(write("t", 6, ex=1, root=1, wrapper=True, metrics={"duration_ms": 7},
+                            command="org.apache.spark.sql.execution.command.SaveAsV1TableCommand"))
     assert final.lineage.output.name == "default.t"
     assert final.lineage.metrics == {"cnt": 5, "duration_ms": 7}
 

@@ -1,29 +1,19 @@
-"""Delivery from a helper process: the HTTP work leaves the driver's interpreter.
+"""The helper process, the driver's side: ``HelperProcess``.
 
-Why: a driver's Python runs the application one statement after the other, and every
-statement's py4j calls need the interpreter lock. Delivery is the plugin's largest piece of
-Python (three POSTs per written query: building requests, reading responses), and it runs
-right when a query ends, which is when the application starts its next statement. Run in
-the driver's interpreter, it made the application wait for the lock (docs/performance.md).
-Here the driver's side only serialises each payload and writes it to a socket.
+Why a helper: a driver's Python runs the application one statement after the other, and
+every statement's py4j calls need the interpreter lock. Reading the queries and sending
+the reports (three POSTs a write) are the plugin's Python; run in the driver's
+interpreter, they made the application's next statement wait for the lock (the gap
+between two small writes: +1.9 ms with the delivery in the driver against +1.45 ms in a
+helper; +0.9 against +0.25 ms for the reading, docs/performance.md). In the helper they
+cost the driver one socket write per report and nothing per query.
 
-``ProcessDelivery`` has ``Delivery``'s interface (``submit``, ``flush``, ``close``,
-``stats``, ``describe``). It starts ``python -I -c BOOT`` (see ``_command``), and the child
-runs an ordinary ``Delivery`` (queue, worker thread, transport, spool): every policy of
-docs/reliability.md holds unchanged, on the other side of a socket pair (the child's
-stdin and stdout; its stderr is the driver's). Linux only (``available()``): elsewhere the
-delivery stays in the driver's process.
-
-Protocol: frames of a 5-byte header (kind, 1 byte; body length, 4 bytes big-endian) and a
-body.
-
-* parent -> child: ``S`` start (pickle: the settings, the log level; the first frame: the
-  token travels down the socket, never in argv or the environment); ``P`` a payload
-  (endpoint, ``\\n``, JSON body); ``F`` flush, ``T`` stats, ``C`` close (JSON: ``id``,
-  ``timeout``).
-* child -> parent: ``Y`` ready (JSON: ``describe``); ``R`` a reply (JSON: ``id``, ``ok``,
-  ``stats``); ``L`` a log record (JSON: ``name``, ``level``, ``msg``), logged again in the
-  parent so that the host's logging configuration decides what is shown.
+``HelperProcess`` has ``Delivery``'s interface (``submit``, ``submit_many``, ``flush``,
+``close``, ``stats``, ``describe``). It starts ``python -I -c BOOT`` (``helper/child.py``),
+whose ordinary ``Delivery`` (queue, worker thread, transport, spool) keeps every policy
+of docs/reliability.md on the other side of a socket pair (the child's stdin and stdout;
+its stderr is the driver's), and which reads the sessions the observers attach
+(``attach``). Frames: ``helper/protocol.py``. Linux only (``available()``).
 
 What can go wrong, and what happens then:
 
@@ -34,7 +24,9 @@ What can go wrong, and what happens then:
   the parent, and the writer thread writes it when the socket has room. At most ``WAITING_LIMIT``
   submissions wait; past that they are counted as ``queue_full`` and lost.
 * The child dies (killed): logged once, with an upper bound of the payloads it had
-  accepted and not reported done (those are lost); the fallback takes over.
+  accepted and not reported done (those are lost); the fallback takes over, and the
+  observers it read for read in the driver from then on (``helper_lost``), numbering the
+  task's transformations after every number the helper could have given.
 * The parent dies or closes the socket without a close: the child sees the end of its input,
   closes its ``Delivery`` within ``flush_timeout`` (what is left goes to the spool) and
   exits. SIGTERM does the same; SIGINT (a terminal's Ctrl-C) is the driver's business.
@@ -45,64 +37,52 @@ What can go wrong, and what happens then:
 from __future__ import annotations
 
 import collections
-import io
 import itertools
 import json
 import logging
 import os
 import pickle
 import select
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, BinaryIO
+from collections.abc import Sequence
+from typing import Any
 
+from definity_spark import wire
 from definity_spark._internal import contained
-from definity_spark.delivery import STAT_KEYS, _deliveries, make_local_delivery
+from definity_spark.delivery import STAT_KEYS, make_delivery, reset_after_fork
 from definity_spark.delivery.file import FileTransport
-from definity_spark.wire import RawPayload
+from definity_spark.helper.protocol import (
+    frame,
+    frames,
+    group_frame,
+    payload_frame,
+    payload_of,
+    read_frame,
+)
 
-log = logging.getLogger("definity_spark.delivery")
+log = logging.getLogger("definity_spark.helper")
 
 START_TIMEOUT = 30.0  # seconds for the child to say it is ready (cold imports on a slow disk)
 STATS_TIMEOUT = 2.0   # seconds to wait for the child's counts
 # Frames that may wait on the driver's side (the child starting, the socket full). The
 # child's own queue (``queue_size``) and its spool apply behind the socket as usual.
 WAITING_LIMIT = 10000
-_HEADER = struct.Struct("!cI")
 _BOOT_PATH = "DEFINITY_HELPER_PATH"
 # Run in isolated mode (-I: no script directory, no PYTHON* variables, no user site) so
 # that nothing in the driver's working directory can shadow a module of the helper; the
 # driver's own import path comes through the environment (not a secret).
 _BOOT = ("import os,sys;sys.path[:0]=os.environ.pop('" + _BOOT_PATH + "').split(os.pathsep);"
-         "from definity_spark.delivery.process import main;main()")
+         "from definity_spark.helper.child import main;main()")
 
 _STARTING, _READY, _FALLBACK = "starting", "ready", "fallback"
 # A send that never blocks and never raises SIGPIPE (a host that restored SIGPIPE's default
 # would otherwise die with a dead helper); 0 where the flags do not exist (not Linux).
 _SEND_FLAGS = (getattr(socket, "MSG_DONTWAIT", 0) | getattr(socket, "MSG_NOSIGNAL", 0)
                if hasattr(socket, "MSG_DONTWAIT") and hasattr(socket, "MSG_NOSIGNAL") else 0)
-
-
-def _frame(kind: bytes, body: bytes) -> bytes:
-    return _HEADER.pack(kind, len(body)) + body
-
-
-def _read_frame(stream: BinaryIO) -> tuple[bytes, bytes] | None:
-    """The next frame, or None at the end of the stream (a short read is an end too)."""
-    header = stream.read(_HEADER.size)
-    if len(header) < _HEADER.size:
-        return None
-    kind, length = _HEADER.unpack(header)
-    body = stream.read(length) if length else b""
-    if len(body) < length:
-        return None
-    return kind, body
 
 
 def _import_path() -> list[str]:
@@ -121,8 +101,8 @@ def _command() -> list[str]:
 
 
 # ====================================================================== the driver's side
-class ProcessDelivery:
-    """``Delivery``'s interface, with the delivery itself in a helper process."""
+class HelperProcess:
+    """``Delivery``'s interface, with the delivery (and the reading) in a helper process."""
 
     def __init__(self, settings: Any, start_timeout: float = START_TIMEOUT) -> None:
         self.settings = settings
@@ -143,16 +123,14 @@ class ProcessDelivery:
         self._describe = _describe(settings)
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
-        # extraction in the helper (spark/helper.py): the observers whose callbacks it
-        # reads (by session key), the reporter whose numbering it took over, and what
-        # numbering here continues after if it dies (see _to_fallback)
+        # the observers whose sessions it reads (by session key), the reporter whose
+        # numbering it took over, and what numbering here continues after if it dies
         self._observers: dict[int, Any] = {}
         self._numbering: Any = None
         self._tf_base = 0
-        self._callbacks_written = 0  # Q frames
         self._groups_written = 0  # W frames
         self._tf_next = 0
-        _deliveries.add(self)  # reset in a forked child (_after_fork)
+        reset_after_fork(self)  # (_after_fork)
         try:
             self._spawn()
         except Exception as exc:  # noqa: BLE001 - any failure to start means the fallback
@@ -177,12 +155,12 @@ class ProcessDelivery:
                                           stdout=theirs.fileno(), env=env, close_fds=True)
         finally:
             theirs.close()
-        with contained("delivery.process.buffer"):
+        with contained("helper.buffer"):
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         start = pickle.dumps({"settings": self.settings,
                               "log_level": logging.getLogger("definity_spark")
                               .getEffectiveLevel()})
-        ours.sendall(_frame(b"S", start))  # an empty socket takes it at once
+        ours.sendall(frame(b"S", start))  # an empty socket takes it at once
         self._sock = ours
         for target, name in ((self._read_replies, "definity-spark.delivery-reader"),
                              (self._write_pending, "definity-spark.delivery-writer")):
@@ -197,25 +175,23 @@ class ProcessDelivery:
     def submit_many(self, payloads: Sequence[Any]) -> int:
         """``submit`` for payloads that come together (the three of one write): one write
         to the socket, one wake-up of the helper. The number accepted."""
-        with contained("delivery.submit"):
+        with contained("helper.submit"):
             if self._closed:
                 self._count("closed", len(payloads), lost=True)
                 return 0
             if os.getpid() != self._pid or self._state == _FALLBACK:
                 return self._to_fallback_delivery(payloads)
-            frames = []
+            written = []
             for payload in payloads:
                 try:
-                    body = json.dumps(payload.to_json(), separators=(",", ":"),
-                                      ensure_ascii=False)
-                    frames.append(_frame(b"P", f"{payload.endpoint}\n{body}".encode()))
+                    written.append(payload_frame(payload))
                 except Exception as exc:  # noqa: BLE001 - a broken payload must not stop the rest
                     self._count("invalid", lost=True)
                     log.warning("definity-spark: a report could not be serialised (%s: %s); "
                                 "dropped", type(exc).__name__, exc)
-            if not frames:
+            if not written:
                 return 0
-            data, n = b"".join(frames), len(frames)
+            data, n = b"".join(written), len(written)
             with self._lock:
                 if self._state != _FALLBACK:
                     self._count("submitted", n)
@@ -235,7 +211,7 @@ class ProcessDelivery:
 
     def flush(self, timeout: float) -> bool:
         """Wait until everything submitted was processed; at most ``timeout`` seconds."""
-        with contained("delivery.flush"):
+        with contained("helper.flush"):
             deadline = time.monotonic() + max(0.0, timeout)
             ok = True
             if os.getpid() == self._pid and self._state != _FALLBACK:
@@ -250,7 +226,7 @@ class ProcessDelivery:
     def close(self, timeout: float) -> bool:
         """Deliver what is queued within ``timeout``; the helper spools the rest and exits.
         True when nothing was left over. Idempotent."""
-        with contained("delivery.close"):
+        with contained("helper.close"):
             with self._close_lock:
                 if self._closed:
                     return True
@@ -283,7 +259,7 @@ class ProcessDelivery:
             return None
         return proc.pid
 
-    # ------------------------------------------------------------------ extraction there
+    # ------------------------------------------------------------------ reading there
     def take_numbering(self, reporter: Any, fields: dict[str, Any]) -> bool:
         """The helper numbers the task's transformations from now on, after
         ``fields["tf"]`` (``N``); ``reporter`` sends its writes as ``submit_group``."""
@@ -292,26 +268,26 @@ class ProcessDelivery:
                 return False
             self._numbering = reporter
             self._tf_base = int(fields["tf"])
-            self._enqueue(_frame(b"N", json.dumps(fields).encode()))
+            self._enqueue(frame(b"N", json.dumps(fields).encode()))
             return True
 
     def submit_group(self, payloads: Sequence[Any]) -> bool:
         """One write's payloads (``tf_id`` 0), numbered in the helper. False: the helper is
         gone, and the caller numbers them (its ``numbering_lost`` was called)."""
-        with contained("delivery.submit_group"):
-            body = json.dumps([[p.endpoint, p.to_json()] for p in payloads],
-                              separators=(",", ":"), ensure_ascii=False).encode()
+        with contained("helper.submit_group"):
+            data = group_frame(payloads)
             with self._lock:
                 if self._usable():
                     self._count("submitted", len(payloads))
-                    self._enqueue(_frame(b"W", body), len(payloads))
+                    self._enqueue(data, len(payloads))
                     return True
         with self._fallback_lock:  # a hand-over in progress ends first
             return False
 
     def attach(self, observer: Any, args: dict[str, Any],
                timeout: float = START_TIMEOUT) -> bool:
-        """Let the helper read a session's callbacks (``O``); True once it can."""
+        """Let the helper read a session's callbacks (``O``; waits for it to be ready);
+        True once it does."""
         deadline = time.monotonic() + timeout
         key = int(args["key"])
         with self._lock:
@@ -327,19 +303,6 @@ class ProcessDelivery:
         log.info("definity-spark: queries are read in the driver: the helper could not "
                  "(%s)", reply.get("error") or "no answer")
         return False
-
-    def forward(self, key: int | None, text: str, always: bool = False) -> bool:
-        """One answer of the JVM listener for the helper to read (``Q``); ``always``: even
-        beyond the waiting limit. False: the helper is gone (read it here)."""
-        data = _frame(b"Q", f"{key}\n{text}".encode())
-        with self._lock:
-            if not self._usable():
-                return False
-            if len(self._pending) >= WAITING_LIMIT and not always:
-                self._count("callbacks_lost")
-                return True
-            self._enqueue(data)
-            return True
 
     def detach(self, key: int | None, timeout: float) -> dict[str, Any]:
         """The helper reads what it was given of the session and stops reading it."""
@@ -397,7 +360,7 @@ class ProcessDelivery:
             self._broken = True
             self._changed.notify_all()
         if sock is not None:
-            with contained("delivery.process.shutdown"):
+            with contained("helper.shutdown"):
                 sock.shutdown(socket.SHUT_WR)
 
     # ------------------------------------------------------------------ the socket
@@ -421,9 +384,7 @@ class ProcessDelivery:
                     break
             if offset == len(data):
                 self._written += payloads
-                if data[:1] == b"Q":
-                    self._callbacks_written += 1
-                elif data[:1] == b"W":
+                if data[:1] == b"W":
                     self._groups_written += 1
                 return
         self._pending.appendleft([data, offset, payloads])
@@ -431,7 +392,7 @@ class ProcessDelivery:
 
     def _write_pending(self) -> None:
         """The writer thread: writes frames that waited (the child starting, a full socket)."""
-        with contained("delivery.process.writer"):
+        with contained("helper.writer"):
             ready_by = time.monotonic() + self._start_timeout
             while True:
                 timed_out = False
@@ -482,15 +443,15 @@ class ProcessDelivery:
         reply: dict[str, Any] = {}
         self._replies[request_id] = (done, reply)
         try:
-            frame = _frame(kind, json.dumps(dict(args, id=request_id)).encode())
+            data = frame(kind, json.dumps(dict(args, id=request_id)).encode())
             with self._lock:
                 if self._broken or self._state != _READY:
                     return {}
                 if self._pending:
-                    self._pending.append([frame, 0, 0])
+                    self._pending.append([data, 0, 0])
                     self._changed.notify_all()
                 else:
-                    self._write(frame, 0, 0)
+                    self._write(data, 0, 0)
             done.wait(_left(deadline))
             return reply
         finally:
@@ -500,16 +461,16 @@ class ProcessDelivery:
         """The reader thread: the child's replies, log records and readiness."""
         proc, sock = self._proc, self._sock
         assert proc is not None and sock is not None
-        with contained("delivery.process.reader"):
+        with contained("helper.reader"):
             stream = sock.makefile("rb")
             while True:
                 try:
-                    frame = _read_frame(stream)
+                    found = read_frame(stream)
                 except OSError:  # reset: the child died with unread data in its socket
-                    frame = None
-                if frame is None:
+                    found = None
+                if found is None:
                     break
-                kind, body = frame
+                kind, body = found
                 message = json.loads(body) if body else {}
                 if kind == b"Y":
                     with self._lock:
@@ -530,18 +491,16 @@ class ProcessDelivery:
                 elif kind == b"M":
                     observer = self._observers.get(message.get("key"))
                     if observer is not None:
-                        with contained("delivery.process.mark"):
-                            observer.helper_mark(int(message["n"]), message.get("stats") or {},
-                                                 message.get("extraction_ms") or [],
-                                                 message.get("handle_ms") or [])
+                        with contained("helper.mark"):
+                            observer.helper_mark(int(message["n"]), message)
         code: int | None = None
-        with contained("delivery.process.exit"):
+        with contained("helper.exit"):
             code = proc.wait(5.0)
         if not self._closed:
             self._to_fallback(f"it exited with code {code}")
         for done, _ in list(self._replies.values()):
             done.set()
-        with contained("delivery.process.socket"):
+        with contained("helper.socket"):
             sock.close()
 
     # ------------------------------------------------------------------ the fallback
@@ -572,46 +531,40 @@ class ProcessDelivery:
                         f"; at most {unconfirmed} report(s) it had accepted may be lost"
                         if unconfirmed else "")
             # Numbering here continues after every number the helper could have given:
-            # each callback or write it was sent, or callback it took from the JVM itself
-            # (SessionObserver._hand_over), is at most one transformation.
+            # each write it was sent, or callback it took from the JVM itself, is at most
+            # one transformation.
             pulled = 0
             for observer in list(self._observers.values()):
-                with contained("delivery.process.pulled"):
+                with contained("helper.pulled"):
                     pulled += int(observer.pulled_by_helper())
-            self._tf_next = self._tf_base + self._callbacks_written + self._groups_written \
-                + pulled
-            texts = self._hand_over(b"".join(waiting))
+            self._tf_next = self._tf_base + self._groups_written + pulled
+            self._hand_over(b"".join(waiting))
             if self._numbering is not None:
-                with contained("delivery.process.numbering"):
+                with contained("helper.numbering"):
                     self._numbering.numbering_lost(self._tf_next)
-            for key, observer in list(self._observers.items()):
-                with contained("delivery.process.observer_lost"):
-                    observer.helper_lost(texts.get(key, []))
+            for observer in list(self._observers.values()):
+                with contained("helper.observer_lost"):
+                    observer.helper_lost()
             self._observers.clear()
 
-    def _hand_over(self, data: bytes) -> dict[int, list[str]]:
+    def _hand_over(self, data: bytes) -> None:
         """Frames the helper did not get, in order: payloads to the fallback, writes
-        numbered here; the callbacks, by session key, for the observers to read."""
-        texts: dict[int, list[str]] = {}
-        for kind, body in _frames(data):
+        numbered here."""
+        for kind, body in frames(data):
             if kind == b"P":
-                self._to_fallback_delivery([_payload(body)])
+                self._to_fallback_delivery([payload_of(body)])
             elif kind == b"W":
                 self._tf_next += 1
-                self._to_fallback_delivery(numbered(json.loads(body), self._tf_next))
-            elif kind == b"Q":
-                key, _, text = body.decode().partition("\n")
-                texts.setdefault(int(key), []).append(text)
-        return texts
+                self._to_fallback_delivery(wire.numbered(json.loads(body), self._tf_next))
 
     def _fallback_delivery(self) -> Any:
         with self._fallback_lock:
             if self._fallback is None:
-                self._fallback = make_local_delivery(self.settings)
+                self._fallback = make_delivery(self.settings)
             return self._fallback
 
     def _kill(self) -> None:
-        with contained("delivery.process.kill"):
+        with contained("helper.kill"):
             if self._proc is not None and self._proc.poll() is None:
                 self._proc.kill()
 
@@ -643,35 +596,9 @@ def _log_again(fields: dict[str, Any]) -> None:
         logger.handle(logging.makeLogRecord(fields))
 
 
-def _payload(body: bytes) -> RawPayload:
-    """The payload in the body of a ``P`` frame."""
-    endpoint, _, text = body.partition(b"\n")
-    return RawPayload(endpoint=endpoint.decode(), body=json.loads(text))
-
-
-def numbered(bodies: Sequence[Any], tf_id: int) -> list[RawPayload]:
-    """The payloads of one write (``[endpoint, body]`` pairs) with their ``tf_id``."""
-    out = []
-    for endpoint, body in bodies:
-        if "tf_id" in body:
-            body["tf_id"] = tf_id
-        out.append(RawPayload(endpoint=endpoint, body=body))
-    return out
-
-
-def _frames(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """The frames in bytes that were not written, in order."""
-    stream = io.BytesIO(data)
-    while True:
-        frame = _read_frame(stream)
-        if frame is None:
-            return
-        yield frame
-
-
 def _payloads_of(data: bytes) -> list[Any]:
     """The payloads in frames that were not written (for the fallback)."""
-    return [_payload(body) for kind, body in _frames(data) if kind == b"P"]
+    return [payload_of(body) for kind, body in frames(data) if kind == b"P"]
 
 
 def _left(deadline: float) -> float:
@@ -691,137 +618,3 @@ def available() -> bool:
     return bool(_SEND_FLAGS) and bool(sys.executable)
 
 
-# ====================================================================== the helper's side
-class _Terminated(Exception):
-    pass
-
-
-# What a log record of the helper keeps on its way to the driver (its origin; the message
-# is formatted in the helper).
-_RECORD_FIELDS = ("name", "levelno", "levelname", "pathname", "filename", "module", "lineno",
-                  "funcName", "created", "msecs", "process", "threadName")
-
-
-class _SocketLogHandler(logging.Handler):
-    """Sends the helper's log records to the driver, which logs them again."""
-
-    def __init__(self, send: Any) -> None:
-        super().__init__()
-        self._send = send
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            msg = record.getMessage()
-            if record.exc_info:
-                msg += "\n" + logging.Formatter().formatException(record.exc_info)
-            fields = {key: getattr(record, key) for key in _RECORD_FIELDS}
-            fields.update(msg=msg, args=None, threadName=f"helper:{record.threadName}")
-            self._send(b"L", fields)
-        except Exception:  # noqa: BLE001 - logging must never break the helper
-            pass
-
-
-def main() -> None:
-    """The helper process: read frames from stdin, deliver, answer on stdout."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def terminate(signum: int, frame: Any) -> None:
-        raise _Terminated()
-
-    signal.signal(signal.SIGTERM, terminate)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a gone driver is an error, not a kill
-    out_fd = os.dup(1)
-    os.dup2(2, 1)  # anything printed by accident goes to stderr, never into the replies
-    out_lock = threading.Lock()
-
-    def send(kind: bytes, message: dict[str, Any]) -> None:
-        data = _frame(kind, json.dumps(message).encode())
-        with out_lock:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(out_fd, view):]
-
-    stream = sys.stdin.buffer
-    first = _read_frame(stream)
-    if first is None or first[0] != b"S":
-        return
-    start = pickle.loads(first[1])
-    settings = start["settings"]
-    if hasattr(os, "sched_setscheduler"):
-        with contained("delivery.process.sched_idle"):
-            # before any thread starts: every thread of the helper inherits it
-            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    root = logging.getLogger("definity_spark")
-    root.setLevel(int(start.get("log_level", logging.WARNING)))
-    root.addHandler(_SocketLogHandler(send))
-    root.propagate = False
-    delivery = make_local_delivery(settings)
-
-    def reply(request: dict[str, Any], ok: bool) -> None:
-        with contained("delivery.process.reply"):
-            send(b"R", {"id": request.get("id"), "ok": ok, "stats": delivery.stats()})
-
-    def flush(request: dict[str, Any]) -> None:
-        with contained("delivery.process.flush"):
-            reply(request, bool(delivery.flush(float(request.get("timeout", 0.0)))))
-
-    extraction: Any = None  # spark/helper.py, imported with the first frame for it
-
-    def answer(request: dict[str, Any], fields: dict[str, Any]) -> None:
-        with contained("delivery.process.answer"):
-            send(b"R", dict(fields, id=request.get("id")))
-
-    send(b"Y", {"describe": delivery.describe()})
-    try:
-        while True:
-            frame = _read_frame(stream)
-            if frame is None:
-                break
-            kind, body = frame
-            if kind == b"P":
-                delivery.submit(_payload(body))
-                continue
-            if kind in (b"Q", b"W"):
-                if extraction is not None:
-                    with contained("delivery.process.extraction"):
-                        (extraction.take if kind == b"Q" else extraction.group)(body)
-                continue
-            request = json.loads(body)
-            if kind in (b"N", b"O", b"Z", b"K"):
-                if extraction is None:
-                    from definity_spark.spark.helper import HelperExtraction
-
-                    extraction = HelperExtraction(settings, delivery, send)
-                if kind == b"N":
-                    extraction.numbering(request)
-                elif kind == b"O":
-                    answer(request, extraction.attach(request))
-                elif kind == b"Z":
-                    answer(request, extraction.detach(request))
-                else:
-                    answer(request, extraction.counts())
-            elif kind == b"T":
-                reply(request, True)
-            elif kind == b"F":
-                threading.Thread(target=flush, args=(request,), daemon=True,
-                                 name="definity-spark.helper-flush").start()
-            elif kind == b"C":
-                if extraction is not None:
-                    extraction.close(float(request.get("timeout", 0.0)) / 2)
-                reply(request, bool(delivery.close(float(request.get("timeout", 0.0)))))
-                # A request still in flight may yet be taken by the server: wait for its
-                # answer (the spool then marks it sent), and tell the driver the counts.
-                delivery.join(float(settings.server_timeout) + 1.0)
-                reply({}, True)
-                return
-    except _Terminated:
-        delivery.close(min(1.0, float(settings.flush_timeout)))
-        return
-    # The driver went away without a close: deliver what is queued, spool the rest.
-    if extraction is not None:
-        extraction.close(0.0)
-    delivery.close(float(settings.flush_timeout))
-
-
-if __name__ == "__main__":  # pragma: no cover - started through _command()
-    main()

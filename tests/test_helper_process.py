@@ -1,9 +1,9 @@
-"""The helper process that sends the reports (definity_spark.delivery.process).
+"""The helper process, as the task's delivery (definity_spark.helper.client).
 
 Real processes, a real socket pair, a real collector on loopback (HTTP + SQLite) or
 tests/faulty_server.py; nothing mocked. The delivery policies themselves (retries, spool,
-close bounds) are tested in test_delivery.py and test_spool.py, which run through the
-helper too since it is the default.
+close bounds) are the helper's own ``Delivery``'s, tested in test_delivery.py and
+test_spool.py; the reading of sessions there, in test_extraction_process.py.
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 
 from definity_spark import wire
-from definity_spark.delivery import Delivery, make_delivery
-from definity_spark.delivery import process as process_mod
-from definity_spark.delivery.process import ProcessDelivery
+from definity_spark.helper import client as process_mod
+from definity_spark.helper.client import HelperProcess
 from definity_spark.settings import resolve
 
 try:
@@ -82,8 +81,8 @@ def pid_alive(pid: int) -> bool:
 
 def test_reports_are_sent_from_another_process_in_order(collector: Any, tmp_path: Any) -> None:
     settings = make_settings(tmp_path, collector.url)
-    delivery = make_delivery(settings)
-    assert isinstance(delivery, ProcessDelivery)
+    delivery = HelperProcess(settings)
+    assert isinstance(delivery, HelperProcess)
     payloads = tfs(300)
     for p in payloads:
         assert delivery.submit(p) is True
@@ -104,7 +103,7 @@ def test_reports_are_sent_from_another_process_in_order(collector: Any, tmp_path
 
 def test_the_token_is_not_in_the_helpers_command_line_or_environment(
         collector: Any, tmp_path: Any) -> None:
-    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    delivery = HelperProcess(make_settings(tmp_path, collector.url))
     try:
         pid = delivery.helper_pid
         assert pid is not None
@@ -118,7 +117,7 @@ def test_the_token_is_not_in_the_helpers_command_line_or_environment(
 def test_a_killed_helper_hands_over_to_the_driver(collector: Any, tmp_path: Any,
                                                   caplog: Any) -> None:
     caplog.set_level(logging.WARNING, logger="definity_spark")
-    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    delivery = HelperProcess(make_settings(tmp_path, collector.url))
     for p in tfs(5):
         delivery.submit(p)
     assert delivery.flush(5.0) is True
@@ -139,7 +138,7 @@ def test_a_helper_that_cannot_start_leaves_delivery_in_the_driver(
         collector: Any, tmp_path: Any, monkeypatch: Any, caplog: Any) -> None:
     caplog.set_level(logging.WARNING, logger="definity_spark")
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
-    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    delivery = HelperProcess(make_settings(tmp_path, collector.url))
     for p in tfs(3):
         assert delivery.submit(p) is True
     assert delivery.close(5.0) is True
@@ -152,7 +151,7 @@ def test_a_helper_that_never_answers_is_replaced_after_the_start_timeout(
     # a child that starts but never reads: payloads wait in the driver, then go to the
     # driver's own delivery, in order; the child is killed
     monkeypatch.setattr(process_mod, "_command", lambda: ["sleep", "60"])
-    delivery = ProcessDelivery(make_settings(tmp_path, collector.url), start_timeout=0.5)
+    delivery = HelperProcess(make_settings(tmp_path, collector.url), start_timeout=0.5)
     child = delivery._proc
     assert child is not None
     for p in tfs(4):
@@ -165,7 +164,7 @@ def test_a_helper_that_never_answers_is_replaced_after_the_start_timeout(
 
 def test_a_stopped_helper_makes_payloads_wait_in_the_driver_without_blocking(
         collector: Any, tmp_path: Any) -> None:
-    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    delivery = HelperProcess(make_settings(tmp_path, collector.url))
     assert delivery.submit(tfs(1, task_id="app-first")[0]) is True
     assert delivery.flush(5.0) is True  # started and ready
     pid = delivery.helper_pid
@@ -194,12 +193,12 @@ def test_the_helper_finishes_the_work_of_a_driver_that_exits_without_closing(
         import os, sys
         sys.path[:0] = {[os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]!r}
         from definity_spark import wire
-        from definity_spark.delivery import make_delivery
+        from definity_spark.helper.client import HelperProcess
         from definity_spark.settings import resolve
         settings = resolve(overrides={{"server_url": {collector.url!r},
                                        "spool_dir": {settings.spool_dir!r}}},
                            spark_conf={{}}, environ={{}})
-        delivery = make_delivery(settings)
+        delivery = HelperProcess(settings)
         delivery.submit(wire.TaskStart(task_id="app-first", app_name="a", task_name="t"))
         assert delivery.flush(10.0)  # the helper is ready: what follows goes into the socket
         for i in range(1, 51):
@@ -235,7 +234,7 @@ def test_the_helpers_log_lines_reach_the_drivers_logging(tmp_path: Any, caplog: 
     server = FaultyServer(token=TOKEN)
     try:
         server.reject(422)  # a refusal is logged once by the helper's delivery
-        delivery = make_delivery(make_settings(tmp_path, server.url))
+        delivery = HelperProcess(make_settings(tmp_path, server.url))
         for p in tfs(2):
             delivery.submit(p)
         assert delivery.close(5.0) is True
@@ -252,7 +251,7 @@ def test_the_helpers_log_lines_reach_the_drivers_logging(tmp_path: Any, caplog: 
 
 def test_a_forked_process_reports_through_its_own_delivery(collector: Any,
                                                            tmp_path: Any) -> None:
-    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    delivery = HelperProcess(make_settings(tmp_path, collector.url))
     assert delivery.submit(tfs(1, task_id="app-first")[0]) is True
     assert delivery.flush(5.0) is True
     pid = os.fork()
@@ -272,17 +271,9 @@ def test_a_forked_process_reports_through_its_own_delivery(collector: Any,
     assert received_tf_ids(collector) == [1, 2, 3]
 
 
-def test_off_means_the_driver_sends_itself(collector: Any, tmp_path: Any) -> None:
-    delivery = make_delivery(make_settings(tmp_path, collector.url, helper_process=False))
-    assert isinstance(delivery, Delivery)
-    delivery.submit(tfs(1)[0])
-    assert delivery.close(3.0) is True
-    assert received_tf_ids(collector) == [1]
-
-
 def test_an_unserialisable_payload_is_counted_and_the_rest_goes_on(
         collector: Any, tmp_path: Any) -> None:
-    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    delivery = HelperProcess(make_settings(tmp_path, collector.url))
     bad = wire.RawPayload(endpoint=wire.TF, body={"task_id": "app-helper", "x": object()})
     assert delivery.submit(bad) is False
     assert delivery.submit(tfs(1)[0]) is True
@@ -296,11 +287,11 @@ def test_payloads_submitted_together_arrive_in_order_and_survive_a_fallback(
         collector: Any, tmp_path: Any, monkeypatch: Any) -> None:
     # the three payloads of a write go in one write to the socket; frames of several
     # payloads that never reached a helper are split again for the driver's own delivery
-    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    delivery = HelperProcess(make_settings(tmp_path, collector.url))
     assert delivery.submit_many(tfs(3)) == 3
     assert delivery.flush(5.0) is True
     monkeypatch.setattr(process_mod, "_command", lambda: ["sleep", "60"])
-    stuck = ProcessDelivery(make_settings(tmp_path, collector.url), start_timeout=0.5)
+    stuck = HelperProcess(make_settings(tmp_path, collector.url), start_timeout=0.5)
     assert stuck.submit_many(tfs(3, start=4)) == 3
     assert stuck.submit_many(tfs(2, start=7)) == 2
     assert stuck.close(5.0) is True
@@ -310,7 +301,7 @@ def test_payloads_submitted_together_arrive_in_order_and_survive_a_fallback(
 
 
 def test_the_helper_runs_in_the_idle_scheduling_class(collector: Any, tmp_path: Any) -> None:
-    delivery = make_delivery(make_settings(tmp_path, collector.url))
+    delivery = HelperProcess(make_settings(tmp_path, collector.url))
     try:
         assert delivery.submit(tfs(1)[0]) is True
         assert delivery.flush(5.0) is True  # ready: it has set its priority
@@ -338,12 +329,12 @@ def test_the_driver_does_not_load_the_http_stack(collector: Any, tmp_path: Any) 
         import os, sys
         sys.path[:0] = {[os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]!r}
         from definity_spark import wire
-        from definity_spark.delivery import make_delivery
+        from definity_spark.helper.client import HelperProcess
         from definity_spark.settings import resolve
         settings = resolve(overrides={{"server_url": {collector.url!r},
                                        "spool_dir": {str(tmp_path / "spool")!r}}},
                            spark_conf={{}}, environ={{}})
-        delivery = make_delivery(settings)
+        delivery = HelperProcess(settings)
         delivery.submit(wire.TaskStart(task_id="app-helper", app_name="a", task_name="t"))
         assert delivery.flush(10.0) and delivery.close(5.0)
         assert delivery.stats()["sent"] == 1
