@@ -6,7 +6,9 @@ Subcommands:
   demo       start a collector, run an example pipeline through spark-submit activated
              by configuration only, print the lineage tree
   doctor     print the effective settings (token masked), check the server and token,
-             report Python/pyspark/Java versions; exit 0 when all is well, 1 otherwise
+             report Python/pyspark/Java versions; with --spark, start a small local
+             Spark session and show which listener and reader it gets, and why; exit 0
+             when all is well, 1 otherwise
 
 This is a command-line program: unlike the library, it prints to stdout.
 """
@@ -61,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     doctor = sub.add_parser("doctor", help="check settings, server, token and versions")
     doctor.add_argument("--server", default=None, help="server URL to check (else settings)")
+    doctor.add_argument("--spark", action="store_true",
+                        help="also start a local Spark session (local[1]) and show the "
+                             "listener, reader and helper process the plugin gets there")
     handlers["doctor"] = run_doctor
 
     args = parser.parse_args(argv)
@@ -89,11 +94,13 @@ def run_doctor(args: argparse.Namespace) -> int:
 
     hook = hook_status()
     print(f"start hook: {hook['reason']}" + (f" [{hook['pth']}]" if hook["pth"] else ""))
+    if args.spark:
+        ok = _doctor_spark() and ok
     if not settings.server_url:
         where = settings.events_file or "a JSONL file under the spool dir"
         print(f"server: none configured; events go to {where} "
               "(import with: definity-spark collector --load FILE)")
-        return 0
+        return 0 if ok else 1
     url = settings.server_url.rstrip("/") + "/api/tasks"
     headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
     try:
@@ -114,6 +121,53 @@ def run_doctor(args: argparse.Namespace) -> int:
     else:
         print(f"server: {settings.server_url} reachable, token accepted")
     return 0 if ok else 1
+
+
+def _doctor_spark() -> bool:
+    """A local session with the plugin, reporting to a temporary file: which listener it
+    got (and why not the JVM one), how the gatherer was loaded, who reads the queries."""
+    from definity_spark.spark.observer import State
+
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        print(f"spark: pyspark not importable ({exc})")
+        return False
+    import definity_spark
+
+    with tempfile.TemporaryDirectory(prefix="definity-doctor-") as tmp:
+        spark = (SparkSession.builder.master("local[1]").appName("definity-doctor")
+                 .config("spark.ui.enabled", "false")
+                 .config("spark.ui.showConsoleProgress", "false")
+                 .config("spark.sql.warehouse.dir", os.path.join(tmp, "warehouse"))
+                 .getOrCreate())
+        try:
+            handle = definity_spark.activate(spark, server_url=None,
+                                             events_file=os.path.join(tmp, "events.jsonl"))
+            if handle is None:
+                print("spark: the plugin did not activate (spark.definity.enabled=false?)")
+                return False
+            observer = next(iter(handle._runtime.observers.values()))
+            deadline = time.monotonic() + 30
+            while observer.state is State.ATTACHING and time.monotonic() < deadline:
+                time.sleep(0.05)
+            spark.range(3).write.mode("overwrite").parquet(os.path.join(tmp, "out"))
+            handle.flush(60)
+            reads = observer.stats.get("writes", 0)
+            if observer.listener == "jvm":
+                print(f"spark {spark.version}: listener: the Java listener (FactGatherer, "
+                      f"{observer.gatherer_loaded}) on the {observer.bus_queue} queue of "
+                      "the listener bus")
+            else:
+                print(f"spark {spark.version}: listener: the Python listener (py4j); why: "
+                      f"{observer.listener_reason}")
+            where = {State.IN_HELPER: "the helper process", State.IN_DRIVER: "the driver"}
+            print(f"  queries read in {where.get(observer.state, observer.state.value)}; "
+                  f"a test write reported: {'yes' if reads == 1 else 'NO'}")
+            definity_spark.deactivate(spark)
+            return reads == 1 and observer.listener == "jvm"
+        finally:
+            spark.stop()
 
 
 def _version() -> str:

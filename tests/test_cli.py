@@ -14,11 +14,12 @@ from definity_spark.collector import Collector
 TOKEN = "doctor-s3cret-token"
 
 
-def _doctor(env_extra: dict) -> subprocess.CompletedProcess:
+def _doctor(env_extra: dict, *args: str, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEFINITY_")}
     env.update(env_extra)
-    return subprocess.run([sys.executable, "-m", "definity_spark.cli", "doctor"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "definity_spark.cli", "doctor", *args],
+                          env=env, capture_output=True, text=True, timeout=300, cwd=cwd)
 
 
 def test_doctor_verdicts(tmp_path: Path) -> None:
@@ -32,6 +33,20 @@ def test_doctor_verdicts(tmp_path: Path) -> None:
     for proc in (good, bad, down):
         assert TOKEN not in proc.stdout + proc.stderr
         assert "spark.definity.token" in proc.stdout and "***" in proc.stdout
+
+
+@pytest.mark.spark
+def test_doctor_spark_shows_the_listener_and_its_fallback(tmp_path: Path) -> None:
+    pytest.importorskip("pyspark")
+    default = _doctor({}, "--spark", cwd=tmp_path)
+    assert default.returncode == 0, default.stdout + default.stderr[-2000:]
+    assert "listener: the Java listener (FactGatherer, " in default.stdout, default.stdout
+    assert "queue of the listener bus" in default.stdout
+    assert "a test write reported: yes" in default.stdout
+    off = _doctor({"DEFINITY_INTERNAL_JVM_LISTENER": "false"}, "--spark", cwd=tmp_path)
+    assert "listener: the Python listener (py4j); why: turned off" in off.stdout, off.stdout
+    assert "queries read in the driver; a test write reported: yes" in off.stdout
+    assert off.returncode == 1  # the fallback is a finding
 
 
 @pytest.mark.spark
