@@ -587,26 +587,26 @@ def _output_column_names(root: PlanNode, count: int) -> list[str] | None:
 # -- entry points ------------------------------------------------------------------------------
 
 def leaf_sources(leaves: Sequence[LeafFacts], leaf_names: Callable[[LeafFacts], list[str]]
-                 ) -> tuple[dict[int, list[tuple[str, str]]], dict[str, list[str]]]:
-    """Leaf attribute id -> [(dataset, column)], and each dataset's columns in schema
-    order (``leaf_names``: the datasets a leaf is, as ``rules._leaf_names`` names them)."""
+                 ) -> tuple[dict[int, list[tuple[str, str]]], dict[str, dict[str, int]]]:
+    """Leaf attribute id -> [(dataset, column)], and each dataset's columns -> their
+    position in its schema, datasets in first-seen order (``leaf_names``: the datasets a
+    leaf is, as ``rules._leaf_names`` names them)."""
     sources: dict[int, list[tuple[str, str]]] = {}
-    order: dict[str, list[str]] = {}
+    order: dict[str, dict[str, int]] = {}
     for leaf in leaves:
         names = leaf_names(leaf)
+        for ds in names:
+            order.setdefault(ds, {})
         for attr in leaf.output:
             if attr.metadata_col or attr.name in METADATA_COLUMNS:
                 continue
             for ds in names:
-                known = order.setdefault(ds, [])
-                if attr.name not in known:
-                    known.append(attr.name)
+                known = order[ds]
+                known.setdefault(attr.name, len(known))
                 pair = (ds, attr.name)
                 got = sources.setdefault(attr.expr_id, [])
                 if pair not in got:
                     got.append(pair)
-        for ds in names:
-            order.setdefault(ds, [])
     return sources, order
 
 
@@ -685,7 +685,7 @@ def _column_lineage(facts: QueryFacts, output_columns: Sequence[str] | None,
 
 
 def _grouped(tokens: frozenset, sources: dict[int, list[tuple[str, str]]],
-             order: dict[str, list[str]],
+             order: dict[str, dict[str, int]],
              exclude: dict[str, tuple[str, ...]] | None = None) -> dict[str, tuple[str, ...]]:
     """Leaf attribute ids -> dataset -> columns (datasets in first-seen order, columns in
     the dataset's schema order); ``exclude``: pairs already listed as direct."""
@@ -695,8 +695,14 @@ def _grouped(tokens: frozenset, sources: dict[int, list[tuple[str, str]]],
             if exclude and col in exclude.get(ds, ()):
                 continue
             found.setdefault(ds, set()).add(col)
-    return {ds: tuple(c for c in cols if c in found[ds])
-            for ds, cols in order.items() if ds in found}
+    if not found:
+        return {}
+    ranks = list(order)
+    out: dict[str, tuple[str, ...]] = {}
+    for ds in sorted(found, key=ranks.index) if len(found) > 1 else found:
+        position = order[ds]
+        out[ds] = tuple(sorted(found[ds], key=position.__getitem__))
+    return out
 
 
 def _count(grouped: dict[str, tuple[str, ...]]) -> int:
