@@ -311,6 +311,8 @@ class _Extractor:
             if name == "CTERelationRef":
                 return self._cte_ref(node, outer)
             ids = _leaf_output(node)
+            for key in ("output", "dataCols", "partitionCols"):
+                self._names_of(f.get(key))
             m: dict[int, Deps] = {}
             for eid in ids:
                 m[eid] = (frozenset((eid,)), _NONE) if eid in self.sources else EMPTY
@@ -656,11 +658,25 @@ def _column_lineage(facts: QueryFacts, output_columns: Sequence[str] | None,
         by_name.setdefault(n.lower(), []).append(pos)
     wanted = list(output_columns) if output_columns is not None else \
         [n for n in names if n not in METADATA_COLUMNS]
+    # A merge-on-read row-level write (WriteDelta: DELETE, and the rows a MERGE/UPDATE
+    # leaves alone) writes deletes, not rows: what it does not write keeps the values of
+    # the target's own column.
+    kept: dict[str, int] = {}
+    if root.name == "WriteDelta":
+        for tree in _trees(root.fields.get("table")):
+            for attr in _trees(build(tree).fields.get("output")):
+                eid = _exprid(attr[0])
+                if eid is not None and isinstance(attr[0].get("name"), str):
+                    kept.setdefault(attr[0]["name"].lower(), eid)
     partial = False
     reason = None
     columns: list[ColumnDeps] = []
     for col in wanted:
         slots = by_name.get(col.lower())
+        if not slots and col.lower() in kept and kept[col.lower()] in sources:
+            token = frozenset((kept[col.lower()],))
+            columns.append(ColumnDeps(name=col, direct=_grouped(token, sources, order)))
+            continue
         if not slots:
             columns.append(ColumnDeps(name=col))
             continue

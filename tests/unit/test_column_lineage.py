@@ -261,6 +261,21 @@ def test_iceberg_update_assignment() -> None:
     ]
 
 
+@pytest.mark.skipif("spark35" not in VERSIONS, reason="no Spark 3.5 fixtures")
+def test_iceberg_overwrite_and_merge_on_read_delete() -> None:
+    # writeTo(target).overwrite(lit(True)) straight from a table: names from the relation
+    got = column_lineage(write_facts("spark35", "iceberg_overwrite"), ["id", "kind", "amount"])
+    assert [(c.name, c.direct) for c in got.columns] == [
+        (n, {"ice.db.events": (n,)}) for n in ("id", "kind", "amount")]
+    # DELETE FROM mor WHERE id = 1 (merge-on-read: writes position deletes only): the
+    # rows left keep their values; the condition decides which rows remain
+    got = column_lineage(write_facts("spark35", "iceberg_delete_mor"),
+                         ["id", "kind", "amount"])
+    assert [(c.name, c.direct) for c in got.columns] == [
+        (n, {"ice.db.mor": (n,)}) for n in ("id", "kind", "amount")]
+    assert got.indirect_all == {"ice.db.mor": ("id",)}
+
+
 # -- the older fixtures ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("version", VERSIONS)
