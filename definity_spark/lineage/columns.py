@@ -649,6 +649,10 @@ def _column_lineage(facts: QueryFacts, output_columns: Sequence[str] | None,
     ex = _Extractor(facts, sources, limits)
     root = build(facts.plan)
     query = _written_query(root)
+    if query.name.endswith(_WRITE_ROOT_SUFFIXES) or query.name in _WRITE_WRAPPERS:
+        # a command that keeps its query out of the plan (Delta's MergeIntoCommand...):
+        # nothing to read the columns from; say so rather than list them as from nothing
+        return ColumnLineage(partial=True, reason=f"no query in {query.name}")
     ids, maps, rows = ex.plan(query, None)
     names = _output_column_names(root, len(ids)) if query is not root else None
     if names is None:

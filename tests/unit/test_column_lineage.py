@@ -323,6 +323,15 @@ def test_broken_facts_give_a_partial_result_never_an_error(breakage: str) -> Non
         assert got.partial
 
 
+def test_a_command_without_its_query_is_partial_not_made_from_nothing() -> None:
+    # e.g. Delta's MergeIntoCommand: a leaf command holding source and target as fields
+    facts = write_facts(COLUMN_VERSIONS[0], "c_case")
+    facts.plan = [{"class": "org.apache.spark.sql.delta.commands.MergeIntoCommand",
+                   "num-children": 0, "source": None, "target": None}]
+    got = column_lineage(facts, ["o_id"])
+    assert got == ColumnLineage(partial=True, reason="no query in MergeIntoCommand")
+
+
 # -- size: the 1,000-column select and the 20-way join ------------------------------------------
 
 @pytest.mark.parametrize("version", COLUMN_VERSIONS)
