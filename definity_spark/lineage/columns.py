@@ -633,6 +633,24 @@ def column_lineage(facts: QueryFacts, output_columns: Sequence[str] | None = Non
         return ColumnLineage(partial=True, reason=f"error: {type(exc).__name__}")
 
 
+def for_columns(lineage: ColumnLineage, names: Sequence[str]) -> ColumnLineage:
+    """The same lineage for another order or subset of the written columns, matched by
+    name (case-insensitive); a name it does not have is made from nothing. For a nested
+    write folded into its outer command (CTAS, saveAsTable): the inner write has the
+    plan, the outer command the table's schema (partition columns last)."""
+    by_name: dict[str, ColumnDeps] = {}
+    for col in lineage.columns:
+        by_name.setdefault(col.name.lower(), col)
+    cols = []
+    for name in names:
+        found = by_name.get(name.lower())
+        cols.append(ColumnDeps(name=name) if found is None else
+                    ColumnDeps(name=name, direct=found.direct, indirect=found.indirect,
+                               truncated=found.truncated))
+    return ColumnLineage(columns=tuple(cols), indirect_all=lineage.indirect_all,
+                         partial=lineage.partial, reason=lineage.reason)
+
+
 def _default_leaf_names(leaf: LeafFacts) -> list[str]:
     from definity_spark.lineage.rules import Options, _leaf_names
 

@@ -290,6 +290,25 @@ def test_ctas_with_cte_and_static_hive_partition(version: str) -> None:
     assert [c.no_inputs for c in got.columns] == [False, False, True]
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_nested_write_lineage_in_the_outer_commands_column_order(version: str) -> None:
+    # saveAsTable partitioned by grp: the inner insert writes (id, grp) in the query's
+    # order, the table reads back (id, grp) with the partition column last
+    facts = write_facts(version, "save_as_table_partitioned")
+    inner = column_lineage(facts)
+    (write,) = [o.lineage for o in replay(version, "save_as_table_partitioned")
+                if o.kind == WRITE]
+    names = [c for c, _ in write.output.schema]
+    outer = columns.for_columns(inner, list(reversed(names)) + ["extra"])
+    assert [c.name for c in outer.columns] == list(reversed(names)) + ["extra"]
+    assert outer.columns[-1].no_inputs
+    for col in outer.columns[:-1]:
+        assert col.direct == {"default.t2": (col.name,)}
+    assert outer == columns.for_columns(column_lineage(facts, list(reversed(names))
+                                                       + ["extra"]), [c.name for c in
+                                                                      outer.columns])
+
+
 # -- limits ----------------------------------------------------------------------------------
 
 def test_cap_on_dependencies_marks_the_result_partial() -> None:
