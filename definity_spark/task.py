@@ -19,6 +19,7 @@ from typing import Any
 
 from definity_spark import wire
 from definity_spark._internal import contained
+from definity_spark.lineage import columns
 from definity_spark.lineage.model import InputLineage, WriteLineage
 
 log = logging.getLogger("definity_spark.task")
@@ -227,6 +228,8 @@ def build_payloads(task_id: str, tf_id: int, lineage: WriteLineage) -> list[Any]
             output_name=out.name,
             inputs={i.name: i.columns for i in lineage.inputs},
             query_str=lineage.query_str,
+            column_lineage=None if lineage.column_lineage is None
+            else columns.to_json(lineage.column_lineage),
         ),
         wire.DatasetSchema(
             task_id=task_id, tf_id=tf_id, ds_name=out.name, ds_type=out.ds_type,

@@ -70,6 +70,9 @@ class Transformation:
     # dataset name -> columns read (None: columns unknown, the key is left out)
     inputs: Mapping[str, Sequence[str] | None] = field(default_factory=dict)
     query_str: str | None = None
+    # the optional ``column_lineage`` field (docs/column-lineage.md), already in its JSON
+    # form; None leaves it out, so a tf without it is byte-for-byte what it always was
+    column_lineage: Mapping[str, Any] | None = None
 
     endpoint = TF
 
@@ -86,6 +89,8 @@ class Transformation:
             inputs[name] = {} if columns is None else {"columns": list(columns)}
         body["input_datasets"] = inputs
         body["output"] = {"name": self.output_name}
+        if self.column_lineage is not None:
+            body["column_lineage"] = dict(self.column_lineage)
         return body
 
 

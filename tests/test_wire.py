@@ -70,3 +70,44 @@ def test_envelope_roundtrip():
     record = json.loads(json.dumps(wire.envelope(payload)))
     raw = wire.from_envelope(record)
     assert raw.endpoint == "/log/task" and raw.to_json() == payload.to_json()
+
+
+def test_column_lineage_is_one_optional_field_added_last():
+    from definity_spark.lineage.model import (
+        ColumnDeps,
+        ColumnLineage,
+        InputLineage,
+        OutputLineage,
+        WriteLineage,
+    )
+    from definity_spark.task import build_payloads
+
+    base = WriteLineage(output=OutputLineage("shared_db.table_b", "table"),
+                        inputs=(InputLineage("shared_db.table_a", ("id", "event_type")),),
+                        query_str="CREATE TABLE ...")
+    without = build_payloads("t1", 1, base)[0].to_json()
+    # no column lineage: the documented fields only, as before the field existed
+    assert json.dumps(without) == json.dumps({
+        "task_id": "t1", "tf_id": 1, "status": "end", "query_str": "CREATE TABLE ...",
+        "input_datasets": {"shared_db.table_a": {"columns": ["id", "event_type"]}},
+        "output": {"name": "shared_db.table_b"}})
+    columns = ColumnLineage(columns=(
+        ColumnDeps("id", direct={"shared_db.table_a": ("id",)}),
+        ColumnDeps("event_type_upper", direct={"shared_db.table_a": ("event_type",)}),
+        ColumnDeps("loaded_at")), indirect_all={"shared_db.table_a": ("id",)})
+    import dataclasses
+
+    with_it = build_payloads("t1", 1, dataclasses.replace(base, column_lineage=columns))
+    body = with_it[0].to_json()
+    assert list(body) == list(without) + ["column_lineage"]
+    assert {k: v for k, v in body.items() if k != "column_lineage"} == without
+    assert body["column_lineage"] == {
+        "version": 1,
+        "columns": [
+            {"name": "id", "direct": {"shared_db.table_a": ["id"]}},
+            {"name": "event_type_upper", "direct": {"shared_db.table_a": ["event_type"]}},
+            {"name": "loaded_at", "no_inputs": True}],
+        "indirect_all": {"shared_db.table_a": ["id"]}}
+    # the dataset and metrics payloads do not change
+    assert [p.to_json() for p in with_it[1:]] == \
+        [p.to_json() for p in build_payloads("t1", 1, base)[1:]]

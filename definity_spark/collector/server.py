@@ -4,8 +4,9 @@ It implements the four reporting endpoints of the Definity API (``POST /log/task
 ``/log/tf``, ``/log/dataset``, ``/log/metrics``) with the documented validation, keeps
 everything in SQLite (``store.Store``) and serves what it holds back:
 
-* ``GET /api/tasks``, ``/api/tasks/{task_id}``, ``/api/lineage``, ``/api/payloads``,
-  ``/health``: JSON for people, the demo and other rooms' tests;
+* ``GET /api/tasks``, ``/api/tasks/{task_id}``, ``/api/lineage``, ``/api/columns``
+  (a column's upstream columns), ``/api/payloads``, ``/health``: JSON for people, the
+  demo and other rooms' tests;
 * ``GET /``: a self-contained HTML page drawing the lineage graph.
 
 Built on the standard library (``ThreadingHTTPServer``) so that it adds no dependency.
@@ -277,7 +278,8 @@ class _Handler(BaseHTTPRequestHandler):
                              "token_required": self.server.collector.token is not None})
         elif path == "/api":
             self._json(200, {"endpoints": ["/api/tasks", "/api/tasks/{task_id}",
-                                           "/api/lineage", "/api/payloads", "/health"]})
+                                           "/api/lineage", "/api/columns?dataset=&column=",
+                                           "/api/payloads", "/health"]})
         elif path == "/api/tasks":
             self._json(200, store.tasks())
         elif path.startswith("/api/tasks/"):
@@ -289,6 +291,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(200, task)
         elif path == "/api/lineage":
             self._json(200, store.lineage())
+        elif path == "/api/columns":
+            dataset, column = query.get("dataset"), query.get("column")
+            if not dataset or not column:
+                self._error(400, "'dataset' and 'column' are required")
+                return
+            self._json(200, store.column_upstream(dataset, column))
         elif path == "/api/payloads":
             try:
                 since = int(query.get("since", "0"))

@@ -30,7 +30,7 @@ from definity_spark.collector.validate import schema_fields
 
 logger = logging.getLogger("definity_spark.collector")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: tfs.column_lineage
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payloads (
@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS tfs (
     query_str   TEXT,
     inputs      TEXT NOT NULL,
     output_name TEXT NOT NULL,
+    column_lineage TEXT,
     PRIMARY KEY (task_id, tf_id)
 );
 CREATE TABLE IF NOT EXISTS datasets (
@@ -145,6 +146,9 @@ class Store:
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(tfs)")}
+            if "column_lineage" not in columns:  # a database made by schema version 1
+                self._conn.execute("ALTER TABLE tfs ADD COLUMN column_lineage TEXT")
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- writing -----------------------------------------------------------------------
@@ -196,12 +200,14 @@ class Store:
         elif endpoint == wire.TF:
             # A resent tf (same task_id + tf_id, e.g. a retry) replaces the structured row;
             # the raw log keeps both copies.
+            column_lineage = body.get("column_lineage")
             conn.execute(
                 "INSERT OR REPLACE INTO tfs (task_id, tf_id, seq, received_at, status, query_str,"
-                " inputs, output_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " inputs, output_name, column_lineage) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (task_id, int(body["tf_id"]), seq, received_at, body.get("status"),
                  body.get("query_str"), _dumps(body.get("input_datasets") or {}),
-                 body["output"]["name"]))
+                 body["output"]["name"],
+                 None if column_lineage is None else _dumps(column_lineage)))
         elif endpoint == wire.DATASET:
             tf_id = body.get("tf_id")
             conn.execute(
@@ -330,6 +336,7 @@ class Store:
             "query_str": row["query_str"],
             "input_datasets": json.loads(row["inputs"]),
             "output": {"name": row["output_name"]},
+            "column_lineage": _loads(row["column_lineage"]),
             "received_at": row["received_at"],
             "seq": row["seq"],
         }
@@ -397,6 +404,77 @@ class Store:
             if row["ds_type"]:
                 node["ds_type"] = row["ds_type"]
         return {"nodes": list(nodes.values()), "edges": list(edges.values())}
+
+
+    def column_upstream(self, dataset: str, column: str,
+                        max_columns: int = 500) -> dict[str, Any]:
+        """Where one column comes from, across transformations and tasks.
+
+        Walks up from ``(dataset, column)``: every tf (of any task) that wrote ``dataset``
+        with column lineage for ``column`` gives edges to the input columns it derives
+        from (``direct`` / ``indirect``), which are walked up the same way, so a dataset
+        written by one application and read by another joins up by its name. The
+        transformation-wide dependencies of each tf met (``indirect_all``) are listed
+        per column (``decided_by``) without being walked. Answer: ``nodes`` (one per
+        dataset column, ``id`` = ``dataset|column``, ``depth`` = hops from the start),
+        ``edges`` (``source`` upstream -> ``target``, ``kind``, the ``tfs`` giving it),
+        ``truncated`` when more than ``max_columns`` columns were met.
+        """
+        writers: dict[str, list[dict[str, Any]]] = {}
+        for row in self._query(
+                "SELECT tfs.task_id, tfs.tf_id, tfs.output_name, tfs.column_lineage,"
+                " tasks.app_name, tasks.task_name FROM tfs LEFT JOIN tasks"
+                " ON tasks.task_id = tfs.task_id"
+                " WHERE tfs.column_lineage IS NOT NULL ORDER BY tfs.seq"):
+            lineage = _loads(row["column_lineage"])
+            if isinstance(lineage, dict):
+                writers.setdefault(row["output_name"], []).append({
+                    "task_id": row["task_id"], "tf_id": row["tf_id"],
+                    "app_name": row["app_name"], "task_name": row["task_name"],
+                    "lineage": lineage})
+
+        def node_id(ds: str, col: str) -> str:
+            return f"{ds}|{col}"
+
+        start = node_id(dataset, column)
+        nodes: dict[str, dict[str, Any]] = {
+            start: {"id": start, "dataset": dataset, "column": column, "depth": 0,
+                    "decided_by": []}}
+        edges: dict[tuple[str, str, str], dict[str, Any]] = {}
+        queue = [(dataset, column)]
+        truncated = False
+        while queue:
+            ds, col = queue.pop(0)
+            target = node_id(ds, col)
+            for tf in writers.get(ds, ()):
+                ref = {k: tf[k] for k in ("task_id", "tf_id", "app_name", "task_name")}
+                entry = next((c for c in tf["lineage"].get("columns") or ()
+                              if isinstance(c, dict) and c.get("name") == col), None)
+                if entry is None:
+                    continue
+                for src_ds, src_cols in (tf["lineage"].get("indirect_all") or {}).items():
+                    for src_col in src_cols:
+                        nodes[target]["decided_by"].append(
+                            {"dataset": src_ds, "column": src_col, **ref})
+                for kind in ("direct", "indirect"):
+                    for src_ds, src_cols in (entry.get(kind) or {}).items():
+                        for src_col in src_cols:
+                            source = node_id(src_ds, src_col)
+                            if source not in nodes:
+                                if len(nodes) >= max_columns:
+                                    truncated = True
+                                    continue
+                                nodes[source] = {
+                                    "id": source, "dataset": src_ds, "column": src_col,
+                                    "depth": nodes[target]["depth"] + 1, "decided_by": []}
+                                queue.append((src_ds, src_col))
+                            edge = edges.setdefault((source, target, kind), {
+                                "source": source, "target": target, "kind": kind,
+                                "tfs": []})
+                            if ref not in edge["tfs"]:
+                                edge["tfs"].append(ref)
+        return {"dataset": dataset, "column": column, "nodes": list(nodes.values()),
+                "edges": list(edges.values()), "truncated": truncated}
 
 
 __all__ = ["Store", "default_db_path", "utc_now", "SCHEMA_VERSION"]

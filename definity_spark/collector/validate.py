@@ -156,6 +156,45 @@ def validate_tf(body: Mapping[str, Any]) -> None:
         raise PayloadError("'output' must be an object {\"name\": ...}, got "
                            f"{_type_name(output)}")
     _string(output, "name", path="output.")
+    if "column_lineage" in body:
+        validate_column_lineage(body["column_lineage"])
+
+
+def _column_map(value: Any, where: str) -> None:
+    """``{dataset: [column, ...]}``."""
+    if not isinstance(value, dict):
+        raise PayloadError(f"'{where}' must be an object (dataset -> [columns]), got "
+                           f"{_type_name(value)}")
+    for name, cols in value.items():
+        if not isinstance(cols, list) or not all(isinstance(c, str) for c in cols):
+            raise PayloadError(f"'{where}.{name}' must be an array of strings")
+
+
+def validate_column_lineage(value: Any) -> None:
+    """The optional ``column_lineage`` field of /log/tf (docs/column-lineage.md)."""
+    where = "column_lineage"
+    if not isinstance(value, dict):
+        raise PayloadError(f"'{where}' must be an object, got {_type_name(value)}")
+    _integer(value, "version", path=f"{where}.")
+    cols = _field(value, "columns", path=f"{where}.")
+    if not isinstance(cols, list):
+        raise PayloadError(f"'{where}.columns' must be an array, got {_type_name(cols)}")
+    for i, col in enumerate(cols):
+        item = f"{where}.columns[{i}]"
+        if not isinstance(col, dict):
+            raise PayloadError(f"'{item}' must be an object, got {_type_name(col)}")
+        _string(col, "name", path=f"{item}.")
+        for key in ("direct", "indirect"):
+            if key in col:
+                _column_map(col[key], f"{item}.{key}")
+        for key in ("no_inputs", "truncated"):
+            if key in col and not isinstance(col[key], bool):
+                raise PayloadError(f"'{item}.{key}' must be a boolean")
+    if "indirect_all" in value:
+        _column_map(value["indirect_all"], f"{where}.indirect_all")
+    if "partial" in value and not isinstance(value["partial"], bool):
+        raise PayloadError(f"'{where}.partial' must be a boolean")
+    _string(value, "reason", path=f"{where}.", required=False)
 
 
 def validate_dataset(body: Mapping[str, Any]) -> None:

@@ -32,6 +32,48 @@ class OutputLineage:
 
 
 @dataclass(frozen=True)
+class ColumnDeps:
+    """What one written column derives from: input dataset -> its columns (schema order).
+
+    ``direct``: the value flows into the column (projection, arithmetic, casts, function,
+    UDF and aggregate arguments, the branches of CASE/IF/COALESCE). ``indirect``: input
+    columns that decide this column's value without flowing into it (CASE/IF conditions,
+    window partition and order keys, an aggregate's FILTER, a scalar subquery's filters
+    and correlation). A column that is direct is not repeated as indirect. Both empty:
+    the column is made from nothing (literals, ``current_date()``, a static partition
+    value, ``count(*)``).
+    """
+
+    name: str
+    direct: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    indirect: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    truncated: bool = False  # more dependencies than the cap: the lists are cut
+
+    @property
+    def no_inputs(self) -> bool:
+        return not self.direct and not self.indirect
+
+
+@dataclass(frozen=True)
+class ColumnLineage:
+    """Column-level lineage of one write (docs/column-lineage.md).
+
+    ``columns``: one entry per written column, in the order of the output's schema.
+    ``indirect_all``: the input columns that decide which rows the output has, how they
+    are grouped or which of them a LIMIT keeps (WHERE/HAVING, JOIN conditions, GROUP BY,
+    DISTINCT and set operations, ORDER BY under a LIMIT, generators, EXISTS/IN
+    subqueries, MERGE conditions): indirect dependencies of every column, recorded once.
+    ``partial``: a limit was hit or a plan shape was not understood (``reason`` says
+    which); what is listed is still right, but dependencies may be missing.
+    """
+
+    columns: tuple[ColumnDeps, ...] = ()
+    indirect_all: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    partial: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class WriteLineage:
     """One logical write = one transformation."""
 
@@ -42,3 +84,5 @@ class WriteLineage:
     # "duration_ms", ...); documented in docs/metrics.md
     metrics: dict[str, float] = field(default_factory=dict)
     partial: bool = False  # extraction stopped early (budget / plan size), see docs
+    # per written column, the input columns it derives from (None: not extracted)
+    column_lineage: ColumnLineage | None = None

@@ -76,7 +76,10 @@ def build(flat: Sequence[dict[str, Any]]) -> PlanNode:
 
 
 def _is_expression_class(cls: str) -> bool:
-    return ".expressions." in cls or cls.endswith("UDF") or ".analysis.Unresolved" in cls
+    # MergeRows$Keep / $Split / $Discard: a MERGE's instructions are expressions that
+    # live in the logical plans package
+    return ".expressions." in cls or cls.endswith("UDF") or ".analysis.Unresolved" in cls \
+        or "MergeRows$" in cls
 
 
 def _expr_trees(value: Any) -> Iterator[list[dict[str, Any]]]:
@@ -216,6 +219,11 @@ class PlanIndex:
             for key, value in f.items():
                 if key in ("class", "num-children") or isinstance(value, int):
                     continue
+                if key in _DEFINING_FIELDS:
+                    continue  # the attributes a node makes, not ones it reads
+                if name == "Expand" and key == "projections":
+                    self._visit_expand(node, value)
+                    continue
                 selective = (name in ("Project", "Aggregate") and key in (
                     "projectList", "aggregateExpressions")) or (
                     name == "Window" and key == "windowExpressions")
@@ -238,6 +246,21 @@ class PlanIndex:
                         self._needed.update(self.output(_query_of(nested)))
                         self._visit(nested)
 
+    def _visit_expand(self, node: PlanNode, projections: Any) -> None:
+        """GROUP BY ROLLUP / CUBE / GROUPING SETS: the analyzer's ``Expand`` lists every
+        column of its child in each projection, but Spark's column pruning keeps a
+        position only when the Expand's output at that position is needed (ColumnPruning:
+        ``Aggregate`` over ``Expand``), so the Project below it and the scans shrink too."""
+        out = attr_ids(node.fields.get("output"))
+        for projection in projections if isinstance(projections, list) else ():
+            if not isinstance(projection, list):
+                continue
+            trees = [t for t in projection if is_tree(t)]
+            for pos, tree in enumerate(trees):
+                if pos < len(out) and out[pos] not in self._needed:
+                    continue
+                self._scan_expression(tree)
+
     def _map_cte(self, ref: PlanNode) -> None:
         d = self._cte_defs.get(ref.fields.get("cteId"))
         if d is None:
@@ -256,7 +279,10 @@ class PlanIndex:
             if is_tree(plan):  # ScalarSubquery / ListQuery / Exists / LateralSubquery
                 nested = build(plan)
                 self.roots.append(nested)
-                self._needed.update(self.output(nested))
+                if simple_name(str(d.get("class"))) != "Exists":
+                    # EXISTS (SELECT * ...) needs none of what the subquery returns: Spark
+                    # rewrites it to a semi join on the correlation and prunes the rest
+                    self._needed.update(self.output(nested))
                 self._visit(nested)
             for key, value in d.items():
                 if key not in ("plan", "class", "num-children") and isinstance(value, list):
@@ -274,6 +300,9 @@ def _query_of(root: PlanNode) -> PlanNode:
 
 
 _TARGET_FIELDS = frozenset({"table", "originalTable", "name"})
+# fields of inner nodes that list the attributes the node produces (Expand, Generate,
+# MergeRows...): Spark leaves them out of the node's references
+_DEFINING_FIELDS = frozenset({"output", "generatorOutput"})
 _WRITE_WRAPPERS = frozenset({
     "InsertIntoHiveTable", "AppendData", "OverwriteByExpression",
     "OverwritePartitionsDynamic", "ReplaceData", "WriteDelta", "CreateTableAsSelect",
