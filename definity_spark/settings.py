@@ -198,6 +198,12 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "DEFINITY_EXTRACTION_MAX_PLAN_NODES", INT, 20000,
        "Most plan nodes read per query; a larger plan gives a partial transformation.",
        minimum=1),
+    _S("column_lineage", "spark.definity.lineage.columns", "DEFINITY_LINEAGE_COLUMNS", BOOL,
+       True,
+       "Report which input columns each written column comes from: the optional "
+       "`column_lineage` field of `/log/tf` (docs/column-lineage.md). A server that "
+       "answers 400 to it gets the tf again without it, and no more of it for the rest "
+       "of the application (logged once)."),
     _S("ca_bundle", "spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE", PATH, None,
        "CA bundle (PEM file or directory) used to verify the server's TLS certificate; "
        "must exist.", doc_default="the system / `requests` CAs", must_exist=True),
@@ -304,6 +310,7 @@ class Settings:
     trim_partition_dirs: bool = _default("trim_partition_dirs")
     extraction_budget_ms: int = _default("extraction_budget_ms")
     max_plan_nodes: int = _default("max_plan_nodes")
+    column_lineage: bool = _default("column_lineage")
     ca_bundle: str | None = _default("ca_bundle")
     verify_tls: bool = _default("verify_tls")
     replay_spool: bool = _default("replay_spool")

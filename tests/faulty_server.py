@@ -16,6 +16,8 @@ answers 200, and records every accepted request (path, headers, body). It can be
                              completed it after the client gave up)
 * ``tls=(cert, key)``        serve https with that certificate
 * ``token=...``              answer 401 to a request without ``Authorization: Bearer token``
+* ``refuse_field(name)``      answer 400 to a body that has the top-level field ``name``
+                             (a server that does not know an additive field)
 
 ``requests_seen`` counts every request that reached the handler (accepted or not);
 ``records`` holds the accepted ones in arrival order.
@@ -60,6 +62,7 @@ class FaultyServer:
         self.tls = tls
         self.lock = threading.Lock()
         self.records: list[Record] = []
+        self.refused: list[Any] = []  # bodies refused by refuse_field
         self.requests_seen = 0
         self.idle_timeout: float | None = None  # seconds, for connections opened later
         self.request_times: list[float] = []
@@ -87,6 +90,10 @@ class FaultyServer:
             self._slow_accept = False
             self._reset_remaining = 0
             self._accept_budget: int | None = None
+
+    def refuse_field(self, name: str) -> None:
+        with self.lock:
+            self._refused_field = name
 
     def fail_first(self, n: int, status: int = 500) -> None:
         with self.lock:
@@ -224,9 +231,15 @@ def _handler_for(server: FaultyServer) -> type:
                 self._answer(status, json.dumps({"error": f"fault {status}"}).encode(), extra)
                 return
             try:
-                json.loads(body.decode("utf-8"))
+                parsed = json.loads(body.decode("utf-8"))
             except ValueError:
                 self._answer(400, b'{"error":"body is not JSON"}')
+                return
+            refused = getattr(server, "_refused_field", None)
+            if refused and isinstance(parsed, dict) and refused in parsed:
+                with server.lock:
+                    server.refused.append(parsed)
+                self._answer(400, json.dumps({"error": f"unknown field {refused}"}).encode())
                 return
             with server.lock:
                 server.records.append(Record(self.path, headers, body, time.monotonic(),

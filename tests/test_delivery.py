@@ -510,3 +510,46 @@ def test_a_body_that_is_not_json_is_counted_and_does_not_stop_the_rest(
     assert delivery.close(3.0)
     assert delivery.stats()["invalid"] == 1 and delivery.stats()["lost"] == 1
     assert server.bodies() == [p.to_json() for p in good]
+
+
+# --------------------------------------------------------------------------- column lineage
+def test_a_400_to_column_lineage_resends_without_it_and_keeps_it_off(
+        server: FaultyServer, tmp_path: Any, logs: Any) -> None:
+    """A server that does not know the additive ``column_lineage`` field of /log/tf:
+    each tf arrives once, without it, in order; the first one was refused once; the
+    warning is logged once; nothing is lost."""
+    server.refuse_field("column_lineage")
+    delivery = make_delivery(make_settings(tmp_path, server_url=server.url))
+    lineage = {"version": 1, "columns": [{"name": "id", "direct": {"db.src": ["id"]}}]}
+    for i in range(1, 4):
+        delivery.submit(wire.Transformation(task_id="app-cl", tf_id=i, output_name=f"db.t{i}",
+                                            inputs={"db.src": ["id"]},
+                                            column_lineage=lineage))
+    assert delivery.close(5.0) is True
+    assert [b["tf_id"] for b in server.bodies()] == [1, 2, 3]
+    assert all("column_lineage" not in b for b in server.bodies())
+    assert [b["tf_id"] for b in server.refused] == [1]  # then never sent again
+    warnings = [r for r in logs.records if "column lineage" in r.getMessage()
+                and r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    stats = delivery.stats()
+    assert stats["sent"] == 3 and stats["rejected"] == 0 and stats["lost"] == 0
+
+
+def test_any_400_to_a_tf_with_column_lineage_turns_it_off(server: FaultyServer,
+                                                          tmp_path: Any) -> None:
+    # a 400 does not say which field the server refused: any 400 to a tf that carries
+    # column lineage is taken as its refusal (the tf is not lost for it)
+    server.fail_first(1, status=400)
+    delivery = make_delivery(make_settings(tmp_path, server_url=server.url))
+    delivery.submit(wire.Transformation(task_id="app-cl", tf_id=1, output_name="db.t1",
+                                        column_lineage={"version": 1, "columns": []}))
+    delivery.submit(wire.Transformation(task_id="app-cl", tf_id=2, output_name="db.t2",
+                                        column_lineage={"version": 1, "columns": []}))
+    assert delivery.close(5.0) is True
+    # the refused tf was sent again without the field and arrives; the next one goes
+    # without it too
+    bodies = server.bodies()
+    assert [b["tf_id"] for b in bodies] == [1, 2]
+    assert "column_lineage" not in bodies[0]
+    assert "column_lineage" not in bodies[1]

@@ -49,6 +49,7 @@ import time
 import weakref
 from typing import Any
 
+from definity_spark import wire
 from definity_spark._internal import contained
 from definity_spark.delivery.file import FileTransport
 from definity_spark.delivery.spool import (
@@ -75,6 +76,7 @@ from definity_spark.delivery.worker import BackgroundWorker
 
 log = logging.getLogger("definity_spark.delivery")
 
+COLUMN_LINEAGE = "column_lineage"  # the optional field of /log/tf (docs/column-lineage.md)
 STAT_KEYS = ("submitted", "sent", "spooled", "queue_full", "network", "rejected",
              "spool_failed", "io_error", "invalid", "closed", "unsent_at_close", "lost")
 
@@ -102,6 +104,8 @@ class Delivery:
         self._inflight: _Item | None = None
         self._spooling_tasks: set[str] = set()  # tasks whose payloads now go to the spool
         self._server_refuses = False
+        # the server refused a tf's optional column lineage (400): tfs go without it
+        self._without_column_lineage = False
         self._closed = False
         self._close_lock = threading.Lock()
         reset_after_fork(self)
@@ -231,7 +235,12 @@ class Delivery:
         with self._flight_lock:
             self._inflight = item
         try:
+            if self._without_column_lineage and endpoint == wire.TF:
+                body.pop(COLUMN_LINEAGE, None)
             result = self.transport.send(endpoint, body)
+            if result.outcome == REJECTED and result.status == 400 and endpoint == wire.TF \
+                    and COLUMN_LINEAGE in body:
+                result = self._without_columns(endpoint, body)
         except Exception as exc:  # noqa: BLE001 - a transport bug counts as a failed send
             result = SendResult(NETWORK, None, f"{type(exc).__name__}: {exc}", 0)
         with self._flight_lock:
@@ -241,6 +250,18 @@ class Delivery:
                 return
             self._inflight = None
             self._record(item, task_id, endpoint, body, result)
+
+    def _without_columns(self, endpoint: str, body: dict[str, Any]) -> SendResult:
+        """A 400 to a tf with its column lineage (an additive field a server may not know):
+        the tf again without it, and no more of it from this delivery (logged once)."""
+        if not self._without_column_lineage:
+            self._without_column_lineage = True
+            log.warning("definity-spark: %s refused a transformation with its column "
+                        "lineage (HTTP 400); it is sent again without it, and column lineage "
+                        "is left out of this application's reports from now on",
+                        self.transport.describe())
+        body.pop(COLUMN_LINEAGE, None)
+        return self.transport.send(endpoint, body)
 
     def _record(self, item: _Item, task_id: str, endpoint: str, body: dict[str, Any],
                 result: SendResult) -> None:

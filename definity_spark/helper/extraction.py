@@ -71,10 +71,7 @@ class HelperExtraction:
             reader = FactReader(gateway, JavaObject(str(request["session"]), client),
                                 int(request["budget_ms"]), int(request["max_plan_nodes"]),
                                 gatherer=g)
-            options = Options(normalize_s3=self.settings.normalize_s3,
-                              trim_partition_dirs=self.settings.trim_partition_dirs,
-                              redaction_regex=self.settings.effective_redaction_regex)
-            worker = ExtractionWorker(reader, self.reporter, options, gatherer=g,
+            worker = ExtractionWorker(reader, self.reporter, Options.of(self.settings), gatherer=g,
                                       on_mark=lambda n: self._mark(key, n))
             worker.cross_check = bool(request.get("cross_check"))
             self.workers[key] = worker

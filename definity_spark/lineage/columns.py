@@ -30,7 +30,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from definity_spark.lineage.facts import LeafFacts, QueryFacts
+from definity_spark.lineage import naming
+from definity_spark.lineage.commands import COMMANDS
+from definity_spark.lineage.facts import METADATA_COLUMNS, LeafFacts, QueryFacts
 from definity_spark.lineage.model import ColumnDeps, ColumnLineage
 from definity_spark.lineage.plan import (
     RELATION_LEAVES,
@@ -42,14 +44,6 @@ from definity_spark.lineage.plan import (
 )
 
 logger = logging.getLogger("definity_spark.lineage")
-
-# Iceberg / Spark metadata columns: never user columns (the same list as rules.py)
-METADATA_COLUMNS = frozenset({
-    "_file", "_pos", "_spec_id", "_partition", "_deleted", "_change_type",
-    "_change_ordinal", "_commit_snapshot_id", "_row_id", "_last_updated_sequence_number",
-    "_metadata",
-})
-
 
 @dataclass(frozen=True)
 class Limits:
@@ -81,12 +75,8 @@ _LIMITS = frozenset({"GlobalLimit", "LocalLimit", "Limit", "Tail", "Offset"})
 _LEFT_ONLY_JOINS = ("LeftSemi", "LeftAnti", "ExistenceJoin")
 _SET_OPS = frozenset({"Intersect", "Except"})
 _WRITE_ROOT_SUFFIXES = ("Command",)
-_WRITE_WRAPPERS = frozenset({
-    "InsertIntoHiveTable", "AppendData", "OverwriteByExpression",
-    "OverwritePartitionsDynamic", "ReplaceData", "WriteDelta", "CreateTableAsSelect",
-    "ReplaceTableAsSelect", "InsertIntoDir", "MergeIntoTable", "UpdateTable",
-    "DeleteFromTable", "InsertIntoStatement",
-})
+# the write commands (lineage/commands.py) and the parser's own write nodes
+_WRITE_WRAPPERS = frozenset(COMMANDS) | {"InsertIntoDir", "InsertIntoStatement"}
 _TARGET_LEAVES = frozenset({
     "ResolvedIdentifier", "ResolvedTable", "UnresolvedIdentifier", "ResolvedDBObjectName",
     "UnresolvedTableOrView", "ResolvedV1Identifier",
@@ -592,7 +582,7 @@ def leaf_sources(leaves: Sequence[LeafFacts], leaf_names: Callable[[LeafFacts], 
                  ) -> tuple[dict[int, list[tuple[str, str]]], dict[str, dict[str, int]]]:
     """Leaf attribute id -> [(dataset, column)], and each dataset's columns -> their
     position in its schema, datasets in first-seen order (``leaf_names``: the datasets a
-    leaf is, as ``rules._leaf_names`` names them)."""
+    leaf is, as ``naming.leaf_names`` names them)."""
     sources: dict[int, list[tuple[str, str]]] = {}
     order: dict[str, dict[str, int]] = {}
     for leaf in leaves:
@@ -621,7 +611,7 @@ def column_lineage(facts: QueryFacts, output_columns: Sequence[str] | None = Non
     (``OutputLineage.schema`` names); a column the query does not produce (a static
     partition value, a column an INSERT's column list leaves out) is listed as made
     from nothing. None: the query's own output. ``leaf_names``: the dataset names of a
-    leaf (default: ``rules._leaf_names`` with default options).
+    leaf (default: ``naming.leaf_names`` with its default options).
     """
     limits = limits or Limits()
     try:
@@ -651,19 +641,13 @@ def for_columns(lineage: ColumnLineage, names: Sequence[str]) -> ColumnLineage:
                          partial=lineage.partial, reason=lineage.reason)
 
 
-def _default_leaf_names(leaf: LeafFacts) -> list[str]:
-    from definity_spark.lineage.rules import Options, _leaf_names
-
-    return _leaf_names(leaf, Options())
-
-
 def _column_lineage(facts: QueryFacts, output_columns: Sequence[str] | None,
                     leaf_names: Callable[[LeafFacts], list[str]] | None,
                     limits: Limits) -> ColumnLineage:
     if not facts.plan or facts.partial:
         return ColumnLineage(partial=True, reason="no plan" if not facts.plan
                              else "plan read partially")
-    sources, order = leaf_sources(facts.leaves, leaf_names or _default_leaf_names)
+    sources, order = leaf_sources(facts.leaves, leaf_names or naming.leaf_names)
     ex = _Extractor(facts, sources, limits)
     root = build(facts.plan)
     query = _written_query(root)

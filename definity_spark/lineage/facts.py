@@ -18,6 +18,14 @@ from typing import Any
 
 FACTS_VERSION = 1
 
+# Iceberg / Spark metadata columns: never user columns (also marked ``Attr.metadata_col``
+# where Spark's attribute metadata says so)
+METADATA_COLUMNS = frozenset({
+    "_file", "_pos", "_spec_id", "_partition", "_deleted", "_change_type",
+    "_change_ordinal", "_commit_snapshot_id", "_row_id", "_last_updated_sequence_number",
+    "_metadata",
+})
+
 
 @dataclass
 class Attr:

@@ -7,8 +7,14 @@ documented in docs/naming.md; keep the two in step.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
+
+from definity_spark.lineage.facts import LeafFacts
+from definity_spark.lineage.plan import simple_name
+
+logger = logging.getLogger("definity_spark.lineage")
 
 SESSION_CATALOG = "spark_catalog"
 
@@ -93,3 +99,35 @@ def jdbc_name(url: str, table: str) -> str:
     base = _ORACLE_THIN_USER.sub(r"\1@", base)
     base = base.rstrip("/")
     return f"{base}/{table.strip()}"
+
+
+# leaves of a plan that are not datasets (data made in the query, references, targets)
+_NOT_DATASETS = frozenset({
+    "LocalRelation", "Range", "OneRowRelation", "CTERelationRef", "LogicalRDD",
+    "ExternalRDD", "InMemoryRelation", "ResolvedIdentifier", "UnresolvedRelation",
+    "ResolvedTable", "ResolvedNamespace",
+})
+
+
+def leaf_names(leaf: LeafFacts, normalize_s3: bool = True,
+               trim_partition_dirs: bool = True) -> list[str]:
+    """The datasets a plan leaf reads (several for a multi-path relation), by the rules
+    above: its catalog table, else its JDBC table, else its paths; none for a leaf that
+    is not a dataset."""
+    kind = simple_name(leaf.cls)
+    if kind in _NOT_DATASETS:
+        return []
+    if leaf.table is not None:
+        catalog, namespace, table = leaf.table
+        return [table_name(catalog, namespace, table)]
+    if leaf.jdbc_url and leaf.jdbc_table:
+        return [jdbc_name(leaf.jdbc_url, leaf.jdbc_table)]
+    if leaf.paths:
+        names: list[str] = []
+        for p in leaf.paths:
+            n = path_name(p, normalize_s3, trim_partition_dirs)
+            if n not in names:
+                names.append(n)
+        return names
+    logger.debug("leaf %s (%s) is not a known dataset", kind, leaf.relation_cls)
+    return []

@@ -27,6 +27,7 @@ import logging
 from collections import OrderedDict
 from dataclasses import replace
 
+from definity_spark.lineage import columns
 from definity_spark.lineage.commands import COMMANDS
 from definity_spark.lineage.plan import simple_name
 from definity_spark.lineage.rules import (
@@ -208,8 +209,16 @@ def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
             query_str = describe_write(name, call, outer.extras.get("mode"),
                                        outer.command_class or "", Options(),
                                        outer.extras.get("format"))
+    column_lineage = lin.column_lineage
+    if column_lineage is not None and not column_lineage.columns:
+        # the outer command was read without its query: the nested write has the plan
+        for o in inner_writes:
+            inner = o.lineage.column_lineage
+            if inner is not None and inner.columns:
+                column_lineage = columns.for_columns(inner, [c for c, _ in schema])
+                break
     merged = replace(lin, output=replace(lin.output, name=name, schema=schema), inputs=inputs,
-                     query_str=query_str,
+                     query_str=query_str, column_lineage=column_lineage,
                      metrics=metrics, partial=lin.partial or any(o.lineage.partial
                                                                  for o in inner_writes))
     return [replace(outer, lineage=merged)]

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from definity_spark.lineage import naming
+from definity_spark.lineage import columns, naming
 from definity_spark.lineage.commands import COMMANDS, Command
-from definity_spark.lineage.facts import CommandFacts, LeafFacts, QueryFacts
+from definity_spark.lineage.facts import METADATA_COLUMNS, CommandFacts, LeafFacts, QueryFacts
 from definity_spark.lineage.model import InputLineage, OutputLineage, WriteLineage
 from definity_spark.lineage.plan import PlanIndex, simple_name
 from definity_spark.lineage.types import type_name
@@ -44,6 +44,15 @@ class Options:
     normalize_s3: bool = True
     trim_partition_dirs: bool = True
     redaction_regex: str | None = None
+    column_lineage: bool = True  # which input columns each written column comes from
+
+    @classmethod
+    def of(cls, settings: Any) -> Options:
+        """The rules' options from resolved ``Settings``."""
+        return cls(normalize_s3=settings.normalize_s3,
+                   trim_partition_dirs=settings.trim_partition_dirs,
+                   redaction_regex=settings.effective_redaction_regex,
+                   column_lineage=settings.column_lineage)
 
 
 # actions that only read (funcName of the callback); anything else non-writing is ignored
@@ -53,19 +62,6 @@ READ_FUNCS = frozenset({
     "foreachPartition", "toArrowBatchRdd", "collectAsArrowToR", "toJSON",
 })
 
-# Iceberg / Spark metadata columns: never user columns
-METADATA_COLUMNS = frozenset({
-    "_file", "_pos", "_spec_id", "_partition", "_deleted", "_change_type",
-    "_change_ordinal", "_commit_snapshot_id", "_row_id", "_last_updated_sequence_number",
-    "_metadata",
-})
-
-# LogicalRelation relation classes and leaves that are not datasets
-_NOT_DATASETS = frozenset({
-    "LocalRelation", "Range", "OneRowRelation", "CTERelationRef", "LogicalRDD",
-    "ExternalRDD", "InMemoryRelation", "ResolvedIdentifier", "UnresolvedRelation",
-    "ResolvedTable", "ResolvedNamespace",
-})
 
 _WRITER_CALL = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*) at \S+:\d+$")
 _SECRET = re.compile(
@@ -165,23 +161,7 @@ def _ignored_nothing_written(facts: QueryFacts) -> bool:
 # -- inputs ------------------------------------------------------------------------
 
 def _leaf_names(leaf: LeafFacts, options: Options) -> list[str]:
-    kind = simple_name(leaf.cls)
-    if kind in _NOT_DATASETS:
-        return []
-    if leaf.table is not None:
-        catalog, namespace, table = leaf.table
-        return [naming.table_name(catalog, namespace, table)]
-    if leaf.jdbc_url and leaf.jdbc_table:
-        return [naming.jdbc_name(leaf.jdbc_url, leaf.jdbc_table)]
-    if leaf.paths:
-        names: list[str] = []
-        for p in leaf.paths:
-            n = naming.path_name(p, options.normalize_s3, options.trim_partition_dirs)
-            if n not in names:
-                names.append(n)
-        return names
-    logger.debug("leaf %s (%s) is not a known dataset", kind, leaf.relation_cls)
-    return []
+    return naming.leaf_names(leaf, options.normalize_s3, options.trim_partition_dirs)
 
 
 def _inputs(facts: QueryFacts, options: Options) -> tuple[tuple[InputLineage, ...], bool]:
@@ -331,7 +311,11 @@ def _write_lineage(facts: QueryFacts, rule: Command, options: Options) -> WriteL
     metrics = write_metrics(facts)
     if facts.duration_ns is not None:
         metrics["duration_ms"] = round(facts.duration_ns / 1e6, 3)
+    column_lineage = None
+    if options.column_lineage:
+        column_lineage = columns.column_lineage(
+            facts, [c for c, _ in out.schema],
+            leaf_names=lambda leaf: _leaf_names(leaf, options))
     return WriteLineage(output=out, inputs=inputs, query_str=_describe(facts, out, options),
-                        metrics=metrics, partial=facts.partial)
-
-
+                        metrics=metrics, partial=facts.partial,
+                        column_lineage=column_lineage)

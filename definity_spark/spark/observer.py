@@ -86,10 +86,7 @@ class SessionObserver:
         self._sink = sink
         self._helper = helper if settings.helper_process else None
         self._handoff_size = handoff_size
-        self._options = Options(
-            normalize_s3=settings.normalize_s3,
-            trim_partition_dirs=settings.trim_partition_dirs,
-            redaction_regex=settings.effective_redaction_regex)
+        self._options = Options.of(settings)
         self._tuning = _listener.Py4jTuning(self._gateway)
         self._lock = threading.Condition()
         self.state = State.NEW
