@@ -17,6 +17,7 @@ import sys
 from typing import Any
 
 from definity_spark.delivery.spool import replay, spool_files
+from definity_spark.redaction import mask_url
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"nothing to replay in {settings.spool_dir}")
         return 0
     print(f"replaying {len(files)} spool file(s) from {settings.spool_dir} "
-          f"to {settings.server_url}")
+          f"to {mask_url(settings.server_url)}")
     report = replay(settings.spool_dir, settings.server_url, settings.token,
                     timeout=settings.server_timeout, attempts=settings.server_attempts,
                     attempt_sleep=settings.server_attempt_sleep,

@@ -69,6 +69,7 @@ from definity_spark.delivery.transport import (
     SendResult,
     Transport,
 )
+from definity_spark.redaction import mask_url
 
 log = logging.getLogger("definity_spark.delivery")
 
@@ -139,6 +140,8 @@ class HttpTransport(Transport):
         abort: threading.Event | None = None,
     ) -> None:
         self.base_url = server_url.rstrip("/")
+        # for log lines and describe(): never the URL's user-info or a key parameter
+        self._shown_url = mask_url(self.base_url) or ""
         self._token = token or None
         self.timeout = max(0.001, float(timeout))
         self.attempts = max(1, int(attempts))
@@ -166,7 +169,7 @@ class HttpTransport(Transport):
 
     # ------------------------------------------------------------------ setup
     def describe(self) -> str:
-        return self.base_url
+        return self._shown_url
 
     def _quiet_insecure_warnings(self) -> None:
         # The settings room already warned once that verification is off (the user asked
@@ -372,7 +375,7 @@ class HttpTransport(Transport):
             "definity-spark: the Definity server rejected the token (HTTP %d) at %s%s; "
             "reports are not retried but kept in the spool; fix spark.definity.token / "
             "DEFINITY_TOKEN and run `definity-spark replay`",
-            status, self.base_url, endpoint,
+            status, self._shown_url, endpoint,
         )
 
     def _log_tls_failure(self, detail: str) -> None:
@@ -383,7 +386,7 @@ class HttpTransport(Transport):
             "definity-spark: the TLS certificate of %s could not be verified (%s); reports "
             "are kept in the spool; point spark.definity.server.caBundle / "
             "DEFINITY_SERVER_CA_BUNDLE to the CA that signed it and run `definity-spark "
-            "replay`", self.base_url, detail)
+            "replay`", self._shown_url, detail)
 
     def _log_misdirected(self, status: int, endpoint: str, location: str) -> None:
         if self._misdirection_logged:
@@ -393,8 +396,8 @@ class HttpTransport(Transport):
             "definity-spark: %s%s answered HTTP %d%s: is spark.definity.server / "
             "DEFINITY_SERVER_URL the base URL of the Definity server? Reports are kept in "
             "the spool; fix the URL and run `definity-spark replay`",
-            self.base_url, endpoint, status,
-            f" (redirect to {location})" if location else "",
+            self._shown_url, endpoint, status,
+            f" (redirect to {mask_url(location)})" if location else "",
         )
 
     def _log_rejected(self, status: int, endpoint: str, text: str) -> None:

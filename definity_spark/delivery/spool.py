@@ -349,6 +349,7 @@ def replay(
 ) -> ReplayReport:
     """Send the spooled tasks of ``spool_dir`` to ``server_url``; remove what was accepted."""
     from definity_spark.delivery.http import HttpTransport
+    from definity_spark.redaction import mask_url
 
     transport = HttpTransport(server_url, token, timeout=timeout, attempts=attempts,
                               attempt_sleep=attempt_sleep, verify_tls=verify_tls,
@@ -358,7 +359,7 @@ def replay(
     finally:
         transport.close()
     level = logging.INFO if report.complete else logging.WARNING
-    log.log(level, "definity-spark: replay of %s to %s: %s", spool_dir, server_url,
+    log.log(level, "definity-spark: replay of %s to %s: %s", spool_dir, mask_url(server_url),
             report.as_dict())
     return report
 
