@@ -178,6 +178,12 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "(one file per task, mode 0600).",
        doc_default="`$XDG_CACHE_HOME/definity-spark/spool` (`~/.cache/definity-spark/spool` "
                    "when `XDG_CACHE_HOME` is unset)"),
+    _S("spool_max_size", "spark.definity.spool.maxSize", "DEFINITY_SPOOL_MAX_SIZE", SIZE,
+       256 * 1024 * 1024,
+       "Most bytes the spool directory may hold (`k`, `m`, `g` suffixes as in Spark: "
+       "binary). Past it the oldest whole files are dropped first (counted as lost, "
+       "logged once); a task whose own file alone reaches it loses its newest reports.",
+       doc_default="`256m`", minimum=1024, maximum=1024 ** 4),
     _S("log_level", "spark.definity.log.level", "DEFINITY_LOG_LEVEL", LOG_LEVEL, "WARNING",
        "Level of the `definity_spark` logger: DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     # --- extras (issues 3, 5, 6) ---
@@ -305,6 +311,7 @@ class Settings:
     server_attempts: int = _default("server_attempts")
     server_attempt_sleep: float = _default("server_attempt_sleep")
     spool_dir: str = _default("spool_dir")
+    spool_max_size: int = _default("spool_max_size")
     log_level: str = _default("log_level")
     events_file: str | None = _default("events_file")
     flush_timeout: float = _default("flush_timeout")

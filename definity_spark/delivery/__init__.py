@@ -32,9 +32,11 @@ Policies (docs/reliability.md has the long form):
   ``network``    failed after all attempts (connection, timeout, reset, 5xx, 429)
   ``rejected``   refused by the server (401/403/404/405/410/3xx and an untrusted TLS
                  certificate are spooled, other 4xx lost)
-  ``spool_failed`` / ``io_error`` / ``invalid`` / ``closed``  lost: spool write failed,
-                 events file write failed, payload could not be serialised, submitted
-                 after close
+  ``spool_failed`` / ``io_error`` / ``invalid`` / ``closed``  lost: spool write failed
+                 (disk full, or the spool bound reached by this task's own file), events
+                 file write failed, payload could not be serialised, submitted after close
+  ``spool_dropped``  lost: reports in the oldest spool files, removed to keep the spool
+                 within ``spool_max_size``
   ``unsent_at_close``  left in memory at close without a spool (lost)
   ``lost``       total gone for good (the task metric for dropped reports)
 """
@@ -76,7 +78,8 @@ from definity_spark.delivery.worker import BackgroundWorker
 log = logging.getLogger("definity_spark.delivery")
 
 STAT_KEYS = ("submitted", "sent", "spooled", "queue_full", "network", "rejected",
-             "spool_failed", "io_error", "invalid", "closed", "unsent_at_close", "lost")
+             "spool_failed", "spool_dropped", "io_error", "invalid", "closed",
+             "unsent_at_close", "lost")
 
 # (seq, payload): seq is the submission number, kept in the spool so replay keeps order
 _Item = tuple[int, Any]
@@ -89,6 +92,8 @@ class Delivery:
                  queue_size: int = 10000, abort: threading.Event | None = None) -> None:
         self.transport = transport
         self.spool = spool
+        if spool is not None:
+            spool.on_dropped = lambda n: self._count("spool_dropped", n, lost=True)
         # Set by close(): cuts backoff sleeps (shared with the HTTP transport) and sends
         # whatever the worker still picks up straight to the spool.
         self.abort = abort if abort is not None else threading.Event()
@@ -374,7 +379,8 @@ def make_local_delivery(settings: Any) -> Delivery:
     """A delivery whose worker thread runs in this process."""
     abort = threading.Event()
     transport = make_transport(settings, abort)
-    spool = Spool(settings.spool_dir) if transport.kind == "http" else None
+    spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_size) \
+        if transport.kind == "http" else None
     delivery = Delivery(transport, spool, queue_size=settings.queue_size, abort=abort)
     if spool is not None and settings.replay_spool:
         with contained("delivery.background_replay"):

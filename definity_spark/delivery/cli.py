@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"sent {report.sent} report(s); {report.files_done} file(s) done, "
           f"{report.files_pending} pending, {report.files_live} still being written"
           + (f"; {report.rejected} refused by the server" if report.rejected else "")
+          + (f"; {report.files_skipped} skipped (not a regular file of yours)"
+             if report.files_skipped else "")
           + (f"; {report.corrupt_lines} unreadable line(s) skipped"
              if report.corrupt_lines else ""))
     for detail in report.details:
@@ -82,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
     elif report.stopped_by == "tls":
         print("the server's TLS certificate could not be verified; set "
               "DEFINITY_SERVER_CA_BUNDLE to the CA that signed it", file=sys.stderr)
+    elif report.stopped_by == "unsafe":
+        print("the spool directory is another user's or writable by others: nothing was "
+              "sent from it; use a directory only you can write to (--spool)",
+              file=sys.stderr)
     elif report.stopped_by == "network":
         print("the server could not be reached (or failed); run replay again later",
               file=sys.stderr)

@@ -70,6 +70,7 @@ from definity_spark.delivery.transport import (
     Transport,
 )
 from definity_spark.redaction import mask_url
+from definity_spark.wire import ENDPOINTS
 
 log = logging.getLogger("definity_spark.delivery")
 
@@ -271,6 +272,10 @@ class HttpTransport(Transport):
 
     # ------------------------------------------------------------------ sending
     def send(self, endpoint: str, body: Mapping[str, Any]) -> SendResult:
+        if endpoint not in ENDPOINTS:
+            # The URL is the base URL + the endpoint: anything else (a spool record saying
+            # "@attacker.example/steal") could send the token to another host.
+            return SendResult(INVALID, None, f"not a reporting endpoint: {endpoint[:80]!r}", 0)
         try:
             data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         except (TypeError, ValueError) as exc:

@@ -32,9 +32,10 @@ import json
 import logging
 import os
 import random
+import stat
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +49,7 @@ from definity_spark.delivery.transport import (
     TLS,
     Transport,
 )
+from definity_spark.wire import ENDPOINTS
 
 try:  # POSIX; on other platforms files are never considered live
     import fcntl
@@ -74,20 +76,83 @@ def ensure_dir(spool_dir: str) -> str:
     return path
 
 
+def unsafe_dir(spool_dir: str) -> str | None:
+    """Why ``spool_dir`` must not be replayed from, or None: a directory another user owns
+    or may write to could hold records planted to send the token elsewhere or to inject
+    reports."""
+    try:
+        st = os.stat(spool_dir)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"not readable ({type(exc).__name__})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"owned by another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
 def _record_line(record: Mapping[str, Any]) -> bytes:
     return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
-class Spool:
-    """The writer side: one open file per task, appended to by the delivery."""
+def _dir_size(directory: str) -> int:
+    """Bytes of the spool files (and cursors) in ``directory``."""
+    total = 0
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.endswith((SUFFIX, CURSOR_SUFFIX)):
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                pass
+    return total
 
-    def __init__(self, spool_dir: str) -> None:
+
+def pending_count(path: str, data: bytes | None = None) -> int:
+    """How many reports of a spool file are still to be sent (unacked, past the cursor)."""
+    if data is None:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    records, _ = read_records(data)
+    return max(0, len(records) - read_cursor(path))
+
+
+class Spool:
+    """The writer side: one open file per task, appended to by the delivery.
+
+    ``max_bytes`` bounds the directory: to make room, the oldest whole files (other
+    processes' idle files, then this writer's files of other tasks) are removed and the
+    reports in them counted through ``on_dropped``; a task whose own file alone fills the
+    bound gets no more records (``append`` returns False), so that its file keeps a prefix
+    of the task. Both are logged once.
+    """
+
+    def __init__(self, spool_dir: str, max_bytes: int | None = None) -> None:
         self.spool_dir = os.path.abspath(os.path.expanduser(spool_dir))
+        self.max_bytes = max_bytes
+        # called with the number of reports removed to make room (under the spool's lock)
+        self.on_dropped: Callable[[int], None] | None = None
         self._lock = threading.Lock()
         self._files: dict[str, tuple[int, str]] = {}
         self._stamp = _new_stamp()
         self._pid = os.getpid()
         self._error_logged = False
+        self._drop_logged = False
+        self._full_logged = False
+        self._dir_checked = False
+        self._used: int | None = None  # bytes in the directory, as far as this writer knows
+        self._torn: set[str] = set()  # tasks whose file may end in a partial line
+        # tasks refused for lack of room: nothing later of theirs either, so that what
+        # the spool holds of a task is always a prefix of it (no hole in the middle)
+        self._full: set[str] = set()
 
     def path_for(self, task_id: str) -> str | None:
         entry = self._files.get(task_id)
@@ -103,10 +168,20 @@ class Spool:
             self._files = {}
             self._stamp = _new_stamp()
             self._pid = os.getpid()
+            self._used = None
+            self._full = set()
+            self._torn = set()
         entry = self._files.get(task_id)
         if entry is not None:
             return entry[0]
         directory = ensure_dir(self.spool_dir)
+        if not self._dir_checked:
+            self._dir_checked = True
+            problem = unsafe_dir(directory)
+            if problem:
+                log.warning("definity-spark: the spool directory %s is %s; `definity-spark "
+                            "replay` refuses to send from it (set spark.definity.spool.dir "
+                            "to a directory of your own)", directory, problem)
         path = os.path.join(directory, f"{self._stamp}__{safe_name(task_id)}{SUFFIX}")
         fd = open_private(path)
         if fcntl is not None:
@@ -120,12 +195,14 @@ class Spool:
     def append(self, task_id: str, records: Sequence[Mapping[str, Any]]) -> bool:
         """Append records (``{"seq", "endpoint", "body"}`` or ``{"ack"}``) durably.
 
-        One write per line, one fsync per call. False (logged once) if the disk refused.
+        One write and one fsync per call. False (logged once) if the disk refused or the
+        bound leaves no room; a write that failed half-way (disk full, file size limit) is
+        cut off again, so that it never corrupts the next record.
         """
         if not records:
             return True
         try:
-            lines = [_record_line(record) for record in records]
+            data = b"".join(_record_line(record) for record in records)
         except (TypeError, ValueError) as exc:  # not JSON-serialisable: a bug upstream
             log.warning("definity-spark: a report could not be serialised for the spool "
                         "(%s: %s); dropped", type(exc).__name__, exc)
@@ -133,9 +210,11 @@ class Spool:
         try:
             with self._lock:
                 fd = self._fd_for(task_id)
-                for line in lines:
-                    write_line(fd, line)
-                os.fsync(fd)
+                if not self._make_room(task_id, len(data)):
+                    return False
+                self._write(task_id, fd, data)
+                if self._used is not None:
+                    self._used += len(data)
             return True
         except OSError as exc:
             if not self._error_logged:
@@ -144,6 +223,110 @@ class Spool:
                           "that cannot be delivered are lost", self.spool_dir,
                           type(exc).__name__, exc)
             return False
+
+    def _write(self, task_id: str, fd: int, data: bytes) -> None:
+        if task_id in self._torn:
+            data = b"\n" + data  # a partial line may end the file: keep it on its own
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            write_line(fd, data)
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, start)  # back to the last whole record
+                self._torn.discard(task_id)
+            except OSError:
+                self._torn.add(task_id)
+            raise
+        self._torn.discard(task_id)
+
+    # ------------------------------------------------------------------ the bound
+    def _make_room(self, task_id: str, needed: int) -> bool:
+        """True when ``needed`` more bytes fit in the bound, after removing the oldest
+        whole files other than this task's if that is what it takes."""
+        if self.max_bytes is None:
+            return True
+        if task_id in self._full:
+            return False
+        if self._used is not None and self._used + needed <= self.max_bytes:
+            return True
+        self._used = _dir_size(self.spool_dir)  # other writers and replays change it
+        if self._used + needed <= self.max_bytes:
+            return True
+        current = self.path_for(task_id)
+        ours = {path: task for task, (_, path) in self._files.items()}
+        reports = files = 0
+        for path in spool_files(self.spool_dir):
+            if self._used + needed <= self.max_bytes:
+                break
+            if path == current:
+                continue
+            removed = self._drop(path, ours.get(path))
+            if removed is not None:
+                reports += removed[0]
+                files += 1
+                self._used = max(0, self._used - removed[1])
+        if files:
+            if self.on_dropped is not None and reports:
+                self.on_dropped(reports)
+            if not self._drop_logged:
+                self._drop_logged = True
+                log.warning("definity-spark: the spool %s reached its bound "
+                            "(spark.definity.spool.maxSize, %d bytes): the %d oldest file(s) "
+                            "were removed, %d report(s) in them are lost; further removals "
+                            "are counted, not logged", self.spool_dir, self.max_bytes, files,
+                            reports)
+        if self._used + needed <= self.max_bytes:
+            return True
+        self._full.add(task_id)
+        if not self._full_logged:
+            self._full_logged = True
+            log.error("definity-spark: the spool %s is full (spark.definity.spool.maxSize, "
+                      "%d bytes) with the reports of task %s alone; its later reports that "
+                      "cannot be delivered are lost", self.spool_dir, self.max_bytes, task_id)
+        return False
+
+    def _drop(self, path: str, own_task: str | None) -> tuple[int, int] | None:
+        """Remove one spool file (and its cursor): (reports lost, bytes freed), or None when
+        it is still being written by another process."""
+        if own_task is not None:
+            fd, _ = self._files.pop(own_task)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            return self._remove_counted(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return None
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    return None  # a running application's file
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return self._remove_counted(path)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _remove_counted(path: str) -> tuple[int, int]:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            lost = pending_count(path, data)
+        except OSError:
+            data, lost = b"", 0
+        freed = len(data)
+        try:
+            freed += os.path.getsize(path + CURSOR_SUFFIX)
+        except OSError:
+            pass
+        _remove(path)
+        return lost, freed
 
     def close(self) -> None:
         with self._lock:
@@ -165,10 +348,12 @@ class ReplayReport:
     files_done: int = 0
     files_pending: int = 0
     files_live: int = 0
+    files_skipped: int = 0  # not a regular file of this user's (a FIFO, a link...)
     sent: int = 0
     rejected: int = 0
     corrupt_lines: int = 0
-    # why replay stopped early: "network", "auth", "misdirected", "tls", "aborted" or ""
+    # why replay stopped early: "network", "auth", "misdirected", "tls", "aborted",
+    # "unsafe" (the directory is another user's or writable by others) or ""
     stopped_by: str = ""
     details: list[str] = field(default_factory=list)
     abort: threading.Event | None = field(default=None, repr=False, compare=False)
@@ -180,25 +365,41 @@ class ReplayReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "files_done": self.files_done, "files_pending": self.files_pending,
-            "files_live": self.files_live, "sent": self.sent, "rejected": self.rejected,
+            "files_live": self.files_live, "files_skipped": self.files_skipped,
+            "sent": self.sent, "rejected": self.rejected,
             "corrupt_lines": self.corrupt_lines, "stopped_by": self.stopped_by,
         }
 
 
 def spool_files(spool_dir: str) -> list[str]:
-    """Spool files in time order (their names start with the creation stamp)."""
+    """Spool files in time order (their names start with the creation stamp): regular
+    files only, a FIFO or a link named like one is not a spool file."""
     directory = os.path.abspath(os.path.expanduser(spool_dir))
     try:
-        names = os.listdir(directory)
+        entries = list(os.scandir(directory))
     except OSError:
         return []
-    return [os.path.join(directory, n) for n in sorted(names)
-            if n.endswith(SUFFIX) and "__" in n and not n.startswith(".")]
+    out = []
+    for entry in entries:
+        name = entry.name
+        if not (name.endswith(SUFFIX) and "__" in name and not name.startswith(".")):
+            continue
+        try:
+            regular = entry.is_file(follow_symlinks=False)
+        except OSError:
+            regular = False
+        if regular:
+            out.append(entry.path)
+        else:
+            log.warning("definity-spark: %s is named like a spool file but is not a regular "
+                        "file; ignored", entry.path)
+    return sorted(out)
 
 
 def read_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
     """The payload records of a spool file in send order (acked ones removed), and the
-    number of lines that could not be read (a torn last line after a crash)."""
+    number of lines that could not be read (a torn last line after a crash, or a record
+    whose endpoint is not one of the four of the reporting API: never sent)."""
     payloads: list[dict[str, Any]] = []
     acked = set()
     corrupt = 0
@@ -218,7 +419,7 @@ def read_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
             corrupt += 1
         elif "ack" in record:
             acked.add(record["ack"])
-        elif isinstance(record.get("body"), dict) and isinstance(record.get("endpoint"), str):
+        elif isinstance(record.get("body"), dict) and record.get("endpoint") in ENDPOINTS:
             payloads.append(record)
         else:
             corrupt += 1
@@ -240,7 +441,8 @@ def write_cursor(path: str, accepted: int) -> None:
     """Replace the cursor atomically: write a temporary file, fsync, rename."""
     target = path + CURSOR_SUFFIX
     tmp = f"{target}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
+                 0o600)
     try:
         write_line(fd, json.dumps({"accepted": accepted}).encode("utf-8"))
         os.fsync(fd)
@@ -267,6 +469,15 @@ def replay_with(transport: Transport, spool_dir: str,
     A payload the server refuses for good (4xx other than 401/403) is skipped and counted.
     """
     report = ReplayReport(abort=abort)
+    problem = unsafe_dir(os.path.abspath(os.path.expanduser(spool_dir)))
+    if problem:
+        report.stopped_by = "unsafe"
+        report.files_pending = len(spool_files(spool_dir))
+        report.details.append(f"the spool directory {spool_dir} is {problem}")
+        log.error("definity-spark: not replaying %s: the directory is %s (records in it could "
+                  "send the token elsewhere); move your spool files to a directory only you "
+                  "can write to", spool_dir, problem)
+        return report
     for path in list(files) if files is not None else spool_files(spool_dir):
         if abort is not None and abort.is_set():
             report.stopped_by = report.stopped_by or "aborted"
@@ -284,10 +495,21 @@ def replay_with(transport: Transport, spool_dir: str,
 
 def _replay_file(transport: Transport, path: str, report: ReplayReport) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NONBLOCK: a FIFO put here meanwhile must not hang the replay; O_NOFOLLOW: nor
+        # a link lead it elsewhere
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         return  # replayed meanwhile by someone else
+    except OSError as exc:
+        report.files_skipped += 1
+        log.warning("definity-spark: %s skipped: %s", path, exc)
+        return
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            report.files_skipped += 1
+            log.warning("definity-spark: %s skipped: not a regular file of this user's", path)
+            return
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -303,7 +525,8 @@ def _replay_file(transport: Transport, path: str, report: ReplayReport) -> None:
         records, corrupt = read_records(data)
         if corrupt:
             report.corrupt_lines += corrupt
-            log.warning("definity-spark: %d unreadable line(s) in %s skipped", corrupt, path)
+            log.warning("definity-spark: %d unreadable line(s) in %s skipped (torn, not JSON, "
+                        "or not for a reporting endpoint)", corrupt, path)
         accepted = min(read_cursor(path), len(records))
         name = os.path.basename(path)
         while accepted < len(records):
