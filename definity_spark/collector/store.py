@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -113,6 +114,31 @@ def default_db_path() -> str:
     return os.path.join(base, "definity-spark", "collector.db")
 
 
+def _create_private(path: str) -> None:
+    """The database file (and a new directory for it) private to the user, like the spool:
+    it holds table names, queries and schemas. SQLite gives its -wal/-shm files the mode of
+    the database file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    os.close(fd)
+    _make_private(path)
+
+
+def _make_private(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_IMODE(st.st_mode) & 0o077 and (not hasattr(os, "getuid")
+                                             or st.st_uid == os.getuid()):
+        try:
+            os.chmod(path, 0o600)  # an older file, made before the collector did this
+        except OSError:
+            pass
+
+
 def utc_now() -> str:
     now = _dt.datetime.now(_dt.timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
@@ -132,8 +158,7 @@ class Store:
     def __init__(self, path: str) -> None:
         self.path = path
         if path != ":memory:":
-            directory = os.path.dirname(os.path.abspath(path))
-            os.makedirs(directory, exist_ok=True)
+            _create_private(path)
         self._lock = threading.RLock()
         # check_same_thread=False: request threads share this connection under self._lock.
         self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0,
@@ -145,6 +170,9 @@ class Store:
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
+        if path != ":memory:":
+            for side in ("-wal", "-shm", "-journal"):
+                _make_private(path + side)
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     # -- writing -----------------------------------------------------------------------
