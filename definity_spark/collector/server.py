@@ -52,6 +52,11 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_CONNECTIONS = 64  # served at once; more get a 503 and are closed
 IDLE_TIMEOUT = 60.0  # seconds a connection may wait between requests (or within one)
 _MAX_TRAILER_LINES = 32
+# A payload's idempotency key (the plugin's "<random prefix>-<seq>"): a request whose key
+# the collector already holds is answered 200 and not stored again.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 200
+_KEY = re.compile(rf"^[!-~]{{1,{MAX_KEY_LENGTH}}}$")
 _CHUNK_SIZE_LINE = re.compile(rb"^([0-9A-Fa-f]{1,8})[ \t]*(?:;[^\r\n]*)?\r?\n$")
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _JSON_TYPE = "application/json; charset=utf-8"
@@ -302,8 +307,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"unknown endpoint {endpoint!r}; reporting endpoints are "
                              f"{', '.join(wire.ENDPOINTS)}")
             return
-        delay = collector._delay
-        if delay > 0:
+        key = self.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and not _KEY.match(key):
+            self._error(400, f"{IDEMPOTENCY_HEADER} must be 1-{MAX_KEY_LENGTH} visible ASCII "
+                             "characters")
+            return
+        delay, after_store = collector._delay, collector._delay_after_store
+        if delay > 0 and not after_store:
             time.sleep(delay)
         fault = collector._take_fault(endpoint)
         if fault is not None:
@@ -323,8 +333,16 @@ class _Handler(BaseHTTPRequestHandler):
             logger.info("collector: rejected %s: %s", endpoint, exc)
             self._error(400, str(exc))
             return
-        seq = collector.store.add(endpoint, raw, body, source="http",
-                                  content_type=self.headers.get("Content-Type"))
+        seq, duplicate = collector.store.add_once(
+            endpoint, raw, body, source="http", content_type=self.headers.get("Content-Type"),
+            key=key)
+        if delay > 0 and after_store and not duplicate:
+            time.sleep(delay)  # stored, answered late: the client may have given up
+        if duplicate:
+            logger.info("collector: dropped a duplicate %s (task %s, key %s, first seq %d)",
+                        endpoint, body.get("task_id"), key, seq)
+            self._send(200, b'{"ok": true, "seq": %d, "duplicate": true}' % seq, _JSON_TYPE)
+            return
         collector._notify()
         logger.info("collector: accepted %s (task %s, seq %d)", endpoint, body.get("task_id"), seq)
         # == _json(200, {"ok": True, "seq": seq}), without the encoder on the hot path
@@ -430,6 +448,7 @@ class Collector:
         self._faults: collections.deque[_Fault] = collections.deque()
         self._faults_lock = threading.Lock()
         self._delay = 0.0
+        self._delay_after_store = False
         self._requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=10000)
 
     def __repr__(self) -> str:
@@ -538,33 +557,43 @@ class Collector:
     # -- import --------------------------------------------------------------------------
 
     def add(self, endpoint: str, body: Any, raw: bytes | None = None,
-            source: str = "api") -> int:
-        """Validate and store one payload without HTTP (the ``--load`` path); return seq.
+            source: str = "api", key: str | None = None) -> int:
+        """Validate and store one payload without HTTP (the ``--load`` path); return seq
+        (the first copy's when ``key`` is already stored: nothing is stored then).
 
         Raises ``PayloadError`` for an invalid payload. Works before ``start()`` too.
         """
-        if self.store is None:
-            self.store = Store(self.db_path)
         if raw is None:
             raw = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return self._add_once(endpoint, raw, source, key)[0]
+
+    def _add_once(self, endpoint: str, raw: bytes, source: str,
+                  key: str | None) -> tuple[int, bool]:
+        if self.store is None:
+            self.store = Store(self.db_path)
         if endpoint not in wire.ENDPOINTS:
             raise PayloadError(f"unknown endpoint {endpoint!r}; expected one of "
                                f"{', '.join(wire.ENDPOINTS)}")
         parsed = parse_body(raw)
         validate(endpoint, parsed)
-        seq = self.store.add(endpoint, raw, parsed, source=source)
-        self._notify()
-        return seq
+        if key is not None and not _KEY.match(str(key)):
+            raise PayloadError(f"key must be 1-{MAX_KEY_LENGTH} visible ASCII characters")
+        seq, duplicate = self.store.add_once(endpoint, raw, parsed, source=source, key=key)
+        if not duplicate:
+            self._notify()
+        return seq, duplicate
 
     def load_file(self, path: str) -> tuple[int, list[tuple[int, str]]]:
         """Import a JSONL events file (the plugin's file transport / spool format).
 
         Each non-blank line is ``{"endpoint": "/log/...", "body": {...}}``
-        (``wire.envelope()``), validated like an HTTP request. Returns (payloads stored,
+        (``wire.envelope()``, plus the payload's ``"key"`` when the plugin wrote it: a line
+        whose key is already held is not stored again), validated like an HTTP request.
+        Returns (payloads stored,
         [(line number, error message)] of lines rejected); a bad line never stops the import.
         Raises ``OSError`` if the file cannot be read.
         """
-        loaded = 0
+        loaded = duplicates = 0
         rejected: list[tuple[int, str]] = []
         source = "load:" + os.path.abspath(path)
         with open(path, "rb") as handle:
@@ -579,11 +608,18 @@ class Collector:
                         raise PayloadError('line must be {"endpoint": "/log/...", "body": {...}}'
                                            f"; got keys {sorted(record)}") from None
                     raw = json.dumps(payload.body, ensure_ascii=False).encode("utf-8")
-                    self.add(payload.endpoint, payload.body, raw=raw,
-                             source=f"{source}:{number}")
-                    loaded += 1
+                    key = record.get("key")
+                    _, duplicate = self._add_once(payload.endpoint, raw, f"{source}:{number}",
+                                                  key if isinstance(key, str) else None)
+                    if duplicate:
+                        duplicates += 1
+                    else:
+                        loaded += 1
                 except PayloadError as exc:
                     rejected.append((number, str(exc)))
+        if duplicates:
+            logger.info("collector: %d line(s) of %s already held (same key): not stored "
+                        "again", duplicates, path)
         if rejected:
             logger.warning("collector: %d line(s) of %s rejected (first: line %d: %s)",
                            len(rejected), path, rejected[0][0], rejected[0][1])
@@ -598,9 +634,13 @@ class Collector:
             for _ in range(count):
                 self._faults.append(_Fault(status, retry_after, endpoint))
 
-    def set_delay(self, seconds: float) -> None:
-        """Sleep this long before answering each POST (to exercise client timeouts)."""
+    def set_delay(self, seconds: float, after_store: bool = False) -> None:
+        """Sleep this long before answering each POST (to exercise client timeouts).
+        ``after_store``: store the payload first, then wait, and only for a payload that
+        was stored (not for a duplicate): a server that took each request but answered
+        after the client gave up, and answers its retry at once."""
         self._delay = max(0.0, float(seconds))
+        self._delay_after_store = bool(after_store)
 
     def requests(self) -> list[dict[str, Any]]:
         """Every request answered so far: method, path, status, at (oldest first)."""

@@ -8,6 +8,10 @@ Policies (docs/reliability.md has the long form):
 
 * ``submit`` never blocks and never touches the network: it numbers the payload and puts
   it on the queue. One worker thread sends in submission order.
+* Every payload has an idempotency key, ``<random prefix of this Delivery>-<seq>``: sent
+  as ``Idempotency-Key`` on every try, kept in the spool record so that replay and
+  recovery resend the same one. Two deliveries of one task (the helper's and the driver's
+  fallback) never share a prefix, nor does a forked child with its parent.
 * Queue full (``queue_size``): the payload is written to the task's spool file on the
   caller's thread (one small append + fsync, no network) and the task switches to the
   spool to keep its order; counted as ``queue_full``. Without a spool (file transport) the
@@ -46,6 +50,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import secrets
 import threading
 import time
 import weakref
@@ -99,6 +104,7 @@ class Delivery:
         self.abort = abort if abort is not None else threading.Event()
         self._worker: BackgroundWorker[_Item] = BackgroundWorker(self._process, queue_size)
         self._seq = itertools.count(1)
+        self._key_prefix = _new_key_prefix()
         self._stats: dict[str, int] = {k: 0 for k in STAT_KEYS}
         self._stats_lock = threading.Lock()
         # Held by the worker from the moment a payload is in flight until its outcome is
@@ -118,6 +124,8 @@ class Delivery:
         self._flight_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._inflight = None
+        # the child numbers on from the parent's count: its keys need their own prefix
+        self._key_prefix = _new_key_prefix()
 
     # ------------------------------------------------------------------ public API
     def submit(self, payload: Any) -> bool:
@@ -179,6 +187,10 @@ class Delivery:
     def describe(self) -> str:
         return self.transport.describe()
 
+    def key(self, seq: int) -> str:
+        """The idempotency key of this delivery's payload number ``seq``."""
+        return f"{self._key_prefix}-{seq}"
+
     # ------------------------------------------------------------------ closing
     def _close(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -236,7 +248,7 @@ class Delivery:
         with self._flight_lock:
             self._inflight = item
         try:
-            result = self.transport.send(endpoint, body)
+            result = self.transport.send(endpoint, body, key=self.key(seq))
         except Exception as exc:  # noqa: BLE001 - a transport bug counts as a failed send
             result = SendResult(NETWORK, None, f"{type(exc).__name__}: {exc}", 0)
         with self._flight_lock:
@@ -312,7 +324,7 @@ class Delivery:
         for seq, endpoint, body in prepared:
             task_id = str(body.get("task_id", ""))
             by_task.setdefault(task_id, []).append(
-                {"seq": seq, "endpoint": endpoint, "body": body})
+                {"seq": seq, "key": self.key(seq), "endpoint": endpoint, "body": body})
         ok = True
         for task_id, records in by_task.items():
             self._spooling_tasks.add(task_id)
@@ -330,6 +342,11 @@ class Delivery:
             self._stats[key] = self._stats.get(key, 0) + n
             if lost:
                 self._stats["lost"] += n
+
+
+def _new_key_prefix() -> str:
+    """64 random bits: the idempotency keys of two deliveries never meet."""
+    return secrets.token_hex(8)
 
 
 # Deliveries of this process (``Delivery`` and ``process.ProcessDelivery``), reset in a

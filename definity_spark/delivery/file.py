@@ -78,8 +78,10 @@ class FileTransport(Transport):
             return self.events_file
         return os.path.join(events_dir(self.spool_dir), safe_name(task_id) + ".jsonl")
 
-    def send(self, endpoint: str, body: Mapping[str, Any]) -> SendResult:
+    def send(self, endpoint: str, body: Mapping[str, Any],
+             key: str | None = None) -> SendResult:
         path = self.path_for(str(body.get("task_id", "")))
+        # (no key here: nothing is retried into this file; its lines are wire.envelope's)
         try:
             line = json.dumps({"endpoint": endpoint, "body": body}, separators=(",", ":"),
                               ensure_ascii=False) + "\n"

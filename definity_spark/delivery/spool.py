@@ -6,7 +6,8 @@ processes never share a file; ``task`` is the file-name-safe task id, the real o
 the bodies). Directory mode 0700, file mode 0600.
 
 Records, one JSON object per line:
-  ``{"seq": 7, "endpoint": "/log/tf", "body": {...}}``  a payload (``wire.envelope`` + seq)
+  ``{"seq": 7, "key": "9f2c...-7", "endpoint": "/log/tf", "body": {...}}``  a payload
+                  (``wire.envelope`` + seq + its idempotency key, resent as it was)
   ``{"ack": 7}``  payload 7 was delivered after all (it was in flight when the delivery
                   closed and got spooled, then the server answered 2xx)
 
@@ -429,6 +430,18 @@ def read_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
     return payloads, corrupt
 
 
+def record_key(file_name: str, record: Mapping[str, Any], index: int) -> str:
+    """The idempotency key to send a spool record with: the one it was spooled with, or,
+    for a record of an older version without one, a key made from its file and number
+    (the same at every replay of that file)."""
+    key = record.get("key")
+    if isinstance(key, str) and key:
+        return key
+    seq = record.get("seq")
+    stem = file_name[:-len(SUFFIX)] if file_name.endswith(SUFFIX) else file_name
+    return f"spool-{stem}-{seq if isinstance(seq, int) else f'n{index}'}"
+
+
 def read_cursor(path: str) -> int:
     try:
         with open(path + CURSOR_SUFFIX, encoding="utf-8") as fh:
@@ -535,7 +548,8 @@ def _replay_file(transport: Transport, path: str, report: ReplayReport) -> None:
                 report.files_pending += 1
                 return
             record = records[accepted]
-            result = transport.send(record["endpoint"], record["body"])
+            result = transport.send(record["endpoint"], record["body"],
+                                    key=record_key(name, record, accepted))
             if result.outcome == SENT:
                 report.sent += 1
             elif result.outcome == REJECTED:
