@@ -218,8 +218,9 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "must exist.", doc_default="the system / `requests` CAs", must_exist=True),
     _S("verify_tls", "spark.definity.server.verifyTls", "DEFINITY_SERVER_VERIFY_TLS", BOOL,
        True, "Verify the server's TLS certificate. `false` is insecure (testing only)."),
-    _S("replay_spool", "spark.definity.spool.replay", "DEFINITY_SPOOL_REPLAY", BOOL, False,
-       "At activation, replay older spool files in the background."),
+    _S("replay_spool", "spark.definity.spool.replay", "DEFINITY_SPOOL_REPLAY", BOOL, True,
+       "At activation, send the older, idle spool files meant for the same server in the "
+       "background (docs/reliability.md, \"Replay\")."),
     _S("redaction_regex", "spark.definity.redaction.regex", "DEFINITY_REDACTION_REGEX", REGEX,
        None,
        "Regex (Python syntax, searched in option and URL parameter names) whose matches "

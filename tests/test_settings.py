@@ -130,7 +130,7 @@ def test_defaults():
     assert s.normalize_s3 is True and s.trim_partition_dirs is True
     assert s.extraction_budget_ms == 2000 and s.max_plan_nodes == 20000
     assert s.ca_bundle is None and s.verify_tls is True
-    assert s.replay_spool is False
+    assert s.replay_spool is True  # issue 20: on by default (docs/reliability.md, Replay)
     assert s.redaction_regex is None
     assert set(s.sources.values()) == {"default"}
 

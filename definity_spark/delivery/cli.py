@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Any
 
-from definity_spark.delivery.spool import replay, spool_files
+from definity_spark.delivery.spool import destination_of, file_destination, replay, spool_files
 from definity_spark.redaction import mask_url
 
 
@@ -62,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"replaying {len(files)} spool file(s) from {settings.spool_dir} "
           f"to {mask_url(settings.server_url)}")
+    mine = destination_of(settings.server_url)
+    elsewhere = sorted({d for d in map(file_destination, files) if d and d != mine})
+    if elsewhere:
+        # the user named the server: send them (the server may have moved), but say so
+        print("  note: some files were spooled for another server: "
+              + ", ".join(mask_url(d) or "" for d in elsewhere))
     report = replay(settings.spool_dir, settings.server_url, settings.token,
                     timeout=settings.server_timeout, attempts=settings.server_attempts,
                     attempt_sleep=settings.server_attempt_sleep,

@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from definity_spark.delivery.file import open_private, safe_name, write_line
 from definity_spark.delivery.transport import (
@@ -96,6 +97,36 @@ def unsafe_dir(spool_dir: str) -> str | None:
     return None
 
 
+def destination_of(server_url: str | None) -> str | None:
+    """The server a spool file is meant for, as recorded in its first line:
+    ``scheme://host[:port]/path`` in lower case, never the URL's user-info."""
+    if not server_url:
+        return None
+    try:
+        parts = urlsplit(server_url.strip())
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    netloc = host if port in (None, default) else f"{host}:{port}"
+    return f"{parts.scheme.lower()}://{netloc}{parts.path.rstrip('/')}"
+
+
+def file_destination(path: str) -> str | None:
+    """The destination in a spool file's first line, or None (an older file, or none)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(4096)
+        record = json.loads(first.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    dest = record.get("dest") if isinstance(record, dict) else None
+    return dest if isinstance(dest, str) else None
+
+
 def _record_line(record: Mapping[str, Any]) -> bytes:
     return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -136,9 +167,15 @@ class Spool:
     of the task. Both are logged once.
     """
 
-    def __init__(self, spool_dir: str, max_bytes: int | None = None) -> None:
+    def __init__(self, spool_dir: str, max_bytes: int | None = None,
+                 destination: str | None = None) -> None:
         self.spool_dir = os.path.abspath(os.path.expanduser(spool_dir))
         self.max_bytes = max_bytes
+        # the server the reports were meant for, first line of each file (replay at a later
+        # activation only sends files of its own server)
+        self._header = _record_line({"dest": destination_of(destination)}) \
+            if destination else b""
+        self._fresh: set[str] = set()  # tasks whose file has no header line yet
         # called with the number of reports removed to make room (under the spool's lock)
         self.on_dropped: Callable[[int], None] | None = None
         self._lock = threading.Lock()
@@ -154,6 +191,8 @@ class Spool:
         # tasks refused for lack of room: nothing later of theirs either, so that what
         # the spool holds of a task is always a prefix of it (no hole in the middle)
         self._full: set[str] = set()
+        self._closed = False
+        self._closed_paths: dict[str, str] = {}  # after close: where each task's file is
 
     def path_for(self, task_id: str) -> str | None:
         entry = self._files.get(task_id)
@@ -191,6 +230,8 @@ class Spool:
             except OSError:
                 pass  # a lock we cannot take only means replay may treat the file as idle
         self._files[task_id] = (fd, path)
+        if self._header:
+            self._fresh.add(task_id)
         return fd
 
     def append(self, task_id: str, records: Sequence[Mapping[str, Any]]) -> bool:
@@ -210,10 +251,15 @@ class Spool:
             return False
         try:
             with self._lock:
+                if self._closed:
+                    return self._append_closed(task_id, data)
                 fd = self._fd_for(task_id)
+                if task_id in self._fresh:
+                    data = self._header + data
                 if not self._make_room(task_id, len(data)):
                     return False
                 self._write(task_id, fd, data)
+                self._fresh.discard(task_id)
                 if self._used is not None:
                     self._used += len(data)
             return True
@@ -240,6 +286,58 @@ class Spool:
                 self._torn.add(task_id)
             raise
         self._torn.discard(task_id)
+
+    def _append_closed(self, task_id: str, data: bytes) -> bool:
+        """After ``close``: a late record (the ack of a request that was in flight) goes
+        into the task's file without keeping it open (nor locked); never a new file."""
+        path = self._closed_paths.get(task_id)
+        if path is None or self._pid != os.getpid():
+            return False
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return False  # replayed and removed meanwhile
+        try:
+            self._write(task_id, fd, data)
+        finally:
+            os.close(fd)
+        return True
+
+    def pending(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's spooled reports not delivered yet (unacked), in ``seq`` order."""
+        with self._lock:
+            path = self.path_for(task_id)
+        if path is None:
+            return []
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        return read_records(data)[0]
+
+    def discard(self, task_id: str) -> None:
+        """The task's file is fully delivered: close and remove it (and its cursor)."""
+        with self._lock:
+            entry = self._files.pop(task_id, None)
+            self._fresh.discard(task_id)
+            self._torn.discard(task_id)
+            self._full.discard(task_id)
+            if entry is None:
+                return
+            fd, path = entry
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            try:
+                freed = os.path.getsize(path)
+            except OSError:
+                freed = 0
+            _remove(path)
+            if self._used is not None:
+                self._used = max(0, self._used - freed)
 
     # ------------------------------------------------------------------ the bound
     def _make_room(self, task_id: str, needed: int) -> bool:
@@ -332,6 +430,8 @@ class Spool:
     def close(self) -> None:
         with self._lock:
             files, self._files = self._files, {}
+            self._closed = True
+            self._closed_paths.update({task: path for task, (_, path) in files.items()})
         if self._pid != os.getpid():
             return
         for fd, _ in files.values():
@@ -418,6 +518,8 @@ def read_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
             continue
         if not isinstance(record, dict):
             corrupt += 1
+        elif "dest" in record and len(record) == 1:
+            continue  # the header: which server the file's reports were meant for
         elif "ack" in record:
             acked.add(record["ack"])
         elif isinstance(record.get("body"), dict) and record.get("endpoint") in ENDPOINTS:
@@ -583,8 +685,10 @@ def replay(
     verify_tls: bool = True,
     ca_bundle: str | None = None,
     abort: threading.Event | None = None,
+    files: Iterable[str] | None = None,
 ) -> ReplayReport:
-    """Send the spooled tasks of ``spool_dir`` to ``server_url``; remove what was accepted."""
+    """Send the spooled tasks of ``spool_dir`` (or only ``files`` of it) to ``server_url``;
+    remove what was accepted."""
     from definity_spark.delivery.http import HttpTransport
     from definity_spark.redaction import mask_url
 
@@ -592,7 +696,7 @@ def replay(
                               attempt_sleep=attempt_sleep, verify_tls=verify_tls,
                               ca_bundle=ca_bundle, abort=abort)
     try:
-        report = replay_with(transport, spool_dir, abort=abort)
+        report = replay_with(transport, spool_dir, abort=abort, files=files)
     finally:
         transport.close()
     level = logging.INFO if report.complete else logging.WARNING
@@ -602,12 +706,21 @@ def replay(
 
 
 def start_background_replay(settings: Any, abort: threading.Event) -> threading.Thread | None:
-    """At activation (``replay_spool``): replay older, idle spool files on a daemon thread.
+    """At activation (``replay_spool``): replay older, idle spool files of the same server
+    on a daemon thread.
 
-    Files of running applications (this one included) are locked and skipped. ``abort``
-    (the delivery's) stops it between payloads and cuts its backoff sleeps at close.
+    Only files whose first line names this activation's server (``destination_of``) are
+    sent: a file spooled for another server (a dev server, a moved one) or by an older
+    version waits for an explicit ``definity-spark replay``. Files of running applications
+    (this one included) are locked and skipped. ``abort`` (the delivery's) stops it between
+    payloads and cuts its backoff sleeps at close.
     """
-    if not settings.server_url or not spool_files(settings.spool_dir):
+    if not settings.server_url:
+        return None
+    mine = destination_of(settings.server_url)
+    files = [path for path in spool_files(settings.spool_dir)
+             if file_destination(path) == mine]
+    if not files:
         return None
 
     def run() -> None:
@@ -615,7 +728,7 @@ def start_background_replay(settings: Any, abort: threading.Event) -> threading.
             replay(settings.spool_dir, settings.server_url, settings.token,
                    timeout=settings.server_timeout, attempts=settings.server_attempts,
                    attempt_sleep=settings.server_attempt_sleep, verify_tls=settings.verify_tls,
-                   ca_bundle=settings.ca_bundle, abort=abort)
+                   ca_bundle=settings.ca_bundle, abort=abort, files=files)
         except Exception:  # noqa: BLE001 - a background thread must not die loudly
             log.warning("definity-spark: background replay failed", exc_info=True)
 
