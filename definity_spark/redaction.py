@@ -7,6 +7,10 @@ program before it becomes a payload, a log line, a spool record or ``doctor`` ou
   the text: the password of ``user:pass@`` (and Oracle's ``user/pass@``), and the value
   of every ``?query`` / ``&``, ``;params`` or ``:params`` parameter whose name matches
   the redaction regex or is a well-known credential name (``pwd``, ``passwd``, ``sig``, ...).
+  Where user-info ends is ``userinfo_at``'s business (shared with ``lineage.naming``): a
+  password may hold ``? ; / # @`` and blanks.
+* ``mask_url(url)``: a URL for display (``doctor``, ``replay``, warnings): user-info as
+  ``***``, with or without a scheme, and sensitive parameters redacted.
 * ``redact_options(mapping)``: DataFrame reader/writer options: values of keys that match
   the regex become ``*********(redacted)``; other string values go through
   ``redact_string`` (a ``url`` option carries ``password=`` in its query, a ``query``
@@ -27,10 +31,12 @@ effective one (``spark.definity.redaction.regex`` > ``spark.redaction.regex`` > 
 The replacement text is Spark's own, ``*********(redacted)``, so redacted values look
 the same in the Spark UI and in Definity.
 
-Deliberate limits, in the safe direction: a password containing ``@`` may take part of a
-host with it; a user name without a password (``user@host``) is kept; secrets shorter
-than ``MIN_SECRET_LEN`` characters are not searched as free text (they would shred
-ordinary words), but they are still redacted where they appear as a credential value.
+Deliberate limits, in the safe direction: an ``@`` later in a URL (a path
+``hdfs://nn:8020/u/bob@corp``) may be taken for the end of a password and take part of the
+path with it; a user name without a password (``user@host``) is kept; names ending in
+``pass`` (``bypass``) are redacted; secrets shorter than ``MIN_SECRET_LEN`` characters are
+not searched as free text (they would shred ordinary words), but they are still redacted
+where they appear as a credential value.
 """
 
 from __future__ import annotations

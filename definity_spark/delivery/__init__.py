@@ -65,7 +65,7 @@ import time
 import weakref
 from typing import Any, Callable
 
-from definity_spark._internal import contained
+from definity_spark._internal import contained, log_internal_error
 from definity_spark.delivery.file import FileTransport
 from definity_spark.delivery.spool import (
     ReplayReport,
@@ -474,8 +474,9 @@ class Delivery:
                     wait = max(retry_after, backoff_delay(failures, self._probe_base))
                     wait = min(wait, PROBE_CAP)
         except Exception as exc:  # noqa: BLE001 - the recovery must never break the host
-            log.warning("definity-spark: the recovery of spooled reports stopped (%s: %s); "
-                        "they stay in the spool", type(exc).__name__, exc)
+            log_internal_error("delivery.recover", exc)
+            log.warning("definity-spark: the recovery of spooled reports stopped; they stay "
+                        "in the spool for replay")
         finally:
             self._set_recover_state("idle")
             if transport is not None:
