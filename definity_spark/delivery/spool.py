@@ -5,7 +5,9 @@ the UTC creation time + pid + a random part, so that file names sort in time ord
 processes never share a file; ``task`` is the file-name-safe task id, the real one is in
 the bodies). Directory mode 0700, file mode 0600.
 
-Records, one JSON object per line:
+The first line names the server the reports were meant for, ``{"dest": "https://h/p"}``
+(``destination_of``: no user-info, no query): the background replay of a later activation
+sends only files of its own server. Then records, one JSON object per line:
   ``{"seq": 7, "key": "9f2c...-7", "endpoint": "/log/tf", "body": {...}}``  a payload
                   (``wire.envelope`` + seq + its idempotency key, resent as it was)
   ``{"ack": 7}``  payload 7 was delivered after all (it was in flight when the delivery
