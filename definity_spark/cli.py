@@ -101,25 +101,28 @@ def run_doctor(args: argparse.Namespace) -> int:
         print(f"server: none configured; events go to {where} "
               "(import with: definity-spark collector --load FILE)")
         return 0 if ok else 1
+    from definity_spark.redaction import mask_url
+
+    shown = mask_url(settings.server_url)  # never its user-info or a key parameter
     url = settings.server_url.rstrip("/") + "/api/tasks"
     headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
     try:
         verify: Any = settings.ca_bundle or settings.verify_tls
         resp = requests.get(url, headers=headers, timeout=settings.server_timeout, verify=verify)
     except requests.RequestException as exc:
-        print(f"server: {settings.server_url} NOT reachable: {type(exc).__name__}")
+        print(f"server: {shown} NOT reachable: {type(exc).__name__}")
         return 1
     if resp.status_code in (401, 403):
-        print(f"server: {settings.server_url} reachable, token REJECTED (HTTP {resp.status_code})")
+        print(f"server: {shown} reachable, token REJECTED (HTTP {resp.status_code})")
         ok = False
     elif resp.status_code >= 400:
-        print(f"server: {settings.server_url} reachable, answered HTTP {resp.status_code}")
+        print(f"server: {shown} reachable, answered HTTP {resp.status_code}")
         ok = False
     elif not settings.token:
-        print(f"server: {settings.server_url} reachable; no token configured "
+        print(f"server: {shown} reachable; no token configured "
               "(spark.definity.token / DEFINITY_TOKEN)")
     else:
-        print(f"server: {settings.server_url} reachable, token accepted")
+        print(f"server: {shown} reachable, token accepted")
     return 0 if ok else 1
 
 

@@ -7,6 +7,10 @@ program before it becomes a payload, a log line, a spool record or ``doctor`` ou
   the text: the password of ``user:pass@`` (and Oracle's ``user/pass@``), and the value
   of every ``?query`` / ``&``, ``;params`` or ``:params`` parameter whose name matches
   the redaction regex or is a well-known credential name (``pwd``, ``passwd``, ``sig``, ...).
+  Where user-info ends is ``userinfo_at``'s business (shared with ``lineage.naming``): a
+  password may hold ``? ; / # @`` and blanks.
+* ``mask_url(url)``: a URL for display (``doctor``, ``replay``, warnings): user-info as
+  ``***``, with or without a scheme, and sensitive parameters redacted.
 * ``redact_options(mapping)``: DataFrame reader/writer options: values of keys that match
   the regex become ``*********(redacted)``; other string values go through
   ``redact_string`` (a ``url`` option carries ``password=`` in its query, a ``query``
@@ -27,10 +31,12 @@ effective one (``spark.definity.redaction.regex`` > ``spark.redaction.regex`` > 
 The replacement text is Spark's own, ``*********(redacted)``, so redacted values look
 the same in the Spark UI and in Definity.
 
-Deliberate limits, in the safe direction: a password containing ``@`` may take part of a
-host with it; a user name without a password (``user@host``) is kept; secrets shorter
-than ``MIN_SECRET_LEN`` characters are not searched as free text (they would shred
-ordinary words), but they are still redacted where they appear as a credential value.
+Deliberate limits, in the safe direction: an ``@`` later in a URL (a path
+``hdfs://nn:8020/u/bob@corp``) may be taken for the end of a password and take part of the
+path with it; a user name without a password (``user@host``) is kept; names ending in
+``pass`` (``bypass``) are redacted; secrets shorter than ``MIN_SECRET_LEN`` characters are
+not searched as free text (they would shred ordinary words), but they are still redacted
+where they appear as a credential value.
 """
 
 from __future__ import annotations
@@ -49,11 +55,14 @@ DEFAULT_REGEX = r"(?i)secret|password|token|access[.]?key"
 # Credential names that Spark's default regex does not catch but that always carry a
 # secret in URLs and options: ODBC/JDBC ``PWD``, Azure SAS ``sig``, AWS presigned URLs,
 # ``access_key`` (Spark's ``access[.]?key`` misses the underscore), Azure storage account
-# keys, private keys.
+# keys, private keys, Google's ``?key=``, and every name *ending* in ``pass``,
+# ``passphrase``, ``api-key``/``apikey``, ``credentials``, ``secret`` or ``token``
+# (``es.net.http.auth.pass``, ``x-api-key``, ``gcpCredentials``; a harmless name such as
+# ``bypass`` is redacted too: the safe direction).
 ALWAYS_REDACTED_NAMES = (
     r"(?i)^(?:pwd|passwd|pass|sig|signature|x-amz-signature|x-amz-credential|apikey|"
-    r"api[-_.]?key|auth|authorization|credentials?)$|access[-_]key|account[-_.]?key|"
-    r"private[-_.]?key"
+    r"api[-_.]?key|auth|authorization|credentials?|key)$|access[-_]key|account[-_.]?key|"
+    r"private[-_.]?key|(?:pass|passphrase|api[-_.]?key|apikey|credentials?|secret|token)$"
 )
 
 # Free-text search for known secrets below this length would shred ordinary text.
@@ -99,15 +108,55 @@ def _unquote_name(name: str) -> str:
 
 
 # --------------------------------------------------------------------------- URLs
-# Oracle thin: jdbc:oracle:thin:scott/tiger@host:1521:sid (also @//host/svc)
-_ORACLE = re.compile(r"(?i)(jdbc:oracle:[a-z0-9]+:)([^/@\s'\"]+)/([^\s'\"]*)@")
 # A parameter: ?name=value, &name=value, ;name=value, :name=value (DB2 style).
 # SQL Server allows {braced values; with ; inside}.
 _PARAM = re.compile(
     r"(?P<sep>[?&;:])(?P<name>[A-Za-z0-9_.\-]+)=(?P<value>\{[^}]*\}|[^&;#\s'\"]*)"
 )
-# The end of a URL's authority part: query, fragment, JDBC params, whitespace, quotes.
-_AUTHORITY_END = re.compile(r"[?#;\s'\"]")
+# What follows the ``@`` that ends user-info: one host (name, IPv4, [IPv6]) with an optional
+# port, or a list of them (MySQL, PostgreSQL failover), then the end of the authority.
+_HOST = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?)(?::\d{1,5})?"
+_HOSTS = _HOST + r"(?:," + _HOST + r")*"
+_AFTER_AT = re.compile(_HOSTS + r"(?=[/?;#:\s'\"`)\\]|$)")
+# Oracle thin's user/password@ is followed by //host, host or a (DESCRIPTION=...) block.
+_AFTER_AT_ORACLE = re.compile(r"//|\(|" + _HOSTS + r"(?=[/?;#:\s'\"`)\\]|$)")
+# A clean authority and path before the first ``?``/``;`` parameter: an ``@`` after it is in
+# a parameter value (``?user=bob@corp.com``), not the end of user-info.
+_AUTHORITY_PATH = re.compile(_HOSTS + r"(?:/[^\s?;#@]*)?")
+_PARAM_START = re.compile(r"[?;&][A-Za-z0-9_.\-]+=")
+# A URL inside free text ends at a quote or a line end (or after this many characters);
+# a password may hold spaces, ``?``, ``;``, ``/``, ``#`` and ``@``.
+_TEXT_URL_END = re.compile(r"['\"`\r\n]")
+_TEXT_URL_MAX = 1024
+# host:port followed by a path or a blank: ``hdfs://nn:8020/x and bob@corp`` is a URL and
+# prose, not a user ``nn`` with a password containing a blank.
+_PORT_THEN_END = re.compile(r"\d{1,5}(?:[/?#;]|\s|$)")
+_ORACLE_PREFIX = re.compile(r"(?i)jdbc:oracle:[a-z0-9]+:")
+
+
+def userinfo_at(text: str, begin: int, end: int | None = None, oracle: bool = False) -> int:
+    """The index of the ``@`` that ends the user-info of the URL authority starting at
+    ``begin`` (just after ``//``, or after Oracle's ``thin:``), or -1 when there is none.
+
+    It is the *last* ``@`` before ``end`` that is followed by a host (list) and the end of
+    the authority, so that a password may contain ``@ / ? ; # :`` and blanks; an ``@``
+    inside a parameter of a clean ``host/path?...`` (an e-mail address as user name) does
+    not count.
+    """
+    end = len(text) if end is None else end
+    after = _AFTER_AT_ORACLE if oracle else _AFTER_AT
+    found = -1
+    at = text.find("@", begin, end)
+    while at >= 0:
+        if after.match(text, at + 1) and not _in_parameter(text, begin, at):
+            found = at
+        at = text.find("@", at + 1, end)
+    return found
+
+
+def _in_parameter(text: str, begin: int, at: int) -> bool:
+    param = _PARAM_START.search(text, begin, at)
+    return bool(param and _AUTHORITY_PATH.fullmatch(text, begin, param.start()))
 
 
 def redact_url(text: str | None, regex: PatternLike = None) -> str | None:
@@ -120,7 +169,7 @@ def redact_url(text: str | None, regex: PatternLike = None) -> str | None:
         return text
     pat = pattern(regex)
     out = _redact_userinfo(text)
-    out = _ORACLE.sub(lambda m: f"{m.group(1)}{m.group(2)}/{REDACTED}@", out)
+    out = _redact_oracle(out)
 
     def param(m: re.Match[str]) -> str:
         name = m.group("name")
@@ -131,11 +180,16 @@ def redact_url(text: str | None, regex: PatternLike = None) -> str | None:
     return _PARAM.sub(param, out)
 
 
+def _text_url_end(text: str, begin: int) -> int:
+    stop = _TEXT_URL_END.search(text, begin)
+    return min(stop.start() if stop else len(text), begin + _TEXT_URL_MAX)
+
+
 def _redact_userinfo(text: str) -> str:
     """``scheme://user:pass@host`` -> ``scheme://user:*********(redacted)@host``.
 
-    The user info ends at the last ``@`` before the end of the authority (query,
-    fragment, ``;params``, whitespace, quote), so a password may contain ``@`` or ``/``.
+    The user info ends at ``userinfo_at``; a user (``user@host``) without a password is
+    kept.
     """
     parts: list[str] = []
     pos = 0
@@ -144,11 +198,17 @@ def _redact_userinfo(text: str) -> str:
         if start < 0:
             break
         begin = start + 2
-        end_match = _AUTHORITY_END.search(text, begin)
-        end = end_match.start() if end_match else len(text)
-        at = text.rfind("@", begin, end)
+        end = _text_url_end(text, begin)
+        at = userinfo_at(text, begin, end)
         colon = text.find(":", begin, at) if at > 0 else -1
-        if at > 0 and colon >= 0 and "/" not in text[begin:colon]:
+        if colon >= 0 and any(ch.isspace() for ch in text[colon:at]) \
+                and _PORT_THEN_END.match(text, colon + 1):
+            # host:port then prose: look no further than the first blank
+            blank = next(i for i in range(colon, at) if text[i].isspace())
+            at = userinfo_at(text, begin, blank)
+            colon = text.find(":", begin, at) if at > 0 else -1
+        user = text[begin:colon] if colon >= 0 else ""
+        if at > 0 and colon >= 0 and not any(ch == "/" or ch.isspace() for ch in user):
             parts.append(text[pos:colon + 1])
             parts.append(REDACTED if at > colon + 1 else "")
             pos = at
@@ -157,6 +217,39 @@ def _redact_userinfo(text: str) -> str:
             pos = begin
     parts.append(text[pos:])
     return "".join(parts)
+
+
+def _redact_oracle(text: str) -> str:
+    """Oracle thin: ``jdbc:oracle:thin:scott/tiger@host`` -> ``scott/*********(redacted)@``."""
+    parts: list[str] = []
+    pos = 0
+    for m in _ORACLE_PREFIX.finditer(text):
+        begin = m.end()
+        if begin < pos:
+            continue
+        at = userinfo_at(text, begin, _text_url_end(text, begin), oracle=True)
+        slash = text.find("/", begin, at) if at > 0 else -1
+        if slash > begin and not any(ch.isspace() or ch == "@" for ch in text[begin:slash]):
+            parts.append(text[pos:slash + 1])
+            parts.append(REDACTED)
+            pos = at
+    parts.append(text[pos:])
+    return "".join(parts)
+
+
+def mask_url(url: str | None) -> str | None:
+    """A URL for display (doctor, replay, warnings): the user-info as ``***`` (with or
+    without a scheme: ``bob:pw@host`` too) and sensitive parameters redacted."""
+    if not url or not isinstance(url, str):
+        return url
+    begin = url.find("//")
+    begin = begin + 2 if begin >= 0 else 0
+    at = userinfo_at(url, begin)
+    if at < 0 and begin == 0:
+        at = url.find("@", 0, next((i for i, ch in enumerate(url) if ch in "/?#"), len(url)))
+    if at >= 0:
+        url = url[:begin] + "***" + url[at:]
+    return redact_url(url)
 
 
 # --------------------------------------------------------------------------- options

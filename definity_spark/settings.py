@@ -73,6 +73,7 @@ TAGS = "tags"
 PATH = "path"
 LOG_LEVEL = "log level"
 REGEX = "regex"
+SIZE = "size"
 
 _TRUE_WORDS = ("true", "1", "yes")
 _FALSE_WORDS = ("false", "0", "no")
@@ -106,6 +107,8 @@ class SettingDef:
     doc_default: str | None = None  # how the default reads in the docs, if not literal
     minimum: float | None = None  # numbers: smallest accepted value
     min_exclusive: bool = False  # numbers: the minimum itself is not accepted
+    # numbers: largest useful value; a larger one is lowered to it, with one warning
+    maximum: float | None = None
     secret: bool = False  # never shown: repr, describe(), warnings
     must_exist: bool = False  # paths: the file or directory must exist
     # an internal switch: not in the user's table of docs/configuration.md
@@ -113,8 +116,11 @@ class SettingDef:
 
     @property
     def type_text(self) -> str:
-        """The type as the docs and warnings state it (e.g. ``float > 0``)."""
-        return self.kind + _bound_text(self)
+        """The type as the docs and warnings state it (e.g. ``float > 0, at most 600``)."""
+        text = self.kind + _bound_text(self)
+        if self.maximum is not None:
+            text += f", at most {_number_text(self.maximum, self.kind)}"
+        return text
 
 
 def _spool_dir_default(conf: Mapping[str, Any], environ: Mapping[str, str]) -> str:
@@ -158,19 +164,26 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        doc_default="none"),
     _S("server_timeout", "spark.definity.server.timeout", "DEFINITY_SERVER_TIMEOUT", FLOAT,
        5.0, "Timeout of one HTTP request to the server, in seconds.",
-       minimum=0, min_exclusive=True),
+       minimum=0, min_exclusive=True, maximum=600),
     _S("server_attempts", "spark.definity.server.attempts", "DEFINITY_SERVER_ATTEMPTS", INT,
-       3, "Total tries per request, the first included (`1` = no retry).", minimum=1),
+       3, "Total tries per request, the first included (`1` = no retry).", minimum=1,
+       maximum=100),
     _S("server_attempt_sleep", "spark.definity.server.attempt.sleep",
        "DEFINITY_SERVER_ATTEMPT_SLEEP", FLOAT, 1.0,
        "Base of the exponential backoff between tries, in seconds (with jitter; a "
-       "server's `Retry-After` takes precedence).", minimum=0),
+       "server's `Retry-After` takes precedence).", minimum=0, maximum=60),
     _S("spool_dir", "spark.definity.spool.dir", "DEFINITY_SPOOL_DIR", PATH,
        _spool_dir_default,
        "Directory of the durable spool for payloads that could not be delivered "
        "(one file per task, mode 0600).",
        doc_default="`$XDG_CACHE_HOME/definity-spark/spool` (`~/.cache/definity-spark/spool` "
                    "when `XDG_CACHE_HOME` is unset)"),
+    _S("spool_max_size", "spark.definity.spool.maxSize", "DEFINITY_SPOOL_MAX_SIZE", SIZE,
+       256 * 1024 * 1024,
+       "Most bytes the spool directory may hold (`k`, `m`, `g` suffixes as in Spark: "
+       "binary). Past it the oldest whole files are dropped first (counted as lost, "
+       "logged once); a task whose own file alone reaches it loses its newest reports.",
+       doc_default="`256m`", minimum=1024, maximum=1024 ** 4),
     _S("log_level", "spark.definity.log.level", "DEFINITY_LOG_LEVEL", LOG_LEVEL, "WARNING",
        "Level of the `definity_spark` logger: DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     # --- extras (issues 3, 5, 6) ---
@@ -180,10 +193,11 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        doc_default="chosen at activation (its path is logged once)"),
     _S("flush_timeout", "spark.definity.flush.timeout", "DEFINITY_FLUSH_TIMEOUT", FLOAT, 5.0,
        "Longest wait at shutdown (SparkContext stop, `deactivate()`, interpreter exit) "
-       "for pending reports, in seconds; what is left goes to the spool.", minimum=0),
+       "for pending reports, in seconds; what is left goes to the spool.", minimum=0,
+       maximum=3600),
     _S("queue_size", "spark.definity.queue.size", "DEFINITY_QUEUE_SIZE", INT, 10000,
        "Capacity of the bounded send queue; payloads that do not fit are counted as lost "
-       "(`queue_full`).", minimum=1),
+       "(`queue_full`).", minimum=1, maximum=1_000_000),
     _S("normalize_s3", "spark.definity.naming.normalizeS3", "DEFINITY_NAMING_NORMALIZE_S3",
        BOOL, True, "Name `s3a://` and `s3n://` paths as `s3://`."),
     _S("trim_partition_dirs", "spark.definity.naming.trimPartitionDirs",
@@ -193,11 +207,12 @@ DEFINITIONS: tuple[SettingDef, ...] = (
     _S("extraction_budget_ms", "spark.definity.extraction.budget.ms",
        "DEFINITY_EXTRACTION_BUDGET_MS", INT, 2000,
        "Time budget for reading one query's plan, in milliseconds; past it the "
-       "transformation is reported with what was found and marked partial.", minimum=1),
+       "transformation is reported with what was found and marked partial.", minimum=1,
+       maximum=600_000),
     _S("max_plan_nodes", "spark.definity.extraction.maxPlanNodes",
        "DEFINITY_EXTRACTION_MAX_PLAN_NODES", INT, 20000,
        "Most plan nodes read per query; a larger plan gives a partial transformation.",
-       minimum=1),
+       minimum=1, maximum=10_000_000),
     _S("column_lineage", "spark.definity.lineage.columns", "DEFINITY_LINEAGE_COLUMNS", BOOL,
        True,
        "Report which input columns each written column comes from: the optional "
@@ -209,8 +224,9 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "must exist.", doc_default="the system / `requests` CAs", must_exist=True),
     _S("verify_tls", "spark.definity.server.verifyTls", "DEFINITY_SERVER_VERIFY_TLS", BOOL,
        True, "Verify the server's TLS certificate. `false` is insecure (testing only)."),
-    _S("replay_spool", "spark.definity.spool.replay", "DEFINITY_SPOOL_REPLAY", BOOL, False,
-       "At activation, replay older spool files in the background."),
+    _S("replay_spool", "spark.definity.spool.replay", "DEFINITY_SPOOL_REPLAY", BOOL, True,
+       "At activation, send the older, idle spool files meant for the same server in the "
+       "background (docs/reliability.md, \"Replay\")."),
     _S("redaction_regex", "spark.definity.redaction.regex", "DEFINITY_REDACTION_REGEX", REGEX,
        None,
        "Regex (Python syntax, searched in option and URL parameter names) whose matches "
@@ -302,6 +318,7 @@ class Settings:
     server_attempts: int = _default("server_attempts")
     server_attempt_sleep: float = _default("server_attempt_sleep")
     spool_dir: str = _default("spool_dir")
+    spool_max_size: int = _default("spool_max_size")
     log_level: str = _default("log_level")
     events_file: str | None = _default("events_file")
     flush_timeout: float = _default("flush_timeout")
@@ -384,6 +401,21 @@ class _BadValue(Exception):
         self.expected = expected
 
 
+class _AboveMaximum(Exception):
+    """A number larger than its setting's ``maximum``: lowered to it (one warning)."""
+
+    def __init__(self, maximum: float) -> None:
+        super().__init__(maximum)
+        self.maximum = maximum
+
+
+def _check_maximum(d: SettingDef, value: float) -> None:
+    # 1e308 s for a timeout would overflow the clocks it is added to (OverflowError at
+    # every send); far beyond any useful value, so it is bounded rather than refused.
+    if d.maximum is not None and value > d.maximum:
+        raise _AboveMaximum(d.maximum)
+
+
 def _parse_bool(d: SettingDef, raw: Any) -> bool:
     if isinstance(raw, bool):
         return raw
@@ -421,6 +453,7 @@ def _parse_int(d: SettingDef, raw: Any) -> int:
     else:
         raise _BadValue(expected)
     _check_minimum(d, value, expected)
+    _check_maximum(d, value)
     return value
 
 
@@ -437,9 +470,10 @@ def _parse_float(d: SettingDef, raw: Any) -> float:
             raise _BadValue(expected) from None
     else:
         raise _BadValue(expected)
-    if not math.isfinite(value):
+    if math.isnan(value) or (math.isinf(value) and d.maximum is None):
         raise _BadValue(expected)
     _check_minimum(d, value, expected)
+    _check_maximum(d, value)
     return value
 
 
@@ -468,6 +502,11 @@ def _parse_url(d: SettingDef, raw: Any) -> str:
         raise _BadValue(expected) from None
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         raise _BadValue(expected)
+    if "?" in value or "#" in value:
+        # The endpoints are appended to the base URL: https://h/base?tenant=1 would be
+        # posted to as /base?tenant=1/log/task.
+        raise _BadValue("a base URL without a query string or fragment (the endpoints "
+                        "/log/... are appended to it), e.g. https://definity.example.com/base")
     return value.rstrip("/")
 
 
@@ -522,6 +561,40 @@ def _parse_path(d: SettingDef, raw: Any) -> str:
     return value
 
 
+_SIZE = re.compile(r"(?i)^(\d+(?:\.\d+)?)\s*([kmgtp]?)(?:i?b)?$")
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"256m"``, ``"1g"``, ``"512 KiB"``, ``"1048576"`` (Spark's size strings:
+    the suffixes are binary, ``k`` = 1024). Raises ``ValueError``."""
+    match = _SIZE.match(text.strip())
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    number, unit = match.groups()
+    factor = 1024 ** ("kmgtp".find(unit.lower()) + 1) if unit else 1
+    return int(float(number) * factor)
+
+
+def _parse_size(d: SettingDef, raw: Any) -> int:
+    expected = "a size in bytes, or with a k/m/g suffix (e.g. 256m)" + _bound_text(d)
+    if isinstance(raw, bool):
+        raise _BadValue(expected)
+    if isinstance(raw, int):
+        value = raw
+    elif isinstance(raw, float) and raw.is_integer():
+        value = int(raw)
+    elif isinstance(raw, str):
+        try:
+            value = parse_size(raw)
+        except ValueError:
+            raise _BadValue(expected) from None
+    else:
+        raise _BadValue(expected)
+    _check_minimum(d, value, expected)
+    _check_maximum(d, value)
+    return value
+
+
 def _parse_log_level(d: SettingDef, raw: Any) -> str:
     expected = "a log level: " + ", ".join(LOG_LEVELS)
     if isinstance(raw, int) and not isinstance(raw, bool):
@@ -560,14 +633,22 @@ _PARSERS: dict[str, Callable[[SettingDef, Any], Any]] = {
     PATH: _parse_path,
     LOG_LEVEL: _parse_log_level,
     REGEX: _parse_regex,
+    SIZE: _parse_size,
 }
+
+
+def _number_text(value: float, kind: str = FLOAT) -> str:
+    if kind == SIZE:
+        for exponent, unit in ((4, "t"), (3, "g"), (2, "m"), (1, "k")):
+            if value >= 1024 ** exponent and value % 1024 ** exponent == 0:
+                return f"{int(value) // 1024 ** exponent}{unit}"
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 def _bound_text(d: SettingDef) -> str:
     if d.minimum is None:
         return ""
-    bound = int(d.minimum) if float(d.minimum).is_integer() else d.minimum
-    return " {} {}".format(">" if d.min_exclusive else ">=", bound)
+    return " {} {}".format(">" if d.min_exclusive else ">=", _number_text(d.minimum, d.kind))
 
 
 # ---------------------------------------------------------------------------------------
@@ -590,15 +671,12 @@ def _display(d: SettingDef, value: Any) -> str:
     return str(value)
 
 
-_USERINFO = re.compile(r"(//)[^/@\s]*@")
-
-
 def _mask_userinfo(url: str) -> str:
-    """``https://user:pw@host`` -> ``https://***@host``; sensitive query parameters
-    (``?token=...``) redacted too (credentials in a URL stay hidden)."""
-    from definity_spark.redaction import redact_url  # sensitive query parameters too
+    """``https://user:pw@host`` -> ``https://***@host`` (also without a scheme:
+    ``user:pw@host``); sensitive query parameters (``?token=...``) redacted too."""
+    from definity_spark.redaction import mask_url
 
-    return redact_url(_USERINFO.sub(r"\1***@", url)) or url
+    return mask_url(url) or url
 
 
 def _display_bad(d: SettingDef, raw: Any) -> str:
@@ -625,6 +703,14 @@ def _warn_bad(d: SettingDef, source: str, key: str, raw: Any, expected: str,
     logger.warning(
         "definity-spark: ignoring %s %s=%s: expected %s; using the default (%s)",
         _SOURCE_WORDS[source], key, bad, expected, _display(d, default),
+    )
+
+
+def _warn_above_maximum(d: SettingDef, source: str, key: str, raw: Any,
+                        maximum: float) -> None:
+    logger.warning(
+        "definity-spark: %s %s=%s is above the largest useful value; using %s",
+        _SOURCE_WORDS[source], key, _display_bad(d, raw), _number_text(maximum, d.kind),
     )
 
 
@@ -763,6 +849,13 @@ def _resolve(overrides: Mapping[str, Any] | None, spark_conf: Any,
                 # Present but wrong: one warning, then the default (not a lower source,
                 # so the outcome does not depend on what else happens to be set).
                 _warn_bad(d, source, key, raw, bad.expected, _default_of(d, conf, environ))
+            except _AboveMaximum as above:
+                # Too large to be meant literally ("never time out"): the largest useful
+                # value, said once.
+                _warn_above_maximum(d, source, key, raw, above.maximum)
+                maximum = above.maximum
+                values[d.name] = int(maximum) if d.kind == INT else float(maximum)
+                sources[d.name] = source
             break
         if d.name not in values:
             values[d.name] = _default_of(d, conf, environ)  # 4) default
@@ -861,14 +954,18 @@ def render_configuration_doc() -> str:
         "boolean that is not `true`/`false`/`1`/`0`/`yes`/`no`, an unknown `activate()` keyword",
         "or `spark.definity.*` key) never raises: it gives one warning on the `definity_spark`",
         "logger naming the key, the value (never the token's) and what was expected, and the",
-        "default is used. `definity-spark doctor` prints the effective settings, where each",
-        "came from, with the token masked.",
+        "default is used. A number above the largest useful value of its setting (the",
+        "\"at most\" of its type: `1e308` for a timeout) is lowered to that value, with one",
+        "warning. `definity-spark doctor` prints the effective settings, where each came",
+        "from, with the token masked.",
         "",
         "Types: `bool` takes `true`/`false`, `1`/`0`, `yes`/`no` (any case); `tags` are",
         "`key:value` pairs separated by commas (spaces around them are ignored, a value may",
         "contain `:`); `path` expands `~`; `url` must be `http://` or `https://` with a host",
-        "(a trailing `/` is dropped; plain `http://` to a non-loopback host is allowed but",
-        "warned about); `log level` is one of {}.".format(", ".join(LOG_LEVELS)),
+        "and without a query string or fragment (a trailing `/` is dropped; plain `http://`",
+        "to a non-loopback host is allowed but warned about); `size` is a number of bytes,",
+        "or one with a binary `k`/`m`/`g`/`t` suffix as in Spark (`256m`); `log level` is",
+        "one of {}.".format(", ".join(LOG_LEVELS)),
         "",
         "## Settings",
         "",
@@ -900,6 +997,7 @@ __all__ = [
     "Settings",
     "default_spool_dir",
     "defaults",
+    "parse_size",
     "parse_tags",
     "render_configuration_doc",
     "resolve",

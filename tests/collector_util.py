@@ -11,8 +11,9 @@ For every room's tests (delivery, end to end, CLI...). Real HTTP, real SQLite, n
 * ``running_collector(db_path, token=None)``: the same as a context manager.
 * ``CollectorProcess(db_path, token=None)``: the collector in its own process (the CLI
   ``python -m definity_spark.collector --port 0``), for tests that kill it (``kill()``).
-* ``CollectorClient(url)``: ``payloads()``, ``bodies()``, ``tasks()``, ``task(id)``,
-  ``lineage()``, ``wait_for_payloads(n)`` over the read API.
+* ``CollectorClient(url, token=None)``: ``payloads()``, ``bodies()``, ``tasks()``,
+  ``task(id)``, ``lineage()``, ``wait_for_payloads(n)`` over the read API (a collector
+  started with a token answers reads only with it).
 * ``render_page(url, tmp_dir)`` / ``rendered_graph(dom)``: load the lineage page in Debian's
   headless Chromium (``CHROMIUM``; skip with ``needs_chromium``) and read back the node
   labels the page's JavaScript drew.
@@ -58,12 +59,14 @@ def collector_fixture(tmp_path: Any) -> Iterator[Collector]:
 class CollectorClient:
     """Reads what a collector holds through its HTTP read API."""
 
-    def __init__(self, url: str, timeout: float = 10.0) -> None:
+    def __init__(self, url: str, timeout: float = 10.0, token: str | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def _get(self, path: str, **params: Any) -> Any:
-        response = requests.get(self.url + path, params=params or None, timeout=self.timeout)
+        response = requests.get(self.url + path, params=params or None, timeout=self.timeout,
+                                headers=self.headers)
         response.raise_for_status()
         return response.json()
 
@@ -120,7 +123,7 @@ class CollectorProcess:
              *(extra_args or [])],
             stdout=subprocess.PIPE, stderr=self._stderr, text=True, env=env)
         self.url = self._read_url(start_timeout)
-        self.client = CollectorClient(self.url)
+        self.client = CollectorClient(self.url, token=token)
 
     def _read_url(self, timeout: float) -> str:
         # The CLI prints the base URL alone on its first stdout line once it listens.

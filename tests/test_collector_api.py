@@ -255,14 +255,25 @@ def test_health_and_empty_state(collector: Collector) -> None:
     assert "https://" not in page.text
 
 
-def test_read_api_is_open_when_a_token_is_set(tmp_path: Path) -> None:
+def test_reads_need_the_token_when_one_is_set(tmp_path: Path) -> None:
+    """Issue 20, item 9: a collector on a shared host holds other people's table names and
+    queries; with a token, reading them needs it too."""
     with running_collector(str(tmp_path / "c.db"), token="s3cr3t-xyz") as started:
         response = requests.post(started.url + "/log/task", json=wire.TaskEnd("t").to_json(),
                                  headers={"Authorization": "Bearer s3cr3t-xyz"}, timeout=10)
         assert response.status_code == 200
         health: dict[str, Any] = requests.get(started.url + "/health", timeout=10).json()
-        assert health["token_required"] is True
-        assert len(CollectorClient(started.url).payloads()) == 1
+        assert health == {"status": "ok", "token_required": True}  # no count without it
+        for path in ("/api/tasks", "/api/tasks/t", "/api/lineage", "/api/payloads", "/api",
+                     "/api/nothing"):
+            anonymous = requests.get(started.url + path, timeout=10)
+            assert anonymous.status_code == 401, path
+            assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+            assert set(anonymous.json()) == {"error"}, path  # nothing of what it holds
+        assert len(CollectorClient(started.url, token="s3cr3t-xyz").payloads()) == 1
+        health = requests.get(started.url + "/health", timeout=10,
+                              headers={"Authorization": "Bearer s3cr3t-xyz"}).json()
+        assert health["payloads"] == 1
         assert "s3cr3t-xyz" not in repr(started)
         # a read presenting a wrong token is refused (how `doctor` checks a token)
         wrong = requests.get(started.url + "/api/tasks", timeout=10,
@@ -278,15 +289,17 @@ def test_one_keep_alive_connection_survives_rejections_and_chunked_bodies(
     session = requests.Session()
     url = collector.url
     good = wire.TaskEnd("ka").to_json()
+    as_json = {"Content-Type": "application/json"}
     answers = [
         session.post(url + "/log/task", json=good, timeout=10).status_code,
-        session.post(url + "/log/task", data=b'{"task_id": 1}', timeout=10).status_code,
+        session.post(url + "/log/task", data=b'{"task_id": 1}', headers=as_json,
+                     timeout=10).status_code,
         session.post(url + "/log/nope", json=good, timeout=10).status_code,
         session.get(url + "/api/tasks", data=b"ignored body", timeout=10).status_code,
         # a generator body is sent with Transfer-Encoding: chunked
         session.post(url + "/log/task", data=(c for c in (b'{"task_id": "ka", ',
                                                            b'"status": "end"}')),
-                     timeout=10).status_code,
+                     headers=as_json, timeout=10).status_code,
         session.post(url + "/log/task", json=good, timeout=10).status_code,
     ]
     assert answers == [200, 400, 404, 200, 200, 200]
@@ -311,7 +324,7 @@ def test_answers_are_whole_and_prompt_on_a_raw_keep_alive_connection(
     before the server waits for the client (100 Continue, a stdlib 400, a normal answer)."""
     host, port = collector.url[len("http://"):].rsplit(":", 1)
     body = json.dumps(wire.TaskEnd("raw").to_json()).encode()
-    post = (b"POST /log/task HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    post = (b"POST /log/task HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n" % len(body))
     with socket.create_connection((host, int(port)), timeout=5) as sock, \
             sock.makefile("rb") as answers:
@@ -322,7 +335,7 @@ def test_answers_are_whole_and_prompt_on_a_raw_keep_alive_connection(
         first = _answer(answers)
         assert first.startswith(b"HTTP/1.1 200 ") and first.endswith(b'{"ok": true, "seq": 1}')
         # keep-alive: two more requests on the same connection, sent at once
-        sock.sendall(post + b"\r\n" + body + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(post + b"\r\n" + body + b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         assert _answer(answers).endswith(b'{"ok": true, "seq": 2}')
         health = _answer(answers)
         assert json.loads(health.partition(b"\r\n\r\n")[2])["payloads"] == 2
@@ -331,7 +344,8 @@ def test_answers_are_whole_and_prompt_on_a_raw_keep_alive_connection(
         sent_at = email.utils.parsedate_to_datetime(date.group(1).decode()).timestamp()
         assert abs(sent_at - time.time()) < 5
         # a request the stdlib rejects itself (a header line too long) is answered at once
-        sock.sendall(b"GET /health HTTP/1.1\r\nX-Long: " + b"a" * 70000 + b"\r\n\r\n")
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Long: " + b"a" * 70000
+                     + b"\r\n\r\n")
         assert _answer(answers).startswith(b"HTTP/1.1 431 ")
     assert [(r["method"], r["status"]) for r in collector.requests()] == [
         ("POST", 200), ("POST", 200), ("GET", 200)]

@@ -180,7 +180,7 @@ class _RecordingTransport(Transport):
         self.threads: list[str] = []
         self.bodies: list[dict[str, Any]] = []
 
-    def send(self, endpoint: str, body: Any) -> SendResult:
+    def send(self, endpoint: str, body: Any, key: str | None = None) -> SendResult:
         self.gate.wait(5)
         self.threads.append(threading.current_thread().name)
         self.bodies.append(dict(body))

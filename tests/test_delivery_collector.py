@@ -25,7 +25,7 @@ except ImportError:  # tests/ imported as a package
 
 
 def stored(url: str) -> list[Any]:
-    return [(p["endpoint"], p["body"]) for p in CollectorClient(url).payloads()]
+    return [(p["endpoint"], p["body"]) for p in CollectorClient(url, token=TOKEN).payloads()]
 
 
 def expected(payloads: list[Any]) -> list[Any]:
@@ -40,7 +40,7 @@ def test_collector_stores_exactly_what_was_sent_byte_for_byte(tmp_path: Any) -> 
         for p in payloads:
             delivery.submit(p)
         assert delivery.close(5.0)
-        rows = CollectorClient(collector.url).payloads()
+        rows = CollectorClient(collector.url, token=TOKEN).payloads()
         assert [(r["endpoint"], r["body"]) for r in rows] == expected(payloads)
         # the raw bytes the collector received are our compact JSON of the wire object
         for row, p in zip(rows, payloads):

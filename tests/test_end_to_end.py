@@ -63,7 +63,8 @@ def test_one_write_reports_start_tf_end(tmp_path: Path) -> None:
         stdout, stderr = proc.communicate(timeout=240)
         assert proc.returncode == 0, stderr[-3000:]
         assert stdout.strip().splitlines() == ["rows 10"]  # the app's own output only
-        payloads = requests.get(f"{url}/api/payloads", timeout=10).json()
+        payloads = requests.get(f"{url}/api/payloads", timeout=10,  # reads need the token
+                                headers={"Authorization": "Bearer s3cr3t-token"}).json()
     finally:
         collector.stop()
     bodies = [(p["endpoint"], p["body"]) for p in payloads]

@@ -75,7 +75,7 @@ def wait_for(observer: Any, state: State, timeout: float = 60.0) -> bool:
 
 def payloads(env: Any, task_id: str) -> list[tuple[str, dict[str, Any]]]:
     response = requests.get(env[1] + "/api/payloads", params={"task_id": task_id},
-                            timeout=30)
+                            timeout=30, headers={"Authorization": f"Bearer {TOKEN}"})
     response.raise_for_status()
     return [(p["endpoint"], p["body"]) for p in response.json()]
 

@@ -61,6 +61,8 @@ def test_issue2_keys_exactly_as_listed():
         "server_attempt_sleep": ("spark.definity.server.attempt.sleep",
                                  "DEFINITY_SERVER_ATTEMPT_SLEEP"),
         "spool_dir": ("spark.definity.spool.dir", "DEFINITY_SPOOL_DIR"),
+        # issue 20: the spool's size bound
+        "spool_max_size": ("spark.definity.spool.maxSize", "DEFINITY_SPOOL_MAX_SIZE"),
         "log_level": ("spark.definity.log.level", "DEFINITY_LOG_LEVEL"),
         # extras from the brief's Settings contract
         "events_file": ("spark.definity.events.file", "DEFINITY_EVENTS_FILE"),
@@ -121,6 +123,7 @@ def test_defaults():
     assert s.server_attempts == 3
     assert s.server_attempt_sleep == 1.0
     assert s.spool_dir == "/cache/definity-spark/spool"
+    assert s.spool_max_size == 256 * 1024 * 1024
     assert s.log_level == "WARNING"
     assert s.events_file is None
     assert s.flush_timeout == 5.0
@@ -128,7 +131,7 @@ def test_defaults():
     assert s.normalize_s3 is True and s.trim_partition_dirs is True
     assert s.extraction_budget_ms == 2000 and s.max_plan_nodes == 20000
     assert s.ca_bundle is None and s.verify_tls is True
-    assert s.replay_spool is False
+    assert s.replay_spool is True  # issue 20: on by default (docs/reliability.md, Replay)
     assert s.redaction_regex is None
     assert set(s.sources.values()) == {"default"}
 

@@ -73,8 +73,10 @@ def test_spool_files_are_private_and_well_formed(server: FaultyServer, tmp_path:
     with open(files[0], "rb") as fh:
         data = fh.read()
     assert TOKEN.encode() not in data
-    lines = [json.loads(line) for line in data.decode().splitlines()]
+    header, *lines = [json.loads(line) for line in data.decode().splitlines()]
+    assert header == {"dest": server.url}  # the server these reports were meant for
     assert [line["seq"] for line in lines] == list(range(1, len(payloads) + 1))
+    assert len({line["key"] for line in lines}) == len(payloads)  # each its own key
     assert [{"endpoint": r["endpoint"], "body": r["body"]} for r in lines] == \
         [{"endpoint": p.endpoint, "body": p.to_json()} for p in payloads]
 

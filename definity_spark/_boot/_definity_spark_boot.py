@@ -8,7 +8,9 @@ package itself is imported later, and only when a SparkSession is created with t
 enabled by configuration. ``DEFINITY_AUTOLOAD=0`` skips everything.
 
 Errors are swallowed: a broken install must not print tracebacks into every Python start
-(the hook then simply is not armed; ``definity-spark doctor`` reports whether it is).
+(the hook then simply is not armed; ``definity-spark doctor`` reports whether it is). The
+``.pth`` line guards its own import the same way, for an install whose ``.pth`` outlived
+this module.
 """
 
 import os

@@ -33,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"SQLite database file (default $DEFINITY_COLLECTOR_DB or "
                              f"{default_db_path()}); ':memory:' keeps nothing")
     parser.add_argument("--token", default=None,
-                        help=f"require 'Authorization: Bearer TOKEN' on POST /log/* (default "
-                             f"${TOKEN_ENV}; prefer the variable: arguments are visible in ps)")
+                        help=f"require 'Authorization: Bearer TOKEN' on POST /log/* and on "
+                             f"reads (default ${TOKEN_ENV}; prefer the variable: arguments are "
+                             f"visible in ps)")
     parser.add_argument("--load", nargs="+", action="append", metavar="FILE", default=None,
                         help="import JSONL events file(s) written by the plugin's file "
                              "transport, then exit (add --serve to keep serving)")
@@ -91,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         print(url, flush=True)
         _err(f"definity-spark collector: lineage page {url}/ , reporting endpoints "
              f"{url}/log/*, db {db_path}"
-             + (" (token required)" if token else "") + ". Ctrl-C to stop.")
+             + (" (token required, for reads too: the page asks for it)" if token else "")
+             + ". Ctrl-C to stop.")
         _stop_on_sigterm()
         collector.serve_forever()
         return status

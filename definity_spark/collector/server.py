@@ -9,6 +9,13 @@ everything in SQLite (``store.Store``) and serves what it holds back:
   demo and other rooms' tests;
 * ``GET /``: a self-contained HTML page drawing the lineage graph.
 
+It may run on a shared host, so (docs/collector.md, "Access"): with a token, every read
+needs it too (the page asks for it once); bound to loopback, a request must name a
+loopback ``Host`` (DNS rebinding); a POST must be ``application/json`` (a web page cannot
+send that cross-site without a CORS preflight, which is never granted); bodies are bounded
+in size and nesting; at most ``max_connections`` connections are served at once, each
+closed after ``idle_timeout`` seconds without a request; the database is private (0600).
+
 Built on the standard library (``ThreadingHTTPServer``) so that it adds no dependency.
 ``Collector`` runs it in a background thread (``start()`` returns the URL, ``stop()``
 closes the listening socket *and* every open keep-alive connection, so a stopped
@@ -20,9 +27,11 @@ from __future__ import annotations
 
 import collections
 import hmac
+import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -41,6 +50,15 @@ TOKEN_ENV = "DEFINITY_COLLECTOR_TOKEN"
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_CONNECTIONS = 64  # served at once; more get a 503 and are closed
+IDLE_TIMEOUT = 60.0  # seconds a connection may wait between requests (or within one)
+_MAX_TRAILER_LINES = 32
+# A payload's idempotency key (the plugin's "<random prefix>-<seq>"): a request whose key
+# the collector already holds is answered 200 and not stored again.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 200
+_KEY = re.compile(rf"^[!-~]{{1,{MAX_KEY_LENGTH}}}$")
+_CHUNK_SIZE_LINE = re.compile(rb"^([0-9A-Fa-f]{1,8})[ \t]*(?:;[^\r\n]*)?\r?\n$")
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _JSON_TYPE = "application/json; charset=utf-8"
 
@@ -62,7 +80,46 @@ class _Server(ThreadingHTTPServer):
         self.collector = collector
         self.open_connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
+        self.active = 0  # connections with a thread serving them
         super().__init__(address, _Handler)
+        self.loopback_only = _is_loopback_address(self.server_address[0])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        # One thread per connection, at most max_connections of them: past that a client
+        # gets a 503 at once (the plugin retries) instead of a thread that idles.
+        with self.connections_lock:
+            busy = self.active >= self.collector.max_connections
+            if not busy:
+                self.active += 1
+        if busy:
+            self._refuse_busy(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            with self.connections_lock:
+                self.active -= 1
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.connections_lock:
+                self.active -= 1
+
+    def _refuse_busy(self, request: socket.socket) -> None:
+        body = b'{"error": "too many connections; retry later"}'
+        answer = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: " + _JSON_TYPE.encode()
+                  + b"\r\nContent-Length: %d\r\nRetry-After: 1\r\n"
+                  b"X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n" % len(body)
+                  + body)
+        try:
+            request.settimeout(0.2)  # a fresh socket's buffer takes it; never wait long
+            request.sendall(answer)
+        except OSError:
+            pass
+        self.shutdown_request(request)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -79,15 +136,15 @@ class _Handler(BaseHTTPRequestHandler):
     # ACK (~40 ms per request on a keep-alive connection).
     disable_nagle_algorithm = True
     server_version = "definity-spark-collector"
-    # Idle keep-alive connections are dropped after this many seconds. Long, because a
-    # Spark application may go minutes between writes and a connection closed under a
-    # client makes its next POST fail once (the plugin retries, but why make it).
-    timeout = 600
     server: _Server
 
     # -- connection bookkeeping (so that stop() can cut keep-alive connections) ----------
 
     def setup(self) -> None:
+        # Idle keep-alive connections (and requests that stall) are dropped after this
+        # many seconds. The plugin checks a kept connection before it reuses it, so one
+        # closed while a Spark application was busy elsewhere costs it no failed attempt.
+        self.timeout = self.server.collector.idle_timeout
         super().setup()
         with self.server.connections_lock:
             self.server.open_connections.add(self.connection)
@@ -120,6 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
         for name, value in (headers or {}).items():
             self.send_header(name, value)
         if self.close_connection:
@@ -160,28 +218,36 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length)
 
     def _read_chunked(self) -> bytes | None:
+        """A chunked body, or None after answering 400/413. Chunk sizes are hex digits only
+        (no sign: ``-1`` would read to the end of the stream unbounded), and the limit
+        counts the bytes actually read."""
         parts: list[bytes] = []
         total = 0
         while True:
-            line = self.rfile.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                self.close_connection = True
-                self._error(400, "malformed chunked body")
-                return None
+            match = _CHUNK_SIZE_LINE.match(self.rfile.readline(1024))
+            if match is None:
+                return self._bad_body(400, "malformed chunked body: bad chunk size line")
+            size = int(match.group(1), 16)
             if size == 0:
                 # trailers until the empty line
-                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass
-                return b"".join(parts)
-            total += size
-            if total > MAX_BODY_BYTES:
-                self.close_connection = True
-                self._error(413, f"body too large (limit {MAX_BODY_BYTES} bytes)")
-                return None
-            parts.append(self.rfile.read(size))
-            self.rfile.readline(1024)  # CRLF after each chunk
+                for _ in range(_MAX_TRAILER_LINES):
+                    if self.rfile.readline(1024) in (b"\r\n", b"\n", b""):
+                        return b"".join(parts)
+                return self._bad_body(400, "malformed chunked body: too many trailer lines")
+            if total + size > MAX_BODY_BYTES:
+                return self._bad_body(413, f"body too large (limit {MAX_BODY_BYTES} bytes)")
+            chunk = self.rfile.read(size)
+            total += len(chunk)
+            if len(chunk) < size:
+                return self._bad_body(400, "malformed chunked body: truncated chunk")
+            parts.append(chunk)
+            if self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                return self._bad_body(400, "malformed chunked body: no CRLF after a chunk")
+
+    def _bad_body(self, status: int, message: str) -> None:
+        self.close_connection = True
+        self._error(status, message)
+        return None
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -215,18 +281,40 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 pass
 
+    def _host_refused(self) -> bool:
+        """Bound to loopback, a request must be addressed to a loopback name: a page that
+        rebinds its own name to 127.0.0.1 (DNS rebinding) sends its own ``Host``."""
+        host = self.headers.get("Host")
+        if not self.server.loopback_only or host is None or _is_loopback_host(host):
+            return False
+        self.close_connection = True
+        self._error(421, "this collector only answers requests addressed to a loopback "
+                         "name (localhost, 127.0.0.1, [::1])")
+        return True
+
     def _post(self) -> None:
         collector = self.server.collector
         endpoint = urlsplit(self.path).path.rstrip("/") or "/"
         raw = self._read_body()
-        if raw is None:
+        if raw is None or self._host_refused():
+            return
+        content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            # text/plain and form posts are what a web page may send cross-site without
+            # asking (no CORS preflight); the Definity API takes JSON only
+            self._error(415, "Content-Type must be application/json")
             return
         if endpoint not in wire.ENDPOINTS:
             self._error(404, f"unknown endpoint {endpoint!r}; reporting endpoints are "
                              f"{', '.join(wire.ENDPOINTS)}")
             return
-        delay = collector._delay
-        if delay > 0:
+        key = self.headers.get(IDEMPOTENCY_HEADER)
+        if key is not None and not _KEY.match(key):
+            self._error(400, f"{IDEMPOTENCY_HEADER} must be 1-{MAX_KEY_LENGTH} visible ASCII "
+                             "characters")
+            return
+        delay, after_store = collector._delay, collector._delay_after_store
+        if delay > 0 and not after_store:
             time.sleep(delay)
         fault = collector._take_fault(endpoint)
         if fault is not None:
@@ -246,8 +334,16 @@ class _Handler(BaseHTTPRequestHandler):
             logger.info("collector: rejected %s: %s", endpoint, exc)
             self._error(400, str(exc))
             return
-        seq = collector.store.add(endpoint, raw, body, source="http",
-                                  content_type=self.headers.get("Content-Type"))
+        seq, duplicate = collector.store.add_once(
+            endpoint, raw, body, source="http", content_type=self.headers.get("Content-Type"),
+            key=key)
+        if delay > 0 and after_store and not duplicate:
+            time.sleep(delay)  # stored, answered late: the client may have given up
+        if duplicate:
+            logger.info("collector: dropped a duplicate %s (task %s, key %s, first seq %d)",
+                        endpoint, body.get("task_id"), key, seq)
+            self._send(200, b'{"ok": true, "seq": %d, "duplicate": true}' % seq, _JSON_TYPE)
+            return
         collector._notify()
         logger.info("collector: accepted %s (task %s, seq %d)", endpoint, body.get("task_id"), seq)
         # == _json(200, {"ok": True, "seq": seq}), without the encoder on the hot path
@@ -258,25 +354,35 @@ class _Handler(BaseHTTPRequestHandler):
         if self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding"):
             if self._read_body() is None:
                 return
-        store = self.server.collector.store
+        if self._host_refused():
+            return
+        collector = self.server.collector
+        store = collector.store
         parts = urlsplit(self.path)
         path = parts.path.rstrip("/") or "/"
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        # Reads are open (the page in a browser cannot send a bearer token), but a request
-        # that does present a token gets it checked: `definity-spark doctor` learns that
-        # its token is wrong from any endpoint, as with the real server.
+        if path in ("/", "/index.html", "/lineage", "/lineage.html"):
+            # The page itself holds no data: it asks for the token once (kept in the tab)
+            # and sends it with each read of /api/*.
+            self._static("lineage.html", "text/html; charset=utf-8")
+            return
+        # With a token, every read needs it too (the collector may run on a shared host).
         header = self.headers.get("Authorization")
-        if header is not None:
-            auth_error = self.server.collector._check_auth(header)
-            if auth_error is not None:
+        auth_error = collector._check_auth(header)
+        if path == "/health":
+            health: dict[str, Any] = {"status": "ok",
+                                      "token_required": collector.token is not None}
+            if auth_error is None:
+                health["payloads"] = store.count()
+            elif header is not None:  # a wrong token is refused (how `doctor` checks one)
                 self._error(401, auth_error, {"WWW-Authenticate": 'Bearer realm="definity"'})
                 return
-        if path in ("/", "/index.html", "/lineage", "/lineage.html"):
-            self._static("lineage.html", "text/html; charset=utf-8")
-        elif path == "/health":
-            self._json(200, {"status": "ok", "payloads": store.count(),
-                             "token_required": self.server.collector.token is not None})
-        elif path == "/api":
+            self._json(200, health)
+            return
+        if auth_error is not None:
+            self._error(401, auth_error, {"WWW-Authenticate": 'Bearer realm="definity"'})
+            return
+        if path == "/api":
             self._json(200, {"endpoints": ["/api/tasks", "/api/tasks/{task_id}",
                                            "/api/lineage", "/api/columns?dataset=&column=",
                                            "/api/payloads", "/health"]})
@@ -320,17 +426,23 @@ class Collector:
     """A local collector on ``host:port`` backed by the SQLite file ``db_path``.
 
     ``port=0`` picks a free port; ``start()`` returns the base URL (``http://host:port``).
-    ``token``: when set, ``POST /log/*`` needs ``Authorization: Bearer <token>``; the read
-    API and the page stay open (bind to loopback), but a GET that presents a wrong token
-    is refused with 401 too. ``nice``: on Linux, its threads run at this nice value;
+    ``token``: when set, ``POST /log/*`` and every read (``/api/*``; ``/health`` without
+    the count) need ``Authorization: Bearer <token>``; the page asks for it once. Without
+    a token, binding beyond loopback is warned about. ``max_connections`` /
+    ``idle_timeout``: connections served at once, and seconds one may idle.
+    ``nice``: on Linux, its threads run at this nice value;
     ``idle``: in Linux's idle scheduling class (``SCHED_IDLE``). A benchmark's collector,
     standing in for a remote server, then takes only CPU the job leaves idle.
     Usable as a context manager.
     """
 
     def __init__(self, db_path: str | None = None, host: str = DEFAULT_HOST, port: int = 0,
-                 token: str | None = None, nice: int = 0, idle: bool = False) -> None:
+                 token: str | None = None, nice: int = 0, idle: bool = False,
+                 max_connections: int = MAX_CONNECTIONS,
+                 idle_timeout: float = IDLE_TIMEOUT) -> None:
         self.db_path = db_path or default_db_path()
+        self.max_connections = max(1, int(max_connections))
+        self.idle_timeout = max(0.1, float(idle_timeout))
         self.nice = nice
         self.idle = idle
         self.host = host
@@ -344,6 +456,7 @@ class Collector:
         self._faults: collections.deque[_Fault] = collections.deque()
         self._faults_lock = threading.Lock()
         self._delay = 0.0
+        self._delay_after_store = False
         self._requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=10000)
 
     def __repr__(self) -> str:
@@ -375,6 +488,11 @@ class Collector:
             self.store = None  # type: ignore[assignment]
             raise
         self.port = self._server.server_address[1]
+        if self.token is None and not self._server.loopback_only:
+            logger.warning(
+                "collector: listening on %s without a token: anyone who can reach this "
+                "port can read and write everything it holds; set --token (or %s) or bind "
+                "to 127.0.0.1", self.url, TOKEN_ENV)
         self._thread = threading.Thread(target=self._serve, args=(self._server,),
                                         name="definity-collector", daemon=True)
         self._thread.start()
@@ -447,33 +565,43 @@ class Collector:
     # -- import --------------------------------------------------------------------------
 
     def add(self, endpoint: str, body: Any, raw: bytes | None = None,
-            source: str = "api") -> int:
-        """Validate and store one payload without HTTP (the ``--load`` path); return seq.
+            source: str = "api", key: str | None = None) -> int:
+        """Validate and store one payload without HTTP (the ``--load`` path); return seq
+        (the first copy's when ``key`` is already stored: nothing is stored then).
 
         Raises ``PayloadError`` for an invalid payload. Works before ``start()`` too.
         """
-        if self.store is None:
-            self.store = Store(self.db_path)
         if raw is None:
             raw = json.dumps(body, ensure_ascii=False).encode("utf-8")
+        return self._add_once(endpoint, raw, source, key)[0]
+
+    def _add_once(self, endpoint: str, raw: bytes, source: str,
+                  key: str | None) -> tuple[int, bool]:
+        if self.store is None:
+            self.store = Store(self.db_path)
         if endpoint not in wire.ENDPOINTS:
             raise PayloadError(f"unknown endpoint {endpoint!r}; expected one of "
                                f"{', '.join(wire.ENDPOINTS)}")
         parsed = parse_body(raw)
         validate(endpoint, parsed)
-        seq = self.store.add(endpoint, raw, parsed, source=source)
-        self._notify()
-        return seq
+        if key is not None and not _KEY.match(str(key)):
+            raise PayloadError(f"key must be 1-{MAX_KEY_LENGTH} visible ASCII characters")
+        seq, duplicate = self.store.add_once(endpoint, raw, parsed, source=source, key=key)
+        if not duplicate:
+            self._notify()
+        return seq, duplicate
 
     def load_file(self, path: str) -> tuple[int, list[tuple[int, str]]]:
         """Import a JSONL events file (the plugin's file transport / spool format).
 
         Each non-blank line is ``{"endpoint": "/log/...", "body": {...}}``
-        (``wire.envelope()``), validated like an HTTP request. Returns (payloads stored,
+        (``wire.envelope()``, plus the payload's ``"key"`` when the plugin wrote it: a line
+        whose key is already held is not stored again), validated like an HTTP request.
+        Returns (payloads stored,
         [(line number, error message)] of lines rejected); a bad line never stops the import.
         Raises ``OSError`` if the file cannot be read.
         """
-        loaded = 0
+        loaded = duplicates = 0
         rejected: list[tuple[int, str]] = []
         source = "load:" + os.path.abspath(path)
         with open(path, "rb") as handle:
@@ -488,11 +616,18 @@ class Collector:
                         raise PayloadError('line must be {"endpoint": "/log/...", "body": {...}}'
                                            f"; got keys {sorted(record)}") from None
                     raw = json.dumps(payload.body, ensure_ascii=False).encode("utf-8")
-                    self.add(payload.endpoint, payload.body, raw=raw,
-                             source=f"{source}:{number}")
-                    loaded += 1
+                    key = record.get("key")
+                    _, duplicate = self._add_once(payload.endpoint, raw, f"{source}:{number}",
+                                                  key if isinstance(key, str) else None)
+                    if duplicate:
+                        duplicates += 1
+                    else:
+                        loaded += 1
                 except PayloadError as exc:
                     rejected.append((number, str(exc)))
+        if duplicates:
+            logger.info("collector: %d line(s) of %s already held (same key): not stored "
+                        "again", duplicates, path)
         if rejected:
             logger.warning("collector: %d line(s) of %s rejected (first: line %d: %s)",
                            len(rejected), path, rejected[0][0], rejected[0][1])
@@ -507,9 +642,13 @@ class Collector:
             for _ in range(count):
                 self._faults.append(_Fault(status, retry_after, endpoint))
 
-    def set_delay(self, seconds: float) -> None:
-        """Sleep this long before answering each POST (to exercise client timeouts)."""
+    def set_delay(self, seconds: float, after_store: bool = False) -> None:
+        """Sleep this long before answering each POST (to exercise client timeouts).
+        ``after_store``: store the payload first, then wait, and only for a payload that
+        was stored (not for a duplicate): a server that took each request but answered
+        after the client gave up, and answers its retry at once."""
         self._delay = max(0.0, float(seconds))
+        self._delay_after_store = bool(after_store)
 
     def requests(self) -> list[dict[str, Any]]:
         """Every request answered so far: method, path, status, at (oldest first)."""
@@ -563,4 +702,40 @@ class Collector:
             self._changed.notify_all()
 
 
-__all__ = ["Collector", "TOKEN_ENV", "DEFAULT_HOST", "DEFAULT_PORT", "MAX_BODY_BYTES"]
+def _is_loopback_address(host: str) -> bool:
+    """True for a bound address that only this machine can reach (127.0.0.0/8, ::1)."""
+    try:
+        return ipaddress.ip_address(str(host).strip("[]").split("%")[0]).is_loopback
+    except ValueError:
+        return str(host).lower() == "localhost"
+
+
+def _loopback_names() -> set[str]:
+    names = {"localhost"}
+    try:  # the machine's own name: no page can rebind it (no DNS look-up here)
+        names.add(socket.gethostname().lower())
+    except OSError:
+        pass
+    return names
+
+
+_LOOPBACK_NAMES = _loopback_names()
+
+
+def _is_loopback_host(header: str) -> bool:
+    """True when a ``Host`` header names this machine by a loopback name or address."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        name = value[1:value.find("]")] if "]" in value else value
+    else:
+        name = value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+    if name in _LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+__all__ = ["Collector", "TOKEN_ENV", "DEFAULT_HOST", "DEFAULT_PORT", "MAX_BODY_BYTES",
+           "MAX_CONNECTIONS", "IDLE_TIMEOUT"]

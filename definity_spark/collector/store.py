@@ -3,8 +3,10 @@
 Two layers in one database file:
 
 * ``payloads``: every accepted payload exactly as it arrived (the request body bytes),
-  with its endpoint, arrival time and arrival order (``seq``). This is the record other
-  rooms' tests compare byte-for-byte, and the source of truth.
+  with its endpoint, arrival time, arrival order (``seq``) and idempotency key. This is
+  the record other rooms' tests compare byte-for-byte, and the source of truth. A payload
+  whose key is already there is a duplicate (a retry of a request stored before its answer
+  got lost, a second replay): ``add_once`` keeps the first and stores nothing.
 * ``tasks`` / ``tfs`` / ``datasets`` / ``metrics``: the structure the read API needs,
   written in the same transaction as the raw payload.
 
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import sys
 import threading
 from collections.abc import Iterable, Mapping
@@ -30,7 +33,7 @@ from definity_spark.collector.validate import schema_fields
 
 logger = logging.getLogger("definity_spark.collector")
 
-SCHEMA_VERSION = 2  # 2: tfs.column_lineage
+SCHEMA_VERSION = 2  # 2: tfs.column_lineage, payloads.idem_key
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payloads (
@@ -40,7 +43,8 @@ CREATE TABLE IF NOT EXISTS payloads (
     task_id      TEXT,
     source       TEXT NOT NULL,
     content_type TEXT,
-    raw          BLOB NOT NULL
+    raw          BLOB NOT NULL,
+    idem_key     TEXT
 );
 CREATE INDEX IF NOT EXISTS payloads_task ON payloads (task_id, seq);
 CREATE TABLE IF NOT EXISTS tasks (
@@ -114,6 +118,31 @@ def default_db_path() -> str:
     return os.path.join(base, "definity-spark", "collector.db")
 
 
+def _create_private(path: str) -> None:
+    """The database file (and a new directory for it) private to the user, like the spool:
+    it holds table names, queries and schemas. SQLite gives its -wal/-shm files the mode of
+    the database file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+    os.close(fd)
+    _make_private(path)
+
+
+def _make_private(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_IMODE(st.st_mode) & 0o077 and (not hasattr(os, "getuid")
+                                             or st.st_uid == os.getuid()):
+        try:
+            os.chmod(path, 0o600)  # an older file, made before the collector did this
+        except OSError:
+            pass
+
+
 def utc_now() -> str:
     now = _dt.datetime.now(_dt.timezone.utc)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
@@ -133,8 +162,7 @@ class Store:
     def __init__(self, path: str) -> None:
         self.path = path
         if path != ":memory:":
-            directory = os.path.dirname(os.path.abspath(path))
-            os.makedirs(directory, exist_ok=True)
+            _create_private(path)
         self._lock = threading.RLock()
         # check_same_thread=False: request threads share this connection under self._lock.
         self._conn = sqlite3.connect(path, check_same_thread=False, timeout=30.0,
@@ -146,16 +174,33 @@ class Store:
                 self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(_SCHEMA)
-            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(tfs)")}
-            if "column_lineage" not in columns:  # a database made by schema version 1
+            # a database of schema 1 gets the columns of schema 2
+            columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(tfs)")}
+            if "column_lineage" not in columns:
                 self._conn.execute("ALTER TABLE tfs ADD COLUMN column_lineage TEXT")
+            columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(payloads)")}
+            if "idem_key" not in columns:
+                self._conn.execute("ALTER TABLE payloads ADD COLUMN idem_key TEXT")
+            self._conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS payloads_key "
+                               "ON payloads (idem_key)")
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if path != ":memory:":
+            for side in ("-wal", "-shm", "-journal"):
+                _make_private(path + side)
 
     # -- writing -----------------------------------------------------------------------
 
     def add(self, endpoint: str, raw: bytes, body: Mapping[str, Any], source: str = "http",
-            content_type: str | None = None) -> int:
-        """Store one validated payload (raw bytes + structure) atomically; return its seq."""
+            content_type: str | None = None, key: str | None = None) -> int:
+        """Store one validated payload (raw bytes + structure) atomically; return its seq
+        (the first copy's, for a duplicate of ``key``)."""
+        return self.add_once(endpoint, raw, body, source, content_type, key)[0]
+
+    def add_once(self, endpoint: str, raw: bytes, body: Mapping[str, Any],
+                 source: str = "http", content_type: str | None = None,
+                 key: str | None = None) -> tuple[int, bool]:
+        """``(seq, duplicate)``: a payload whose idempotency ``key`` is already stored is
+        not stored again (``duplicate`` True, the first copy's seq); any other is."""
         received_at = utc_now()
         task_id = body.get("task_id")
         task_id = task_id if isinstance(task_id, str) else None
@@ -163,10 +208,16 @@ class Store:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
             try:
+                if key is not None:
+                    known = conn.execute("SELECT seq FROM payloads WHERE idem_key = ?",
+                                         (key,)).fetchone()
+                    if known is not None:
+                        conn.execute("COMMIT")
+                        return int(known[0]), True
                 cur = conn.execute(
                     "INSERT INTO payloads (received_at, endpoint, task_id, source, content_type,"
-                    " raw) VALUES (?, ?, ?, ?, ?, ?)",
-                    (received_at, endpoint, task_id, source, content_type, bytes(raw)))
+                    " raw, idem_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (received_at, endpoint, task_id, source, content_type, bytes(raw), key))
                 seq = int(cur.lastrowid)
                 if task_id is not None:
                     self._index(conn, seq, received_at, endpoint, task_id, body)
@@ -174,7 +225,7 @@ class Store:
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
-        return seq
+        return seq, False
 
     def _index(self, conn: sqlite3.Connection, seq: int, received_at: str, endpoint: str,
                task_id: str, body: Mapping[str, Any]) -> None:
@@ -268,6 +319,7 @@ class Store:
             "task_id": row["task_id"],
             "source": row["source"],
             "content_type": row["content_type"],
+            "idempotency_key": row["idem_key"],
             "body": json.loads(raw),
             "raw": raw,
         }

@@ -20,6 +20,10 @@ from typing import Any
 from definity_spark import wire
 
 TASK_STATUSES = ("start", "end")
+# The deepest nesting of arrays/objects a body may have: the contract's bodies go 4 deep
+# (metrics -> [ -> { -> value); a hostile body 100000 deep would exhaust the recursion
+# limit of the JSON decoder (a 500) or of anything that serialises it again.
+MAX_DEPTH = 32
 TF_STATUSES = ("end",)
 
 
@@ -61,11 +65,30 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         body = json.loads(text, parse_constant=_reject_constant)
     except PayloadError:
         raise
+    except RecursionError:
+        raise PayloadError(f"body is nested too deeply (at most {MAX_DEPTH} levels)") from None
     except ValueError as exc:
         raise PayloadError(f"body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise PayloadError(f"body must be a JSON object, got {_type_name(body)}")
+    if _depth_exceeds(body, MAX_DEPTH):
+        raise PayloadError(f"body is nested too deeply (at most {MAX_DEPTH} levels)")
     return body
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True when arrays/objects nest deeper than ``limit`` (checked without recursion: what
+    is stored is serialised again, and that must not hit the interpreter's limit)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values() if isinstance(v, (dict, list)))
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item if isinstance(v, (dict, list)))
+    return False
 
 
 def _field(body: Mapping[str, Any], name: str, path: str = "") -> Any:

@@ -8,12 +8,21 @@ Policies (docs/reliability.md has the long form):
 
 * ``submit`` never blocks and never touches the network: it numbers the payload and puts
   it on the queue. One worker thread sends in submission order.
+* Every payload has an idempotency key, ``<random prefix of this Delivery>-<seq>``: sent
+  as ``Idempotency-Key`` on every try, kept in the spool record so that replay and
+  recovery resend the same one. Two deliveries of one task (the helper's and the driver's
+  fallback) never share a prefix, nor does a forked child with its parent.
 * Queue full (``queue_size``): the payload is written to the task's spool file on the
   caller's thread (one small append + fsync, no network) and the task switches to the
   spool to keep its order; counted as ``queue_full``. Without a spool (file transport) the
   newest payload is dropped and counted as lost.
 * A payload not delivered after ``server_attempts`` tries (connection error, timeout,
-  reset, 5xx, 429) is spooled, and so is everything the task submits after it (order); a
+  reset, 5xx, 429) is spooled, and so is everything the task submits after it (order).
+  *Recovery*: while a task has spooled reports, a thread (``definity-spark.recover``)
+  probes the server with them, oldest first, with capped exponential backoff (the
+  server's ``Retry-After`` honoured); once it answers, it sends the task's spool in order
+  (acking each record in the file) and the task goes back to live delivery. At close,
+  what is left stays in the spool for replay. A
   401/403 (token rejected), a 404/405/410/3xx (not the server's URL) or an untrusted TLS
   certificate is logged once and
   switches the whole delivery to the spool (no retry storm; replay once fixed); any other
@@ -27,30 +36,37 @@ Policies (docs/reliability.md has the long form):
 ``stats()`` counters (all always present):
   ``submitted``  accepted by ``submit``
   ``sent``       delivered (2xx, or written to the events file)
-  ``spooled``    written to the spool, for ``definity-spark replay``
+  ``spooled``    written to the spool (then recovered during the run, or replayed)
+  ``recovered``  spooled, then delivered from the spool during the run (in ``spooled``,
+                 not in ``sent``)
   ``queue_full`` found the queue full (then spooled, or lost without a spool)
   ``network``    failed after all attempts (connection, timeout, reset, 5xx, 429)
   ``rejected``   refused by the server (401/403/404/405/410/3xx and an untrusted TLS
                  certificate are spooled, other 4xx lost)
-  ``spool_failed`` / ``io_error`` / ``invalid`` / ``closed``  lost: spool write failed,
-                 events file write failed, payload could not be serialised, submitted
-                 after close
+  ``spool_failed`` / ``io_error`` / ``invalid`` / ``closed``  lost: spool write failed
+                 (disk full, or the spool bound reached by this task's own file), events
+                 file write failed, payload could not be serialised, submitted after close
+  ``spool_dropped``  lost: reports in the oldest spool files, removed to keep the spool
+                 within ``spool_max_size``
   ``unsent_at_close``  left in memory at close without a spool (lost)
   ``lost``       total gone for good (the task metric for dropped reports)
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import logging
 import os
+import random
+import secrets
 import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, Callable
 
 from definity_spark import wire
-from definity_spark._internal import contained
+from definity_spark._internal import contained, log_internal_error
 from definity_spark.delivery.file import FileTransport
 from definity_spark.delivery.spool import (
     ReplayReport,
@@ -77,25 +93,36 @@ from definity_spark.delivery.worker import BackgroundWorker
 log = logging.getLogger("definity_spark.delivery")
 
 COLUMN_LINEAGE = "column_lineage"  # the optional field of /log/tf (docs/column-lineage.md)
-STAT_KEYS = ("submitted", "sent", "spooled", "queue_full", "network", "rejected",
-             "spool_failed", "io_error", "invalid", "closed", "unsent_at_close", "lost")
+STAT_KEYS = ("submitted", "sent", "spooled", "recovered", "queue_full", "network", "rejected",
+             "spool_failed", "spool_dropped", "io_error", "invalid", "closed",
+             "unsent_at_close", "lost")
 
 # (seq, payload): seq is the submission number, kept in the spool so replay keeps order
 _Item = tuple[int, Any]
+
+# Recovery probes: the first after PROBE_BASE (or the backoff base, if larger), then
+# doubling with jitter up to PROBE_CAP; a server's Retry-After is honoured (capped too).
+PROBE_BASE = 0.5
+PROBE_CAP = 60.0
 
 
 class Delivery:
     """Queue + worker thread + transport (+ spool). See the module docstring."""
 
     def __init__(self, transport: Transport, spool: Spool | None = None,
-                 queue_size: int = 10000, abort: threading.Event | None = None) -> None:
+                 queue_size: int = 10000, abort: threading.Event | None = None,
+                 recover: Callable[[], Transport] | None = None,
+                 probe_base: float = PROBE_BASE) -> None:
         self.transport = transport
         self.spool = spool
+        if spool is not None:
+            spool.on_dropped = lambda n: self._count("spool_dropped", n, lost=True)
         # Set by close(): cuts backoff sleeps (shared with the HTTP transport) and sends
         # whatever the worker still picks up straight to the spool.
         self.abort = abort if abort is not None else threading.Event()
         self._worker: BackgroundWorker[_Item] = BackgroundWorker(self._process, queue_size)
         self._seq = itertools.count(1)
+        self._key_prefix = _new_key_prefix()
         self._stats: dict[str, int] = {k: 0 for k in STAT_KEYS}
         self._stats_lock = threading.Lock()
         # Held by the worker from the moment a payload is in flight until its outcome is
@@ -108,6 +135,21 @@ class Delivery:
         self._without_column_lineage = False
         self._closed = False
         self._close_lock = threading.Lock()
+        # Held while deciding whether a payload goes to the spool or live, while writing to
+        # the spool, and by the recovery when it sends a task back to live delivery: so no
+        # payload of a task lands in its spool after that task was declared drained.
+        self._route_lock = threading.RLock()
+        # seqs in the worker's queue or in flight, oldest first (recovery sends a spooled
+        # record only when no older payload is still on its way)
+        self._outstanding: collections.deque[int] = collections.deque()
+        self._order_lock = threading.Lock()
+        self._recover_factory = recover if spool is not None else None
+        self._probe_base = max(PROBE_BASE, float(probe_base))
+        self._recover_thread: threading.Thread | None = None
+        self._retry_after_hint: float | None = None  # the live failure's Retry-After
+        # idle | waiting (for the next probe) | probing | draining (the server answered)
+        self._recover_state = "idle"
+        self._recover_changed = threading.Condition(threading.Lock())
         reset_after_fork(self)
 
     def _after_fork(self) -> None:
@@ -117,6 +159,15 @@ class Delivery:
         self._flight_lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._inflight = None
+        # the child numbers on from the parent's count: its keys need their own prefix
+        self._key_prefix = _new_key_prefix()
+        self._route_lock = threading.RLock()
+        self._order_lock = threading.Lock()
+        self._outstanding = collections.deque()
+        # the parent's recovery thread is the parent's; the child starts its own if needed
+        self._recover_thread = None
+        self._recover_state = "idle"
+        self._recover_changed = threading.Condition(threading.Lock())
 
     # ------------------------------------------------------------------ public API
     def submit(self, payload: Any) -> bool:
@@ -126,8 +177,13 @@ class Delivery:
             if self._closed:
                 self._count("closed", lost=True)
                 return False
-            item: _Item = (next(self._seq), payload)
-            if self._worker.submit(item):
+            with self._order_lock:  # queue order == seq order, even from several threads
+                item: _Item = (next(self._seq), payload)
+                self._outstanding.append(item[0])
+                queued = self._worker.submit(item)
+                if not queued:
+                    self._outstanding.pop()
+            if queued:
                 self._count("submitted")
                 return True
             self._count("submitted")
@@ -178,20 +234,30 @@ class Delivery:
     def describe(self) -> str:
         return self.transport.describe()
 
+    def key(self, seq: int) -> str:
+        """The idempotency key of this delivery's payload number ``seq``."""
+        return f"{self._key_prefix}-{seq}"
+
     # ------------------------------------------------------------------ closing
     def _close(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         # Keep a little of the budget to put leftovers on disk.
         reserve = min(0.25, timeout * 0.2)
         self._worker.flush(max(0.0, timeout - reserve))
+        # A recovery that is sending a spooled task (the server answers again) may use what
+        # is left of the budget; one that waits for its next probe is not waited for.
+        self._wait_for_recovery(deadline - reserve)
         # From here on: no backoff sleeps, no new sends; the worker spools what it picks up.
         self.abort.set()
+        self._wake_recovery()
         leftovers = self._worker.close(max(0.0, deadline - time.monotonic() - reserve / 2))
         with self._flight_lock:
             stuck = self._inflight
             self._inflight = None  # tells the worker the closer took it over
         if stuck is not None:
             leftovers.insert(0, stuck)
+        with self._order_lock:
+            self._outstanding.clear()  # (what is left goes to the spool right here)
         if leftovers:
             if self.spool is not None:
                 self._spool_items(leftovers, reason="close")
@@ -218,6 +284,16 @@ class Delivery:
 
     # ------------------------------------------------------------------ the worker side
     def _process(self, item: _Item) -> None:
+        try:
+            self._process_item(item)
+        finally:
+            with self._order_lock:
+                if self._outstanding and self._outstanding[0] == item[0]:
+                    self._outstanding.popleft()
+                elif item[0] in self._outstanding:
+                    self._outstanding.remove(item[0])
+
+    def _process_item(self, item: _Item) -> None:
         seq, payload = item
         try:
             endpoint = str(payload.endpoint)
@@ -228,19 +304,20 @@ class Delivery:
                         type(exc).__name__, exc)
             return
         task_id = str(body.get("task_id", ""))
-        if self.spool is not None and (self.abort.is_set() or self._server_refuses
-                                       or task_id in self._spooling_tasks):
-            self._spool_items([item], reason="order", prepared=[(seq, endpoint, body)])
-            return
+        with self._route_lock:
+            if self.spool is not None and (self.abort.is_set() or self._server_refuses
+                                           or task_id in self._spooling_tasks):
+                self._spool_items([item], reason="order", prepared=[(seq, endpoint, body)])
+                return
         with self._flight_lock:
             self._inflight = item
         try:
             if self._without_column_lineage and endpoint == wire.TF:
                 body.pop(COLUMN_LINEAGE, None)
-            result = self.transport.send(endpoint, body)
+            result = self.transport.send(endpoint, body, key=self.key(seq))
             if result.outcome == REJECTED and result.status == 400 and endpoint == wire.TF \
                     and COLUMN_LINEAGE in body:
-                result = self._without_columns(endpoint, body)
+                result = self._without_columns(endpoint, body, self.key(seq))
         except Exception as exc:  # noqa: BLE001 - a transport bug counts as a failed send
             result = SendResult(NETWORK, None, f"{type(exc).__name__}: {exc}", 0)
         with self._flight_lock:
@@ -251,7 +328,7 @@ class Delivery:
             self._inflight = None
             self._record(item, task_id, endpoint, body, result)
 
-    def _without_columns(self, endpoint: str, body: dict[str, Any]) -> SendResult:
+    def _without_columns(self, endpoint: str, body: dict[str, Any], key: str) -> SendResult:
         """A 400 to a tf with its column lineage (an additive field a server may not know):
         the tf again without it, and no more of it from this delivery (logged once)."""
         if not self._without_column_lineage:
@@ -261,7 +338,7 @@ class Delivery:
                         "is left out of this application's reports from now on",
                         self.transport.describe())
         body.pop(COLUMN_LINEAGE, None)
-        return self.transport.send(endpoint, body)
+        return self.transport.send(endpoint, body, key=key)
 
     def _record(self, item: _Item, task_id: str, endpoint: str, body: dict[str, Any],
                 result: SendResult) -> None:
@@ -270,6 +347,7 @@ class Delivery:
             self._count("sent")
         elif outcome in (NETWORK, ABORTED):
             self._count("network")
+            self._retry_after_hint = result.retry_after
             if self.spool is None:
                 self._count("lost")
                 return
@@ -277,9 +355,10 @@ class Delivery:
                 log.warning(
                     "definity-spark: could not deliver %s of task %s to %s after %d "
                     "attempt(s) (%s); this and the task's later reports go to the spool %s "
-                    "(send them with `definity-spark replay`)", endpoint, task_id,
-                    self.transport.describe(), result.attempts, result.detail,
-                    self.spool.spool_dir)
+                    "until the server answers again (probed in the background; what is "
+                    "left at the end is sent by `definity-spark replay` or the next "
+                    "activation)", endpoint, task_id, self.transport.describe(),
+                    result.attempts, result.detail, self.spool.spool_dir)
             self._spool_items([item], reason="network", prepared=[(item[0], endpoint, body)])
         elif outcome in (AUTH, MISDIRECTED, TLS):
             self._count("rejected")
@@ -328,24 +407,167 @@ class Delivery:
         for seq, endpoint, body in prepared:
             task_id = str(body.get("task_id", ""))
             by_task.setdefault(task_id, []).append(
-                {"seq": seq, "endpoint": endpoint, "body": body})
+                {"seq": seq, "key": self.key(seq), "endpoint": endpoint, "body": body})
         ok = True
-        for task_id, records in by_task.items():
-            self._spooling_tasks.add(task_id)
-            if self.spool.append(task_id, records):
-                self._count("spooled", len(records))
-            else:
-                ok = False
-                self._count("spool_failed", len(records))
-                self._count("lost", len(records))
+        with self._route_lock:
+            for task_id, records in by_task.items():
+                self._spooling_tasks.add(task_id)
+                if self.spool.append(task_id, records):
+                    self._count("spooled", len(records))
+                else:
+                    ok = False
+                    self._count("spool_failed", len(records))
+                    self._count("lost", len(records))
+            if reason in ("network", "queue_full"):
+                self._start_recovery()
         log.debug("definity-spark: %d report(s) spooled (%s)", len(prepared), reason)
         return ok
+
+    # ------------------------------------------------------------------ recovery
+    def _start_recovery(self) -> None:
+        """(Under the route lock.) A thread that brings spooled tasks back, if none runs."""
+        if (self._recover_factory is None or self._server_refuses or self.abort.is_set()
+                or (self._recover_thread is not None and self._recover_thread.is_alive())):
+            return
+        thread = threading.Thread(target=self._recover, name="definity-spark.recover",
+                                  daemon=True)
+        self._recover_thread = thread
+        try:
+            thread.start()
+        except RuntimeError:  # interpreter shutting down: what is spooled stays for replay
+            self._recover_thread = None
+
+    def _set_recover_state(self, state: str) -> None:
+        with self._recover_changed:
+            self._recover_state = state
+            self._recover_changed.notify_all()
+
+    def _wake_recovery(self) -> None:
+        with self._recover_changed:
+            self._recover_changed.notify_all()
+
+    def _wait_for_recovery(self, deadline: float) -> None:
+        """At close: while the recovery is sending a task the server takes again (not
+        waiting for, nor trying, a probe), let it."""
+        with self._recover_changed:
+            while self._recover_state == "draining":
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self._recover_changed.wait(min(remaining, 0.5))
+
+    def _recover(self) -> None:
+        """The recovery thread: probe, drain each spooled task in order, back off, repeat
+        until no task is spooled (or the delivery closes / the server refuses us)."""
+        from definity_spark.delivery.http import backoff_delay  # (the helper has it loaded)
+
+        transport: Transport | None = None
+        failures = 0
+        wait = self._probe_base / 2 + random.random() * self._probe_base / 2
+        # the server said when to come back (429/503 with Retry-After): not before
+        wait = min(PROBE_CAP, max(wait, self._retry_after_hint or 0.0))
+        try:
+            while True:
+                self._set_recover_state("waiting")
+                with self._recover_changed:
+                    if not self.abort.is_set():
+                        self._recover_changed.wait(wait)
+                if self.abort.is_set() or self._server_refuses:
+                    return
+                with self._route_lock:
+                    tasks = sorted(self._spooling_tasks)
+                    if not tasks:
+                        self._recover_thread = None
+                        return
+                self._set_recover_state("probing")
+                if transport is None:
+                    assert self._recover_factory is not None
+                    transport = self._recover_factory()
+                retry_after: float | None = None
+                for task_id in tasks:
+                    retry_after = self._drain(task_id, transport)
+                    if retry_after is not None:
+                        break
+                if retry_after is None:
+                    failures, wait = 0, self._probe_base / 2
+                else:
+                    failures += 1
+                    wait = max(retry_after, backoff_delay(failures, self._probe_base))
+                    wait = min(wait, PROBE_CAP)
+        except Exception as exc:  # noqa: BLE001 - the recovery must never break the host
+            log_internal_error("delivery.recover", exc)
+            log.warning("definity-spark: the recovery of spooled reports stopped; they stay "
+                        "in the spool for replay")
+        finally:
+            self._set_recover_state("idle")
+            if transport is not None:
+                with contained("delivery.recover.close"):
+                    transport.close()
+
+    def _drain(self, task_id: str, transport: Transport) -> float | None:
+        """Send the task's spooled reports in order and, when none is left, put the task
+        back on live delivery. None when done (or nothing could be done now: the task's
+        older reports are still queued); else seconds to wait before the next probe (0:
+        the backoff's)."""
+        assert self.spool is not None
+        sent = 0
+        while True:
+            if self.abort.is_set():
+                return 0.0
+            records = self.spool.pending(task_id)
+            with self._order_lock:
+                oldest_on_its_way = self._outstanding[0] if self._outstanding else None
+            # a spooled record goes only when nothing older is still queued or in flight
+            ready = [r for r in records if oldest_on_its_way is None
+                     or (isinstance(r.get("seq"), int) and r["seq"] < oldest_on_its_way)]
+            if not ready:
+                with self._route_lock:
+                    if not self.spool.pending(task_id):
+                        # Drained: from here on the worker sends this task's payloads live.
+                        self._spooling_tasks.discard(task_id)
+                        self.spool.discard(task_id)
+                        if sent:
+                            log.info("definity-spark: %s answers again: %d spooled "
+                                     "report(s) of task %s delivered, back to live delivery",
+                                     transport.describe(), sent, task_id)
+                        return None
+                if records:
+                    # older payloads of the run are still on their way: let the worker
+                    # spool them (or a slow request of another task end), then go on
+                    self.abort.wait(0.1)
+                    continue
+            for record in ready:
+                if self.abort.is_set():
+                    return 0.0
+                seq = record.get("seq")
+                result = transport.send(record["endpoint"], record["body"],
+                                        key=record.get("key") or self.key(int(seq or 0)))
+                if result.outcome == SENT:
+                    self.spool.append(task_id, [{"ack": seq}])
+                    self._count("recovered")
+                    if not sent:
+                        self._set_recover_state("draining")  # close lets it finish
+                    sent += 1
+                elif result.outcome == REJECTED:
+                    # refused for good: the same answer at replay; not sent again
+                    self.spool.append(task_id, [{"ack": seq, "refused": result.status}])
+                    self._count("rejected", lost=True)
+                elif result.outcome in (AUTH, MISDIRECTED, TLS):
+                    self._server_refuses = True  # logged by the transport; replay later
+                    return 0.0
+                else:
+                    return result.retry_after or 0.0
 
     def _count(self, key: str, n: int = 1, lost: bool = False) -> None:
         with self._stats_lock:
             self._stats[key] = self._stats.get(key, 0) + n
             if lost:
                 self._stats["lost"] += n
+
+
+def _new_key_prefix() -> str:
+    """64 random bits: the idempotency keys of two deliveries never meet."""
+    return secrets.token_hex(8)
 
 
 # Deliveries of this process (``Delivery`` and ``helper.client.HelperProcess``), reset in
@@ -389,8 +611,21 @@ def make_delivery(settings: Any) -> Delivery:
     the helper process cannot run; the helper's own, in ``helper/child.py``)."""
     abort = threading.Event()
     transport = make_transport(settings, abort)
-    spool = Spool(settings.spool_dir) if transport.kind == "http" else None
-    delivery = Delivery(transport, spool, queue_size=settings.queue_size, abort=abort)
+    spool = Spool(settings.spool_dir, max_bytes=settings.spool_max_size,
+                  destination=settings.server_url) if transport.kind == "http" else None
+
+    def recovery_transport() -> Transport:
+        # One try per request: the recovery's own loop backs off between probes.
+        from definity_spark.delivery.http import HttpTransport
+
+        return HttpTransport(
+            settings.server_url, settings.token, timeout=settings.server_timeout, attempts=1,
+            attempt_sleep=0.0, verify_tls=settings.verify_tls, ca_bundle=settings.ca_bundle,
+            abort=abort)
+
+    delivery = Delivery(transport, spool, queue_size=settings.queue_size, abort=abort,
+                        recover=recovery_transport if spool is not None else None,
+                        probe_base=settings.server_attempt_sleep)
     if spool is not None and settings.replay_spool:
         with contained("delivery.background_replay"):
             start_background_replay(settings, abort)

@@ -16,7 +16,8 @@ import os
 import sys
 from typing import Any
 
-from definity_spark.delivery.spool import replay, spool_files
+from definity_spark.delivery.spool import destination_of, file_destination, replay, spool_files
+from definity_spark.redaction import mask_url
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -60,7 +61,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"nothing to replay in {settings.spool_dir}")
         return 0
     print(f"replaying {len(files)} spool file(s) from {settings.spool_dir} "
-          f"to {settings.server_url}")
+          f"to {mask_url(settings.server_url)}")
+    mine = destination_of(settings.server_url)
+    elsewhere = sorted({d for d in map(file_destination, files) if d and d != mine})
+    if elsewhere:
+        # the user named the server: send them (the server may have moved), but say so
+        print("  note: some files were spooled for another server: "
+              + ", ".join(mask_url(d) or "" for d in elsewhere))
     report = replay(settings.spool_dir, settings.server_url, settings.token,
                     timeout=settings.server_timeout, attempts=settings.server_attempts,
                     attempt_sleep=settings.server_attempt_sleep,
@@ -68,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"sent {report.sent} report(s); {report.files_done} file(s) done, "
           f"{report.files_pending} pending, {report.files_live} still being written"
           + (f"; {report.rejected} refused by the server" if report.rejected else "")
+          + (f"; {report.files_skipped} skipped (not a regular file of yours)"
+             if report.files_skipped else "")
           + (f"; {report.corrupt_lines} unreadable line(s) skipped"
              if report.corrupt_lines else ""))
     for detail in report.details:
@@ -81,6 +90,10 @@ def run(args: argparse.Namespace) -> int:
     elif report.stopped_by == "tls":
         print("the server's TLS certificate could not be verified; set "
               "DEFINITY_SERVER_CA_BUNDLE to the CA that signed it", file=sys.stderr)
+    elif report.stopped_by == "unsafe":
+        print("the spool directory is another user's or writable by others: nothing was "
+              "sent from it; use a directory only you can write to (--spool)",
+              file=sys.stderr)
     elif report.stopped_by == "network":
         print("the server could not be reached (or failed); run replay again later",
               file=sys.stderr)

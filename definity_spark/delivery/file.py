@@ -49,7 +49,10 @@ def open_private(path: str) -> int:
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    # O_NOFOLLOW: a symbolic link planted under the expected name is refused, not followed
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(path, flags, 0o600)
     try:
         os.fchmod(fd, 0o600)  # the umask could only narrow it, but an old file may be wider
     except (AttributeError, OSError):
@@ -75,8 +78,10 @@ class FileTransport(Transport):
             return self.events_file
         return os.path.join(events_dir(self.spool_dir), safe_name(task_id) + ".jsonl")
 
-    def send(self, endpoint: str, body: Mapping[str, Any]) -> SendResult:
+    def send(self, endpoint: str, body: Mapping[str, Any],
+             key: str | None = None) -> SendResult:
         path = self.path_for(str(body.get("task_id", "")))
+        # (no key here: nothing is retried into this file; its lines are wire.envelope's)
         try:
             line = json.dumps({"endpoint": endpoint, "body": body}, separators=(",", ":"),
                               ensure_ascii=False) + "\n"

@@ -69,6 +69,8 @@ from definity_spark.delivery.transport import (
     SendResult,
     Transport,
 )
+from definity_spark.redaction import mask_url
+from definity_spark.wire import ENDPOINTS
 
 log = logging.getLogger("definity_spark.delivery")
 
@@ -80,6 +82,9 @@ _RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504}) | frozenset(range(505, 
 # Redirects are not followed: an HTTP client would turn a redirected POST into a GET and
 # drop the Authorization header on a host change.
 _MISDIRECTED_STATUS = frozenset({404, 405, 410}) | frozenset(range(300, 400))
+# The payload's idempotency key (IETF draft "The Idempotency-Key HTTP Header Field"): the
+# same on every try, replay and recovery of a payload, so a server can drop a duplicate.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 # The most of an answer that is read: the server's answers are small JSON; a bigger one
 # (a proxy's HTML error page...) is cut, and its connection closed rather than drained.
 _ANSWER_LIMIT = 64 * 1024
@@ -139,6 +144,8 @@ class HttpTransport(Transport):
         abort: threading.Event | None = None,
     ) -> None:
         self.base_url = server_url.rstrip("/")
+        # for log lines and describe(): never the URL's user-info or a key parameter
+        self._shown_url = mask_url(self.base_url) or ""
         self._token = token or None
         self.timeout = max(0.001, float(timeout))
         self.attempts = max(1, int(attempts))
@@ -166,7 +173,7 @@ class HttpTransport(Transport):
 
     # ------------------------------------------------------------------ setup
     def describe(self) -> str:
-        return self.base_url
+        return self._shown_url
 
     def _quiet_insecure_warnings(self) -> None:
         # The settings room already warned once that verification is off (the user asked
@@ -267,18 +274,26 @@ class HttpTransport(Transport):
         return text
 
     # ------------------------------------------------------------------ sending
-    def send(self, endpoint: str, body: Mapping[str, Any]) -> SendResult:
+    def send(self, endpoint: str, body: Mapping[str, Any],
+             key: str | None = None) -> SendResult:
+        if endpoint not in ENDPOINTS:
+            # The URL is the base URL + the endpoint: anything else (a spool record saying
+            # "@attacker.example/steal") could send the token to another host.
+            return SendResult(INVALID, None, f"not a reporting endpoint: {endpoint[:80]!r}", 0)
         try:
             data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         except (TypeError, ValueError) as exc:
             return SendResult(INVALID, None, f"{type(exc).__name__}: {exc}", 0)
+        # The same key on every try: a request the server stored but answered too late is
+        # recognised when it comes again.
+        headers = self._headers if not key else dict(self._headers, **{IDEMPOTENCY_HEADER: key})
         last = SendResult(NETWORK, detail="not attempted")
         for attempt in range(1, self.attempts + 1):
             if attempt > 1 and self.abort.is_set():
                 return SendResult(ABORTED, last.status, last.detail, attempt - 1)
             retry_after: float | None = None
             try:
-                status, headers, answer = self._post(endpoint, data)
+                status, answer_headers, answer = self._post(endpoint, data, headers)
             except urllib3.exceptions.NewConnectionError as exc:
                 # A subclass of ConnectTimeoutError, but a refusal or a name that does not
                 # resolve, not a timeout.
@@ -300,7 +315,7 @@ class HttpTransport(Transport):
                 if 200 <= status < 300:
                     return SendResult(SENT, status, "", attempt)
                 text = self._scrub(answer.decode("utf-8", "replace")[:300].strip())
-                location = self._scrub(headers.get("Location") or "")
+                location = self._scrub(answer_headers.get("Location") or "")
                 if status in (401, 403):
                     self._log_token_rejected(status, endpoint)
                     return SendResult(AUTH, status, text, attempt)
@@ -311,8 +326,8 @@ class HttpTransport(Transport):
                     # other 4xx (and 1xx): a refusal of this payload
                     self._log_rejected(status, endpoint, text)
                     return SendResult(REJECTED, status, text, attempt)
-                retry_after = parse_retry_after(headers.get("Retry-After"))
-                last = SendResult(NETWORK, status, f"HTTP {status}", attempt)
+                retry_after = parse_retry_after(answer_headers.get("Retry-After"))
+                last = SendResult(NETWORK, status, f"HTTP {status}", attempt, retry_after)
             log.debug("definity-spark: attempt %d/%d of %s failed: %s",
                       attempt, self.attempts, endpoint, last.detail)
             if attempt == self.attempts:
@@ -323,16 +338,18 @@ class HttpTransport(Transport):
                 return SendResult(ABORTED, last.status, last.detail, attempt)
         return last
 
-    def _post(self, endpoint: str, data: bytes) -> tuple[int, Mapping[str, str], bytes]:
+    def _post(self, endpoint: str, data: bytes, headers: Mapping[str, str]
+              ) -> tuple[int, Mapping[str, str], bytes]:
         """One attempt: the status, headers and (up to ``_ANSWER_LIMIT``) body of the answer.
 
         The connection goes back to the pool for the next report: kept alive when the
         answer was read whole, closed when it was cut."""
         pool: Any = self._route()
         if pool is None:
-            return self._post_direct(self._base_path + endpoint, data)  # type: ignore[operator]
+            return self._post_direct(self._base_path + endpoint, data,  # type: ignore[operator]
+                                     headers)
         resp = pool.urlopen(
-            "POST", self.base_url + endpoint, body=data, headers=self._headers,
+            "POST", self.base_url + endpoint, body=data, headers=dict(headers),
             timeout=self._urlopen_timeout, retries=False, redirect=False,
             preload_content=False)
         try:
@@ -343,7 +360,7 @@ class HttpTransport(Transport):
             resp.release_conn()
         return resp.status, resp.headers, answer
 
-    def _post_direct(self, path: str, data: bytes
+    def _post_direct(self, path: str, data: bytes, headers: Mapping[str, str]
                      ) -> tuple[int, Mapping[str, str], bytes]:
         """``_post`` without a proxy: on the one connection, opened again when the server
         closed it (readable while idle: its end, or bytes nobody asked for) or when an
@@ -354,7 +371,7 @@ class HttpTransport(Transport):
         if conn is None:
             conn = self._direct = self._new_direct()
         try:
-            conn.request("POST", path, body=data, headers=self._headers)
+            conn.request("POST", path, body=data, headers=headers)
             resp = conn.getresponse()
             answer = resp.read(_ANSWER_LIMIT)
             if not resp.isclosed():  # cut: the rest is never read, so not reused
@@ -372,7 +389,7 @@ class HttpTransport(Transport):
             "definity-spark: the Definity server rejected the token (HTTP %d) at %s%s; "
             "reports are not retried but kept in the spool; fix spark.definity.token / "
             "DEFINITY_TOKEN and run `definity-spark replay`",
-            status, self.base_url, endpoint,
+            status, self._shown_url, endpoint,
         )
 
     def _log_tls_failure(self, detail: str) -> None:
@@ -383,7 +400,7 @@ class HttpTransport(Transport):
             "definity-spark: the TLS certificate of %s could not be verified (%s); reports "
             "are kept in the spool; point spark.definity.server.caBundle / "
             "DEFINITY_SERVER_CA_BUNDLE to the CA that signed it and run `definity-spark "
-            "replay`", self.base_url, detail)
+            "replay`", self._shown_url, detail)
 
     def _log_misdirected(self, status: int, endpoint: str, location: str) -> None:
         if self._misdirection_logged:
@@ -393,8 +410,8 @@ class HttpTransport(Transport):
             "definity-spark: %s%s answered HTTP %d%s: is spark.definity.server / "
             "DEFINITY_SERVER_URL the base URL of the Definity server? Reports are kept in "
             "the spool; fix the URL and run `definity-spark replay`",
-            self.base_url, endpoint, status,
-            f" (redirect to {location})" if location else "",
+            self._shown_url, endpoint, status,
+            f" (redirect to {mask_url(location)})" if location else "",
         )
 
     def _log_rejected(self, status: int, endpoint: str, text: str) -> None:

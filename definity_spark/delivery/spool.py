@@ -5,8 +5,11 @@ the UTC creation time + pid + a random part, so that file names sort in time ord
 processes never share a file; ``task`` is the file-name-safe task id, the real one is in
 the bodies). Directory mode 0700, file mode 0600.
 
-Records, one JSON object per line:
-  ``{"seq": 7, "endpoint": "/log/tf", "body": {...}}``  a payload (``wire.envelope`` + seq)
+The first line names the server the reports were meant for, ``{"dest": "https://h/p"}``
+(``destination_of``: no user-info, no query): the background replay of a later activation
+sends only files of its own server. Then records, one JSON object per line:
+  ``{"seq": 7, "key": "9f2c...-7", "endpoint": "/log/tf", "body": {...}}``  a payload
+                  (``wire.envelope`` + seq + its idempotency key, resent as it was)
   ``{"ack": 7}``  payload 7 was delivered after all (it was in flight when the delivery
                   closed and got spooled, then the server answered 2xx)
 
@@ -32,11 +35,13 @@ import json
 import logging
 import os
 import random
+import stat
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from definity_spark.delivery.file import open_private, safe_name, write_line
 from definity_spark.delivery.transport import (
@@ -48,6 +53,7 @@ from definity_spark.delivery.transport import (
     TLS,
     Transport,
 )
+from definity_spark.wire import ENDPOINTS
 
 try:  # POSIX; on other platforms files are never considered live
     import fcntl
@@ -74,20 +80,121 @@ def ensure_dir(spool_dir: str) -> str:
     return path
 
 
+def unsafe_dir(spool_dir: str) -> str | None:
+    """Why ``spool_dir`` must not be replayed from, or None: a directory another user owns
+    or may write to could hold records planted to send the token elsewhere or to inject
+    reports."""
+    try:
+        st = os.stat(spool_dir)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"not readable ({type(exc).__name__})"
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory"
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return f"owned by another user (uid {st.st_uid})"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
+    return None
+
+
+def destination_of(server_url: str | None) -> str | None:
+    """The server a spool file is meant for, as recorded in its first line:
+    ``scheme://host[:port]/path`` in lower case, never the URL's user-info."""
+    if not server_url:
+        return None
+    try:
+        parts = urlsplit(server_url.strip())
+        host = (parts.hostname or "").lower()
+        port = parts.port
+    except ValueError:
+        return None
+    if ":" in host:
+        host = f"[{host}]"
+    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
+    netloc = host if port in (None, default) else f"{host}:{port}"
+    return f"{parts.scheme.lower()}://{netloc}{parts.path.rstrip('/')}"
+
+
+def file_destination(path: str) -> str | None:
+    """The destination in a spool file's first line, or None (an older file, or none)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(4096)
+        record = json.loads(first.decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    dest = record.get("dest") if isinstance(record, dict) else None
+    return dest if isinstance(dest, str) else None
+
+
 def _record_line(record: Mapping[str, Any]) -> bytes:
     return (json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n").encode("utf-8")
 
 
-class Spool:
-    """The writer side: one open file per task, appended to by the delivery."""
+def _dir_size(directory: str) -> int:
+    """Bytes of the spool files (and cursors) in ``directory``."""
+    total = 0
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.endswith((SUFFIX, CURSOR_SUFFIX)):
+            try:
+                if entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+            except OSError:
+                pass
+    return total
 
-    def __init__(self, spool_dir: str) -> None:
+
+def pending_count(path: str, data: bytes | None = None) -> int:
+    """How many reports of a spool file are still to be sent (unacked, past the cursor)."""
+    if data is None:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    records, _ = read_records(data)
+    return max(0, len(records) - read_cursor(path))
+
+
+class Spool:
+    """The writer side: one open file per task, appended to by the delivery.
+
+    ``max_bytes`` bounds the directory: to make room, the oldest whole files (other
+    processes' idle files, then this writer's files of other tasks) are removed and the
+    reports in them counted through ``on_dropped``; a task whose own file alone fills the
+    bound gets no more records (``append`` returns False), so that its file keeps a prefix
+    of the task. Both are logged once.
+    """
+
+    def __init__(self, spool_dir: str, max_bytes: int | None = None,
+                 destination: str | None = None) -> None:
         self.spool_dir = os.path.abspath(os.path.expanduser(spool_dir))
+        self.max_bytes = max_bytes
+        # the server the reports were meant for, first line of each file (replay at a later
+        # activation only sends files of its own server)
+        self._header = _record_line({"dest": destination_of(destination)}) \
+            if destination else b""
+        self._fresh: set[str] = set()  # tasks whose file has no header line yet
+        # called with the number of reports removed to make room (under the spool's lock)
+        self.on_dropped: Callable[[int], None] | None = None
         self._lock = threading.Lock()
         self._files: dict[str, tuple[int, str]] = {}
         self._stamp = _new_stamp()
         self._pid = os.getpid()
         self._error_logged = False
+        self._drop_logged = False
+        self._full_logged = False
+        self._dir_checked = False
+        self._used: int | None = None  # bytes in the directory, as far as this writer knows
+        self._torn: set[str] = set()  # tasks whose file may end in a partial line
+        # tasks refused for lack of room: nothing later of theirs either, so that what
+        # the spool holds of a task is always a prefix of it (no hole in the middle)
+        self._full: set[str] = set()
+        self._closed = False
+        self._closed_paths: dict[str, str] = {}  # after close: where each task's file is
 
     def path_for(self, task_id: str) -> str | None:
         entry = self._files.get(task_id)
@@ -103,10 +210,20 @@ class Spool:
             self._files = {}
             self._stamp = _new_stamp()
             self._pid = os.getpid()
+            self._used = None
+            self._full = set()
+            self._torn = set()
         entry = self._files.get(task_id)
         if entry is not None:
             return entry[0]
         directory = ensure_dir(self.spool_dir)
+        if not self._dir_checked:
+            self._dir_checked = True
+            problem = unsafe_dir(directory)
+            if problem:
+                log.warning("definity-spark: the spool directory %s is %s; `definity-spark "
+                            "replay` refuses to send from it (set spark.definity.spool.dir "
+                            "to a directory of your own)", directory, problem)
         path = os.path.join(directory, f"{self._stamp}__{safe_name(task_id)}{SUFFIX}")
         fd = open_private(path)
         if fcntl is not None:
@@ -115,27 +232,41 @@ class Spool:
             except OSError:
                 pass  # a lock we cannot take only means replay may treat the file as idle
         self._files[task_id] = (fd, path)
+        if self._header:
+            self._fresh.add(task_id)
         return fd
 
     def append(self, task_id: str, records: Sequence[Mapping[str, Any]]) -> bool:
         """Append records (``{"seq", "endpoint", "body"}`` or ``{"ack"}``) durably.
 
-        One write per line, one fsync per call. False (logged once) if the disk refused.
+        One write and one fsync per call. False (logged once) if the disk refused or the
+        bound leaves no room; a write that failed half-way (disk full, file size limit) is
+        cut off again, so that it never corrupts the next record.
         """
         if not records:
             return True
         try:
-            lines = [_record_line(record) for record in records]
+            data = b"".join(_record_line(record) for record in records)
         except (TypeError, ValueError) as exc:  # not JSON-serialisable: a bug upstream
             log.warning("definity-spark: a report could not be serialised for the spool "
                         "(%s: %s); dropped", type(exc).__name__, exc)
             return False
         try:
             with self._lock:
+                if self._closed:
+                    return self._append_closed(task_id, data)
                 fd = self._fd_for(task_id)
-                for line in lines:
-                    write_line(fd, line)
-                os.fsync(fd)
+                if task_id in self._fresh:
+                    data = self._header + data
+                # an ack (a few bytes) is never refused for room: without it, replay would
+                # send a delivered report again
+                acks_only = all("ack" in record for record in records)
+                if not acks_only and not self._make_room(task_id, len(data)):
+                    return False
+                self._write(task_id, fd, data)
+                self._fresh.discard(task_id)
+                if self._used is not None:
+                    self._used += len(data)
             return True
         except OSError as exc:
             if not self._error_logged:
@@ -145,9 +276,167 @@ class Spool:
                           type(exc).__name__, exc)
             return False
 
+    def _write(self, task_id: str, fd: int, data: bytes) -> None:
+        if task_id in self._torn:
+            data = b"\n" + data  # a partial line may end the file: keep it on its own
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            write_line(fd, data)
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, start)  # back to the last whole record
+                self._torn.discard(task_id)
+            except OSError:
+                self._torn.add(task_id)
+            raise
+        self._torn.discard(task_id)
+
+    def _append_closed(self, task_id: str, data: bytes) -> bool:
+        """After ``close``: a late record (the ack of a request that was in flight) goes
+        into the task's file without keeping it open (nor locked); never a new file."""
+        path = self._closed_paths.get(task_id)
+        if path is None or self._pid != os.getpid():
+            return False
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0)
+                         | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            return False  # replayed and removed meanwhile
+        try:
+            self._write(task_id, fd, data)
+        finally:
+            os.close(fd)
+        return True
+
+    def pending(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's spooled reports not delivered yet (unacked), in ``seq`` order."""
+        with self._lock:
+            path = self.path_for(task_id)
+        if path is None:
+            return []
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        return read_records(data)[0]
+
+    def discard(self, task_id: str) -> None:
+        """The task's file is fully delivered: close and remove it (and its cursor)."""
+        with self._lock:
+            entry = self._files.pop(task_id, None)
+            self._fresh.discard(task_id)
+            self._torn.discard(task_id)
+            self._full.discard(task_id)
+            if entry is None:
+                return
+            fd, path = entry
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            try:
+                freed = os.path.getsize(path)
+            except OSError:
+                freed = 0
+            _remove(path)
+            if self._used is not None:
+                self._used = max(0, self._used - freed)
+
+    # ------------------------------------------------------------------ the bound
+    def _make_room(self, task_id: str, needed: int) -> bool:
+        """True when ``needed`` more bytes fit in the bound, after removing the oldest
+        whole files other than this task's if that is what it takes."""
+        if self.max_bytes is None:
+            return True
+        if task_id in self._full:
+            return False
+        if self._used is not None and self._used + needed <= self.max_bytes:
+            return True
+        self._used = _dir_size(self.spool_dir)  # other writers and replays change it
+        if self._used + needed <= self.max_bytes:
+            return True
+        current = self.path_for(task_id)
+        ours = {path: task for task, (_, path) in self._files.items()}
+        reports = files = 0
+        for path in spool_files(self.spool_dir):
+            if self._used + needed <= self.max_bytes:
+                break
+            if path == current:
+                continue
+            removed = self._drop(path, ours.get(path))
+            if removed is not None:
+                reports += removed[0]
+                files += 1
+                self._used = max(0, self._used - removed[1])
+        if files:
+            if self.on_dropped is not None and reports:
+                self.on_dropped(reports)
+            if not self._drop_logged:
+                self._drop_logged = True
+                log.warning("definity-spark: the spool %s reached its bound "
+                            "(spark.definity.spool.maxSize, %d bytes): the %d oldest file(s) "
+                            "were removed, %d report(s) in them are lost; further removals "
+                            "are counted, not logged", self.spool_dir, self.max_bytes, files,
+                            reports)
+        if self._used + needed <= self.max_bytes:
+            return True
+        self._full.add(task_id)
+        if not self._full_logged:
+            self._full_logged = True
+            log.error("definity-spark: the spool %s is full (spark.definity.spool.maxSize, "
+                      "%d bytes) with the reports of task %s alone; its later reports that "
+                      "cannot be delivered are lost", self.spool_dir, self.max_bytes, task_id)
+        return False
+
+    def _drop(self, path: str, own_task: str | None) -> tuple[int, int] | None:
+        """Remove one spool file (and its cursor): (reports lost, bytes freed), or None when
+        it is still being written by another process."""
+        if own_task is not None:
+            fd, _ = self._files.pop(own_task)
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            return self._remove_counted(path)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        except OSError:
+            return None
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    return None  # a running application's file
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            return self._remove_counted(path)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _remove_counted(path: str) -> tuple[int, int]:
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+            lost = pending_count(path, data)
+        except OSError:
+            data, lost = b"", 0
+        freed = len(data)
+        try:
+            freed += os.path.getsize(path + CURSOR_SUFFIX)
+        except OSError:
+            pass
+        _remove(path)
+        return lost, freed
+
     def close(self) -> None:
         with self._lock:
             files, self._files = self._files, {}
+            self._closed = True
+            self._closed_paths.update({task: path for task, (_, path) in files.items()})
         if self._pid != os.getpid():
             return
         for fd, _ in files.values():
@@ -165,10 +454,12 @@ class ReplayReport:
     files_done: int = 0
     files_pending: int = 0
     files_live: int = 0
+    files_skipped: int = 0  # not a regular file of this user's (a FIFO, a link...)
     sent: int = 0
     rejected: int = 0
     corrupt_lines: int = 0
-    # why replay stopped early: "network", "auth", "misdirected", "tls", "aborted" or ""
+    # why replay stopped early: "network", "auth", "misdirected", "tls", "aborted",
+    # "unsafe" (the directory is another user's or writable by others) or ""
     stopped_by: str = ""
     details: list[str] = field(default_factory=list)
     abort: threading.Event | None = field(default=None, repr=False, compare=False)
@@ -180,25 +471,41 @@ class ReplayReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "files_done": self.files_done, "files_pending": self.files_pending,
-            "files_live": self.files_live, "sent": self.sent, "rejected": self.rejected,
+            "files_live": self.files_live, "files_skipped": self.files_skipped,
+            "sent": self.sent, "rejected": self.rejected,
             "corrupt_lines": self.corrupt_lines, "stopped_by": self.stopped_by,
         }
 
 
 def spool_files(spool_dir: str) -> list[str]:
-    """Spool files in time order (their names start with the creation stamp)."""
+    """Spool files in time order (their names start with the creation stamp): regular
+    files only, a FIFO or a link named like one is not a spool file."""
     directory = os.path.abspath(os.path.expanduser(spool_dir))
     try:
-        names = os.listdir(directory)
+        entries = list(os.scandir(directory))
     except OSError:
         return []
-    return [os.path.join(directory, n) for n in sorted(names)
-            if n.endswith(SUFFIX) and "__" in n and not n.startswith(".")]
+    out = []
+    for entry in entries:
+        name = entry.name
+        if not (name.endswith(SUFFIX) and "__" in name and not name.startswith(".")):
+            continue
+        try:
+            regular = entry.is_file(follow_symlinks=False)
+        except OSError:
+            regular = False
+        if regular:
+            out.append(entry.path)
+        else:
+            log.warning("definity-spark: %s is named like a spool file but is not a regular "
+                        "file; ignored", entry.path)
+    return sorted(out)
 
 
 def read_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
     """The payload records of a spool file in send order (acked ones removed), and the
-    number of lines that could not be read (a torn last line after a crash)."""
+    number of lines that could not be read (a torn last line after a crash, or a record
+    whose endpoint is not one of the four of the reporting API: never sent)."""
     payloads: list[dict[str, Any]] = []
     acked = set()
     corrupt = 0
@@ -216,9 +523,11 @@ def read_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
             continue
         if not isinstance(record, dict):
             corrupt += 1
+        elif "dest" in record and len(record) == 1:
+            continue  # the header: which server the file's reports were meant for
         elif "ack" in record:
             acked.add(record["ack"])
-        elif isinstance(record.get("body"), dict) and isinstance(record.get("endpoint"), str):
+        elif isinstance(record.get("body"), dict) and record.get("endpoint") in ENDPOINTS:
             payloads.append(record)
         else:
             corrupt += 1
@@ -226,6 +535,18 @@ def read_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
     # Stable sort: records without a seq (written by hand) keep their file order at the end.
     payloads.sort(key=lambda r: (0, r["seq"]) if isinstance(r.get("seq"), int) else (1, 0))
     return payloads, corrupt
+
+
+def record_key(file_name: str, record: Mapping[str, Any], index: int) -> str:
+    """The idempotency key to send a spool record with: the one it was spooled with, or,
+    for a record of an older version without one, a key made from its file and number
+    (the same at every replay of that file)."""
+    key = record.get("key")
+    if isinstance(key, str) and key:
+        return key
+    seq = record.get("seq")
+    stem = file_name[:-len(SUFFIX)] if file_name.endswith(SUFFIX) else file_name
+    return f"spool-{stem}-{seq if isinstance(seq, int) else f'n{index}'}"
 
 
 def read_cursor(path: str) -> int:
@@ -240,7 +561,8 @@ def write_cursor(path: str, accepted: int) -> None:
     """Replace the cursor atomically: write a temporary file, fsync, rename."""
     target = path + CURSOR_SUFFIX
     tmp = f"{target}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
+                 0o600)
     try:
         write_line(fd, json.dumps({"accepted": accepted}).encode("utf-8"))
         os.fsync(fd)
@@ -267,6 +589,15 @@ def replay_with(transport: Transport, spool_dir: str,
     A payload the server refuses for good (4xx other than 401/403) is skipped and counted.
     """
     report = ReplayReport(abort=abort)
+    problem = unsafe_dir(os.path.abspath(os.path.expanduser(spool_dir)))
+    if problem:
+        report.stopped_by = "unsafe"
+        report.files_pending = len(spool_files(spool_dir))
+        report.details.append(f"the spool directory {spool_dir} is {problem}")
+        log.error("definity-spark: not replaying %s: the directory is %s (records in it could "
+                  "send the token elsewhere); move your spool files to a directory only you "
+                  "can write to", spool_dir, problem)
+        return report
     for path in list(files) if files is not None else spool_files(spool_dir):
         if abort is not None and abort.is_set():
             report.stopped_by = report.stopped_by or "aborted"
@@ -284,10 +615,21 @@ def replay_with(transport: Transport, spool_dir: str,
 
 def _replay_file(transport: Transport, path: str, report: ReplayReport) -> None:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        # O_NONBLOCK: a FIFO put here meanwhile must not hang the replay; O_NOFOLLOW: nor
+        # a link lead it elsewhere
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         return  # replayed meanwhile by someone else
+    except OSError as exc:
+        report.files_skipped += 1
+        log.warning("definity-spark: %s skipped: %s", path, exc)
+        return
     try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
+            report.files_skipped += 1
+            log.warning("definity-spark: %s skipped: not a regular file of this user's", path)
+            return
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -303,7 +645,8 @@ def _replay_file(transport: Transport, path: str, report: ReplayReport) -> None:
         records, corrupt = read_records(data)
         if corrupt:
             report.corrupt_lines += corrupt
-            log.warning("definity-spark: %d unreadable line(s) in %s skipped", corrupt, path)
+            log.warning("definity-spark: %d unreadable line(s) in %s skipped (torn, not JSON, "
+                        "or not for a reporting endpoint)", corrupt, path)
         accepted = min(read_cursor(path), len(records))
         name = os.path.basename(path)
         while accepted < len(records):
@@ -312,7 +655,8 @@ def _replay_file(transport: Transport, path: str, report: ReplayReport) -> None:
                 report.files_pending += 1
                 return
             record = records[accepted]
-            result = transport.send(record["endpoint"], record["body"])
+            result = transport.send(record["endpoint"], record["body"],
+                                    key=record_key(name, record, accepted))
             if result.outcome == SENT:
                 report.sent += 1
             elif result.outcome == REJECTED:
@@ -346,30 +690,42 @@ def replay(
     verify_tls: bool = True,
     ca_bundle: str | None = None,
     abort: threading.Event | None = None,
+    files: Iterable[str] | None = None,
 ) -> ReplayReport:
-    """Send the spooled tasks of ``spool_dir`` to ``server_url``; remove what was accepted."""
+    """Send the spooled tasks of ``spool_dir`` (or only ``files`` of it) to ``server_url``;
+    remove what was accepted."""
     from definity_spark.delivery.http import HttpTransport
+    from definity_spark.redaction import mask_url
 
     transport = HttpTransport(server_url, token, timeout=timeout, attempts=attempts,
                               attempt_sleep=attempt_sleep, verify_tls=verify_tls,
                               ca_bundle=ca_bundle, abort=abort)
     try:
-        report = replay_with(transport, spool_dir, abort=abort)
+        report = replay_with(transport, spool_dir, abort=abort, files=files)
     finally:
         transport.close()
     level = logging.INFO if report.complete else logging.WARNING
-    log.log(level, "definity-spark: replay of %s to %s: %s", spool_dir, server_url,
+    log.log(level, "definity-spark: replay of %s to %s: %s", spool_dir, mask_url(server_url),
             report.as_dict())
     return report
 
 
 def start_background_replay(settings: Any, abort: threading.Event) -> threading.Thread | None:
-    """At activation (``replay_spool``): replay older, idle spool files on a daemon thread.
+    """At activation (``replay_spool``): replay older, idle spool files of the same server
+    on a daemon thread.
 
-    Files of running applications (this one included) are locked and skipped. ``abort``
-    (the delivery's) stops it between payloads and cuts its backoff sleeps at close.
+    Only files whose first line names this activation's server (``destination_of``) are
+    sent: a file spooled for another server (a dev server, a moved one) or by an older
+    version waits for an explicit ``definity-spark replay``. Files of running applications
+    (this one included) are locked and skipped. ``abort`` (the delivery's) stops it between
+    payloads and cuts its backoff sleeps at close.
     """
-    if not settings.server_url or not spool_files(settings.spool_dir):
+    if not settings.server_url:
+        return None
+    mine = destination_of(settings.server_url)
+    files = [path for path in spool_files(settings.spool_dir)
+             if file_destination(path) == mine]
+    if not files:
         return None
 
     def run() -> None:
@@ -377,7 +733,7 @@ def start_background_replay(settings: Any, abort: threading.Event) -> threading.
             replay(settings.spool_dir, settings.server_url, settings.token,
                    timeout=settings.server_timeout, attempts=settings.server_attempts,
                    attempt_sleep=settings.server_attempt_sleep, verify_tls=settings.verify_tls,
-                   ca_bundle=settings.ca_bundle, abort=abort)
+                   ca_bundle=settings.ca_bundle, abort=abort, files=files)
         except Exception:  # noqa: BLE001 - a background thread must not die loudly
             log.warning("definity-spark: background replay failed", exc_info=True)
 

@@ -1,7 +1,10 @@
 """The transport contract: how one payload body reaches its destination.
 
 Small classes behind one contract (as OpenLineage's client transports): ``send(endpoint,
-body) -> SendResult`` and ``close()``. ``send`` runs on the delivery worker's thread only,
+body, key) -> SendResult`` and ``close()``. ``key`` is the payload's idempotency key: the
+same for every try, replay and recovery of one payload, never the same for two payloads
+(``Delivery`` makes it), so that a receiver can drop a duplicate. ``send`` runs on the
+delivery worker's thread only,
 does its own retries, and never raises for a delivery failure: the outcome is a
 ``SendResult`` whose ``outcome`` says what happened, so that the delivery can count the
 loss by reason and decide whether the payload goes to the spool.
@@ -34,6 +37,7 @@ class SendResult:
     status: int | None = None
     detail: str = ""
     attempts: int = 0
+    retry_after: float | None = None  # the server's Retry-After of the last answer, if any
 
     @property
     def ok(self) -> bool:
@@ -45,7 +49,8 @@ class Transport:
 
     kind = "base"
 
-    def send(self, endpoint: str, body: Mapping[str, Any]) -> SendResult:  # pragma: no cover
+    def send(self, endpoint: str, body: Mapping[str, Any],
+             key: str | None = None) -> SendResult:  # pragma: no cover
         raise NotImplementedError
 
     def close(self) -> None:  # pragma: no cover - optional

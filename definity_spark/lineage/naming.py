@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from definity_spark.lineage.facts import LeafFacts
 from definity_spark.lineage.plan import simple_name
+from definity_spark.redaction import userinfo_at
 
 logger = logging.getLogger("definity_spark.lineage")
 
@@ -21,10 +22,9 @@ SESSION_CATALOG = "spark_catalog"
 # Hive-style partition directory segment: key=value (the key a plain identifier)
 _PARTITION_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=[^/=]*$")
 _S3_SCHEMES = re.compile(r"^s3[an]://", re.IGNORECASE)
-# jdbc:<sub>://user:password@host -> the user-info part of an authority
-_USERINFO = re.compile(r"^([A-Za-z0-9+.\-:]*//)[^/@]*@")
 # Oracle thin: oracle:thin:user/password@host:1521/svc
-_ORACLE_THIN_USER = re.compile(r"^(oracle:thin:)[^@]*@", re.IGNORECASE)
+_PORT = re.compile(r"\d{1,5}(?:/|$)")
+_ORACLE_THIN = re.compile(r"^oracle:[a-z0-9]+:", re.IGNORECASE)
 
 
 def table_name(catalog: str | None, namespace: Sequence[str], table: str) -> str:
@@ -44,11 +44,12 @@ def table_name(catalog: str | None, namespace: Sequence[str], table: str) -> str
 def path_name(uri: str, normalize_s3: bool = True, trim_partition_dirs: bool = True) -> str:
     """A file-system location as Spark qualifies it, without trailing slash.
 
-    ``file:///x`` -> ``file:/x`` (Hadoop's ``Path`` prints local files that way), ``s3a://``
+    ``file:///x`` -> ``file:/x`` (Hadoop's ``Path`` prints local files that way), a
+    ``user:password@`` authority removed, ``s3a://``
     and ``s3n://`` -> ``s3://`` (``normalize_s3``), trailing Hive-style partition directories
     (``/t/date=2025-01-01/h=3``) trimmed to the table root (``trim_partition_dirs``).
     """
-    name = uri.strip()
+    name = _without_password(uri.strip())
     if name.lower().startswith("file:///"):
         name = "file:/" + name[len("file:///"):]
     elif name.lower().startswith("file://") and not name.lower().startswith("file:///"):
@@ -65,6 +66,21 @@ def path_name(uri: str, normalize_s3: bool = True, trim_partition_dirs: bool = T
     if trim_partition_dirs:
         name = trim_partitions(name)
     return name
+
+
+def _without_password(uri: str) -> str:
+    """``s3a://KEY:SECRET@bucket/x`` -> ``s3a://bucket/x``: credentials in a file-system URI
+    never reach a name. An authority without a password is kept (Azure's
+    ``abfss://container@account...`` names the container, it is not a credential)."""
+    slashes = uri.find("//")
+    if slashes < 0:
+        return uri
+    begin = slashes + 2
+    at = userinfo_at(uri, begin)
+    colon = uri.find(":", begin, at) if at >= 0 else -1
+    if colon < 0 or "/" in uri[begin:colon] or _PORT.match(uri, colon + 1):
+        return uri  # no password; or host:port and a path holding an "@"
+    return uri[:begin] + uri[at + 1:]
 
 
 def trim_partitions(name: str) -> str:
@@ -86,17 +102,28 @@ def jdbc_name(url: str, table: str) -> str:
     ``jdbc:postgresql://u:pw@db1:5432/shop?ssl=true`` + ``public.orders`` ->
     ``postgresql://db1:5432/shop/public.orders``; ``jdbc:sqlite:/data/crm.db`` +
     ``customers`` -> ``sqlite:/data/crm.db/customers``. A user, password or URL parameter
-    never reaches a name.
+    never reaches a name: the user-info is removed *before* the URL is cut at ``?``/``;``,
+    so a password holding ``?``, ``;``, ``/``, ``@`` or a blank goes whole
+    (``redaction.userinfo_at`` finds its end).
     """
     base = url.strip()
     if base.lower().startswith("jdbc:"):
         base = base[5:]
+    oracle = _ORACLE_THIN.match(base)
+    if oracle:
+        at = userinfo_at(base, oracle.end(), oracle=True)
+        if at >= 0:
+            base = base[:oracle.end()] + base[at:]
+    else:
+        slashes = base.find("//")
+        if slashes >= 0:
+            at = userinfo_at(base, slashes + 2)
+            if at >= 0:
+                base = base[:slashes + 2] + base[at + 1:]
     for sep in ("?", ";"):
         cut = base.find(sep)
         if cut >= 0:
             base = base[:cut]
-    base = _USERINFO.sub(r"\1", base)
-    base = _ORACLE_THIN_USER.sub(r"\1@", base)
     base = base.rstrip("/")
     return f"{base}/{table.strip()}"
 

@@ -50,12 +50,14 @@ def iceberg_jar() -> str | None:
 class CollectorReader:
     """Reads what the collector accepted, in arrival order (``GET /api/payloads``)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str | None = TOKEN) -> None:
         self.url = url.rstrip("/")
+        # the suite's collector has a token: it answers reads only with it
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def bodies(self, task_id: str) -> list[tuple[str, Body]]:
         response = requests.get(self.url + "/api/payloads", params={"task_id": task_id},
-                                timeout=30)
+                                timeout=30, headers=self.headers)
         response.raise_for_status()
         return [(p["endpoint"], p["body"]) for p in response.json()]
 
