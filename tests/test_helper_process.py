@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from definity_spark import wire
+from definity_spark.delivery.spool import read_records, spool_files
 from definity_spark.helper import client as process_mod
 from definity_spark.helper.client import HelperProcess
 from definity_spark.settings import resolve
@@ -343,3 +344,67 @@ def test_the_driver_does_not_load_the_http_stack(collector: Any, tmp_path: Any) 
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_a_signal_to_the_process_group_spools_what_the_helper_holds(
+        tmp_path: Any, sig: int) -> None:
+    """A closed terminal (SIGHUP) or a kill (SIGTERM) of the driver's process group: the
+    helper spools the reports it holds and exits; none is lost."""
+    server = FaultyServer(token=TOKEN)
+    server.slow(30.0)  # every request hangs: the reports stay with the helper
+    try:
+        settings = make_settings(tmp_path, server.url, server_timeout=20.0)
+        script = textwrap.dedent(f"""
+            import os, sys, time
+            sys.path[:0] = {[os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]!r}
+            from definity_spark import wire
+            from definity_spark.helper.client import HelperProcess
+            from definity_spark.settings import resolve
+            settings = resolve(overrides={{"server_url": {server.url!r}, "token": {TOKEN!r},
+                                           "spool_dir": {settings.spool_dir!r},
+                                           "server_timeout": 20.0}},
+                               spark_conf={{}}, environ={{}})
+            delivery = HelperProcess(settings)
+            for i in range(1, 6):
+                delivery.submit(wire.Transformation(task_id="app-sig", tf_id=i,
+                                                    output_name="db.t", query_str="q"))
+            time.sleep(1.0)  # the helper has them (one in flight, four queued)
+            print(delivery.helper_pid, flush=True)
+            time.sleep(60)
+        """)
+        driver = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                                  text=True, start_new_session=True)
+        helper_pid = int(driver.stdout.readline())  # type: ignore[union-attr]
+        os.killpg(driver.pid, sig)
+        driver.wait(10)
+        assert wait_until(lambda: not pid_alive(helper_pid), 10.0)
+        spooled = []
+        for path in spool_files(settings.spool_dir):
+            with open(path, "rb") as fh:
+                records, _ = read_records(fh.read())
+            spooled.extend(r["body"]["tf_id"] for r in records if "body" in r)
+        assert sorted(spooled) == [1, 2, 3, 4, 5]
+    finally:
+        server.close()
+
+
+def test_a_close_that_gives_up_on_a_hung_helper_counts_what_may_be_lost(
+        collector: Any, tmp_path: Any, caplog: Any) -> None:
+    caplog.set_level(logging.WARNING, logger="definity_spark")
+    delivery = HelperProcess(make_settings(tmp_path, collector.url))
+    assert delivery.submit(tfs(1)[0]) is True
+    assert delivery.flush(5.0) is True  # ready, and that one is confirmed sent
+    pid = delivery.helper_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)  # hung from here on
+    try:
+        for p in tfs(3, start=2):
+            assert delivery.submit(p) is True
+        assert delivery.close(1.0) is False
+        stats = delivery.stats()
+        assert stats["unsent_at_close"] == 3 and stats["lost"] >= 3
+        assert any("at most 3 report(s) it had accepted may be lost" in r.getMessage()
+                   for r in caplog.records)
+    finally:
+        os.kill(pid, signal.SIGCONT)

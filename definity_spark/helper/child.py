@@ -6,8 +6,8 @@ and answers on its stdout (anything printed by accident goes to stderr). It send
 task's reports with an ordinary ``Delivery`` and, once a session is attached, reads that
 session's queries (``helper/extraction.py``) through its own py4j connection to the
 driver's JVM. It runs in Linux's idle scheduling class: the job's threads come first.
-The end of its input (the driver gone) or SIGTERM: it delivers what it can within
-``flush_timeout``, spools the rest, and exits.
+The end of its input (the driver gone), SIGTERM or SIGHUP: it delivers what it can within
+``flush_timeout`` (1 s for a signal), spools the rest, and exits.
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ def main() -> None:
         raise _Terminated()
 
     signal.signal(signal.SIGTERM, terminate)
+    # a closed terminal's SIGHUP to the process group: the same (spool, exit)
+    signal.signal(signal.SIGHUP, terminate)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # a gone driver is an error, not a kill
     out_fd = os.dup(1)
     os.dup2(2, 1)  # anything printed by accident goes to stderr, never into the replies

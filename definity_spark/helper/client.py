@@ -29,7 +29,7 @@ What can go wrong, and what happens then:
   task's transformations after every number the helper could have given.
 * The parent dies or closes the socket without a close: the child sees the end of its input,
   closes its ``Delivery`` within ``flush_timeout`` (what is left goes to the spool) and
-  exits. SIGTERM does the same; SIGINT (a terminal's Ctrl-C) is the driver's business.
+  exits. SIGTERM and SIGHUP do the same; SIGINT (a terminal's Ctrl-C) is the driver's business.
 * A process forked from the driver does not own the socket: its payloads go to a fallback of
   its own.
 """
@@ -340,6 +340,8 @@ class HelperProcess:
                 reply = self._request(b"C", deadline,
                                       {"timeout": max(0.0, _left(deadline) - reserve)})
                 ok = reply.get("ok") is True and ok
+                if not reply:
+                    self._gave_up()
             with self._lock:
                 leftovers = [entry[0] for entry in self._pending if entry[1] == 0]
                 self._pending.clear()
@@ -352,6 +354,16 @@ class HelperProcess:
         if fallback is not None:
             ok = bool(fallback.close(_left(deadline))) and ok
         return ok
+
+    def _gave_up(self) -> None:
+        """The helper did not answer the close in time (hung, stopped): what it accepted
+        and did not report done may be lost; said once and counted."""
+        with self._lock:
+            done = sum(self._child_stats.get(key, 0) for key in ("sent", "spooled", "lost"))
+            unconfirmed = max(0, self._written - done)
+            self._count("unsent_at_close", unconfirmed, lost=True)
+        log.warning("definity-spark: the helper process did not finish within the close "
+                    "timeout; at most %d report(s) it had accepted may be lost", unconfirmed)
 
     def _end_socket(self) -> None:
         """Stop writing: the child exits once it has read everything (if it has not yet)."""
