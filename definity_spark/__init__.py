@@ -86,12 +86,14 @@ class _Runtime:
                 dropped_queries += observer.dropped
         self.observers.clear()
         with contained("task.end"):
+            from definity_spark.task import M_DROPPED_EVENTS, M_DROPPED_QUERIES
+
             if dropped_queries:  # callbacks the full hand-off queue could not take
-                self.reporter.add_task_metric("dropped_queries", dropped_queries)
+                self.reporter.add_task_metric(M_DROPPED_QUERIES, dropped_queries)
             # payloads lost for good (not those that overflowed to the spool)
             lost = _delivery_stats(self.delivery).get("lost", 0)
             if lost:
-                self.reporter.add_task_metric("dropped_events", lost)
+                self.reporter.add_task_metric(M_DROPPED_EVENTS, lost)
             self.reporter.end(max(0.5, deadline - time.monotonic()))
         with contained("delivery.close"):
             self.delivery.close(max(0.0, deadline - time.monotonic()))

@@ -21,7 +21,6 @@ program before it becomes a payload, a log line, a spool record or ``doctor`` ou
   ``redact_url`` for URL literals (``url 'jdbc:...user=a&password=b'``).
 * ``redact_text(text, secrets)``: known secret values (the token, a password read from
   the options) wherever they occur, also URL-encoded and JSON-escaped.
-* ``redact_payload(body, ...)``: all of the above over a JSON-able payload body.
 * ``RedactingFilter``: a ``logging.Filter`` that applies it to log records.
 
 The regex is searched (not fully matched) in a name, as Spark does with
@@ -276,16 +275,6 @@ def redact_options(mapping: Mapping[str, Any] | None,
     return out
 
 
-def secrets_from_options(mapping: Mapping[str, Any] | None,
-                         regex: PatternLike = None) -> list[str]:
-    """The values of sensitive keys (to redact them as free text elsewhere)."""
-    if not mapping:
-        return []
-    pat = pattern(regex)
-    return [str(v) for k, v in mapping.items()
-            if v is not None and str(v) and is_sensitive_name(str(k), pat)]
-
-
 # --------------------------------------------------------------------------- SQL
 _SQ = r"'(?:[^'\\]|\\.|'')*'"
 _DQ = r'"(?:[^"\\]|\\.|"")*"'
@@ -372,34 +361,6 @@ def redact_text(text: str | None, secrets: Iterable[str | None] = ()) -> str | N
     return text
 
 
-# --------------------------------------------------------------------------- payloads
-def redact_payload(body: Any, regex: PatternLike = None,
-                   secrets: Sequence[str | None] = ()) -> Any:
-    """A redacted copy of a JSON-able value: every string through ``redact_string``,
-    and the value of every mapping key that is a sensitive name replaced."""
-    pat = pattern(regex)
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return redact_string(value, pat, secrets)
-        if isinstance(value, Mapping):
-            out = {}
-            for k, v in value.items():
-                # keys are data too (input_datasets is keyed by dataset name)
-                key = walk(k) if isinstance(k, str) else k
-                if isinstance(v, (str, int, float)) and not isinstance(v, bool) \
-                        and is_sensitive_name(str(k), pat):
-                    out[key] = REDACTED
-                else:
-                    out[key] = walk(v)
-            return out
-        if isinstance(value, (list, tuple)):
-            return [walk(v) for v in value]
-        return value
-
-    return walk(body)
-
-
 # --------------------------------------------------------------------------- logging
 class RedactingFilter(logging.Filter):
     """Rewrites a record's message with ``redact_string`` (regex + known secrets).
@@ -414,10 +375,6 @@ class RedactingFilter(logging.Filter):
         super().__init__()
         self.pattern = pattern(regex)
         self.secrets: list[str] = [s for s in secrets if s]
-
-    def add_secret(self, secret: str | None) -> None:
-        if secret and secret not in self.secrets:
-            self.secrets.append(secret)
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

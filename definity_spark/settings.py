@@ -46,7 +46,6 @@ from definity_spark._internal import is_strict, log_internal_error
 logger = logging.getLogger("definity_spark.settings")
 
 CONF_PREFIX = "spark.definity."
-ENV_PREFIX = "DEFINITY_"
 
 # Spark's own redaction setting and its documented default (Spark's
 # ``spark.redaction.regex``); used when ``redaction_regex`` is not set.

@@ -30,7 +30,8 @@ M_FAILED_QUERIES = "failed_queries"
 M_READ_ACTIONS = "read_actions"
 M_TRANSFORMATIONS = "transformations"
 M_PARTIAL_TRANSFORMATIONS = "partial_transformations"
-M_DROPPED_EVENTS = "dropped_events"
+M_DROPPED_EVENTS = "dropped_events"  # reports lost for good
+M_DROPPED_QUERIES = "dropped_queries"  # query callbacks a full hand-off queue refused
 
 
 def new_task_id(app_id: str | None) -> str:

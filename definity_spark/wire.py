@@ -175,10 +175,6 @@ def from_envelope(record: Mapping[str, Any]) -> RawPayload:
     return RawPayload(endpoint=str(endpoint), body=body)
 
 
-def task_id_of(payload: Payload | RawPayload) -> str:
-    return str(payload.to_json().get("task_id", ""))
-
-
 def numbered(bodies: Sequence[Any], tf_id: int) -> list[RawPayload]:
     """The payloads of one write (``[endpoint, body]`` pairs, serialised with ``tf_id``
     0 where the number was not known yet) with their transformation's number."""
@@ -193,5 +189,5 @@ def numbered(bodies: Sequence[Any], tf_id: int) -> list[RawPayload]:
 __all__: list[str] = [
     "TASK", "TF", "DATASET", "METRICS", "ENDPOINTS", "TaskStart", "TaskEnd",
     "Transformation", "DatasetSchema", "Metric", "Metrics", "Payload", "RawPayload",
-    "envelope", "from_envelope", "task_id_of", "numbered",
+    "envelope", "from_envelope", "numbered",
 ]

@@ -18,12 +18,10 @@ from definity_spark.redaction import (
     install_log_filter,
     is_sensitive_name,
     redact_options,
-    redact_payload,
     redact_sql,
     redact_string,
     redact_text,
     redact_url,
-    secrets_from_options,
 )
 
 SECRET = "S3cr3tP4ss"
@@ -173,12 +171,6 @@ def test_redact_options_nested_and_empty() -> None:
     assert out == {"conf": {"secret": REDACTED, "a": "b"}}
 
 
-def test_secrets_from_options() -> None:
-    opts = {"user": "bob", "password": SECRET, "PWD": "other-secret", "x": None}
-    assert sorted(secrets_from_options(opts)) == sorted([SECRET, "other-secret"])
-
-
-# ----------------------------------------------------------------------------- SQL
 @pytest.mark.parametrize("sql,kept", [
     (f"CREATE TABLE t USING jdbc OPTIONS (url 'jdbc:sqlite:/tmp/a.db', dbtable 't', "
      f"user 'bob', password '{SECRET}')", ["url 'jdbc:sqlite:/tmp/a.db'", "user 'bob'",
@@ -264,29 +256,6 @@ def test_redact_string_combines_all() -> None:
 
 
 # ----------------------------------------------------------------------------- payloads
-def test_redact_payload() -> None:
-    token = "tkn-1234567890"
-    body = {
-        "task_id": "app-1",
-        "tf_id": 3,
-        "status": "end",
-        "query_str": f"CREATE TABLE t USING jdbc OPTIONS (url 'jdbc:sqlite:/x.db', "
-                     f"password '{SECRET}')",
-        "input_datasets": {f"jdbc:postgresql://h/db?password={SECRET}": {"columns": ["a"]}},
-        "output": {"name": "jdbc:sqlite:/x.db/t"},
-        "tags": {"password": SECRET, "note": f"token is {token}"},
-        "metrics": [{"asset_name": "t", "metric_type": "cnt", "value": 5}],
-    }
-    out = redact_payload(body, None, [token])
-    text = json.dumps(out)
-    assert SECRET not in text and token not in text
-    assert out["tf_id"] == 3 and out["metrics"][0]["value"] == 5
-    assert out["output"] == {"name": "jdbc:sqlite:/x.db/t"}
-    assert out["tags"]["password"] == REDACTED
-    assert body["tags"]["password"] == SECRET  # input untouched
-
-
-# ----------------------------------------------------------------------------- logging
 def test_redacting_filter(caplog: pytest.LogCaptureFixture) -> None:
     logger = logging.getLogger("definity_spark.test_redaction_filter")
     token = "tkn-1234567890"

@@ -28,7 +28,6 @@ SCHEMA = "schema"  # a StructType: its JSON (parsed)
 STRINGS = "strings"  # a String[] or Seq: a list of strings
 QUALIFIED = "qualified"  # an Option of a path, qualified as Spark does (the local fs when
 # the command's ``isLocal``), for a path written without a scheme
-KINDS = (STR, OPTION, CLASS, SCHEMA, STRINGS, QUALIFIED)
 
 
 @dataclass(frozen=True)

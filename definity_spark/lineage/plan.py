@@ -119,7 +119,6 @@ class PlanIndex:
         self.root = build(flat)
         self.roots: list[PlanNode] = [self.root]  # main plan + every nested plan tree
         self._outputs: dict[int, list[int]] = {}
-        self.node_count = 0
         self._needed: set[int] = set()
         self._cte_defs: dict[Any, PlanNode] = {}
         self._cte_refs: list[PlanNode] = []
@@ -196,7 +195,6 @@ class PlanIndex:
 
     def _visit(self, root: PlanNode) -> None:
         for node in root.walk():
-            self.node_count += 1
             name = node.name
             f = node.fields
             if not node.children and name in RELATION_LEAVES:

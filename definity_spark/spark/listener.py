@@ -37,7 +37,6 @@ class Callback(NamedTuple):
     qe: Any  # py4j JavaObject of the QueryExecution, or a SeqRef (JVM listener)
     duration_ns: int | None
     exception: Any  # the Throwable (JavaObject) or its text (JVM listener); None: success
-    received: float  # time.monotonic() at arrival
     qe_id: int | None = None  # known at arrival for the JVM listener's callbacks
     # the JVM listener's answers to both reading phases, read with the callback (a write
     # that is never read light): (begin's, finish's or None); None: not read yet
@@ -89,14 +88,12 @@ class PyQueryExecutionListener:
     def __init__(self, handoff: queue.Queue, on_first_call: Callable[[], None] | None = None):
         self.handoff = handoff
         self.dropped = 0
-        self.received = 0
         self.busy_ns_samples: list = []  # listener-bus time of recent callbacks (bounded)
         self._on_first_call = on_first_call
 
     def _put(self, cb: Callback, started: int) -> None:
         try:
             self.handoff.put_nowait(cb)
-            self.received += 1
         except queue.Full:
             self.dropped += 1
         if len(self.busy_ns_samples) < 10000:
@@ -106,14 +103,13 @@ class PyQueryExecutionListener:
         started = time.perf_counter_ns()
         with contained("listener.onSuccess"):
             self._first()
-            self._put(Callback(str(funcName), qe, int(durationNs), None, time.monotonic()),
-                      started)
+            self._put(Callback(str(funcName), qe, int(durationNs), None), started)
 
     def onFailure(self, funcName: str, qe: Any, exception: Any) -> None:  # noqa: N802,N803
         started = time.perf_counter_ns()
         with contained("listener.onFailure"):
             self._first()
-            self._put(Callback(str(funcName), qe, None, exception, time.monotonic()), started)
+            self._put(Callback(str(funcName), qe, None, exception), started)
 
     def _first(self) -> None:
         hook, self._on_first_call = self._on_first_call, None

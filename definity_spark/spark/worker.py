@@ -200,7 +200,7 @@ class ExtractionWorker:
             eager = (begun, finished or None)
         return _listener.Callback(
             str(d["func"]), _listener.SeqRef(self._gatherer, int(d["seq"])), d["duration_ns"],
-            d["error"], time.monotonic(), int(d["qe_id"]), eager)
+            d["error"], int(d["qe_id"]), eager)
 
     def _take_releases(self) -> str:
         """The callbacks done with since the last call, as ``FactGatherer`` takes them
