@@ -157,7 +157,8 @@ def deactivate(spark: Any = None, timeout: float | None = None) -> None:
             if session is None:
                 runtimes = list(_runtimes.values())
             else:
-                keys = (_app_key(session), _session_key(session))
+                app_id = _app_key(session)
+                keys = (app_id, _session_key(app_id, _session_identity(session)))
                 runtimes = [_runtimes[k] for k in keys if k in _runtimes]
         for runtime in runtimes:
             runtime.end(timeout if timeout is not None else runtime.settings.flush_timeout)
@@ -186,14 +187,15 @@ def _activate(spark: Any, overrides: Mapping[str, Any], require_enabled: bool) -
     if _shared_access_mode(conf):
         return None
 
-    key = _runtime_key(session, conf)
+    app_id = conf.get("spark.app.id") or _app_key(session)
+    session_id = _session_identity(session)
+    key = _runtime_key(session, conf, app_id, session_id)
     with _lock:
         runtime = _runtimes.get(key)
         if runtime is None:
-            runtime = _new_runtime(key, session, settings, conf)
+            runtime = _new_runtime(key, app_id, session, settings, conf)
             _runtimes[key] = runtime
             _install_exit_hooks()
-        session_id = _session_identity(session)
         if session_id not in runtime.observers:
             from definity_spark.spark.observer import SessionObserver
 
@@ -208,7 +210,8 @@ def _activate(spark: Any, overrides: Mapping[str, Any], require_enabled: bool) -
     return Handle(runtime, session)
 
 
-def _new_runtime(key: str, session: Any, settings: Any, conf: Mapping[str, str]) -> _Runtime:
+def _new_runtime(key: str, app_id: str, session: Any, settings: Any,
+                 conf: Mapping[str, str]) -> _Runtime:
     from definity_spark.delivery import make_delivery
     from definity_spark.task import TaskReporter, new_task_id
 
@@ -230,7 +233,7 @@ def _new_runtime(key: str, session: Any, settings: Any, conf: Mapping[str, str])
         delivery=delivery, task_id=task_id, app_name=pipeline_name, task_name=task_name,
         env=settings.env_name, app_pit=settings.pipeline_pit, tags=tags,
     )
-    return _Runtime(key, _app_key(session), settings, delivery, reporter, helper)
+    return _Runtime(key, app_id, settings, delivery, reporter, helper)
 
 
 def _derived_names(conf: Mapping[str, str], session: Any = None) -> dict[str, Any]:
@@ -267,13 +270,23 @@ def _active_session() -> Any:
     return None
 
 
+# the keys of the application's Spark conf the activation reads, besides spark.definity.*
+_CONF_KEYS = ("spark.app.name", "spark.app.id", "spark.redaction.regex")
+
+
 def _spark_conf(session: Any) -> dict[str, str]:
-    """The application's Spark conf (spark.definity.* plus names we derive from)."""
+    """What the activation needs of the application's Spark conf: ``spark.definity.*``
+    and the keys names are derived from (a py4j call a value: the whole conf is ~100)."""
+    from definity_spark import databricks
+
     jconf = session.sparkContext._jsc.sc().conf()
     out: dict[str, str] = {}
-    for entry in jconf.getAll():
-        key, value = entry._1(), entry._2()
-        out[str(key)] = str(value)
+    for entry in jconf.getAllWithPrefix("spark.definity."):
+        out["spark.definity." + str(entry._1())] = str(entry._2())
+    for key in _CONF_KEYS + databricks.KEYS:
+        value = jconf.get(key, None)
+        if value is not None:
+            out[key] = str(value)
     return out
 
 
@@ -281,11 +294,11 @@ def _app_key(session: Any) -> str:
     return str(session.sparkContext.applicationId)
 
 
-def _session_key(session: Any) -> str:
-    return f"{_app_key(session)}#session-{_session_identity(session)}"
+def _session_key(app_id: str, session_id: int) -> str:
+    return f"{app_id}#session-{session_id}"
 
 
-def _runtime_key(session: Any, conf: Mapping[str, str]) -> str:
+def _runtime_key(session: Any, conf: Mapping[str, str], app_id: str, session_id: int) -> str:
     """What one task covers: the application, or one notebook session on a Databricks
     all-purpose cluster (many notebooks share one SparkContext there)."""
     with contained("task_scope"):
@@ -294,13 +307,14 @@ def _runtime_key(session: Any, conf: Mapping[str, str]) -> str:
         if databricks.is_databricks(conf):
             local = databricks.read_properties(session)
             if databricks.task_scope(conf, local, os.environ) == "session":
-                return _session_key(session)
-    return _app_key(session)
+                return _session_key(app_id, session_id)
+    return app_id
 
 
 def _session_identity(session: Any) -> int:
-    jvm = session.sparkContext._jvm
-    return int(jvm.java.lang.System.identityHashCode(session._jsparkSession))
+    from definity_spark.spark.listener import session_key
+
+    return session_key(session.sparkContext._gateway, session._jsparkSession)
 
 
 def _delivery_stats(delivery: Any) -> dict[str, int]:

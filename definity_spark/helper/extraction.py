@@ -21,6 +21,7 @@ from definity_spark import wire
 from definity_spark._internal import contained
 from definity_spark.lineage.rules import Options
 from definity_spark.spark.facts import FactReader
+from definity_spark.spark.listener import Py4jTuning
 from definity_spark.spark.worker import ExtractionWorker
 from definity_spark.task import TaskReporter
 
@@ -38,6 +39,7 @@ class HelperExtraction:
         self.reporter: TaskReporter | None = None
         self.workers: dict[int, ExtractionWorker] = {}
         self._gateway: Any = None
+        self._tuning: Py4jTuning | None = None  # TCP_NODELAY on its own connections
         self._sent: dict[int, tuple[int, int]] = {}  # timings, differences sent, by session
 
     # -- frames ---------------------------------------------------------------------------
@@ -72,7 +74,8 @@ class HelperExtraction:
                                 int(request["budget_ms"]), int(request["max_plan_nodes"]),
                                 gatherer=g)
             worker = ExtractionWorker(reader, self.reporter, Options.of(self.settings), gatherer=g,
-                                      on_mark=lambda n: self._mark(key, n))
+                                      on_mark=lambda n: self._mark(key, n),
+                                      tuning=self._tuning)
             worker.cross_check = bool(request.get("cross_check"))
             self.workers[key] = worker
             worker.start()
@@ -112,6 +115,7 @@ class HelperExtraction:
             self._gateway = JavaGateway(gateway_parameters=GatewayParameters(
                 address=str(where["address"]), port=int(where["port"]),
                 auth_token=where.get("token"), auto_convert=True))
+            self._tuning = Py4jTuning(self._gateway)
         return self._gateway
 
     def _report(self, key: int, worker: ExtractionWorker) -> dict[str, Any]:

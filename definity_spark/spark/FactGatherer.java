@@ -48,16 +48,16 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     private final Map lightField = new HashMap();
     private final Set rowsOfNestedReads = new HashSet();
     private final Set rowPreserving = new HashSet();
-    private final int statusScan;
+    private int statusScan;
     // FactReader's own regular expressions (passed in, so both sides match alike): a
     // metric of a node's metrics map, and its numOutputRows
-    private final Pattern metric;
-    private final Pattern rows;
+    private Pattern metric;
+    private Pattern rows;
     private AtomicLong nextId;  // SQLExecution._nextExecutionId, read reflectively
     private boolean nextIdUnknown;
     // the listener's hand-off: {funcName, qe, durationNs or null, error or null}, or a
     // mark {n}; callbacks taken by `next` wait in `pending` until the reader releases them
-    private final LinkedBlockingQueue callbacks;
+    private LinkedBlockingQueue callbacks;
     private final Map pending = new HashMap();
     private volatile long taken;  // callbacks taken by `next` (one taker at a time)
     private volatile long dropped;
@@ -76,8 +76,9 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     private Method endDuration;
     private volatile long unread;  // query ends of the session it could not take (dropped)
 
-    public FactGatherer(String commands, String rowsOfNestedReads, String rowPreserving,
-                        int statusScan, String metric, String rows, int queueSize) {
+    // Configured once, before it listens (one py4j call: facts.gatherer_config).
+    public void configure(String commands, String rowsOfNestedReads, String rowPreserving,
+                          int statusScan, String metric, String rows, int queueSize) {
         String[] lines = commands.split("\n");
         for (int i = 0; i < lines.length; i++) {
             String[] fields = lines[i].split("\t");

@@ -65,7 +65,7 @@ def make_gatherer(gateway: Any, jsession: Any, queue_size: int
     if loaded.cls is None:
         return None, loaded
     try:
-        return gatherer.new(loaded, gateway, *gatherer_config(queue_size)), loaded
+        return gatherer.new(loaded, *gatherer_config(queue_size)), loaded
     except Exception as exc:  # noqa: BLE001 - an unexpected JVM: py4j instead
         return None, gatherer.Loaded(None, "unavailable", f"{type(exc).__name__}: {exc}"[:300])
 

@@ -5,8 +5,9 @@ It is the session's listener on Spark's listener bus and reads each query inside
 plugin: the source is compiled with Janino (``org.codehaus.janino``), the compiler Spark
 ships for its own code generation, the first time on a machine for this source, Spark
 and Java; the class bytes are then kept in a private cache directory, and the next
-applications define those classes directly instead of compiling again (compiling costs a
-fresh JVM ~0.4-0.7 s and more CPU in its JIT threads). If neither works (no Janino, a
+applications load those classes directly (a ``URLClassLoader`` over the directory)
+instead of compiling again (compiling costs a fresh JVM ~0.4-0.7 s and more CPU in its JIT
+threads). If neither works (no Janino, a
 refused source), ``load`` answers None with the reason, and the plugin listens and reads
 through py4j instead.
 """
@@ -17,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import stat
 import threading
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ logger = logging.getLogger("definity_spark.spark")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "FactGatherer.java")
 CLASS_NAME = "FactGatherer"
-_BYTES_LOADER = "org.codehaus.commons.compiler.util.reflect.ByteArrayClassLoader"
+INDEX = "index.json"  # of a cache directory: class name -> sha256 of its class file
 
 
 @dataclass(frozen=True)
@@ -63,15 +65,14 @@ def load(gateway: Any, jsession: Any) -> Loaded:
         return loaded
 
 
-def new(loaded: Loaded, gateway: Any, *config: Any) -> Any | None:
-    """An instance built with ``config`` (its constructor's arguments), or None."""
+def new(loaded: Loaded, *config: Any) -> Any | None:
+    """An instance configured with ``config`` (``FactGatherer.configure``'s arguments), or
+    None: two py4j calls."""
     if loaded.cls is None:
         return None
-    ctor = loaded.cls.getConstructors()[0]
-    args = gateway.new_array(gateway.jvm.java.lang.Object, len(config))
-    for i, value in enumerate(config):
-        args[i] = value
-    return ctor.newInstance(args)
+    g = loaded.cls.newInstance()
+    g.configure(*config)
+    return g
 
 
 def _load(gateway: Any, jsession: Any) -> Loaded:
@@ -82,11 +83,10 @@ def _load(gateway: Any, jsession: Any) -> Loaded:
         key = _cache_key(gateway, jsession, source)
     except Exception as exc:  # noqa: BLE001 - a broken JVM or install: py4j instead
         return Loaded(None, "unavailable", f"{type(exc).__name__}: {exc}"[:300])
-    path = os.path.join(cache_dir(), f"{key}.classes")
-    cached = _read_cache(path)
-    if cached is not None:
+    path = os.path.join(cache_dir(), key)
+    if _trusted(path):
         try:
-            return Loaded(_define(gateway, parent, cached), "cached")
+            return Loaded(_define(gateway, parent, path), "cached")
         except Exception as exc:  # noqa: BLE001 - stale or damaged: compile again
             logger.debug("cached gatherer classes not usable (%s); compiling", exc)
     try:
@@ -108,68 +108,69 @@ def _load(gateway: Any, jsession: Any) -> Loaded:
 def _cache_key(gateway: Any, jsession: Any, source: str) -> str:
     """The source, Spark's version and the JVM's: what the class bytes depend on."""
     system = gateway.jvm.java.lang.System
-    parts = [source, str(jsession.version()), str(system.getProperty("java.version")),
+    parts = [source, str(jsession.version()), str(system.getProperty("java.vm.version")),
              str(system.getProperty("java.vm.name"))]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
-def _define(gateway: Any, parent: Any, classes: dict[str, bytes]) -> Any:
-    codes = gateway.jvm.java.util.HashMap()
-    for name, code in classes.items():
-        codes.put(name, bytearray(code))
-    loader = gateway.jvm.__getattr__(_BYTES_LOADER.rsplit(".", 1)[0]).__getattr__(
-        _BYTES_LOADER.rsplit(".", 1)[1])(codes, parent)
-    return loader.loadClass(CLASS_NAME)
+def _define(gateway: Any, parent: Any, path: str) -> Any:
+    """The classes of a cache directory, defined by a ``URLClassLoader`` over it (a JDK
+    class the JVM has loaded already: no Janino class is touched)."""
+    jvm = gateway.jvm
+    urls = gateway.new_array(jvm.java.net.URL, 1)
+    urls[0] = jvm.java.io.File(path + os.sep).toURI().toURL()
+    return jvm.java.net.URLClassLoader(urls, parent).loadClass(CLASS_NAME)
 
 
-def _read_cache(path: str) -> dict[str, bytes] | None:
-    """The cached classes, if the file is ours and no one else could have written it."""
+def _owned_private(st: os.stat_result) -> bool:
+    uid = os.getuid() if hasattr(os, "getuid") else st.st_uid
+    return st.st_uid == uid and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _trusted(path: str) -> bool:
+    """A cache directory that is ours, that no one else could have written, and whose
+    class files are those its index lists (sha256)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
-        return None
-    try:
-        st = os.fstat(fd)
-        dir_st = os.stat(os.path.dirname(path))
-        uid = os.getuid() if hasattr(os, "getuid") else st.st_uid
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != uid or dir_st.st_uid != uid \
-                or (st.st_mode | dir_st.st_mode) & (stat.S_IWGRP | stat.S_IWOTH):
-            logger.debug("gatherer cache %s not trusted (owner or mode)", path)
-            return None
-        with os.fdopen(fd, "rb") as handle:
-            fd = -1
-            header, _, body = handle.read().partition(b"\n")
-        index = json.loads(header)
-        out, at = {}, 0
-        for name, size in index["classes"]:
-            out[str(name)] = body[at:at + int(size)]
-            at += int(size)
-        if at != len(body) or hashlib.sha256(body).hexdigest() != index["sha256"]:
-            return None
-        return out
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    finally:
-        if fd >= 0:
-            os.close(fd)
+        dir_st = os.lstat(path)
+        if not stat.S_ISDIR(dir_st.st_mode) or not _owned_private(dir_st) \
+                or not _owned_private(os.stat(os.path.dirname(path))):
+            return False
+        with open(os.path.join(path, INDEX), "rb") as handle:
+            index = json.loads(handle.read())
+        for name, digest in index["classes"].items():
+            file = os.path.join(path, name.replace(".", os.sep) + ".class")
+            fd = os.open(file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+            with os.fdopen(fd, "rb") as handle:
+                st = os.fstat(handle.fileno())
+                if not stat.S_ISREG(st.st_mode) or not _owned_private(st) or \
+                        hashlib.sha256(handle.read()).hexdigest() != digest:
+                    return False
+        return bool(index["classes"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def _write_cache(path: str, classes: dict[str, bytes]) -> None:
-    """Written whole to a private temp file, then renamed into place (0600, dir 0700)."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    body = b"".join(classes.values())
-    header = json.dumps({"classes": [[n, len(c)] for n, c in classes.items()],
-                         "sha256": hashlib.sha256(body).hexdigest()}).encode()
+    """Written whole into a private temporary directory, then renamed into place (files
+    0600, directories 0700); another application that got there first wins."""
+    parent = os.path.dirname(path)
+    os.makedirs(parent, mode=0o700, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.makedirs(tmp, mode=0o700)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(header + b"\n" + body)
+        for name, code in classes.items():
+            file = os.path.join(tmp, name.replace(".", os.sep) + ".class")
+            os.makedirs(os.path.dirname(file), mode=0o700, exist_ok=True)
+            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(code)
+        index = {"classes": {n: hashlib.sha256(c).hexdigest() for n, c in classes.items()}}
+        fd = os.open(os.path.join(tmp, INDEX), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(index, handle)
+        if os.path.isdir(path):  # stale (not trusted): replaced
+            shutil.rmtree(path)
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -228,19 +228,27 @@ _registry: dict[int, _Registration] = {}
 _registry_lock = threading.Lock()
 
 
+_systems: dict[int, tuple[Any, Any]] = {}  # id(gateway) -> (gateway, java.lang.System)
+
+
 def session_key(gateway: Any, jsession: Any) -> int:
-    return int(gateway.jvm.java.lang.System.identityHashCode(jsession))
+    """The JVM session's identity (``System.identityHashCode``): one py4j call, the
+    class looked up once per gateway (a ``jvm.java.lang.System`` chain costs several)."""
+    known = _systems.get(id(gateway))
+    if known is None or known[0] is not gateway:
+        known = (gateway, gateway.jvm.java.lang.System)
+        _systems[id(gateway)] = known
+    return int(known[1].identityHashCode(jsession))
 
 
 def register(gateway: Any, jsession: Any, listener: PyQueryExecutionListener,
-             owner: object) -> bool:
+             owner: object, key: int) -> bool:
     """Register ``listener`` on the JVM session unless one is registered already.
 
     Returns False (and registers nothing) when the session already has a listener.
     """
     from pyspark.java_gateway import ensure_callback_server_started
 
-    key = session_key(gateway, jsession)
     with _registry_lock:
         if key in _registry:
             logger.warning("definity-spark: the listener is already registered on this "
@@ -253,12 +261,12 @@ def register(gateway: Any, jsession: Any, listener: PyQueryExecutionListener,
         return True
 
 
-def register_on_bus(gateway: Any, jsession: Any, gatherer: Any, owner: object) -> str | None:
+def register_on_bus(gateway: Any, jsession: Any, gatherer: Any, owner: object,
+                    key: int) -> str | None:
     """Put ``gatherer`` (a compiled FactGatherer) on one of the listener bus's existing
     queues (``BUS_QUEUES``), watching this session's query ends. Returns the queue's name,
     or None when nothing was registered: the session has a listener already, or this
     Spark has none of those queues (or not the internal API): then ``register``."""
-    key = session_key(gateway, jsession)
     with _registry_lock:
         if key in _registry:
             return None
@@ -277,9 +285,8 @@ def register_on_bus(gateway: Any, jsession: Any, gatherer: Any, owner: object) -
         return name
 
 
-def unregister(gateway: Any, jsession: Any, owner: object) -> bool:
+def unregister(jsession: Any, owner: object, key: int) -> bool:
     """Unregister the listener ``owner`` registered on this session (False if none)."""
-    key = session_key(gateway, jsession)
     with _registry_lock:
         reg = _registry.get(key)
         if reg is None or reg.owner is not owner:
@@ -293,7 +300,7 @@ def unregister(gateway: Any, jsession: Any, owner: object) -> bool:
     return True
 
 
-def registered_owner(gateway: Any, jsession: Any) -> object | None:
+def registered_owner(key: int) -> object | None:
     with _registry_lock:
-        reg = _registry.get(session_key(gateway, jsession))
+        reg = _registry.get(key)
         return reg.owner if reg else None

@@ -97,7 +97,7 @@ class SessionObserver:
         self._gatherer: Any = None
         self.py_listener: _listener.PyQueryExecutionListener | None = None
         self.worker: ExtractionWorker | None = None  # reading in this process
-        self.helper_key: int | None = None
+        self.key: int | None = None  # the JVM session's identity (listener.session_key)
         self._session_ref: Any = None  # the session's py4j reference the helper uses
         self._marks = itertools.count(1)
         self._marks_done = 0  # by the helper (the local worker counts its own)
@@ -112,7 +112,7 @@ class SessionObserver:
         """Move to ``to`` if it is allowed from the current state (lock held)."""
         if to not in TRANSITIONS[self.state]:
             return False
-        logger.debug("definity-spark: session %s: %s -> %s", self.helper_key,
+        logger.debug("definity-spark: session %s: %s -> %s", self.key,
                      self.state.value, to.value)
         self.state = to
         self._lock.notify_all()
@@ -126,8 +126,8 @@ class SessionObserver:
         with contained("observer.start"):
             if self.state is not State.NEW:
                 return False
-            self._tuning.server_connections()
-            if _listener.registered_owner(self._gateway, self._jsession) is not None:
+            self.key = _listener.session_key(self._gateway, self._jsession)
+            if _listener.registered_owner(self.key) is not None:
                 logger.warning("definity-spark: the listener is already registered on this "
                                "SparkSession; not registering twice")
                 return False
@@ -142,7 +142,7 @@ class SessionObserver:
                     self.worker.queue,  # type: ignore[union-attr]
                     on_first_call=self._tuning.callback_connection)
                 if not _listener.register(self._gateway, self._jsession, self.py_listener,
-                                          self):
+                                          self, self.key):
                     self.worker.stop(1.0)  # type: ignore[union-attr]
                     self.worker = None
                     return False
@@ -169,7 +169,8 @@ class SessionObserver:
             self.listener_reason = f"the Java listener could not be loaded ({loaded.reason})"
             return
         with contained("observer.bus_register"):
-            queue_name = _listener.register_on_bus(self._gateway, self._jsession, g, self)
+            queue_name = _listener.register_on_bus(self._gateway, self._jsession, g, self,
+                                                   self.key)
             if queue_name:
                 self._gatherer, self.bus_queue = g, queue_name
                 self.listener = LISTENER_JVM
@@ -208,7 +209,7 @@ class SessionObserver:
                 while self.state is State.ATTACHING and time.monotonic() < deadline:
                     self._lock.wait(0.05)
             ok = self.drain(max(0.0, deadline - time.monotonic()))
-            _listener.unregister(self._gateway, self._jsession, self)
+            _listener.unregister(self._jsession, self, self.key)
             with self._lock:
                 was = self.state
                 self._move(State.STOPPED)
@@ -267,12 +268,11 @@ class SessionObserver:
             params = self._gateway.gateway_parameters
             self._session_ref = self._gateway.jvm.java.util.Objects.requireNonNull(
                 self._jsession)
-            self.helper_key = _listener.session_key(self._gateway, self._jsession)
             number_in = getattr(self._sink, "number_in", None)
             if number_in is not None:  # the helper numbers the task's transformations
                 number_in(helper)
             ok = helper.attach(self, {
-                "key": self.helper_key,
+                "key": self.key,
                 "gateway": {"address": params.address, "port": params.port,
                             "token": params.auth_token},
                 "session": self._session_ref._target_id, "gatherer": g._target_id,
@@ -282,7 +282,6 @@ class SessionObserver:
             })
         with self._lock:
             if ok and self._move(State.IN_HELPER):
-                self._tuning.server_connections(force=True)  # the helper's connection
                 return
             if self.state is State.STOPPED:
                 if ok:
@@ -337,7 +336,7 @@ class SessionObserver:
 
     def _detach(self, timeout: float) -> None:
         with contained("observer.helper_detach"):
-            reply = self._helper.detach(self.helper_key, timeout)
+            reply = self._helper.detach(self.key, timeout)
             self._absorb(reply)
         self._session_ref = None
 

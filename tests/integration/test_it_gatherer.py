@@ -36,14 +36,15 @@ def _callbacks(spark: Any, action: Any) -> list[Any]:
     listener = listener_mod.PyQueryExecutionListener(handoff)
     gw, js = spark.sparkContext._gateway, spark._jsparkSession
     owner = object()
-    previous = listener_mod.registered_owner(gw, js)
+    key = listener_mod.session_key(gw, js)
+    previous = listener_mod.registered_owner(key)
     assert previous is None, "a task is active on the suite's session"
-    assert listener_mod.register(gw, js, listener, owner)
+    assert listener_mod.register(gw, js, listener, owner, key)
     try:
         action()
         spark.sparkContext._jsc.sc().listenerBus().waitUntilEmpty(30_000)
     finally:
-        listener_mod.unregister(gw, js, owner)
+        listener_mod.unregister(js, owner, key)
     out = []
     while not handoff.empty():
         out.append(handoff.get_nowait())
@@ -121,23 +122,29 @@ def test_the_compiled_classes_are_cached_and_loaded_without_compiling(
     assert first.how == "compiled" and first.cls is not None
     [cached] = os.listdir(gatherer.cache_dir())
     path = os.path.join(gatherer.cache_dir(), cached)
-    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.stat(path).st_mode & 0o777 == 0o700
     assert os.stat(gatherer.cache_dir()).st_mode & 0o777 == 0o700
+    files = sorted(os.listdir(path))
+    assert "FactGatherer.class" in files and gatherer.INDEX in files
+    for name in files:
+        assert os.stat(os.path.join(path, name)).st_mode & 0o777 == 0o600, name
     monkeypatch.setattr(gatherer, "_loaded", {})  # as in the next application's JVM
     second = gatherer.load(gw, js)
     # (not instantiated here: py4j caches methods by class name, and this JVM has a
     # FactGatherer already; test_a_new_application_loads_the_cached_classes runs one)
     assert second.how == "cached" and str(second.cls.getName()) == "FactGatherer"
-    # a cache file someone else could have written is not loaded: compiled again
-    os.chmod(path, 0o666)
+    # a class file someone else could have written is not loaded: compiled again
+    os.chmod(os.path.join(path, "FactGatherer.class"), 0o666)
     monkeypatch.setattr(gatherer, "_loaded", {})
     assert gatherer.load(gw, js).how == "compiled"
     # nor a damaged one
-    with open(path, "r+b") as f:
+    with open(os.path.join(path, "PlanJson.class"), "r+b") as f:
         f.seek(-10, os.SEEK_END)
         f.write(b"0123456789")
     monkeypatch.setattr(gatherer, "_loaded", {})
     assert gatherer.load(gw, js).how == "compiled"
+    monkeypatch.setattr(gatherer, "_loaded", {})
+    assert gatherer.load(gw, js).how == "cached"  # written again whole
 
 
 _APP = """
