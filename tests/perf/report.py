@@ -950,8 +950,7 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     on_bus = common.GATHERER_LISTENER in bus["listeners"]
     add("**Listener bus.** Spark's `listenerProcessingTime` timer of "
         + (f"`{common.GATHERER_LISTENER}` (the plugin's compiled listener, on the "
-           "`executorManagement` queue that Spark runs anyway: "
-           "`spark.definity.listener.onBus`)" if on_bus else
+           "`executorManagement` queue that Spark runs anyway)" if on_bus else
            f"`{common.EXECUTION_LISTENER_BUS}` (the listener that calls every "
            "QueryExecutionListener, on the `shared` queue)")
         + ", read from `LiveListenerBus.metrics` after the first "
