@@ -20,7 +20,7 @@ import pytest
 
 from definity_spark import wire
 from definity_spark.delivery import Delivery, make_delivery
-from definity_spark.delivery.spool import read_records, spool_files
+from definity_spark.delivery.spool_format import read_records, spool_files
 from definity_spark.delivery.transport import SENT, SendResult, Transport
 from definity_spark.settings import resolve
 

@@ -14,7 +14,8 @@ from typing import Any
 
 from definity_spark import wire
 from definity_spark.delivery import make_delivery
-from definity_spark.delivery.spool import replay, spool_files
+from definity_spark.delivery.replay import replay
+from definity_spark.delivery.spool_format import spool_files
 
 try:
     from collector_util import CollectorClient, CollectorProcess, running_collector

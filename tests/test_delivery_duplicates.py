@@ -20,7 +20,8 @@ from collector_util import running_collector
 
 from definity_spark import wire
 from definity_spark.delivery import make_delivery
-from definity_spark.delivery.spool import replay, spool_files
+from definity_spark.delivery.replay import replay
+from definity_spark.delivery.spool_format import spool_files
 from definity_spark.helper.client import HelperProcess
 
 try:

@@ -19,7 +19,8 @@ import pytest
 from collector_util import running_collector
 
 from definity_spark.delivery import make_delivery
-from definity_spark.delivery.spool import read_records, replay, spool_files
+from definity_spark.delivery.replay import replay
+from definity_spark.delivery.spool_format import read_records, spool_files
 from definity_spark.helper.client import HelperProcess
 
 try:
@@ -196,7 +197,7 @@ def test_recovery_through_the_collector_holds_each_payload_once(tmp_path: Path) 
     assert held == [(p.endpoint, p.to_json()) for p in payloads]
 
 
-# ----------------------------------------------------------------------------- spool.replay
+# -------------------------------------------------------------------------- delivery.replay
 def _spooled_for(tmp_path: Path, server: FaultyServer, task_id: str) -> list[Any]:
     """A task spooled for ``server`` (down at the time), by an earlier application."""
     server.down()

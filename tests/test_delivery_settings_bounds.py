@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 
 from definity_spark.delivery import make_delivery
-from definity_spark.delivery.spool import replay, spool_files
+from definity_spark.delivery.replay import replay
+from definity_spark.delivery.spool_format import spool_files
 from definity_spark.settings import resolve
 
 try:

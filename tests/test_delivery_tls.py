@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from definity_spark.delivery.spool import replay
+from definity_spark.delivery.replay import replay
 
 try:
     from faulty_server import FaultyServer

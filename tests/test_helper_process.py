@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from definity_spark import wire
-from definity_spark.delivery.spool import read_records, spool_files
+from definity_spark.delivery.spool_format import read_records, spool_files
 from definity_spark.helper import client as process_mod
 from definity_spark.helper.client import HelperProcess
 from definity_spark.settings import resolve

@@ -24,6 +24,7 @@ from definity_spark.settings import (
     parse_tags,
     resolve,
 )
+from definity_spark.settings.parse import _PARSERS
 
 TOKEN = "s3cr3t-T0ken-value"
 
@@ -95,7 +96,7 @@ def test_every_definition_is_a_settings_field_and_unique():
         assert d.name in field_names
         assert d.conf_key.startswith("spark.definity.")
         assert d.env_var.startswith("DEFINITY_")
-        assert d.doc and d.kind in st._PARSERS
+        assert d.doc and d.kind in _PARSERS
     assert len({d.conf_key for d in DEFINITIONS}) == len(DEFINITIONS)
     assert len({d.env_var for d in DEFINITIONS}) == len(DEFINITIONS)
 

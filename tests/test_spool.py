@@ -20,12 +20,12 @@ import pytest
 
 from definity_spark.delivery import make_delivery
 from definity_spark.delivery.cli import add_parser, run
-from definity_spark.delivery.spool import (
+from definity_spark.delivery.replay import replay
+from definity_spark.delivery.spool import Spool
+from definity_spark.delivery.spool_format import (
     CURSOR_SUFFIX,
-    Spool,
     read_cursor,
     read_records,
-    replay,
     spool_files,
 )
 

@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 
 from definity_spark.delivery import make_delivery
-from definity_spark.delivery.spool import Spool, read_records, replay, spool_files
+from definity_spark.delivery.replay import replay
+from definity_spark.delivery.spool import Spool
+from definity_spark.delivery.spool_format import read_records, spool_files
 
 try:
     from faulty_server import FaultyServer

@@ -4,8 +4,9 @@
 See ``docs/collector.md`` for the endpoints, the validation rules and the read API.
 """
 
+from definity_spark.collector.db import default_db_path
 from definity_spark.collector.server import Collector
-from definity_spark.collector.store import Store, default_db_path
+from definity_spark.collector.store import Store
 from definity_spark.collector.validate import PayloadError, validate
 
 __all__ = ["Collector", "Store", "default_db_path", "PayloadError", "validate"]

@@ -18,8 +18,8 @@ import sys
 import threading
 from typing import Any
 
+from definity_spark.collector.db import default_db_path
 from definity_spark.collector.server import DEFAULT_HOST, DEFAULT_PORT, TOKEN_ENV, Collector
-from definity_spark.collector.store import default_db_path
 
 HELP = "run the local Definity collector (lineage page + REST API), or import an events file"
 

@@ -16,7 +16,8 @@ import os
 import sys
 from typing import Any
 
-from definity_spark.delivery.spool import destination_of, file_destination, replay, spool_files
+from definity_spark.delivery.replay import replay
+from definity_spark.delivery.spool_format import destination_of, file_destination, spool_files
 from definity_spark.redaction import mask_url
 
 

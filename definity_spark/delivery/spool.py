@@ -27,6 +27,8 @@ already accepted by the server or permanently refused; it is replaced atomically
 every accepted record, so replaying twice never re-sends what the server accepted. When a
 file is done, it and its cursor are removed. The one unavoidable duplicate: the server
 accepts a record and the replaying process dies before the cursor is written.
+
+Here: the writer, ``Spool``. Reading the files: ``spool_format``; replay: ``replay``.
 """
 
 from __future__ import annotations
@@ -38,22 +40,20 @@ import random
 import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from definity_spark.delivery.file import open_private, safe_name, write_line
-from definity_spark.delivery.transport import (
-    ABORTED,
-    AUTH,
-    MISDIRECTED,
-    REJECTED,
-    SENT,
-    TLS,
-    Transport,
+from definity_spark.delivery.spool_format import (
+    CURSOR_SUFFIX,
+    SUFFIX,
+    _remove,
+    destination_of,
+    pending_count,
+    read_records,
+    spool_files,
+    unsafe_dir,
 )
-from definity_spark.wire import ENDPOINTS
 
 try:  # POSIX; on other platforms files are never considered live
     import fcntl
@@ -61,9 +61,6 @@ except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger("definity_spark.delivery")
-
-SUFFIX = ".jsonl"
-CURSOR_SUFFIX = ".cursor"
 
 
 def _new_stamp() -> str:
@@ -78,55 +75,6 @@ def ensure_dir(spool_dir: str) -> str:
     if not os.path.isdir(path):
         os.makedirs(path, mode=0o700, exist_ok=True)
     return path
-
-
-def unsafe_dir(spool_dir: str) -> str | None:
-    """Why ``spool_dir`` must not be replayed from, or None: a directory another user owns
-    or may write to could hold records planted to send the token elsewhere or to inject
-    reports."""
-    try:
-        st = os.stat(spool_dir)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        return f"not readable ({type(exc).__name__})"
-    if not stat.S_ISDIR(st.st_mode):
-        return "not a directory"
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        return f"owned by another user (uid {st.st_uid})"
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        return f"writable by other users (mode {stat.S_IMODE(st.st_mode):o})"
-    return None
-
-
-def destination_of(server_url: str | None) -> str | None:
-    """The server a spool file is meant for, as recorded in its first line:
-    ``scheme://host[:port]/path`` in lower case, never the URL's user-info."""
-    if not server_url:
-        return None
-    try:
-        parts = urlsplit(server_url.strip())
-        host = (parts.hostname or "").lower()
-        port = parts.port
-    except ValueError:
-        return None
-    if ":" in host:
-        host = f"[{host}]"
-    default = {"http": 80, "https": 443}.get(parts.scheme.lower())
-    netloc = host if port in (None, default) else f"{host}:{port}"
-    return f"{parts.scheme.lower()}://{netloc}{parts.path.rstrip('/')}"
-
-
-def file_destination(path: str) -> str | None:
-    """The destination in a spool file's first line, or None (an older file, or none)."""
-    try:
-        with open(path, "rb") as fh:
-            first = fh.readline(4096)
-        record = json.loads(first.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    dest = record.get("dest") if isinstance(record, dict) else None
-    return dest if isinstance(dest, str) else None
 
 
 def _record_line(record: Mapping[str, Any]) -> bytes:
@@ -148,15 +96,6 @@ def _dir_size(directory: str) -> int:
             except OSError:
                 pass
     return total
-
-
-def pending_count(path: str, data: bytes | None = None) -> int:
-    """How many reports of a spool file are still to be sent (unacked, past the cursor)."""
-    if data is None:
-        with open(path, "rb") as fh:
-            data = fh.read()
-    records, _ = read_records(data)
-    return max(0, len(records) - read_cursor(path))
 
 
 class Spool:
@@ -444,299 +383,3 @@ class Spool:
                 os.close(fd)  # also releases the shared lock: the file is now replayable
             except OSError:
                 pass
-
-
-# ---------------------------------------------------------------------- replay
-@dataclass
-class ReplayReport:
-    """What one replay did; ``complete`` when nothing is left to send."""
-
-    files_done: int = 0
-    files_pending: int = 0
-    files_live: int = 0
-    files_skipped: int = 0  # not a regular file of this user's (a FIFO, a link...)
-    sent: int = 0
-    rejected: int = 0
-    corrupt_lines: int = 0
-    # why replay stopped early: "network", "auth", "misdirected", "tls", "aborted",
-    # "unsafe" (the directory is another user's or writable by others) or ""
-    stopped_by: str = ""
-    details: list[str] = field(default_factory=list)
-    abort: threading.Event | None = field(default=None, repr=False, compare=False)
-
-    @property
-    def complete(self) -> bool:
-        return self.files_pending == 0 and not self.stopped_by
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "files_done": self.files_done, "files_pending": self.files_pending,
-            "files_live": self.files_live, "files_skipped": self.files_skipped,
-            "sent": self.sent, "rejected": self.rejected,
-            "corrupt_lines": self.corrupt_lines, "stopped_by": self.stopped_by,
-        }
-
-
-def spool_files(spool_dir: str) -> list[str]:
-    """Spool files in time order (their names start with the creation stamp): regular
-    files only, a FIFO or a link named like one is not a spool file."""
-    directory = os.path.abspath(os.path.expanduser(spool_dir))
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return []
-    out = []
-    for entry in entries:
-        name = entry.name
-        if not (name.endswith(SUFFIX) and "__" in name and not name.startswith(".")):
-            continue
-        try:
-            regular = entry.is_file(follow_symlinks=False)
-        except OSError:
-            regular = False
-        if regular:
-            out.append(entry.path)
-        else:
-            log.warning("definity-spark: %s is named like a spool file but is not a regular "
-                        "file; ignored", entry.path)
-    return sorted(out)
-
-
-def read_records(data: bytes) -> tuple[list[dict[str, Any]], int]:
-    """The payload records of a spool file in send order (acked ones removed), and the
-    number of lines that could not be read (a torn last line after a crash, or a record
-    whose endpoint is not one of the four of the reporting API: never sent)."""
-    payloads: list[dict[str, Any]] = []
-    acked = set()
-    corrupt = 0
-    lines = data.split(b"\n")
-    # the element after the last newline is empty for a well-formed file, or a torn write
-    if lines and lines[-1].strip():
-        corrupt += 1
-    for raw in lines[:-1]:
-        if not raw.strip():
-            continue
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            corrupt += 1
-            continue
-        if not isinstance(record, dict):
-            corrupt += 1
-        elif "dest" in record and len(record) == 1:
-            continue  # the header: which server the file's reports were meant for
-        elif "ack" in record:
-            acked.add(record["ack"])
-        elif isinstance(record.get("body"), dict) and record.get("endpoint") in ENDPOINTS:
-            payloads.append(record)
-        else:
-            corrupt += 1
-    payloads = [r for r in payloads if r.get("seq") not in acked]
-    # Stable sort: records without a seq (written by hand) keep their file order at the end.
-    payloads.sort(key=lambda r: (0, r["seq"]) if isinstance(r.get("seq"), int) else (1, 0))
-    return payloads, corrupt
-
-
-def record_key(file_name: str, record: Mapping[str, Any], index: int) -> str:
-    """The idempotency key to send a spool record with: the one it was spooled with, or,
-    for a record of an older version without one, a key made from its file and number
-    (the same at every replay of that file)."""
-    key = record.get("key")
-    if isinstance(key, str) and key:
-        return key
-    seq = record.get("seq")
-    stem = file_name[:-len(SUFFIX)] if file_name.endswith(SUFFIX) else file_name
-    return f"spool-{stem}-{seq if isinstance(seq, int) else f'n{index}'}"
-
-
-def read_cursor(path: str) -> int:
-    try:
-        with open(path + CURSOR_SUFFIX, encoding="utf-8") as fh:
-            return max(0, int(json.load(fh).get("accepted", 0)))
-    except (OSError, ValueError, AttributeError, TypeError):
-        return 0
-
-
-def write_cursor(path: str, accepted: int) -> None:
-    """Replace the cursor atomically: write a temporary file, fsync, rename."""
-    target = path + CURSOR_SUFFIX
-    tmp = f"{target}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0),
-                 0o600)
-    try:
-        write_line(fd, json.dumps({"accepted": accepted}).encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, target)
-
-
-def _remove(path: str) -> None:
-    for p in (path + CURSOR_SUFFIX, path):
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
-
-
-def replay_with(transport: Transport, spool_dir: str,
-                abort: threading.Event | None = None,
-                files: Iterable[str] | None = None) -> ReplayReport:
-    """Send every idle spool file through ``transport``, in order; see module docstring.
-
-    Stops at the first payload that cannot be delivered (server down, token rejected):
-    sending later ones would break the order, and the next replay picks up from the cursor.
-    A payload the server refuses for good (4xx other than 401/403) is skipped and counted.
-    """
-    report = ReplayReport(abort=abort)
-    problem = unsafe_dir(os.path.abspath(os.path.expanduser(spool_dir)))
-    if problem:
-        report.stopped_by = "unsafe"
-        report.files_pending = len(spool_files(spool_dir))
-        report.details.append(f"the spool directory {spool_dir} is {problem}")
-        log.error("definity-spark: not replaying %s: the directory is %s (records in it could "
-                  "send the token elsewhere); move your spool files to a directory only you "
-                  "can write to", spool_dir, problem)
-        return report
-    for path in list(files) if files is not None else spool_files(spool_dir):
-        if abort is not None and abort.is_set():
-            report.stopped_by = report.stopped_by or "aborted"
-        if report.stopped_by:
-            report.files_pending += 1
-            continue
-        try:
-            _replay_file(transport, path, report)
-        except OSError as exc:
-            report.files_pending += 1
-            report.details.append(f"{os.path.basename(path)}: {type(exc).__name__}: {exc}")
-            log.warning("definity-spark: cannot replay %s: %s", path, exc)
-    return report
-
-
-def _replay_file(transport: Transport, path: str, report: ReplayReport) -> None:
-    try:
-        # O_NONBLOCK: a FIFO put here meanwhile must not hang the replay; O_NOFOLLOW: nor
-        # a link lead it elsewhere
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        return  # replayed meanwhile by someone else
-    except OSError as exc:
-        report.files_skipped += 1
-        log.warning("definity-spark: %s skipped: %s", path, exc)
-        return
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or (hasattr(os, "getuid") and st.st_uid != os.getuid()):
-            report.files_skipped += 1
-            log.warning("definity-spark: %s skipped: not a regular file of this user's", path)
-            return
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                report.files_live += 1
-                log.info("definity-spark: %s is still being written by a running "
-                         "application; not replayed now", path)
-                return
-        if not os.path.exists(path):
-            return  # removed between listdir and lock by a replay that finished it
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            data = fh.read()
-        records, corrupt = read_records(data)
-        if corrupt:
-            report.corrupt_lines += corrupt
-            log.warning("definity-spark: %d unreadable line(s) in %s skipped (torn, not JSON, "
-                        "or not for a reporting endpoint)", corrupt, path)
-        accepted = min(read_cursor(path), len(records))
-        name = os.path.basename(path)
-        while accepted < len(records):
-            if report.abort is not None and report.abort.is_set():
-                report.stopped_by = "aborted"
-                report.files_pending += 1
-                return
-            record = records[accepted]
-            result = transport.send(record["endpoint"], record["body"],
-                                    key=record_key(name, record, accepted))
-            if result.outcome == SENT:
-                report.sent += 1
-            elif result.outcome == REJECTED:
-                # A permanent refusal would block the file forever: skip it, say so.
-                report.rejected += 1
-                report.details.append(f"{name}: seq {record.get('seq')} {record['endpoint']} "
-                                      f"refused (HTTP {result.status}: {result.detail[:200]})")
-            else:
-                report.stopped_by = {AUTH: "auth", MISDIRECTED: "misdirected", TLS: "tls",
-                                     ABORTED: "aborted"}.get(result.outcome, "network")
-                report.files_pending += 1
-                report.details.append(f"{name}: stopped at record {accepted + 1}/{len(records)}"
-                                      f": {result.detail or result.outcome}")
-                return
-            accepted += 1
-            write_cursor(path, accepted)
-        _remove(path)
-        report.files_done += 1
-    finally:
-        os.close(fd)  # releases the exclusive lock
-
-
-def replay(
-    spool_dir: str,
-    server_url: str,
-    token: str | None = None,
-    *,
-    timeout: float = 5.0,
-    attempts: int = 3,
-    attempt_sleep: float = 1.0,
-    verify_tls: bool = True,
-    ca_bundle: str | None = None,
-    abort: threading.Event | None = None,
-    files: Iterable[str] | None = None,
-) -> ReplayReport:
-    """Send the spooled tasks of ``spool_dir`` (or only ``files`` of it) to ``server_url``;
-    remove what was accepted."""
-    from definity_spark.delivery.http import HttpTransport
-    from definity_spark.redaction import mask_url
-
-    transport = HttpTransport(server_url, token, timeout=timeout, attempts=attempts,
-                              attempt_sleep=attempt_sleep, verify_tls=verify_tls,
-                              ca_bundle=ca_bundle, abort=abort)
-    try:
-        report = replay_with(transport, spool_dir, abort=abort, files=files)
-    finally:
-        transport.close()
-    level = logging.INFO if report.complete else logging.WARNING
-    log.log(level, "definity-spark: replay of %s to %s: %s", spool_dir, mask_url(server_url),
-            report.as_dict())
-    return report
-
-
-def start_background_replay(settings: Any, abort: threading.Event) -> threading.Thread | None:
-    """At activation (``replay_spool``): replay older, idle spool files of the same server
-    on a daemon thread.
-
-    Only files whose first line names this activation's server (``destination_of``) are
-    sent: a file spooled for another server (a dev server, a moved one) or by an older
-    version waits for an explicit ``definity-spark replay``. Files of running applications
-    (this one included) are locked and skipped. ``abort`` (the delivery's) stops it between
-    payloads and cuts its backoff sleeps at close.
-    """
-    if not settings.server_url:
-        return None
-    mine = destination_of(settings.server_url)
-    files = [path for path in spool_files(settings.spool_dir)
-             if file_destination(path) == mine]
-    if not files:
-        return None
-
-    def run() -> None:
-        try:
-            replay(settings.spool_dir, settings.server_url, settings.token,
-                   timeout=settings.server_timeout, attempts=settings.server_attempts,
-                   attempt_sleep=settings.server_attempt_sleep, verify_tls=settings.verify_tls,
-                   ca_bundle=settings.ca_bundle, abort=abort, files=files)
-        except Exception:  # noqa: BLE001 - a background thread must not die loudly
-            log.warning("definity-spark: background replay failed", exc_info=True)
-
-    thread = threading.Thread(target=run, name="definity-spark.replay", daemon=True)
-    thread.start()
-    return thread
