@@ -80,6 +80,9 @@ class _Runtime:
             _runtimes.pop(self.key, None)
         deadline = time.monotonic() + max(0.0, timeout)
         dropped_queries = 0
+        summary: dict[str, float] = {}
+        for observer in list(self.observers.values()):
+            summary = summary or observer.app_summary()  # the application's: once
         for observer in list(self.observers.values()):
             with contained("observer.stop"):
                 observer.stop(max(0.0, deadline - time.monotonic()))
@@ -90,6 +93,8 @@ class _Runtime:
 
             if dropped_queries:  # callbacks the full hand-off queue could not take
                 self.reporter.add_task_metric(M_DROPPED_QUERIES, dropped_queries)
+            for name, value in summary.items():  # executors and their use
+                self.reporter.add_task_metric(name, value)
             # payloads lost for good (not those that overflowed to the spool)
             lost = _delivery_stats(self.delivery).get("lost", 0)
             if lost:

@@ -21,11 +21,13 @@ from definity_spark import wire
 from definity_spark._internal import contained
 from definity_spark.lineage import columns
 from definity_spark.lineage.model import InputLineage, WriteLineage
+from definity_spark.lineage.nesting import add_runs
 
 log = logging.getLogger("definity_spark.task")
 
 # Task-level metric types (docs/metrics.md). Asset: the task itself.
 TASK_ASSET_TYPE = "task"
+TF_ASSET_TYPE = "transformation"  # a transformation's run metrics, named by its output
 M_FAILED_QUERIES = "failed_queries"
 M_READ_ACTIONS = "read_actions"
 M_TRANSFORMATIONS = "transformations"
@@ -67,6 +69,7 @@ class TaskReporter:
         self._failed_queries = 0
         self._read_actions = 0
         self._partial = 0
+        self._run: dict[str, float] = {}  # how the task's writes ran, together
         self._extra_task_metrics: dict[str, float] = {}
         # the delivery helper numbers the transformations (number_in); after it died,
         # numbering here continues after _lost_upper
@@ -118,10 +121,11 @@ class TaskReporter:
                 M_READ_ACTIONS: self._read_actions,
                 M_PARTIAL_TRANSFORMATIONS: self._partial,
             }
+            task_metrics.update(self._run)
             task_metrics.update(self._extra_task_metrics)
             self._submit(wire.Metrics(task_id=self.task_id, metrics=[
                 wire.Metric(asset_name=self.task_name, asset_type=TASK_ASSET_TYPE,
-                            metric_type=name, value=value)
+                            metric_type=name, value=_number(value))
                 for name, value in task_metrics.items()
             ]))
             self._submit(wire.TaskEnd(task_id=self.task_id))
@@ -139,6 +143,8 @@ class TaskReporter:
             self._start_locked()  # (a write before the activation started the task)
             if lineage.partial:
                 self._partial += 1
+            if lineage.run:
+                self._run = add_runs([self._run, lineage.run])
             if self._remote is not None and \
                     self._remote.submit_group(build_payloads(self.task_id, 0, lineage)):
                 return  # numbered in the helper
@@ -188,10 +194,10 @@ class TaskReporter:
             self._tf_id += 1
             self.delivery.submit_many(wire.numbered(bodies, self._tf_id))
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
         with self._lock:
             return {"tf": self._tf_id, "failed": self._failed_queries,
-                    "reads": self._read_actions, "partial": self._partial}
+                    "reads": self._read_actions, "partial": self._partial, "run": self._run}
 
     def _sync_numbering(self) -> None:
         if self._remote is None and self._lost_upper > self._tf_id:
@@ -209,6 +215,7 @@ class TaskReporter:
                 self._failed_queries += int(counts.get("failed", 0))
                 self._read_actions += int(counts.get("reads", 0))
                 self._partial += int(counts.get("partial", 0))
+                self._run = add_runs([self._run, counts.get("run") or {}])
                 return
             self._remote = None
         self._sync_numbering()
@@ -246,8 +253,15 @@ def build_payloads(task_id: str, tf_id: int, lineage: WriteLineage) -> list[Any]
             wire.Metric(asset_name=i.name, metric_type=name, value=_number(value))
             for name, value in i.metrics.items()
         )
+    # how it ran: of the transformation, named by its output (docs/metrics.md)
+    metrics.extend(
+        wire.Metric(asset_name=out.name, asset_type=TF_ASSET_TYPE, metric_type=name,
+                    value=_number(value))
+        for name, value in lineage.run.items()
+    )
     if metrics:
-        payloads.append(wire.Metrics(task_id=task_id, metrics=metrics))
+        payloads.append(wire.Metrics(task_id=task_id, metrics=metrics,
+                                     tf_id=tf_id))
     return payloads
 
 

@@ -141,11 +141,17 @@ class Metric:
 class Metrics:
     task_id: str
     metrics: Sequence[Metric]
+    # optional, additive: the transformation these metrics are of (as /log/dataset's)
+    tf_id: int | None = None
 
     endpoint = METRICS
 
     def to_json(self) -> dict[str, Any]:
-        return {"task_id": str(self.task_id), "metrics": [m.to_json() for m in self.metrics]}
+        body: dict[str, Any] = {"task_id": str(self.task_id)}
+        if self.tf_id is not None:
+            body["tf_id"] = int(self.tf_id)
+        body["metrics"] = [m.to_json() for m in self.metrics]
+        return body
 
 
 Payload = Union[TaskStart, TaskEnd, Transformation, DatasetSchema, Metrics]

@@ -49,7 +49,10 @@ class LeafFacts:
     table: tuple[str | None, tuple[str, ...], str] | None = None
     jdbc_url: str | None = None
     jdbc_table: str | None = None
+    # a scan of the executed plan (QueryFacts.scans): what it read (read_rows, ...) and,
+    # for a DataSource V2 scan, its table's name as the table gives it
     scan_metrics: dict[str, float] = field(default_factory=dict)
+    v2_name: str | None = None
 
 
 @dataclass
@@ -89,6 +92,11 @@ class QueryFacts:
     write_metrics: dict[str, float] = field(default_factory=dict)
     partial: bool = False  # the reader stopped early (time budget / plan size)
     read_error: str | None = None  # why the reader could not read the plan
+    # the scans of the executed plan, with what each read (per-input metrics)
+    scans: list[LeafFacts] = field(default_factory=list)
+    # how the SQL execution ran (jobs, stages, tasks, task metrics summed, skew), from
+    # Spark's status stores: metric_type -> value (docs/metrics.md)
+    run: dict[str, float] = field(default_factory=dict)
 
     @property
     def root_class(self) -> str | None:
@@ -108,6 +116,7 @@ class QueryFacts:
         data = dict(body)
         data.pop("facts_version", None)
         data["leaves"] = [_leaf_from_json(x) for x in data.get("leaves") or ()]
+        data["scans"] = [_leaf_from_json(x) for x in data.get("scans") or ()]
         if data.get("command") is not None:
             cmd = dict(data["command"])
             cmd["table"] = _table_tuple(cmd.get("table"))

@@ -86,3 +86,6 @@ class WriteLineage:
     partial: bool = False  # extraction stopped early (budget / plan size), see docs
     # per written column, the input columns it derives from (None: not extracted)
     column_lineage: ColumnLineage | None = None
+    # how the write ran, summed over its SQL executions (jobs, stages, tasks, task
+    # metrics, the most skewed stage): metric_type -> value, docs/metrics.md
+    run: dict[str, float] = field(default_factory=dict)

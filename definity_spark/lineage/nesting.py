@@ -140,6 +140,27 @@ class NestedWrites:
         return sum(len(g) for g in self._pending.values())
 
 
+# run metrics that are a largest value, not a sum (docs/metrics.md); the skew's stage id
+# and task count go with the largest ratio
+_RUN_MAX = ("peak_execution_memory_bytes",)
+_SKEW = ("skew_ratio", "skew_stage_id", "skew_stage_tasks")
+
+
+def add_runs(runs: list[dict[str, float]]) -> dict[str, float]:
+    """How several SQL executions of one logical write (or a task's writes) ran, together:
+    counts and times summed, the peak the largest, the most skewed stage kept."""
+    out: dict[str, float] = {}
+    for run in runs:
+        for key, value in run.items():
+            if key in _SKEW:
+                continue
+            out[key] = max(out.get(key, 0), value) if key in _RUN_MAX \
+                else out.get(key, 0) + value
+        if run.get("skew_ratio", 0) > out.get("skew_ratio", 0):
+            out.update({k: run[k] for k in _SKEW if k in run})
+    return out
+
+
 def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
     inner_writes = [o for o in group if o.kind == WRITE and o.lineage is not None]
     if outer.kind == FAILED:
@@ -151,12 +172,14 @@ def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
             return [outer] + [o for o in group if o.kind in (WRITE, FAILED)]
         return [outer]
     nested_rows = [o.extras["rows"] for o in group if o.kind == READ and "rows" in o.extras]
+    nested_runs = [o.extras["run"] for o in group if o.kind == READ and "run" in o.extras]
     if not inner_writes:
         if nested_rows and "cnt" not in outer.lineage.metrics:
             # JDBC write: the rows went out through the nested query execution
             metrics = dict(outer.lineage.metrics)
             metrics["cnt"] = float(sum(nested_rows))
-            return [replace(outer, lineage=replace(outer.lineage, metrics=metrics))]
+            run = add_runs([outer.lineage.run] + nested_runs)
+            return [replace(outer, lineage=replace(outer.lineage, metrics=metrics, run=run))]
         if any(o.kind == FAILED for o in group):
             return [replace(outer, kind=FAILED, lineage=None,
                             error=next(o.error for o in group if o.kind == FAILED))]
@@ -217,8 +240,9 @@ def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
             if inner is not None and inner.columns:
                 column_lineage = columns.for_columns(inner, [c for c, _ in schema])
                 break
+    run = add_runs([lin.run] + [o.lineage.run for o in inner_writes] + nested_runs)
     merged = replace(lin, output=replace(lin.output, name=name, schema=schema), inputs=inputs,
-                     query_str=query_str, column_lineage=column_lineage,
+                     query_str=query_str, column_lineage=column_lineage, run=run,
                      metrics=metrics, partial=lin.partial or any(o.lineage.partial
                                                                  for o in inner_writes))
     return [replace(outer, lineage=merged)]

@@ -141,9 +141,11 @@ def extract(facts: QueryFacts, options: Options | None = None,
         return Outcome(IGNORED, reason=f"command:{root}", **base)
     if facts.func_name in READ_FUNCS or facts.leaves:
         inputs = _inputs(facts, options)[0] if want_reads else ()
-        extras = {}
+        extras: dict[str, Any] = {}
         if "queryOutputRows" in facts.write_metrics:
             extras["rows"] = facts.write_metrics["queryOutputRows"]
+        if facts.run:  # a nested read of a write (JDBC): part of how the write ran
+            extras["run"] = dict(facts.run)
         return Outcome(READ, inputs=inputs, extras=extras, **base)
     logger.debug("unknown query kind %s (%s) ignored", root, facts.func_name)
     return Outcome(IGNORED, reason=f"unknown:{root}", **base)
@@ -191,9 +193,12 @@ def _inputs(facts: QueryFacts, options: Options) -> tuple[tuple[InputLineage, ..
                     known.append(a.name)
             if refs is not None:
                 columns[name].update(a.name for a in user_cols if a.expr_id in refs)
-            for k, v in leaf.scan_metrics.items():
-                metrics.setdefault(name, {})
-                metrics[name][k] = metrics[name].get(k, 0) + v
+    for scan in facts.scans:  # what the executed plan's scans read, by input
+        name = _scanned_input(scan, order, options)
+        if name is not None:
+            into = metrics.setdefault(name, {})
+            for k, v in scan.scan_metrics.items():
+                into[k] = into.get(k, 0) + v
     result = []
     for name in order:
         cols: tuple[str, ...] | None = None
@@ -201,6 +206,22 @@ def _inputs(facts: QueryFacts, options: Options) -> tuple[tuple[InputLineage, ..
             cols = tuple(c for c in schema_order[name] if c in columns[name])
         result.append(InputLineage(name=name, columns=cols, metrics=metrics.get(name, {})))
     return tuple(result), refs is not None
+
+
+def _scanned_input(scan: LeafFacts, inputs: Sequence[str], options: Options) -> str | None:
+    """The input a scan of the executed plan read: named as the analyzed plan's leaves
+    are; a DataSource V2 scan knows only its table's own name (``catalog.db.table`` for
+    Iceberg), matched to an input by its dotted suffix."""
+    for name in _leaf_names(scan, options):
+        if name in inputs:
+            return name
+    if scan.v2_name:
+        v2 = scan.v2_name.lower()
+        for name in inputs:
+            low = name.lower()
+            if low == v2 or low.endswith("." + v2) or v2.endswith("." + low):
+                return name
+    return None
 
 
 # -- output ------------------------------------------------------------------------
@@ -318,4 +339,4 @@ def _write_lineage(facts: QueryFacts, rule: Command, options: Options) -> WriteL
             leaf_names=lambda leaf: _leaf_names(leaf, options))
     return WriteLineage(output=out, inputs=inputs, query_str=_describe(facts, out, options),
                         metrics=metrics, partial=facts.partial,
-                        column_lineage=column_lineage)
+                        column_lineage=column_lineage, run=dict(facts.run))

@@ -315,6 +315,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         if (!succeeded) {
             // a failure: no metrics; its execution ids where the query id gives them
         } else if (commandReads.containsKey(simpleName(root))) {
+            scans(out, call(qe, "executedPlan"));
             Object node = unwrapWrite(call(qe, "executedPlan"));
             String metrics = String.valueOf(call(node, "metrics"));
             field(out, "write_metrics", metrics);
@@ -452,6 +453,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             key(out, "root_execution_id");
             out.append(rootId);
             field(out, "description", String.valueOf(call(x, "description")));
+            run(out, qe, one, store, id, x);
             if (rootId != id) {
                 Object root = invoke(one, store, new Object[] {new Long(rootId)});
                 if (((Boolean) call(root, "isDefined")).booleanValue()) {
@@ -462,6 +464,226 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             return true;
         }
         return false;
+    }
+
+    // -- how an execution ran (the "run" facts): from Spark's own status stores, read once
+    // the SQL store has the execution's end (its jobs' and stages' events came before that
+    // end on the bus, and the same queue keeps both stores): its jobs, its stages' task
+    // metrics summed, the most skewed stage. Nothing is listened to per task.
+    private static final int SKEW_MIN_TASKS = 5;  // fewer tasks: no meaningful skew
+    private static final String[][] STAGE_SUMS = {
+        {"executorRunTime", "executor_run_time_ms"}, {"jvmGcTime", "jvm_gc_time_ms"},
+        {"memoryBytesSpilled", "memory_spill_bytes"}, {"diskBytesSpilled", "disk_spill_bytes"},
+        {"shuffleReadBytes", "shuffle_read_bytes"}, {"shuffleReadRecords", "shuffle_read_records"},
+        {"shuffleWriteBytes", "shuffle_write_bytes"},
+        {"shuffleWriteRecords", "shuffle_write_records"},
+    };
+
+    private void run(StringBuilder out, QueryExecution qe, Method one, Object sqlStore, long id,
+                     Object x) {
+        try {
+            // the status store's queue may still be on this execution's events: wait for
+            // its end there (RUN_WAIT_MS at most; the reading thread waits, not the job)
+            for (long waited = 0; !complete(x); waited += 10) {
+                if (waited >= RUN_WAIT_MS) {
+                    return;  // not complete yet: no run facts rather than partial sums
+                }
+                Thread.sleep(10);
+                Object again = invoke(one, sqlStore, new Object[] {new Long(id)});
+                if (!((Boolean) call(again, "isDefined")).booleanValue()) {
+                    return;
+                }
+                x = call(again, "get");
+            }
+            Object appStore = call(call(qe.sparkSession(), "sparkContext"), "statusStore");
+            Method stage = require(appStore.getClass(), "lastStageAttempt", int.class);
+            Method summary = appStore.getClass().getMethod("taskSummary",
+                    new Class[] {int.class, int.class, double[].class});
+            long[] sums = new long[STAGE_SUMS.length];
+            long stages = 0, tasks = 0, failed = 0, cpuNs = 0, peak = 0, skewTasks = 0;
+            long skewStage = -1;
+            double skew = 0;
+            Object it = call(call(x, "stages"), "iterator");
+            while (((Boolean) call(it, "hasNext")).booleanValue()) {
+                int stageId = ((Number) call(it, "next")).intValue();
+                Object sd;
+                try {
+                    sd = invoke(stage, appStore, new Object[] {new Integer(stageId)});
+                } catch (Exception e) {
+                    continue;  // a stage the store no longer keeps (spark.ui.retainedStages)
+                }
+                if ("SKIPPED".equals(String.valueOf(call(sd, "status")))) {
+                    continue;  // its output was there already (a reused shuffle): not run
+                }
+                stages++;
+                int n = ((Number) call(sd, "numTasks")).intValue();
+                tasks += n;
+                failed += ((Number) call(sd, "numFailedTasks")).longValue();
+                cpuNs += ((Number) call(sd, "executorCpuTime")).longValue();
+                peak = Math.max(peak, ((Number) call(sd, "peakExecutionMemory")).longValue());
+                for (int k = 0; k < STAGE_SUMS.length; k++) {
+                    sums[k] += ((Number) call(sd, STAGE_SUMS[k][0])).longValue();
+                }
+                int done = ((Number) call(sd, "numCompleteTasks")).intValue();
+                if (done >= SKEW_MIN_TASKS) {
+                    Object dist = invoke(summary, appStore, new Object[] {new Integer(stageId),
+                            call(sd, "attemptId"), new double[] {0.5, 1.0}});
+                    if (((Boolean) call(dist, "isDefined")).booleanValue()) {
+                        Object d = call(call(dist, "get"), "duration");
+                        double median = ((Number) seqApply(d, 0)).doubleValue();
+                        double max = ((Number) seqApply(d, 1)).doubleValue();
+                        if (median > 0 && max / median > skew) {
+                            skew = max / median;
+                            skewStage = stageId;
+                            skewTasks = done;
+                        }
+                    }
+                }
+            }
+            key(out, "run");
+            out.append("{\"jobs\":").append(((Number) call(call(x, "jobs"), "size")).longValue());
+            out.append(",\"stages\":").append(stages);
+            out.append(",\"tasks\":").append(tasks);
+            out.append(",\"failed_tasks\":").append(failed);
+            out.append(",\"executor_cpu_time_ms\":").append(cpuNs / 1000000L);
+            out.append(",\"peak_execution_memory_bytes\":").append(peak);
+            for (int k = 0; k < STAGE_SUMS.length; k++) {
+                out.append(",\"").append(STAGE_SUMS[k][1]).append("\":").append(sums[k]);
+            }
+            if (skewStage >= 0) {
+                out.append(",\"skew_ratio\":").append(Math.round(skew * 1000) / 1000.0);
+                out.append(",\"skew_stage_id\":").append(skewStage);
+                out.append(",\"skew_stage_tasks\":").append(skewTasks);
+            }
+            out.append('}');
+        } catch (Exception e) {
+            // a status store of another shape: no run facts for this execution
+        }
+    }
+
+    // The application so far (task-level metrics), from Spark's status store: executors
+    // added (not the driver) and removed, their cores' seconds alive and the seconds of
+    // task time they ran (local mode: the driver is the executor).
+    public String appSummary(Object session) throws Exception {
+        Object appStore = call(call(session, "sparkContext"), "statusStore");
+        Method list = appStore.getClass().getMethod("executorList", new Class[] {boolean.class});
+        Object executors = invoke(list, appStore, new Object[] {Boolean.FALSE});
+        long now = System.currentTimeMillis();
+        long added = 0, removed = 0;
+        double coreSeconds = 0, taskSeconds = 0;
+        int n = seqSize(executors);
+        for (int i = 0; i < n; i++) {
+            Object e = seqApply(executors, i);
+            boolean driver = "driver".equals(String.valueOf(call(e, "id")));
+            Object gone = optionValue(call(e, "removeTime"));
+            if (!driver) {
+                added++;
+                if (gone != null) {
+                    removed++;
+                }
+            }
+            int cores = ((Number) call(e, "totalCores")).intValue();
+            long from = ((java.util.Date) call(e, "addTime")).getTime();
+            long to = gone != null ? ((java.util.Date) gone).getTime() : now;
+            coreSeconds += cores * Math.max(0, to - from) / 1000.0;
+            taskSeconds += ((Number) call(e, "totalDuration")).longValue() / 1000.0;
+        }
+        StringBuilder out = new StringBuilder(160);
+        out.append("{\"executors_added\":").append(added);
+        out.append(",\"executors_removed\":").append(removed);
+        out.append(",\"executor_core_seconds\":").append(Math.round(coreSeconds * 1000) / 1000.0);
+        out.append(",\"task_time_seconds\":").append(Math.round(taskSeconds * 1000) / 1000.0);
+        if (coreSeconds > 0) {
+            out.append(",\"utilization\":")
+               .append(Math.round(taskSeconds / coreSeconds * 10000) / 10000.0);
+        }
+        return out.append('}').toString();
+    }
+
+    private static final long RUN_WAIT_MS = 3000;
+
+    private static boolean complete(Object execution) throws Exception {
+        return ((Boolean) call(call(execution, "completionTime"), "isDefined")).booleanValue();
+    }
+
+    // -- what each scan of the executed plan read (the "scans" facts): the scan nodes
+    // under AQE's final plan, query stages and subqueries; a reused exchange or subquery
+    // is not walked again (it did not read again); two scans of one table are two.
+    private void scans(StringBuilder out, Object plan) throws Exception {
+        key(out, "scans");
+        out.append('[');
+        List stack = new ArrayList();
+        stack.add(plan);
+        int seen = 0;
+        while (!stack.isEmpty() && seen < 10000) {
+            Object node = stack.remove(stack.size() - 1);
+            seen++;
+            String n = simpleName(node.getClass().getName());
+            if (n.equals("ReusedExchangeExec") || n.equals("ReusedSubqueryExec")) {
+                continue;
+            }
+            if (n.equals("AdaptiveSparkPlanExec")) {
+                stack.add(call(node, "executedPlan"));
+                continue;
+            }
+            if (n.endsWith("QueryStageExec")) {
+                stack.add(call(node, "plan"));
+                continue;
+            }
+            if (n.endsWith("ScanExec") && !n.equals("InMemoryTableScanExec")
+                    && !n.equals("LocalTableScanExec")) {
+                scan(out, node, n);
+            }
+            Object kids = call(node, "children");
+            for (int i = seqSize(kids) - 1; i >= 0; i--) {
+                stack.add(seqApply(kids, i));
+            }
+            if (hasMethod(node, "subqueries")) {
+                Object subs = call(node, "subqueries");
+                for (int i = seqSize(subs) - 1; i >= 0; i--) {
+                    stack.add(seqApply(subs, i));
+                }
+            }
+        }
+        out.append(']');
+    }
+
+    private static void scan(StringBuilder out, Object node, String n) throws Exception {
+        out.append(out.charAt(out.length() - 1) == '[' ? "{" : ",{");
+        field(out, "cls", node.getClass().getName());
+        Object ident = optionValue(path(node, "tableIdentifier"));
+        if (ident == null && n.equals("HiveTableScanExec")) {
+            ident = path(node, "relation.tableMeta.identifier");
+        }
+        if (ident != null) {
+            key(out, "table");
+            out.append('{');
+            field(out, "table", String.valueOf(call(ident, "table")));
+            String[] parts = {"database", "catalog"};
+            for (int i = 0; i < parts.length; i++) {
+                Object value = hasMethod(ident, parts[i]) ? optionValue(call(ident, parts[i]))
+                        : null;
+                if (value != null) {
+                    field(out, parts[i], String.valueOf(value));
+                }
+            }
+            out.append('}');
+        }
+        Object paths = path(node, "relation.location.rootPaths");
+        if (paths != null) {
+            field(out, "paths", String.valueOf(call(paths, "mkString", "\n")));
+        }
+        Object url = path(node, "relation.jdbcOptions.url");
+        if (url != null) {
+            field(out, "jdbc_url", String.valueOf(url));
+            field(out, "jdbc_table", String.valueOf(path(node, "relation.jdbcOptions.tableOrQuery")));
+        }
+        Object v2 = path(node, "table.name");
+        if (v2 != null) {
+            field(out, "v2_name", String.valueOf(v2));
+        }
+        field(out, "metrics", String.valueOf(call(node, "metrics")));
+        out.append('}');
     }
 
     // Where Spark's next execution id cannot be read: the newest `statusScan` executions

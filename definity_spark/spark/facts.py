@@ -39,6 +39,7 @@ from definity_spark.spark.py4j_reads import (
     parse_rows,
     parse_write_metrics,
     quiet,
+    scan_facts,
 )
 
 logger = logging.getLogger("definity_spark.spark")
@@ -183,6 +184,8 @@ class FactReader:
             rows, _ = parse_rows(raw["nested_rows"])
             if rows is not None:
                 facts.write_metrics = {"queryOutputRows": rows}
+        facts.scans = [scan_facts(x) for x in raw.get("scans") or ()]
+        facts.run = {str(k): float(v) for k, v in (raw.get("run") or {}).items()}
         if "execution_id" in raw:
             facts.execution_id = int(raw["execution_id"])
             facts.root_execution_id = int(raw["root_execution_id"])

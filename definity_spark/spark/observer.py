@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import json
 import logging
 import threading
 import time
@@ -339,6 +340,17 @@ class SessionObserver:
             reply = self._helper.detach(self.key, timeout)
             self._absorb(reply)
         self._session_ref = None
+
+    def app_summary(self) -> dict[str, float]:
+        """The application so far (executors, their use), from the JVM gatherer: task-level
+        metrics (docs/metrics.md); {} with the Python listener."""
+        g = self._gatherer
+        if g is None:
+            return {}
+        with contained("observer.app_summary"):
+            return {str(k): float(v)
+                    for k, v in json.loads(str(g.appSummary(self._jsession))).items()}
+        return {}
 
     # -- what the observer saw ----------------------------------------------------------------
     @property

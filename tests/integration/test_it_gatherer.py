@@ -17,6 +17,7 @@ import pytest
 from definity_spark.spark import gatherer
 from definity_spark.spark import listener as listener_mod
 from definity_spark.spark.facts import FactReader, make_gatherer
+from definity_spark.spark.worker import GATHERER_ONLY
 
 pytestmark = pytest.mark.spark
 
@@ -64,9 +65,16 @@ def test_the_gatherer_compiles_and_reads_a_write_in_two_calls(spark: Any, tmp_pa
     facts = reader.read(cb.func_name, cb.qe, cb.duration_ns, cb.exception)
     assert (reader.gathered, reader.fallbacks) == (2, 0)
     plain = _reader(spark, gather=False)
-    assert plain.read(cb.func_name, cb.qe, cb.duration_ns, cb.exception).to_json() == \
-        facts.to_json()
+    py4j_only = plain.read(cb.func_name, cb.qe, cb.duration_ns, cb.exception).to_json()
+    gathered = facts.to_json()
+    for only in GATHERER_ONLY:  # what only the gatherer reads (docs/metrics.md)
+        assert not py4j_only.pop(only)
+        assert gathered.pop(only)
+    assert py4j_only == gathered
     assert plain.gathered == 0
+    assert [s.paths for s in facts.scans] == [[p for leaf in facts.leaves for p in leaf.paths]]
+    assert facts.scans[0].scan_metrics["read_rows"] == 20  # the source's rows, all read
+    assert facts.run["jobs"] >= 1 and facts.run["tasks"] >= 1
     # what the facts say, so that two empty readings could not agree
     assert facts.command is not None and facts.command.output_path.endswith("/out")
     assert facts.command.mode == "Overwrite" and facts.write_metrics["numOutputRows"] == 3
