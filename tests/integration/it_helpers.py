@@ -168,6 +168,7 @@ class Task:
         self.task_id = handle.task_id
         self.seen = 0       # payloads of this task already handed to a scenario
         self.last_tf_id = 0
+        self._checked: dict[int, tuple[Any, ...]] = {}  # cross-check counters seen
         self._cross_check()
 
     def _cross_check(self) -> list[Any]:
@@ -227,12 +228,24 @@ class Task:
         errors_after = internal_error_counts()
         assert errors_after == dict(errors_before), (
             f"the plugin contained internal errors: before {errors_before}, after {errors_after}")
+        # the cross-check's findings of THIS scenario's callbacks (the counters are the
+        # observer's, for the whole task: one scenario's finding must not fail the next)
+        problems = []
         for obs in self._cross_check():
-            assert not obs.fact_mismatches, obs.fact_mismatches
-            assert obs._reader.fallbacks == 0, "the gatherer failed, py4j read instead"
             g = obs._reader.gatherer()
-            if g is not None:  # every plan written by PlanJson, no name from Scala reflection
-                assert (g.jsonFallbacks(), g.jsonReflected()) == (0, "[]")
+            now = (len(obs.fact_mismatches), obs._reader.fallbacks,
+                   (int(g.jsonFallbacks()), str(g.jsonReflected())) if g is not None else None)
+            before = self._checked.get(id(obs), (0, 0, (0, "[]") if g is not None else None))
+            self._checked[id(obs)] = now
+            if now[0] > before[0]:
+                problems.append(f"gatherer and py4j read different facts: "
+                                f"{obs.fact_mismatches[before[0]:]}")
+            if now[1] > before[1]:
+                problems.append("the gatherer failed, py4j read instead")
+            if now[2] != before[2]:  # every plan by PlanJson, no name from Scala reflection
+                problems.append(f"PlanJson fell back (toJSON count, reflected classes): "
+                                f"{before[2]} -> {now[2]}")
+        assert not problems, "\n".join(problems)
         return batch
 
     def _check_invariants(self, batch: Batch) -> None:
