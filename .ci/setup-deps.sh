@@ -6,10 +6,14 @@
 #           (/usr/share/java/postgresql.jar), postgresql (a real server, started by the
 #           suite itself on a free loopback port), plus chromium, chromium-driver and the
 #           shell linter, used by other suites of the repo.
+#           maven (mvn, only if none is on PATH) for the format jars below.
 #   PyPI, into each Python given as an argument (or $VENV/bin/python if it exists):
 #           pandas (toPandas scenario), and on Spark 3.5 only the Iceberg runtime jar
 #           wheel snowpark-connect-deps-iceberg==1.0.2 (pinned: 1.0.3 ships a trimmed
 #           jar that fails on the first CREATE TABLE).
+#   Maven Central, for each of those Pythons: the Delta Lake, Iceberg (Spark 4) and
+#           spark-avro jars of its pyspark, into <venv>/share/definity-jars
+#           (.ci/fetch-jars.sh; cached in ~/.m2).
 #
 #   bash .ci/setup-deps.sh                        # Debian packages (+ $VENV if set)
 #   bash .ci/setup-deps.sh .venv/bin/python ...   # Debian packages + PyPI extras
@@ -34,6 +38,9 @@ for pkg in "${DEBIAN_PACKAGES[@]}"; do
 done
 if ! command -v java >/dev/null 2>&1; then
   missing+=(openjdk-17-jre-headless)
+fi
+if ! command -v mvn >/dev/null 2>&1; then
+  missing+=(maven)
 fi
 
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -71,5 +78,6 @@ for py in "${pythons[@]}"; do
       "$py" -m pip install -q --no-deps "snowpark-connect-deps-iceberg==1.0.2"
     fi
   fi
+  bash "$(dirname "$0")/fetch-jars.sh" "$py"
 done
 echo "setup-deps: done"

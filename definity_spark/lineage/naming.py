@@ -25,6 +25,11 @@ _S3_SCHEMES = re.compile(r"^s3[an]://", re.IGNORECASE)
 # Oracle thin: oracle:thin:user/password@host:1521/svc
 _PORT = re.compile(r"\d{1,5}(?:/|$)")
 _ORACLE_THIN = re.compile(r"^oracle:[a-z0-9]+:", re.IGNORECASE)
+# ``format.`path``` identifiers (SQL on files, Delta tables by path): the session
+# catalog's namespace is the format, the table name is the path
+PATH_TABLE_FORMATS = frozenset({
+    "delta", "parquet", "orc", "json", "csv", "text", "avro", "binaryfile"})
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:/")
 
 
 def table_name(catalog: str | None, namespace: Sequence[str], table: str) -> str:
@@ -39,6 +44,26 @@ def table_name(catalog: str | None, namespace: Sequence[str], table: str) -> str
     if not catalog or catalog.lower() == SESSION_CATALOG:
         return ".".join([p.lower() for p in parts] + [table.lower()])
     return ".".join([catalog] + parts + [table])
+
+
+def path_table(catalog: str | None, namespace: Sequence[str], table: str) -> str | None:
+    """The path of a ``format.`path``` identifier, else None.
+
+    ``INSERT INTO delta.`/data/t```, ``DeltaTable.forPath`` and ``SELECT ... FROM
+    delta.`s3://b/t``` reach a path-based table through an identifier of the session
+    catalog whose namespace is the format and whose name is the path, e.g. ``spark_catalog``,
+    ``("delta",)``, ``/data/t``. That table is the path, not a ``database.table``: name it
+    with ``path_name`` (after qualifying it, as Spark does for a path written by
+    ``save()``), never with ``table_name``, which would lower-case it.
+    """
+    if catalog and catalog.lower() != SESSION_CATALOG:
+        return None
+    parts = [p for p in namespace if p]
+    if len(parts) != 1 or parts[0].lower() not in PATH_TABLE_FORMATS:
+        return None
+    if table.startswith("/") or _URI_SCHEME.match(table):
+        return table
+    return None
 
 
 def path_name(uri: str, normalize_s3: bool = True, trim_partition_dirs: bool = True) -> str:

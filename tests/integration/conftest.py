@@ -2,9 +2,11 @@
 
 Cost model (2 cores): ONE SparkSession for the whole pytest process (a JVM start is
 ~5-10 s), local[2], Hive support on an embedded Derby metastore in a temp dir, with the
-SQLite and PostgreSQL JDBC drivers (and, on Spark 3.5, the Iceberg runtime) on the
-driver classpath. Each test module is one Definity task (``activate`` at module start,
-``deactivate`` at module end); each scenario captures the payloads its actions produced
+SQLite and PostgreSQL JDBC drivers and the format jars of this Spark line (spark-avro;
+Delta Lake with the session catalog as Delta's ``DeltaCatalog``; the Iceberg runtime
+with a Hadoop catalog ``ice``: .ci/fetch-jars.sh) on the driver classpath. Each test
+module is one Definity task (``activate`` at module start, ``deactivate`` at module
+end); each scenario captures the payloads its actions produced
 (``task.run(action)``), after ``handle.flush()`` has waited for the listener bus, the
 extraction and the delivery: no sleeping anywhere.
 
@@ -43,8 +45,10 @@ from it_helpers import (  # noqa: E402
     TOKEN,
     CollectorReader,
     Task,
+    avro_jar,
+    delta_jars,
     iceberg_jar,
-    is_spark35,
+    jars_dir,
     spark_version,
 )
 
@@ -95,9 +99,10 @@ def spark(it_base: Path) -> Iterator[Any]:
     from pyspark.sql import SparkSession
 
     jars = [j for j in (SQLITE_JAR, POSTGRES_JAR) if os.path.exists(j)]
-    ice = iceberg_jar() if is_spark35() else None
-    if ice:
-        jars.append(ice)
+    ice = iceberg_jar()
+    delta = delta_jars()
+    avro = avro_jar()
+    jars += [j for j in [ice, avro, *delta] if j]
     derby = it_base / "derby"
     derby.mkdir()
     builder = (
@@ -115,14 +120,24 @@ def spark(it_base: Path) -> Iterator[Any]:
     if jars:
         builder = (builder.config("spark.jars", ",".join(jars))
                    .config("spark.driver.extraClassPath", ":".join(jars)))
+    extensions = []
+    if delta:
+        # as Delta's docs configure a session: its extension and its session catalog
+        extensions.append("io.delta.sql.DeltaSparkSessionExtension")
+        builder = builder.config("spark.sql.catalog.spark_catalog",
+                                 "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        # Delta's Python API (delta.tables) is inside the delta-spark jar
+        if delta[0] not in sys.path:
+            sys.path.append(delta[0])
     if ice:
+        extensions.append("org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
         builder = (
-            builder.config("spark.sql.extensions",
-                           "org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
-            .config("spark.sql.catalog.ice", "org.apache.iceberg.spark.SparkCatalog")
+            builder.config("spark.sql.catalog.ice", "org.apache.iceberg.spark.SparkCatalog")
             .config("spark.sql.catalog.ice.type", "hadoop")
             .config("spark.sql.catalog.ice.warehouse", "file:" + str(it_base / "iceberg"))
         )
+    if extensions:
+        builder = builder.config("spark.sql.extensions", ",".join(extensions))
     from pyspark import SparkContext
 
     if SparkContext._active_spark_context is not None:
@@ -271,8 +286,11 @@ def postgres() -> Iterator[Postgres]:
 
 def pytest_report_header(config: Any) -> list[str]:
     try:
+        delta = delta_jars()
         return [f"definity-spark integration: pyspark {spark_version()}, "
-                f"iceberg jar: {iceberg_jar() or 'not installed'}, "
+                f"iceberg: {iceberg_jar() or 'none'}, "
+                f"delta: {', '.join(os.path.basename(j) for j in delta) or 'none'}, "
+                f"avro: {avro_jar() or 'none'} (format jars: {jars_dir()}), "
                 f"path: {'fallback (py4j listener)' if FALLBACK else 'default'}"]
     except Exception:  # noqa: BLE001
         return []

@@ -1,5 +1,8 @@
-"""Issue 3, DataSourceV2 with real Iceberg tables (Hadoop catalog ``ice`` on a temp
-warehouse; jar from the PyPI wheel snowpark-connect-deps-iceberg==1.0.2, Spark 3.5 only).
+"""Issues 3 and 21, DataSourceV2 with real Iceberg tables (Hadoop catalog ``ice`` on a
+temp warehouse). Spark 3.5: the runtime jar of the PyPI wheel
+snowpark-connect-deps-iceberg==1.0.2 (Iceberg 1.10.2); Spark 4.1, the newest Spark 4.x
+that Iceberg supports: iceberg-spark-runtime-4.1_2.13 1.12.0 from Maven Central
+(.ci/fetch-jars.sh). Other Spark lines have no Iceberg runtime: skipped.
 
 AppendData (SQL and ``writeTo().append()``), OverwriteByExpression, OverwritePartitions-
 Dynamic, V2 CTAS and RTAS (SQL and ``writeTo``), and the row-level commands MERGE INTO,
@@ -18,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from it_helpers import Task, expect_write, file_name, iceberg_jar, is_spark35
+from it_helpers import ICEBERG_LINES, Task, expect_write, file_name, iceberg_jar, require_format
 
 pytestmark = pytest.mark.spark
 
@@ -31,11 +34,7 @@ EV = "ice.db.events"
 
 @pytest.fixture(scope="module")
 def module_data(spark: Any) -> None:
-    if not is_spark35():
-        pytest.skip("the Iceberg runtime jar on PyPI (snowpark-connect-deps-iceberg 1.0.2) "
-                    "is built for Spark 3.5 only")
-    if iceberg_jar() is None:
-        pytest.skip("Iceberg jar missing: pip install snowpark-connect-deps-iceberg==1.0.2")
+    require_format("Iceberg", ICEBERG_LINES, iceberg_jar() is not None)
     spark.sql("DROP NAMESPACE IF EXISTS ice.db CASCADE")
     spark.sql("CREATE NAMESPACE ice.db")
     plain = ("events", "updates", "t_append", "t_merge", "t_update", "t_delete")

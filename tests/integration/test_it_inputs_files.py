@@ -12,13 +12,17 @@ from typing import Any
 
 import pytest
 from it_helpers import (
+    AVRO_LINES,
     PEOPLE,
     PEOPLE_COLS,
     PEOPLE_DDL,
+    PEOPLE_SCHEMA,
     Task,
+    avro_jar,
     expect_write,
     file_name,
     people_df,
+    require_format,
 )
 
 pytestmark = pytest.mark.spark
@@ -83,22 +87,15 @@ def test_read_text(task: Task, module_data: dict[str, Path], module_dir: Path) -
                  schema=["value-STRING"], cnt=len(PEOPLE), ds_type="path")
 
 
-def test_read_avro_if_bundled(task: Task, module_dir: Path) -> None:
-    from pyspark.errors import AnalysisException
-
+def test_write_and_read_avro(task: Task, module_dir: Path) -> None:
+    """spark-avro (an external module of Spark, from Maven Central: .ci/fetch-jars.sh):
+    an avro path is written and read like any built-in file format."""
+    require_format("spark-avro", AVRO_LINES, avro_jar() is not None)
     src = module_dir / "src" / "people_avro"
-
-    def setup() -> None:
-        try:
-            people_df(task.spark).write.format("avro").save(str(src))
-        except AnalysisException as exc:
-            # 3.5: "Failed to find data source: avro"; 4.x: AVRO_DATA_SOURCE_NOT_ENABLED
-            if "avro" not in str(exc).lower():
-                raise
-            pytest.skip("spark-avro is not bundled with pyspark (an external module) and no "
-                        "Maven repository is reachable here")
-
-    task.run(setup)  # the setup write is a tf of its own: consumed here
+    batch = task.run(lambda: people_df(task.spark).coalesce(1).write.format("avro")
+                     .save(str(src)))
+    expect_write(batch, output=file_name(src), inputs={}, schema=PEOPLE_SCHEMA,
+                 cnt=len(PEOPLE), ds_type="path")
     out = _out(module_dir, "from_avro")
     batch = task.run(lambda: task.spark.read.format("avro").load(str(src))
                      .select("id").write.parquet(out))

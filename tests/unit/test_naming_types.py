@@ -16,6 +16,19 @@ def test_table_name(catalog, ns, table, expected):
     assert naming.table_name(catalog, ns, table) == expected
 
 
+@pytest.mark.parametrize("catalog,ns,table,expected", [
+    ("spark_catalog", ("delta",), "/data/Events", "/data/Events"),  # case kept
+    (None, ("parquet",), "s3a://bucket/t", "s3a://bucket/t"),
+    ("spark_catalog", ("delta",), "file:/tmp/t", "file:/tmp/t"),
+    ("spark_catalog", ("delta",), "events", None),  # a database named delta
+    ("spark_catalog", ("sales",), "/data/t", None),  # not a format
+    ("lake", ("delta",), "/data/t", None),  # another catalog's namespace
+    ("spark_catalog", ("db", "delta"), "/data/t", None),
+])
+def test_path_table(catalog, ns, table, expected):
+    assert naming.path_table(catalog, ns, table) == expected
+
+
 @pytest.mark.parametrize("uri,expected", [
     ("file:/data/x/", "file:/data/x"),
     ("file:///data/x", "file:/data/x"),
