@@ -14,11 +14,13 @@ Pure: no py4j. Simple names, because the same class moved packages between Spark
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from definity_spark.lineage.facts import CommandFacts
+from definity_spark.lineage import naming
+from definity_spark.lineage.facts import Attr, CommandFacts, LeafFacts
 
 # How a read's final value is rendered (the same on both sides of the reader):
 STR = "str"  # String.valueOf / str()
@@ -52,6 +54,13 @@ _V2_RELATION = (  # a DataSourceV2Relation in the command's `table`
     Read("table_name", "table.table.name"),
     Read("table_schema", "table.schema", SCHEMA),
 )
+_V2_WRITE = _V2_RELATION + (
+    Read("table_cls", "table.table", CLASS),
+    Read("data_path", "table.table.deltaLog.dataPath"),  # Delta: the table's location
+    QUERY_SCHEMA,
+)
+# a CTAS that does nothing when the table exists: mode Ignore (saveAsTable's "ignore")
+MODE_IF_EXISTS = Read("ignore_if_exists", "ignoreIfExists")
 _V2_IDENTIFIER = (  # a ResolvedIdentifier in the command's `name`
     Read("ident", "name", CLASS),
     Read("catalog", "name.catalog.name"),
@@ -160,6 +169,70 @@ def _v2_relation(c: CommandFacts, head: dict[str, Any], v: Values) -> None:
 def _v2_identifier(c: CommandFacts, head: dict[str, Any], v: Values) -> None:
     if _simple(v.get("ident")) == "ResolvedIdentifier":
         c.table = (v.get("catalog"), tuple(v.get("namespace") or ()), str(v.get("name")))
+    if str(v.get("ignore_if_exists")).lower() == "true":
+        c.mode = "Ignore"
+
+
+def _v2_write(c: CommandFacts, head: dict[str, Any], v: Values) -> None:
+    """A V2 write: its table; a ``format.`path``` table (``INSERT INTO delta.`/p```) is
+    its path, as Delta resolves it."""
+    _v2_relation(c, head, v)
+    if c.table is not None and v.get("data_path") and naming.path_table(*c.table):
+        c.table, c.output_path = None, v["data_path"]
+    # a staged table exists only inside an atomic CTAS/RTAS: this write is its data
+    c.staged = _simple(v.get("table_cls")).startswith("Staged")
+
+
+def _row_level(c: CommandFacts, head: dict[str, Any], v: Values) -> None:
+    """Delta's MERGE/UPDATE/DELETE: the target by its catalog table, else its path; the
+    schema after the command (MERGE's migrated schema: with schema evolution)."""
+    c.table = table_from_json(head.get("catalogTable"))
+    if c.table is None:
+        c.output_path = v.get("output_path")
+    c.table_schema = v.get("migrated_schema") or v.get("table_schema")
+
+
+def _clone(c: CommandFacts, head: dict[str, Any], v: Values) -> None:
+    """Delta's CREATE TABLE ... CLONE (a ``CreateDeltaTableCommand`` whose query is a
+    ``CloneTableCommand``; without one it is DDL: no target). Its source is no plan
+    leaf: the read source table is the input."""
+    if _simple(v.get("query_cls")) != "CloneTableCommand":
+        return
+    _catalog_table("table", with_mode=False)(c, head, v)
+    c.table_schema = v.get("table_schema") or c.table_schema
+    source = LeafFacts(cls=str(v.get("source_cls")), output=[
+        Attr(str(f.get("name")), -1, f.get("type"))
+        for f in (v.get("source_schema") or {}).get("fields", ())])
+    ident = parse_identifier(v.get("source_table"))
+    if ident is not None:
+        source.table = ident
+    elif v.get("source_path"):
+        source.paths = [str(v["source_path"])]
+    c.sources = [source]
+
+
+def parse_identifier(text: Any) -> Table | None:
+    """A ``TableIdentifier``'s ``toString`` (```spark_catalog`.`db`.`t```) as a table."""
+    if not text:
+        return None
+    parts = [p.replace("``", "`") for p in re.findall(r"`((?:[^`]|``)*)`", str(text))]
+    if not parts:
+        parts = str(text).split(".")
+    if len(parts) == 1:
+        return (None, (), parts[0])
+    catalog = parts[0] if len(parts) == 3 else None
+    return (catalog, tuple(parts[-2:-1]), parts[-1])
+
+
+def _generic(c: CommandFacts, head: dict[str, Any], v: Values) -> None:
+    """A write the table does not know (a format's own ``DataWritingCommand`` or V2 write):
+    whatever names its target (a V2 table, a catalog table, an output path)."""
+    c.generic = True
+    _v2_relation(c, head, v)
+    if c.table is None:
+        c.table = parse_identifier(v.get("table_ident") or v.get("catalog_table"))
+    if c.table is None:
+        c.output_path = v.get("output_path")
 
 
 def _nothing(c: CommandFacts, head: dict[str, Any], v: Values) -> None:
@@ -180,9 +253,15 @@ class Command:
     saveAsTable names the table as the user wrote it; INSERT OVERWRITE DIRECTORY has the
     path as written): the nested write's qualified name wins.
     metrics: ``plan`` (the executed write node's, else the rows of its query), or
-    ``iceberg`` (also Iceberg's committed snapshot when the plan counted no rows).
-    rows_from_nested: the function name of the nested callback whose query's rows are
-    this write's rows (a JDBC write sends its rows through ``foreachPartition``).
+    ``committed`` (also what the table format committed, where the plan counted no rows:
+    Iceberg's snapshot summary, Delta's commit operation metrics).
+    metric_names: metric type -> the node's metrics summed into it (default
+    ``PLAN_METRICS``; Delta's row-level commands name their own).
+    rows_from_nested: the function names of the nested callbacks whose query's rows are
+    this write's rows (a JDBC write sends its rows through ``foreachPartition``, Delta
+    writes its files in ``deltaTransactionalWrite``).
+    query_fields: the command's fields that hold the plans it reads, where its query is
+    not a child (CTAS: ``query``; Delta's MERGE: ``source`` and ``target``).
     """
 
     build: Callable[[CommandFacts, dict[str, Any], Values], None]
@@ -192,9 +271,37 @@ class Command:
     light: str | None = None
     named_by_nested: bool = False
     metrics: str = "plan"
-    rows_from_nested: str | None = None
+    metric_names: Mapping[str, tuple[str, ...]] | None = None
+    rows_from_nested: tuple[str, ...] = ()
+    query_fields: tuple[str, ...] = ("query",)
 
 
+# Spark's write metrics -> metric types (docs/metrics.md), for every command that names
+# none of its own
+PLAN_METRICS: Mapping[str, tuple[str, ...]] = {
+    "cnt": ("numOutputRows",),
+    "write_bytes": ("numOutputBytes",),
+    "write_files": ("numFiles",),
+    "write_partitions": ("numParts",),
+    "files_removed": ("numRemovedFiles",),
+}
+# Delta's row-level commands count what they wrote in their own metrics; cnt is every row
+# physically written (copied rows too, as Delta's committed numOutputRows)
+_DELTA_FILES = {"write_files": ("numAddedFiles",), "files_removed": ("numRemovedFiles",),
+                "write_bytes": ("numAddedBytes",)}
+_MERGE_METRICS = {
+    "cnt": ("numTargetRowsInserted", "numTargetRowsUpdated", "numTargetRowsCopied"),
+    "rows_inserted": ("numTargetRowsInserted",), "rows_updated": ("numTargetRowsUpdated",),
+    "rows_deleted": ("numTargetRowsDeleted",), "write_files": ("numTargetFilesAdded",),
+    "files_removed": ("numTargetFilesRemoved",), "write_bytes": ("numTargetBytesAdded",)}
+_UPDATE_METRICS = {"cnt": ("numUpdatedRows", "numCopiedRows"),
+                   "rows_updated": ("numUpdatedRows",), **_DELTA_FILES}
+_DELETE_METRICS = {"cnt": ("numCopiedRows",), "rows_deleted": ("numDeletedRows",),
+                   **_DELTA_FILES}
+_TARGET_SCHEMA = Read("table_schema", "target.schema", SCHEMA)
+
+_DELTA_WRITE = "deltaTransactionalWrite"  # Delta's nested execution that writes the files
+_V2_WRITES = dict(wrapper=True, metrics="committed", rows_from_nested=(_DELTA_WRITE,))
 _CTAS_V1 = dict(reads=(MODE, QUERY_SCHEMA), target="table", wrapper=True)
 
 COMMANDS: dict[str, Command] = {
@@ -215,14 +322,15 @@ COMMANDS: dict[str, Command] = {
     "SaveAsV1TableCommand": Command(
         _catalog_table("tableDesc", with_mode=True), light="tableDesc", named_by_nested=True,
         **_CTAS_V1),
-    # df.write.format("jdbc"/other).save(): the datasource writes itself
+    # df.write.format("jdbc"/"delta"/other).save(): the datasource writes itself
     "SaveIntoDataSourceCommand": Command(
-        _datasource, wrapper=True, rows_from_nested="foreachPartition",
+        _datasource, wrapper=True, rows_from_nested=("foreachPartition", _DELTA_WRITE),
+        metrics="committed",
         reads=(MODE, Read("provider_cls", "dataSource", CLASS),
                Read("provider", "dataSource.shortName"),
                Read("url", "options.get(url)", OPTION),
                Read("dbtable", "options.get(dbtable)", OPTION),
-               Read("path", "options.get(path)", OPTION), QUERY_SCHEMA)),
+               Read("path", "options.get(path)", QUALIFIED), QUERY_SCHEMA)),
     # INSERT INTO a table USING jdbc etc.
     "InsertIntoDataSourceCommand": Command(
         _relation, reads=(Read("relation", "logicalRelation.relation", CLASS),
@@ -236,30 +344,51 @@ COMMANDS: dict[str, Command] = {
     "InsertIntoDataSourceDirCommand": Command(
         _directory, target="path", wrapper=True, named_by_nested=True,
         reads=(Read("output_path", "storage.locationUri", QUALIFIED), QUERY_SCHEMA)),
-    # DataSource V2 (Iceberg, JDBC v2 catalog)
-    "AppendData": Command(_v2_relation, reads=_V2_RELATION + (QUERY_SCHEMA,), target="table",
-                          wrapper=True, metrics="iceberg"),
-    "OverwriteByExpression": Command(_v2_relation, reads=_V2_RELATION + (QUERY_SCHEMA,),
-                                     target="table", wrapper=True, metrics="iceberg"),
-    "OverwritePartitionsDynamic": Command(_v2_relation, reads=_V2_RELATION + (QUERY_SCHEMA,),
-                                          target="table", wrapper=True, metrics="iceberg"),
+    # DataSource V2 (Iceberg, Delta's catalog tables, JDBC v2 catalog)
+    "AppendData": Command(_v2_write, reads=_V2_WRITE, **_V2_WRITES),
+    "OverwriteByExpression": Command(_v2_write, reads=_V2_WRITE, **_V2_WRITES),
+    "OverwritePartitionsDynamic": Command(_v2_write, reads=_V2_WRITE, **_V2_WRITES),
     # row-level MERGE/UPDATE/DELETE: copy-on-write, merge-on-read
     "ReplaceData": Command(_v2_relation, reads=_V2_RELATION + (QUERY_SCHEMA,), target="table",
-                           metrics="iceberg"),
+                           metrics="committed"),
     "WriteDelta": Command(_v2_relation, reads=_V2_RELATION + (QUERY_SCHEMA,), target="table",
-                          metrics="iceberg"),
-    "CreateTableAsSelect": Command(_v2_identifier, reads=_V2_IDENTIFIER + (QUERY_SCHEMA,),
-                                   target="table", wrapper=True),
+                          metrics="committed"),
+    "CreateTableAsSelect": Command(
+        _v2_identifier, reads=_V2_IDENTIFIER + (MODE_IF_EXISTS, QUERY_SCHEMA), target="table",
+        **_V2_WRITES),
     "ReplaceTableAsSelect": Command(_v2_identifier, reads=_V2_IDENTIFIER + (QUERY_SCHEMA,),
-                                    target="table", wrapper=True),
+                                    target="table", **_V2_WRITES),
     "MergeIntoTable": Command(_nothing, target="table"),
     "UpdateTable": Command(_nothing, target="table"),
     "DeleteFromTable": Command(_nothing, target="table"),
+    # Delta Lake's own commands: the plans they read are fields, their metrics their own
+    "MergeIntoCommand": Command(
+        _row_level, query_fields=("source", "target"), metric_names=_MERGE_METRICS,
+        reads=(Read("output_path", "targetDeltaLog.dataPath"), _TARGET_SCHEMA,
+               Read("migrated_schema", "migratedSchema.get", SCHEMA))),
+    "UpdateCommand": Command(
+        _row_level, query_fields=("target",), metric_names=_UPDATE_METRICS,
+        reads=(Read("output_path", "tahoeFileIndex.deltaLog.dataPath"), _TARGET_SCHEMA)),
+    "DeleteCommand": Command(
+        _row_level, query_fields=("target",), metric_names=_DELETE_METRICS,
+        reads=(Read("output_path", "deltaLog.dataPath"), _TARGET_SCHEMA)),
+    "CreateDeltaTableCommand": Command(
+        _clone, target="table", query_fields=(), metric_names={},
+        reads=(Read("query_cls", "query.get", CLASS), Read("table_schema", "table.schema", SCHEMA),
+               Read("source_cls", "query.get.sourceTable", CLASS),
+               Read("source_table", "query.get.sourceTable.catalogTable.get.identifier"),
+               Read("source_path", "query.get.sourceTable.dataPath"),
+               Read("source_schema", "query.get.sourceTable.schema", SCHEMA))),
 }
+# a write the table does not know: reported with what these reads find, marked partial
+GENERIC = "*"
+COMMANDS[GENERIC] = Command(
+    _generic, reads=_V2_RELATION + (Read("table_ident", "table.identifier"),
+                                    Read("catalog_table", "catalogTable.get.identifier"),
+                                    Read("output_path", "outputPath"), QUERY_SCHEMA))
 
 # the function names of nested callbacks that carry a write's rows
-ROWS_OF_NESTED_READS = frozenset(c.rows_from_nested for c in COMMANDS.values()
-                                 if c.rows_from_nested)
+ROWS_OF_NESTED_READS = frozenset(f for c in COMMANDS.values() for f in c.rows_from_nested)
 # outer commands read without their query once their nested write was read in full
 LIGHT_WRAPPERS = frozenset(name for name, c in COMMANDS.items() if c.light)
 
@@ -279,10 +408,11 @@ def command_facts(name: str, head: dict[str, Any], values: Values) -> CommandFac
 
 def spec() -> str:
     """The table's reads as ``FactGatherer`` takes them: a line per command, its simple
-    name, the field of its CatalogTable for a light read (or ``-``), then its reads as
-    ``key:kind:path``, tab-separated."""
+    name, the field of its CatalogTable for a light read (or ``-``), its query fields
+    (comma-separated, or ``-``), then its reads as ``key:kind:path``, tab-separated."""
     lines = []
     for name, c in COMMANDS.items():
         reads = [f"{r.key}:{r.kind}:{r.path}" for r in c.reads]
-        lines.append("\t".join([name, c.light or "-"] + reads))
+        lines.append("\t".join([name, c.light or "-", ",".join(c.query_fields) or "-"]
+                               + reads))
     return "\n".join(lines)

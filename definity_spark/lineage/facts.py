@@ -23,7 +23,7 @@ FACTS_VERSION = 1
 METADATA_COLUMNS = frozenset({
     "_file", "_pos", "_spec_id", "_partition", "_deleted", "_change_type",
     "_change_ordinal", "_commit_snapshot_id", "_row_id", "_last_updated_sequence_number",
-    "_metadata",
+    "_metadata", "_commit_version", "_commit_timestamp",
 })
 
 
@@ -69,6 +69,10 @@ class CommandFacts:
     query_schema: dict[str, Any] | None = None  # StructType JSON of the written query
     table_schema: dict[str, Any] | None = None  # StructType JSON of the target table
     partition_columns: list[str] = field(default_factory=list)
+    staged: bool = False  # a V2 write to a staged table: the data of an atomic CTAS/RTAS
+    generic: bool = False  # a write command the rules table does not know (partial)
+    # what the command reads that is no plan leaf (Delta's CLONE: its source table)
+    sources: list[LeafFacts] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +124,7 @@ class QueryFacts:
         if data.get("command") is not None:
             cmd = dict(data["command"])
             cmd["table"] = _table_tuple(cmd.get("table"))
+            cmd["sources"] = [_leaf_from_json(x) for x in cmd.get("sources") or ()]
             data["command"] = CommandFacts(**cmd)
         return cls(**data)
 

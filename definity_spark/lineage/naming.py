@@ -17,7 +17,9 @@ from definity_spark.redaction import userinfo_at
 
 logger = logging.getLogger("definity_spark.lineage")
 
-SESSION_CATALOG = "spark_catalog"
+# the session catalog's names: Spark's, and Databricks' for the workspace Hive metastore
+# under Unity Catalog (``hive_metastore.db.t`` is ``spark_catalog.db.t`` there)
+SESSION_CATALOGS = frozenset({"spark_catalog", "hive_metastore"})
 
 # Hive-style partition directory segment: key=value (the key a plain identifier)
 _PARTITION_SEGMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=[^/=]*$")
@@ -29,6 +31,7 @@ _ORACLE_THIN = re.compile(r"^oracle:[a-z0-9]+:", re.IGNORECASE)
 # catalog's namespace is the format, the table name is the path
 PATH_TABLE_FORMATS = frozenset({
     "delta", "parquet", "orc", "json", "csv", "text", "avro", "binaryfile"})
+_DELTA_LOG = "/_delta_log"
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:/")
 
 
@@ -41,7 +44,7 @@ def table_name(catalog: str | None, namespace: Sequence[str], table: str) -> str
     they report.
     """
     parts = [p for p in namespace if p]
-    if not catalog or catalog.lower() == SESSION_CATALOG:
+    if not catalog or catalog.lower() in SESSION_CATALOGS:
         return ".".join([p.lower() for p in parts] + [table.lower()])
     return ".".join([catalog] + parts + [table])
 
@@ -56,7 +59,7 @@ def path_table(catalog: str | None, namespace: Sequence[str], table: str) -> str
     with ``path_name`` (after qualifying it, as Spark does for a path written by
     ``save()``), never with ``table_name``, which would lower-case it.
     """
-    if catalog and catalog.lower() != SESSION_CATALOG:
+    if catalog and catalog.lower() not in SESSION_CATALOGS:
         return None
     parts = [p for p in namespace if p]
     if len(parts) != 1 or parts[0].lower() not in PATH_TABLE_FORMATS:
@@ -177,6 +180,8 @@ def leaf_names(leaf: LeafFacts, normalize_s3: bool = True,
     if leaf.paths:
         names: list[str] = []
         for p in leaf.paths:
+            if _DELTA_LOG in p:  # Delta reading its own transaction log: not a dataset
+                continue
             n = path_name(p, normalize_s3, trim_partition_dirs)
             if n not in names:
                 names.append(n)

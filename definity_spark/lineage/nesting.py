@@ -32,6 +32,7 @@ from definity_spark.lineage.commands import COMMANDS
 from definity_spark.lineage.plan import simple_name
 from definity_spark.lineage.rules import (
     FAILED,
+    IGNORE_NOTHING_WRITTEN,
     IGNORED,
     READ,
     WRITE,
@@ -62,21 +63,26 @@ class NestedWrites:
     def feed(self, outcome: Outcome) -> list[Outcome]:
         """Take one callback's outcome; return the outcomes that are final now."""
         released: list[Outcome] = []
+        claimed: list[Outcome] = []
         if self._held:
             if self._claims_held(outcome):
-                held, self._held = self._held, []
-                return self._hold_or_return(_merge(outcome, held))
-            released, self._held = self._held, []
-        return released + self._hold_or_return(self._feed(outcome))
+                claimed, self._held = self._held, []
+            elif not _nested(outcome):
+                # a write to a staged table waits for its CTAS/RTAS whatever comes
+                # between (Delta runs its own queries in between); a nested callback
+                # belongs to a command still running: it releases nothing
+                released = [h for h in self._held if not h.extras.get("staged")]
+                self._held = [h for h in self._held if h.extras.get("staged")]
+        return released + self._hold_or_return(self._feed(outcome, claimed))
 
     def _claims_held(self, outcome: Outcome) -> bool:
         if outcome.kind == FAILED and outcome.wrapper and outcome.execution_id is None:
-            # Spark 3.5 failed CTAS: the failed nested insert, then the failed outer
-            # command: one failed logical write
-            return all(h.kind == FAILED and (outcome.qe_id is None or h.qe_id is None
-                                             or h.qe_id > outcome.qe_id) for h in self._held)
-        if not (outcome.wrapper and outcome.execution_id is None and outcome.kind == WRITE
-                and outcome.lineage is not None):
+            # Spark 3.5 failed CTAS: the failed nested insert (or the staged write), then
+            # the failed outer command: one failed logical write
+            return all((h.kind == FAILED or h.extras.get("staged")) and (
+                outcome.qe_id is None or h.qe_id is None or h.qe_id > outcome.qe_id)
+                for h in self._held)
+        if not (outcome.wrapper and outcome.kind == WRITE and outcome.lineage is not None):
             return False
         for h in self._held:
             if h.kind != WRITE or h.lineage is None or (
@@ -101,12 +107,14 @@ class NestedWrites:
         held, self._held = self._held, []
         return held
 
-    def _feed(self, outcome: Outcome) -> list[Outcome]:
+    def _feed(self, outcome: Outcome, claimed: list[Outcome]) -> list[Outcome]:
         ex, root = outcome.execution_id, outcome.root_execution_id
-        if ex is not None and root is not None and ex != root:
+        if _nested(outcome):
             if outcome.kind in (WRITE, FAILED) or (outcome.kind == READ
                                                    and "rows" in outcome.extras):
-                self._pending.setdefault(root, []).append(outcome)
+                group = self._pending.setdefault(root, [])
+                group.extend(claimed)
+                group.append(outcome)
                 if len(self._pending) > MAX_PENDING_GROUPS:  # a root that never came
                     _, group = self._pending.popitem(last=False)
                     logger.debug("nested group without root flushed")
@@ -117,6 +125,9 @@ class NestedWrites:
             group = self._pending.pop(ex)
         elif ex is None and outcome.wrapper and self._pending:
             group = self._claim_for_outer(outcome)
+        group = claimed + (group or [])
+        if _nothing_written(outcome, group):
+            return [replace(outcome, kind=IGNORED, lineage=None, reason=IGNORE_NOTHING_WRITTEN)]
         if not group:
             return [outcome]
         return _merge(outcome, group)
@@ -138,6 +149,21 @@ class NestedWrites:
 
     def pending(self) -> int:
         return sum(len(g) for g in self._pending.values())
+
+
+def _nested(outcome: Outcome) -> bool:
+    """A callback known to run inside another SQL execution."""
+    ex, root = outcome.execution_id, outcome.root_execution_id
+    return ex is not None and root is not None and ex != root
+
+
+def _nothing_written(outer: Outcome, group: list[Outcome]) -> bool:
+    """A wrapper in mode ignore (saveAsTable / save "ignore", a CTAS that ignores an
+    existing table) whose nested write never came: the target existed, nothing written."""
+    if outer.kind != WRITE or not outer.wrapper \
+            or (outer.extras.get("mode") or "").lower() != "ignore":
+        return False
+    return not any(o.kind == WRITE or "rows" in o.extras for o in group)
 
 
 # run metrics that are a largest value, not a sum (docs/metrics.md); the skew's stage id

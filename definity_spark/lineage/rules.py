@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from definity_spark.lineage import columns, naming
-from definity_spark.lineage.commands import COMMANDS, Command
+from definity_spark.lineage.commands import COMMANDS, GENERIC, PLAN_METRICS, Command
 from definity_spark.lineage.facts import METADATA_COLUMNS, CommandFacts, LeafFacts, QueryFacts
 from definity_spark.lineage.model import InputLineage, OutputLineage, WriteLineage
 from definity_spark.lineage.plan import PlanIndex, simple_name
@@ -122,8 +122,16 @@ def extract(facts: QueryFacts, options: Options | None = None,
                        wrapper=bool(rule and rule.wrapper), **base)
     root = simple_name(facts.root_class or "")
     rule = COMMANDS.get(root)
-    if rule is not None and _ignored_nothing_written(facts):
-        return Outcome(IGNORED, reason="mode=ignore, target exists: nothing written", **base)
+    if rule is None and facts.command is not None and facts.command.generic:
+        rule = COMMANDS[GENERIC]
+        if root not in _UNKNOWN_LOGGED:
+            _UNKNOWN_LOGGED.add(root)
+            logger.info("definity-spark: write command %s is not one the plugin knows: "
+                        "reported with its target and schema only (partial)",
+                        facts.root_class)
+    if rule is not None and not rule.wrapper and _ignored_nothing_written(facts):
+        # (a wrapper writes in a nested execution: nesting.py knows whether it came)
+        return Outcome(IGNORED, reason=IGNORE_NOTHING_WRITTEN, **base)
     if rule is not None:
         lineage = _write_lineage(facts, rule, options)
         if lineage is None:
@@ -135,6 +143,7 @@ def extract(facts: QueryFacts, options: Options | None = None,
             "root_call": writer_call(facts.root_description),
             "mode": facts.command.mode if facts.command else None,
             "format": facts.command.provider if facts.command else None,
+            "staged": bool(facts.command and facts.command.staged),
         }
         return Outcome(WRITE, lineage=lineage, wrapper=rule.wrapper, extras=extras, **base)
     if root.endswith("Command") or root.endswith("Exec") or facts.func_name == "command":
@@ -149,6 +158,10 @@ def extract(facts: QueryFacts, options: Options | None = None,
         return Outcome(READ, inputs=inputs, extras=extras, **base)
     logger.debug("unknown query kind %s (%s) ignored", root, facts.func_name)
     return Outcome(IGNORED, reason=f"unknown:{root}", **base)
+
+
+IGNORE_NOTHING_WRITTEN = "mode=ignore, target exists: nothing written"
+_UNKNOWN_LOGGED: set[str] = set()  # write commands reported generically, logged once
 
 
 def _ignored_nothing_written(facts: QueryFacts) -> bool:
@@ -178,7 +191,9 @@ def _inputs(facts: QueryFacts, options: Options) -> tuple[tuple[InputLineage, ..
     columns: dict[str, set[str]] = {}
     schema_order: dict[str, list[str]] = {}
     metrics: dict[str, dict[str, float]] = {}
-    for leaf in facts.leaves:
+    # a command's sources that are no plan leaf (a CLONE's table) are read whole
+    sources = facts.command.sources if facts.command is not None else []
+    for leaf, whole in [(x, False) for x in facts.leaves] + [(x, True) for x in sources]:
         names = _leaf_names(leaf, options)
         user_cols = [a for a in leaf.output
                      if not a.metadata_col and a.name not in METADATA_COLUMNS]
@@ -192,7 +207,7 @@ def _inputs(facts: QueryFacts, options: Options) -> tuple[tuple[InputLineage, ..
                 if a.name not in known:
                     known.append(a.name)
             if refs is not None:
-                columns[name].update(a.name for a in user_cols if a.expr_id in refs)
+                columns[name].update(a.name for a in user_cols if whole or a.expr_id in refs)
     for scan in facts.scans:  # what the executed plan's scans read, by input
         name = _scanned_input(scan, order, options)
         if name is not None:
@@ -272,19 +287,15 @@ def _output(cmd: CommandFacts, rule: Command, options: Options) -> OutputLineage
     return OutputLineage(name, "path", tuple(query_fields))
 
 
-_METRIC_NAMES = {
-    "numOutputRows": "cnt",
-    "numOutputBytes": "write_bytes",
-    "numFiles": "write_files",
-    "numParts": "write_partitions",
-}
-
-
-def write_metrics(facts: QueryFacts) -> dict[str, float]:
+def write_metrics(facts: QueryFacts, rule: Command) -> dict[str, float]:
+    """The write's metric types from its node's metrics (the command's own names, else
+    ``PLAN_METRICS``): each the sum of the metrics it names that the node has."""
+    names = PLAN_METRICS if rule.metric_names is None else rule.metric_names
     out: dict[str, float] = {}
-    for spark_name, metric_type in _METRIC_NAMES.items():
-        if spark_name in facts.write_metrics:
-            out[metric_type] = float(facts.write_metrics[spark_name])
+    for metric_type, spark_names in names.items():
+        found = [facts.write_metrics[n] for n in spark_names if n in facts.write_metrics]
+        if found:
+            out[metric_type] = float(sum(found))
     return out
 
 
@@ -329,7 +340,7 @@ def _write_lineage(facts: QueryFacts, rule: Command, options: Options) -> WriteL
     if out is None:
         return None
     inputs, _ = _inputs(facts, options)
-    metrics = write_metrics(facts)
+    metrics = write_metrics(facts, rule)
     if facts.duration_ns is not None:
         metrics["duration_ms"] = round(facts.duration_ns / 1e6, 3)
     column_lineage = None
@@ -338,5 +349,5 @@ def _write_lineage(facts: QueryFacts, rule: Command, options: Options) -> WriteL
             facts, [c for c, _ in out.schema],
             leaf_names=lambda leaf: _leaf_names(leaf, options))
     return WriteLineage(output=out, inputs=inputs, query_str=_describe(facts, out, options),
-                        metrics=metrics, partial=facts.partial,
+                        metrics=metrics, partial=facts.partial or facts.command.generic,
                         column_lineage=column_lineage, run=dict(facts.run))

@@ -38,7 +38,11 @@ import java.util.regex.Pattern;
 
 import org.apache.spark.scheduler.SparkListener;
 import org.apache.spark.scheduler.SparkListenerEvent;
+import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
+import org.apache.spark.sql.catalyst.plans.logical.V2WriteCommand;
 import org.apache.spark.sql.execution.QueryExecution;
+import org.apache.spark.sql.execution.command.DataWritingCommand;
+import org.apache.spark.sql.execution.datasources.HadoopFsRelation;
 import org.apache.spark.sql.util.QueryExecutionListener;
 
 public class FactGatherer extends SparkListener implements QueryExecutionListener {
@@ -46,6 +50,9 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     // {key, kind, path}; and the field of its CatalogTable for a light read
     private final Map commandReads = new HashMap();
     private final Map lightField = new HashMap();
+    // the fields that hold the plans a command without children reads ({"query"} for a
+    // CTAS; {"source", "target"} for Delta's MERGE)
+    private final Map queryFields = new HashMap();
     private final Set rowsOfNestedReads = new HashSet();
     private final Set rowPreserving = new HashSet();
     private int statusScan;
@@ -86,13 +93,15 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
                 continue;
             }
             List reads = new ArrayList();
-            for (int k = 2; k < fields.length; k++) {
+            for (int k = 3; k < fields.length; k++) {
                 reads.add(fields[k].split(":", 3));
             }
             commandReads.put(fields[0], reads);
             if (!fields[1].equals("-")) {
                 lightField.put(fields[0], fields[1]);
             }
+            queryFields.put(fields[0], fields[2].equals("-") ? new String[0]
+                    : fields[2].split(","));
         }
         addAll(this.rowsOfNestedReads, rowsOfNestedReads);
         addAll(this.rowPreserving, rowPreserving);
@@ -216,8 +225,8 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         long started = System.nanoTime();
         try {
             QueryExecution qe = (QueryExecution) c[1];
-            String root = simpleName(qe.analyzed().getClass().getName());
-            if (!commandReads.containsKey(root) || lightField.containsKey(root)) {
+            String root = commandName(qe.analyzed());
+            if (root == null || lightField.containsKey(root)) {
                 return;
             }
             long[] ids = new long[] {-1, -1};
@@ -314,7 +323,8 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         Set accIds = new HashSet();
         if (!succeeded) {
             // a failure: no metrics; its execution ids where the query id gives them
-        } else if (commandReads.containsKey(simpleName(root))) {
+        } else if (commandName(plan) != null) {
+            field(out, "command", commandName(plan));
             scans(out, call(qe, "executedPlan"));
             Object node = unwrapWrite(call(qe, "executedPlan"));
             String metrics = String.valueOf(call(node, "metrics"));
@@ -337,11 +347,70 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             queryId = String.valueOf(call(qe, "queryId"));
             field(out, "query_id", queryId);
         }
+        if (succeeded && queryId == null && accIds.isEmpty()) {
+            // Spark 3.5, no write metrics (a read, Delta's internal queries): the metric
+            // accumulators of any of its nodes find its execution
+            anyMetrics(call(qe, "executedPlan"), accIds);
+        }
         if (queryId != null || !accIds.isEmpty()) {
             executionIds(out, qe, queryId, accIds, ids);
         }
         return out.append('}');
     }
+
+    private static final int ID_NODES = 4;  // py4j_reads.ID_NODES
+
+    // The metric accumulator ids of the first ID_NODES nodes (pre-order) that have metrics.
+    private void anyMetrics(Object plan, Set accIds) throws Exception {
+        List stack = new ArrayList();
+        stack.add(plan);
+        int found = 0;
+        for (int seen = 0; !stack.isEmpty() && seen < 64 && found < ID_NODES; seen++) {
+            Object node = stack.remove(stack.size() - 1);
+            String n = simpleName(node.getClass().getName());
+            if (n.equals("AdaptiveSparkPlanExec")) {
+                stack.add(call(node, "executedPlan"));
+                continue;
+            }
+            if (n.endsWith("QueryStageExec")) {
+                stack.add(call(node, "plan"));
+                continue;
+            }
+            if (n.equals("CommandResultExec")) {
+                stack.add(call(node, "commandPhysicalPlan"));
+                continue;
+            }
+            Matcher m = metric.matcher(String.valueOf(call(node, "metrics")));
+            boolean any = false;
+            while (m.find()) {
+                accIds.add(m.group(2));
+                any = true;
+            }
+            if (any) {
+                found++;
+            }
+            Object kids = call(node, "children");
+            for (int i = seqSize(kids) - 1; i >= 0; i--) {
+                stack.add(seqApply(kids, i));
+            }
+        }
+    }
+
+    // The command table's name of an analyzed root: its simple class name where the table
+    // has it; GENERIC for another write (a format's DataWritingCommand or V2 write the
+    // table does not know: commands.GENERIC); null for anything else.
+    private String commandName(Object plan) {
+        String name = simpleName(plan.getClass().getName());
+        if (commandReads.containsKey(name)) {
+            return name;
+        }
+        if (plan instanceof DataWritingCommand || plan instanceof V2WriteCommand) {
+            return GENERIC;
+        }
+        return null;
+    }
+
+    private static final String GENERIC = "*";  // commands.GENERIC
 
     private Object unwrapWrite(Object node) throws Exception {
         for (int i = 0; i < 6; i++) {
@@ -738,18 +807,21 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             throws Exception {
         QueryExecution qe = resolve(q);
         Object plan = succeeded ? (Object) qe.analyzed() : (Object) qe.logical();
-        String root = simpleName(plan.getClass().getName());
+        String root = commandName(plan);
         String planJson = light ? lightHead(plan, (String) lightField.get(root)) : json(plan);
         StringBuilder out = new StringBuilder(512);
         out.append('{');
         Object query = hasMethod(plan, "query") ? call(plan, "query") : null;
+        if (!(query instanceof LogicalPlan)) {
+            query = null;  // Delta's CreateDeltaTableCommand: an Option
+        }
         if (succeeded) {
             field(out, "sql", String.valueOf(call(call(plan, "origin"), "sqlText")));
             if (query != null) {
                 field(out, "query_sql", String.valueOf(call(call(query, "origin"), "sqlText")));
             }
         }
-        List reads = (List) commandReads.get(root);
+        List reads = root == null ? null : (List) commandReads.get(root);
         if (reads != null) {
             key(out, "command");
             out.append('{');
@@ -760,7 +832,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             out.append('}');
         }
         if (succeeded && !light) {
-            leaves(out, plan, query);
+            leaves(out, plan);
         }
         return out.append("}\n").append(planJson).toString();
     }
@@ -913,16 +985,29 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     // collectLeaves() order: the main tree's leaves are in the plan's JSON already; a
     // subquery's leaf comes with its own JSON. Each with what naming needs that the JSON
     // lacks (facts.py: _live_leaf).
-    private void leaves(StringBuilder out, Object plan, Object query) throws Exception {
-        Object root = plan;
-        if (seqSize(call(plan, "children")) == 0 && commandReads.containsKey(
-                simpleName(plan.getClass().getName()))) {
-            root = query;
+    private void leaves(StringBuilder out, Object plan) throws Exception {
+        List roots = new ArrayList();
+        String name = commandName(plan);
+        String[] fields = name == null ? null : (String[]) queryFields.get(name);
+        if (fields != null && seqSize(call(plan, "children")) == 0) {
+            for (int i = 0; i < fields.length; i++) {
+                Object field = hasMethod(plan, fields[i]) ? call(plan, fields[i]) : null;
+                if (field instanceof LogicalPlan) {
+                    roots.add(field);
+                }
+            }
+        } else {
+            roots.add(plan);
         }
         key(out, "leaves");
         out.append('[');
-        if (root != null) {
-            group(out, call(root, "collectLeaves"), false);
+        for (int r = 0; r < roots.size(); r++) {
+            Object root = roots.get(r);
+            if (r > 0) {
+                out.append(',');
+            }
+            // the first root's leaves are in the plan's JSON; another's come with their own
+            group(out, call(root, "collectLeaves"), r > 0);
             Object subs = call(root, "subqueriesAll");
             int n = seqSize(subs);
             for (int i = 0; i < n; i++) {
@@ -945,7 +1030,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
                 Object rel = call(leaf, "relation");
                 String relCls = rel.getClass().getName();
                 field(out, "relation_cls", relCls);
-                if (simpleName(relCls).equals("HadoopFsRelation")) {
+                if (rel instanceof HadoopFsRelation) {  // Delta's is an anonymous subclass
                     field(out, "paths", String.valueOf(call(call(call(rel, "location"),
                             "rootPaths"), "mkString", "\n")));
                 } else if (simpleName(relCls).equals("JDBCRelation")) {

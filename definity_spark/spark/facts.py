@@ -24,7 +24,7 @@ from definity_spark.lineage.commands import (
 )
 from definity_spark.lineage.facts import LeafFacts, QueryFacts
 from definity_spark.lineage.plan import simple_name
-from definity_spark.spark import gatherer
+from definity_spark.spark import gatherer, table_formats
 from definity_spark.spark.listener import SeqRef, error_text
 from definity_spark.spark.py4j_reads import (
     METRIC,
@@ -144,14 +144,14 @@ class FactReader:
                 reading.done = True
                 return reading
             plan = reading.live_plan()
-            reading.root = simple_name(str(plan.getClass().getName()))
+            reading.root = self.py4j.command_name(plan) if facts.succeeded \
+                else simple_name(str(plan.getClass().getName()))
             acc_ids: list[int] = []
             command = COMMANDS.get(reading.root)
             if facts.succeeded and command is not None:
                 facts.write_metrics, acc_ids = self.py4j.write_metrics(qe)
-                if "numOutputRows" not in facts.write_metrics and command.metrics == "iceberg":
-                    with quiet():
-                        facts.write_metrics.update(self.py4j.iceberg_snapshot(plan))
+                if "numOutputRows" not in facts.write_metrics and command.metrics == "committed":
+                    self._committed(facts, plan, reading.root)
             elif facts.succeeded and func_name in ROWS_OF_NESTED_READS:
                 # a JDBC write's data goes out through a nested foreachPartition: its
                 # query's row count is the write's row count
@@ -171,15 +171,14 @@ class FactReader:
         """``begin`` from the gatherer's answer (the same facts, the same parsing)."""
         facts = reading.facts
         facts.qe_id = int(raw["qe_id"])
-        reading.root = simple_name(str(raw["root"]))
+        reading.root = raw.get("command") or simple_name(str(raw["root"]))
         if "write_metrics" in raw:
             facts.write_metrics, _ = parse_write_metrics(raw["write_metrics"],
                                                           raw.get("child_rows"))
             command = COMMANDS.get(reading.root)
             if "numOutputRows" not in facts.write_metrics and command is not None \
-                    and command.metrics == "iceberg":
-                with quiet():
-                    facts.write_metrics.update(self.py4j.iceberg_snapshot(reading.live_plan()))
+                    and command.metrics == "committed" and facts.succeeded:
+                self._committed(facts, reading.live_plan(), reading.root)
         elif raw.get("nested_rows") is not None:
             rows, _ = parse_rows(raw["nested_rows"])
             if rows is not None:
@@ -191,6 +190,13 @@ class FactReader:
             facts.root_execution_id = int(raw["root_execution_id"])
             facts.description = raw.get("description")
             facts.root_description = raw.get("root_description")
+
+    def _committed(self, facts: QueryFacts, plan: Any, root: str) -> None:
+        """A write without row counts: what its table format committed (Iceberg, Delta)."""
+        started = time.time() - (facts.duration_ns or 0) / 1e9
+        with quiet():
+            facts.write_metrics.update(table_formats.committed(self.gateway, self.jsession,
+                                                               plan, root, started))
 
     def finish(self, reading: Reading, light: bool = False) -> None:
         """Phase 2: the plan (one ``toJSON``), the command's target, the inputs.
@@ -291,7 +297,8 @@ class FactReader:
         of [] has no leaves known."""
         head = facts.plan[0] if facts.plan else {}
         if int(head.get("num-children", 0) or 0) == 0 and root in COMMANDS:
-            query = head.get("query")
+            fields = COMMANDS[root].query_fields
+            query = head.get(fields[0]) if fields else None
             return True, query if isinstance(query, list) else []
         return False, facts.plan or []
 
@@ -300,7 +307,8 @@ class FactReader:
         if self._too_big(facts):
             return
         leaf_command, tree = self._main_tree(facts, root)
-        self.py4j.leaves(plan, facts, leaf_command, tree, self.budget_ms / 1000.0)
+        fields = COMMANDS[root].query_fields if leaf_command else None
+        self.py4j.leaves(plan, facts, fields, tree, self.budget_ms / 1000.0)
 
     def _leaves_gathered(self, groups: list[list[dict[str, Any]]], facts: QueryFacts,
                          root: str) -> bool:
@@ -327,7 +335,9 @@ class Reading:
         self.facts = facts
         self.qe = qe
         self.plan: Any = None  # the live plan (py4j), fetched when first needed
-        self.root = ""  # simple class name of the plan's root node
+        # the command table's name of the plan's root: its simple class name, or
+        # commands.GENERIC for a write the table does not know
+        self.root = ""
         self.done = False
         self.spent = 0.0  # seconds spent reading (both phases)
         self.eager_finish: str | None = None  # the gatherer's phase 2, taken with phase 1

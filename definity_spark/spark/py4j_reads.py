@@ -26,7 +26,13 @@ logger = logging.getLogger("definity_spark.spark")
 # (the gatherer is given the same patterns and bounds: facts.gatherer_config)
 METRIC = re.compile(r"(\w+) -> SQLMetric\(id: (\d+), name: .*?, value: (-?[\d.]+)\)")
 ROWS = re.compile(r"numOutputRows -> SQLMetric\(id: (\d+), name: .*?, value: (-?[\d.]+)\)")
-_PLAN_METRIC_ID = re.compile(r"SQLPlanMetric\([^()]*?,(\d+),\w+\)")
+# SQLPlanMetric(name, accumulatorId, metricType): a name may hold "(ms)", a type dots
+# (Iceberg's "v2Custom_org.apache.iceberg...")
+_PLAN_METRIC_ID = re.compile(r"SQLPlanMetric\((?:[^()]|\([^()]*\))*?,(\d+),[^,()]+\)")
+# Spark's interfaces of a write command: one the table does not know is still a write
+_WRITE_INTERFACES = ("org.apache.spark.sql.execution.command.DataWritingCommand",
+                     "org.apache.spark.sql.catalyst.plans.logical.V2WriteCommand")
+ID_NODES = 4  # nodes whose metrics find a query's execution when it has no write metrics
 STATUS_SCAN = 32  # newest executions searched in the SQL status store
 _STATUS_WAIT_MS = 200  # for the status store to catch up when a query is not in it yet
 MIN_LEAVES = 64  # leaves read whatever the time budget says
@@ -37,7 +43,6 @@ ROW_PRESERVING = frozenset({
     "WriteFilesExec", "CoalesceExec", "DeserializeToObjectExec", "SerializeFromObjectExec",
     "MapPartitionsExec", "ReusedExchangeExec",
 })
-_SUMMARY = re.compile(r"([a-z\-]+)=(\d+)")
 
 
 def option_str(opt: Any) -> str | None:
@@ -110,7 +115,9 @@ def live_leaf(node: Any, name: str) -> dict[str, Any]:
         rel = node.relation()
         info["relation_cls"] = str(rel.getClass().getName())
         rname = simple_name(info["relation_cls"])
-        if rname == "HadoopFsRelation":
+        if rname == "HadoopFsRelation" or simple_name(
+                str(rel.getClass().getSuperclass().getName())) == "HadoopFsRelation":
+            # (Delta's relation is an anonymous subclass)
             info["paths"] = str(rel.location().rootPaths().mkString("\n"))
         elif rname == "JDBCRelation":
             opts = rel.jdbcOptions()
@@ -200,6 +207,22 @@ class Py4jReads:
         self.jsession = jsession
         self._status_store: Any = None
         self._has_query_id: bool | None = None
+        self._write_interfaces: list[Any] | None = None
+
+    def command_name(self, plan: Any) -> str:
+        """The command table's name of an analyzed root (``FactGatherer.commandName``): its
+        simple class name, or ``GENERIC`` for a write the table does not know."""
+        name = simple_name(str(plan.getClass().getName()))
+        if name in COMMANDS:
+            return name
+        if self._write_interfaces is None:
+            self._write_interfaces = []
+            for cls in _WRITE_INTERFACES:
+                with quiet():
+                    self._write_interfaces.append(self.gateway.jvm.java.lang.Class.forName(cls))
+        if any(c.isInstance(plan) for c in self._write_interfaces):
+            return commands.GENERIC
+        return name
 
     def read(self, node: Any, read: commands.Read) -> Any:
         """One read of the command table through py4j (``FactGatherer.read``'s twin)."""
@@ -267,15 +290,16 @@ class Py4jReads:
         return {"class": str(cmd.getClass().getName()), "num-children": 0, field: table,
                 "query": [], "light": True}
 
-    def leaves(self, plan: Any, facts: QueryFacts, leaf_command: bool,
+    def leaves(self, plan: Any, facts: QueryFacts, query_fields: tuple[str, ...] | None,
                tree: list[dict[str, Any]], budget_s: float) -> None:
-        """The leaves of the plan (or a leaf command's query) and of its subqueries, each
-        read from its JSON (the main tree's, else one ``toJSON``) and live where naming
-        needs it; after ``budget_s`` (past ``MIN_LEAVES`` leaves) the facts are partial."""
+        """The leaves of the plan (or of the plans a leaf command reads, its
+        ``query_fields``) and of their subqueries, each read from its JSON (the main tree's,
+        else one ``toJSON``) and live where naming needs it; after ``budget_s`` (past
+        ``MIN_LEAVES`` leaves) the facts are partial."""
         head = facts.plan[0] if facts.plan else {}
         roots = [plan]
-        if leaf_command:
-            roots = [plan.query()] if isinstance(head.get("query"), list) else []
+        if query_fields is not None:  # a leaf command: the plans it reads are fields
+            roots = [getattr(plan, f)() for f in query_fields if isinstance(head.get(f), list)]
         seen_budget = budget_s
         started = time.monotonic()  # budget of the leaf reads
         # reuse the main tree's leaves' JSON instead of one toJSON round trip per leaf
@@ -330,30 +354,6 @@ class Py4jReads:
                 child_rows = self.rows_below_text(children.apply(0))
         return parse_write_metrics(metrics, child_rows)
 
-    @staticmethod
-    def iceberg_snapshot(cmd: Any) -> dict[str, float]:
-        """Iceberg row-level writes (MERGE/UPDATE/DELETE) report no Spark metric: the
-        snapshot the write committed says what it wrote (summary ``added-*``)."""
-        table = cmd.table().table()  # DataSourceV2Relation -> SparkTable
-        if simple_name(str(table.getClass().getName())) == "RowLevelOperationTable":
-            table = table.table()  # MERGE/UPDATE/DELETE wrap the table
-        if "iceberg" not in str(table.getClass().getName()).lower():
-            return {}
-        snapshot = table.table().currentSnapshot()
-        if snapshot is None:
-            return {}
-        summary = dict(_SUMMARY.findall(str(snapshot.summary().toString())))
-
-        def num(*keys: str) -> float:
-            return float(sum(int(summary.get(k, 0) or 0) for k in keys))
-
-        out = {"numOutputRows": num("added-records", "added-position-deletes",
-                                    "added-equality-deletes")}
-        if "added-files-size" in summary:
-            out["numOutputBytes"] = num("added-files-size")
-        out["numFiles"] = num("added-data-files", "added-delete-files")
-        return out
-
     def rows_below(self, node: Any) -> tuple[float | None, int]:
         text = self.rows_below_text(node)
         return parse_rows(text) if text is not None else (None, -1)
@@ -380,6 +380,33 @@ class Py4jReads:
                 return None
         return None
 
+    @staticmethod
+    def any_metric_ids(plan: Any) -> list[int]:
+        """The metric accumulator ids of the first ``ID_NODES`` nodes (pre-order) that have
+        metrics (``FactGatherer.anyMetrics``): a read's, or a command's that runs others."""
+        ids: list[int] = []
+        stack, found, seen = [plan], 0, 0
+        while stack and seen < 64 and found < ID_NODES:
+            node = stack.pop()
+            seen += 1
+            n = simple_name(str(node.getClass().getName()))
+            if n == "AdaptiveSparkPlanExec":
+                stack.append(node.executedPlan())
+                continue
+            if n.endswith("QueryStageExec"):
+                stack.append(node.plan())
+                continue
+            if n == "CommandResultExec":
+                stack.append(node.commandPhysicalPlan())
+                continue
+            mine = [int(m.group(2)) for m in METRIC.finditer(str(node.metrics().toString()))]
+            if mine:
+                ids.extend(mine)
+                found += 1
+            kids = node.children()
+            stack.extend(kids.apply(i) for i in range(kids.size() - 1, -1, -1))
+        return ids
+
     def store(self) -> Any:
         if self._status_store is None:
             self._status_store = self.jsession.sharedState().statusStore()
@@ -398,6 +425,8 @@ class Py4jReads:
                 self._has_query_id = True
             except Exception:
                 self._has_query_id = False
+        if query_id is None and not acc_ids and facts.succeeded:
+            acc_ids = self.any_metric_ids(qe.executedPlan())
         if query_id is None and not acc_ids:
             return
         if not self.find_execution(qe, facts, query_id, acc_ids):

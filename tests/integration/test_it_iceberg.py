@@ -161,3 +161,24 @@ def test_delete_merge_on_read_is_write_delta(task: Task, module_data: Any) -> No
     batch = task.run(lambda: task.spark.sql(sql))
     expect_write(batch, output="ice.db.t_delete_mor", inputs={"ice.db.t_delete_mor": ["id"]},
                  schema=SCHEMA, cnt=1, ds_type="table", query_str=sql)
+
+
+def test_three_part_name(task: Task, module_data: Any, module_dir: Path) -> None:
+    """A catalog named like a Unity Catalog one (``main``) gives ``main.sales.orders``,
+    read and written (docs/naming.md, "Three-part names")."""
+    conf = task.spark.conf
+    conf.set("spark.sql.catalog.main", "org.apache.iceberg.spark.SparkCatalog")
+    conf.set("spark.sql.catalog.main.type", "hadoop")
+    conf.set("spark.sql.catalog.main.warehouse", "file:" + str(module_dir / "uc_main"))
+    task.spark.sql("CREATE NAMESPACE IF NOT EXISTS main.sales")
+    task.spark.sql(f"CREATE TABLE main.sales.orders ({DDL}) USING iceberg")
+    task.run(lambda: None)  # DDL: consumed
+    sql = f"INSERT INTO main.sales.orders SELECT * FROM {EV} WHERE kind = 'a'"
+    batch = task.run(lambda: task.spark.sql(sql))
+    expect_write(batch, output="main.sales.orders", inputs={EV: ALL}, schema=SCHEMA, cnt=2,
+                 ds_type="table", query_str=sql)
+    out = str(module_dir / "out" / "uc_read")
+    batch = task.run(lambda: task.spark.table("main.sales.orders").select("id")
+                     .write.parquet(out))
+    expect_write(batch, output=file_name(out), inputs={"main.sales.orders": ["id"]},
+                 schema=["id-LONG"], cnt=2, ds_type="path")

@@ -11,6 +11,11 @@ from definity_spark.lineage import naming, types
     ("spark_catalog", ("shared_db",), "table_b", "shared_db.table_b"),
     (None, ("Shared_DB",), "Table_B", "shared_db.table_b"),
     ("iceberg", ("db", "sub"), "T", "iceberg.db.sub.T"),
+    # Databricks Unity Catalog: a UC catalog is any other catalog; the workspace Hive
+    # metastore (hive_metastore) is the session catalog under another name
+    ("main", ("sales",), "orders", "main.sales.orders"),
+    ("hive_metastore", ("DB",), "T", "db.t"),
+    ("HIVE_METASTORE", ("db",), "t", "db.t"),
 ])
 def test_table_name(catalog, ns, table, expected):
     assert naming.table_name(catalog, ns, table) == expected
@@ -24,6 +29,7 @@ def test_table_name(catalog, ns, table, expected):
     ("spark_catalog", ("sales",), "/data/t", None),  # not a format
     ("lake", ("delta",), "/data/t", None),  # another catalog's namespace
     ("spark_catalog", ("db", "delta"), "/data/t", None),
+    ("hive_metastore", ("delta",), "/data/t", "/data/t"),
 ])
 def test_path_table(catalog, ns, table, expected):
     assert naming.path_table(catalog, ns, table) == expected

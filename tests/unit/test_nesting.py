@@ -76,3 +76,47 @@ def test_plain_failure_is_released():
     n = NestedWrites()
     assert n.feed(Outcome(FAILED, error="x", qe_id=3)) == []
     assert [o.kind for o in n.release_held()] == [FAILED]
+
+
+def _nested_read(qe_id, ex, root, func="collect", **extras):
+    return Outcome(READ, func_name=func, qe_id=qe_id, execution_id=ex, root_execution_id=root,
+                   extras=extras)
+
+
+def test_staged_write_waits_for_its_ctas_across_delta_internal_queries():
+    """Spark 3.5 Delta CTAS: the write to the staged table has no ids, Delta's own queries
+    (nested, with ids; one without) come between it and the CTAS: one write."""
+    n = NestedWrites()
+    assert n.feed(write("dl.t", 113, staged=True)) == []
+    assert n.feed(_nested_read(114, 5, 4, "deltaTransactionalWrite", rows=5.0)) == []
+    assert n.feed(_nested_read(115, 6, 4)) == []
+    unrelated = n.feed(Outcome(READ, func_name="head", qe_id=116))  # no ids at all
+    assert [o.kind for o in unrelated] == [READ]
+    out = n.feed(write("dl.t", 112, wrapper=True, metrics={"write_files": 1})) \
+        + n.release_held()
+    assert len(out) == 1 and out[0].qe_id == 112
+    assert out[0].lineage.metrics == {"write_files": 1, "cnt": 5.0}
+
+
+def test_nested_callbacks_do_not_release_a_held_write():
+    n = NestedWrites()
+    assert n.feed(write("a.t", 21)) == []
+    assert n.feed(_nested_read(22, 3, 2)) == []
+    assert n.release_held()[0].qe_id == 21
+
+
+def test_failed_ctas_takes_its_staged_write_with_it():
+    n = NestedWrites()
+    assert n.feed(write("dl.t", 12, staged=True)) == []
+    out = n.feed(Outcome(FAILED, error="boom", qe_id=10, wrapper=True)) + n.release_held()
+    assert [(o.kind, o.qe_id) for o in out] == [(FAILED, 10)]
+
+
+def test_wrapper_in_mode_ignore_without_a_nested_write_wrote_nothing():
+    n = NestedWrites()
+    out = n.feed(write("dl.t", 5, ex=1, root=1, wrapper=True, mode="Ignore"))
+    assert [o.kind for o in out] == ["ignored"]
+    # the same with its nested write (a new table): a write
+    n.feed(_nested_read(7, 3, 2, "deltaTransactionalWrite", rows=4.0))
+    (final,) = n.feed(write("dl.u", 6, ex=2, root=2, wrapper=True, mode="Ignore"))
+    assert final.kind == WRITE and final.lineage.metrics["cnt"] == 4.0
