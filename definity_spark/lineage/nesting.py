@@ -110,8 +110,8 @@ class NestedWrites:
     def _feed(self, outcome: Outcome, claimed: list[Outcome]) -> list[Outcome]:
         ex, root = outcome.execution_id, outcome.root_execution_id
         if _nested(outcome):
-            if outcome.kind in (WRITE, FAILED) or (outcome.kind == READ
-                                                   and "rows" in outcome.extras):
+            if outcome.kind in (WRITE, FAILED) or (outcome.kind == READ and (
+                    "rows" in outcome.extras or "run" in outcome.extras)):
                 group = self._pending.setdefault(root, [])
                 group.extend(claimed)
                 group.append(outcome)
@@ -119,7 +119,9 @@ class NestedWrites:
                     _, group = self._pending.popitem(last=False)
                     logger.debug("nested group without root flushed")
                     return [o for o in group if o.kind == WRITE]
-            return []  # nested reads (a JDBC write's own schema query...) belong to the root
+            # nested reads (a JDBC write's own schema query, a table format's internal
+            # queries) belong to the root: only their rows and how they ran count
+            return []
         group = None
         if ex is not None and ex in self._pending:
             group = self._pending.pop(ex)
@@ -200,16 +202,15 @@ def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
     nested_rows = [o.extras["rows"] for o in group if o.kind == READ and "rows" in o.extras]
     nested_runs = [o.extras["run"] for o in group if o.kind == READ and "run" in o.extras]
     if not inner_writes:
-        if nested_rows and "cnt" not in outer.lineage.metrics:
-            # JDBC write: the rows went out through the nested query execution
-            metrics = dict(outer.lineage.metrics)
-            metrics["cnt"] = float(sum(nested_rows))
-            run = add_runs([outer.lineage.run] + nested_runs)
-            return [replace(outer, lineage=replace(outer.lineage, metrics=metrics, run=run))]
-        if any(o.kind == FAILED for o in group):
+        if not nested_rows and any(o.kind == FAILED for o in group):
             return [replace(outer, kind=FAILED, lineage=None,
                             error=next(o.error for o in group if o.kind == FAILED))]
-        return [outer]
+        metrics = dict(outer.lineage.metrics)
+        if nested_rows and "cnt" not in metrics:
+            # JDBC write: the rows went out through the nested query execution
+            metrics["cnt"] = float(sum(nested_rows))
+        run = add_runs([outer.lineage.run] + nested_runs)
+        return [replace(outer, lineage=replace(outer.lineage, metrics=metrics, run=run))]
     lin = outer.lineage
     # metrics of the deepest write that has row counts (the actual data write)
     with_rows = [o for o in inner_writes if "cnt" in o.lineage.metrics]

@@ -63,6 +63,10 @@ READ_FUNCS = frozenset({
 })
 
 
+# callbacks of a table format's own work (Delta's log replay, checkpoints): never a read
+# action nor a write, wherever they run
+INTERNAL_FUNC_PREFIXES = ("Cache Delta Table State", "Delta checkpoint")
+
 _WRITER_CALL = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*) at \S+:\d+$")
 _SECRET = re.compile(
     r"(?i)\b(password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key"
@@ -146,6 +150,8 @@ def extract(facts: QueryFacts, options: Options | None = None,
             "staged": bool(facts.command and facts.command.staged),
         }
         return Outcome(WRITE, lineage=lineage, wrapper=rule.wrapper, extras=extras, **base)
+    if facts.func_name.startswith(INTERNAL_FUNC_PREFIXES):
+        return Outcome(IGNORED, reason=f"internal:{facts.func_name}", **base)
     if root.endswith("Command") or root.endswith("Exec") or facts.func_name == "command":
         return Outcome(IGNORED, reason=f"command:{root}", **base)
     if facts.func_name in READ_FUNCS or facts.leaves:

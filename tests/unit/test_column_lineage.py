@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 
 from definity_spark.lineage import columns
-from definity_spark.lineage.columns import Limits, column_lineage
+from definity_spark.lineage.columns import Limits
+from definity_spark.lineage.columns import column_lineage as _column_lineage
 from definity_spark.lineage.facts import QueryFacts
 from definity_spark.lineage.model import ColumnLineage
 from definity_spark.lineage.rules import WRITE, extract
 
 from .replay import PLANS, VERSIONS, load, replay
+
+
+def column_lineage(facts, output_columns=None, limits=None, **kwargs):
+    """The rule with a time budget no machine load reaches: these tests check what it
+    maps (the budget has a test of its own, and tests/perf/column_lineage.py times it)."""
+    return _column_lineage(facts, output_columns, limits=limits or Limits(budget_ms=60_000.0),
+                           **kwargs)
 
 COLUMN_VERSIONS = [v for v in VERSIONS if os.path.exists(os.path.join(PLANS, v, "c_case.json"))]
 pytestmark = pytest.mark.skipif(not COLUMN_VERSIONS, reason="no recorded column scenarios")
@@ -351,14 +358,12 @@ def test_a_command_without_its_query_is_partial_not_made_from_nothing() -> None:
     assert got == ColumnLineage(partial=True, reason="no query in MergeIntoCommand")
 
 
-# -- size: the 1,000-column select and the 20-way join ------------------------------------------
+# -- size: the 1,000-column select and the 20-way join (timed: tests/perf/column_lineage.py)
 
 @pytest.mark.parametrize("version", COLUMN_VERSIONS)
 def test_wide_select_every_column(version: str) -> None:
     facts = write_facts(version, "wide1000")
-    started = time.perf_counter()
     got = column_lineage(facts)
-    elapsed_ms = (time.perf_counter() - started) * 1000
     assert not got.partial and len(got.columns) == 1000
     ds = "file:/TMP/data/wide"
     for i, col in enumerate(got.columns):
@@ -366,22 +371,18 @@ def test_wide_select_every_column(version: str) -> None:
             assert (col.name, col.direct) == (f"c{i}", {ds: (f"c{i}",)})
         else:  # c{i} + c{i-1} AS e{i}
             assert (col.name, col.direct) == (f"e{i}", {ds: (f"c{i - 1}", f"c{i}")})
-    assert elapsed_ms < 200, elapsed_ms  # ~10 ms measured (tests/perf/column_lineage.py)
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 def test_join20_every_column(version: str) -> None:
     facts = load(version, "join20")[-1]
-    started = time.perf_counter()
     got = column_lineage(facts)
-    elapsed_ms = (time.perf_counter() - started) * 1000
     assert not got.partial
     names = [c.name for c in got.columns]
     assert names == ["id", "name"] + [f"v{i}" for i in range(20)]
     assert got.columns[0].direct == {"file:/TMP/data/base": ("id",)}
     assert got.columns[2].direct == {"file:/TMP/data/j0": ("v0",)}
     assert len(got.indirect_all) == 21  # every input's id: the join keys
-    assert elapsed_ms < 100, elapsed_ms
 
 
 def test_wire_form() -> None:
