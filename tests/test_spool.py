@@ -84,10 +84,11 @@ def test_spool_files_are_private_and_well_formed(server: FaultyServer, tmp_path:
 def test_replay_delivers_everything_exactly_once(server: FaultyServer, tmp_path: Any) -> None:
     a = task_payloads(task_id="app-a", n_tf=2)
     settings = spool_task(tmp_path, server, a)
-    # a second application, later, same spool dir
+    # a second application, later, same spool dir, while the server is still down (its
+    # activation's replay of app-a's file stops at the first refused connection)
     b = task_payloads(task_id="app-b", n_tf=1)
-    delivery = make_delivery(settings)
     server.down()
+    delivery = make_delivery(settings)
     for p in b:
         delivery.submit(p)
     delivery.close(3.0)

@@ -290,7 +290,8 @@ def _output(cmd: CommandFacts, rule: Command, options: Options) -> OutputLineage
     if not cmd.output_path:
         return None
     name = naming.path_name(cmd.output_path, options.normalize_s3, options.trim_partition_dirs)
-    return OutputLineage(name, "path", tuple(query_fields))
+    # a table by path (Delta) knows its schema after the write; a plain path is its query's
+    return OutputLineage(name, "path", tuple(_fields(cmd.table_schema) or query_fields))
 
 
 def write_metrics(facts: QueryFacts, rule: Command) -> dict[str, float]:

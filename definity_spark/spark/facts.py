@@ -150,8 +150,6 @@ class FactReader:
             command = COMMANDS.get(reading.root)
             if facts.succeeded and command is not None:
                 facts.write_metrics, acc_ids = self.py4j.write_metrics(qe)
-                if "numOutputRows" not in facts.write_metrics and command.metrics == "committed":
-                    self._committed(facts, plan, reading.root)
             elif facts.succeeded and func_name in ROWS_OF_NESTED_READS:
                 # a JDBC write's data goes out through a nested foreachPartition: its
                 # query's row count is the write's row count
@@ -175,10 +173,6 @@ class FactReader:
         if "write_metrics" in raw:
             facts.write_metrics, _ = parse_write_metrics(raw["write_metrics"],
                                                           raw.get("child_rows"))
-            command = COMMANDS.get(reading.root)
-            if "numOutputRows" not in facts.write_metrics and command is not None \
-                    and command.metrics == "committed" and facts.succeeded:
-                self._committed(facts, reading.live_plan(), reading.root)
         elif raw.get("nested_rows") is not None:
             rows, _ = parse_rows(raw["nested_rows"])
             if rows is not None:
@@ -191,12 +185,20 @@ class FactReader:
             facts.description = raw.get("description")
             facts.root_description = raw.get("root_description")
 
-    def _committed(self, facts: QueryFacts, plan: Any, root: str) -> None:
-        """A write without row counts: what its table format committed (Iceberg, Delta)."""
+    def _committed(self, reading: Reading) -> None:
+        """A write without row counts: what its table format committed (Iceberg, Delta),
+        and the table's schema after it where the format says (Delta)."""
+        facts, command = reading.facts, COMMANDS.get(reading.root)
+        if command is None or command.metrics != "committed" or not facts.succeeded \
+                or "numOutputRows" in facts.write_metrics:
+            return
         started = time.time() - (facts.duration_ns or 0) / 1e9
         with quiet():
-            facts.write_metrics.update(table_formats.committed(self.gateway, self.jsession,
-                                                               plan, root, started))
+            metrics, schema = table_formats.committed(
+                self.gateway, self.jsession, reading.live_plan(), reading.root, started)
+            facts.write_metrics.update(metrics)
+            if schema is not None and facts.command is not None:
+                facts.command.table_schema = schema
 
     def finish(self, reading: Reading, light: bool = False) -> None:
         """Phase 2: the plan (one ``toJSON``), the command's target, the inputs.
@@ -236,10 +238,16 @@ class FactReader:
                     # Spark 4 CTAS: the command's own origin is empty, its query's is not
                     with quiet():
                         facts.sql_text = option_str(plan.query().origin().sqlText())
+                if facts.sql_text is None:
+                    # a node a format's analysis rule put in place of the parsed one
+                    # (Delta's CLONE) has no origin: the parsed plan's
+                    with quiet():
+                        facts.sql_text = option_str(reading.qe.logical().origin().sqlText())
             command = COMMANDS.get(root)
             if command is not None:
                 values = {r.key: self.py4j.read(plan, r) for r in command.reads}
                 facts.command = commands.command_facts(root, head, values)
+                self._committed(reading)
             if facts.succeeded and not light:
                 self._leaves(plan, facts, root)
         except Exception as exc:  # the plan could not be read: say so, never raise
@@ -258,8 +266,11 @@ class FactReader:
             facts.sql_text = option_text(raw.get("sql"))
             if facts.sql_text is None and isinstance(head.get("query"), list):
                 facts.sql_text = option_text(raw.get("query_sql"))
+            if facts.sql_text is None:
+                facts.sql_text = option_text(raw.get("parsed_sql"))
         if root in COMMANDS:
             facts.command = commands.command_facts(root, head, raw.get("command") or {})
+            self._committed(reading)
         if facts.succeeded and "leaves" in raw:  # not for a light read
             groups = raw["leaves"]
             if not self._leaves_gathered(groups, facts, root):

@@ -3,7 +3,8 @@
 Iceberg's row-level writes and Delta's writes report no Spark write metric: the table's
 own commit says what was written. Both answers use Spark's write-metric names
 (``numOutputRows``, ``numOutputBytes``, ``numFiles``, ``numRemovedFiles``), so the rules
-map them as they map the plan's (``commands.PLAN_METRICS``).
+map them as they map the plan's (``commands.PLAN_METRICS``). Delta also gives the table's
+schema after the write (``mergeSchema`` adds columns the plan does not show).
 
 Delta: the newest commit of the table, read once the write's callback is taken (its
 commit is the newest then). It must be a write of this command's kind, made since the
@@ -14,9 +15,10 @@ be taken for it (docs/coverage.md). Read through py4j on the extraction worker.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
-from typing import Any
+from typing import Any, Optional
 
 from definity_spark.lineage.plan import simple_name
 
@@ -36,11 +38,14 @@ DELTA_OPERATIONS = {
 }
 
 
+Committed = tuple[dict[str, float], Optional[dict[str, Any]]]  # metrics, table schema
+
+
 def committed(gateway: Any, jsession: Any, cmd: Any, root: str, started_s: float
-              ) -> dict[str, float]:
-    """What the write command ``cmd`` (its simple class name ``root``) committed: Iceberg's
-    snapshot summary or Delta's commit operation metrics; {} for another format.
-    ``started_s``: when the query started (epoch seconds, at the latest)."""
+              ) -> Committed:
+    """What the write command ``cmd`` (its command-table name ``root``) committed:
+    Iceberg's snapshot summary or Delta's commit operation metrics and schema; nothing for
+    another format. ``started_s``: when the query started (epoch seconds, at the latest)."""
     table = _written_table(cmd, root)
     if table is None:
         if root == "SaveIntoDataSourceCommand" and "delta" in str(
@@ -50,13 +55,13 @@ def committed(gateway: Any, jsession: Any, cmd: Any, root: str, started_s: float
                 log = gateway.jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
                     jsession, str(path.get()))
                 return delta_commit(gateway, log, root, started_s)
-        return {}
+        return {}, None
     cls = str(table.getClass().getName())
     if "iceberg" in cls.lower():
-        return iceberg_snapshot(table)
+        return iceberg_snapshot(table), None
     if simple_name(cls) == "DeltaTableV2":
         return delta_commit(gateway, table.deltaLog(), root, started_s)
-    return {}
+    return {}, None
 
 
 def _written_table(cmd: Any, root: str) -> Any:
@@ -90,21 +95,21 @@ def iceberg_snapshot(table: Any) -> dict[str, float]:
     return out
 
 
-def delta_commit(gateway: Any, delta_log: Any, root: str, started_s: float
-                 ) -> dict[str, float]:
+def delta_commit(gateway: Any, delta_log: Any, root: str, started_s: float) -> Committed:
     """The operation metrics of the table's newest commit, when it is a write of this
-    command's kind (``DELTA_OPERATIONS``) made since ``started_s``."""
+    command's kind (``DELTA_OPERATIONS``) made since ``started_s``; the table's schema."""
+    schema = json.loads(str(delta_log.unsafeVolatileSnapshot().schema().json()))
     history = delta_log.history().getHistory(gateway.jvm.scala.Some(1))
     if history.size() == 0:
-        return {}
+        return {}, schema
     commit = history.apply(0)
     operation = str(commit.operation())
     if operation not in DELTA_OPERATIONS.get(root, ()):
         logger.debug("newest Delta commit is a %s, not this %s: no commit metrics",
                      operation, root)
-        return {}
+        return {}, schema
     if commit.timestamp().getTime() / 1000.0 < started_s - COMMIT_SLACK_S:
         logger.debug("newest Delta commit is older than the write: no commit metrics")
-        return {}
+        return {}, schema
     return {k: float(v) for k, v in
-            _OPERATION_METRIC.findall(str(commit.operationMetrics().toString()))}
+            _OPERATION_METRIC.findall(str(commit.operationMetrics().toString()))}, schema

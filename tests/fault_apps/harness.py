@@ -37,7 +37,8 @@ INTERNAL_ERROR = "definity-spark internal error"
 # when its extraction exceeds a wall-clock budget (extraction_budget_ms), which a starved
 # CPU can cause (seen at load average 29 on 2 cores with payloads otherwise identical).
 # The transformations' own payloads are still compared in full.
-TIMING_METRIC = re.compile(r"(?i)duration|time|elapsed|latency|(_ms|_ns|_s)$|^partial_")
+TIMING_METRIC = re.compile(
+    r"(?i)duration|time|elapsed|latency|seconds|utilization|(_ms|_ns|_s)$|^partial_")
 
 
 @dataclass
