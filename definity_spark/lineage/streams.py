@@ -165,4 +165,6 @@ def interval_metrics(body: dict[str, Any], end: bool) -> dict[str, float]:
     for name in INTERVAL_METRICS + (RUN_METRICS if end else ()):
         if body.get(name) is not None:
             out[name] = float(body[name])
+    if end:
+        out["run_failed"] = 1.0 if body.get("error") else 0.0
     return out

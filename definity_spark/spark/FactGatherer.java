@@ -1046,8 +1046,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
                 String relCls = rel.getClass().getName();
                 field(out, "relation_cls", relCls);
                 if (rel instanceof HadoopFsRelation) {  // Delta's is an anonymous subclass
-                    field(out, "paths", String.valueOf(call(call(call(rel, "location"),
-                            "rootPaths"), "mkString", "\n")));
+                    field(out, "paths", rootPaths(rel));
                 } else if (simpleName(relCls).equals("JDBCRelation")) {
                     Object opts = call(rel, "jdbcOptions");
                     field(out, "jdbc_url", String.valueOf(call(opts, "url")));
@@ -1065,6 +1064,25 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             out.append('}');
         }
         out.append(']');
+    }
+
+    // A file relation's root paths. A file sink's directory is read through its
+    // _spark_metadata log (MetadataLogFileIndex), whose root is the path as the reader
+    // gave it: qualified here as the sink's is (py4j_reads.root_paths).
+    private static String rootPaths(Object rel) throws Exception {
+        Object location = call(rel, "location");
+        Object paths = call(location, "rootPaths");
+        if (!simpleName(location.getClass().getName()).equals("MetadataLogFileIndex")) {
+            return String.valueOf(call(paths, "mkString", "\n"));
+        }
+        org.apache.hadoop.conf.Configuration conf = (org.apache.hadoop.conf.Configuration)
+                call(call(call(rel, "sparkSession"), "sessionState"), "newHadoopConf");
+        StringBuilder out = new StringBuilder();
+        for (int i = 0; i < seqSize(paths); i++) {
+            org.apache.hadoop.fs.Path p = (org.apache.hadoop.fs.Path) seqApply(paths, i);
+            out.append(i == 0 ? "" : "\n").append(p.getFileSystem(conf).makeQualified(p));
+        }
+        return out.toString();
     }
 
     // A Kafka batch read's servers and topics (py4j_reads.kafka_info): never another of

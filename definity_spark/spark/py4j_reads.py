@@ -118,7 +118,7 @@ def live_leaf(node: Any, name: str) -> dict[str, Any]:
         if rname == "HadoopFsRelation" or simple_name(
                 str(rel.getClass().getSuperclass().getName())) == "HadoopFsRelation":
             # (Delta's relation is an anonymous subclass)
-            info["paths"] = str(rel.location().rootPaths().mkString("\n"))
+            info["paths"] = root_paths(rel)
         elif rname == "JDBCRelation":
             opts = rel.jdbcOptions()
             info["jdbc_url"] = str(opts.url())
@@ -128,6 +128,22 @@ def live_leaf(node: Any, name: str) -> dict[str, Any]:
     elif name in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
         info.update(v2_info(node.relation() if name == "DataSourceV2ScanRelation" else node))
     return info
+
+
+def root_paths(rel: Any) -> str:
+    """A file relation's root paths; a file sink's directory read through its
+    ``_spark_metadata`` log (``MetadataLogFileIndex``) qualified as the sink's is
+    (``FactGatherer.rootPaths``)."""
+    location = rel.location()
+    paths = location.rootPaths()
+    if simple_name(str(location.getClass().getName())) != "MetadataLogFileIndex":
+        return str(paths.mkString("\n"))
+    conf = rel.sparkSession().sessionState().newHadoopConf()
+    out = []
+    for i in range(paths.size()):
+        p = paths.apply(i)
+        out.append(str(p.getFileSystem(conf).makeQualified(p).toString()))
+    return "\n".join(out)
 
 
 KAFKA_OPTIONS = (("kafka.bootstrap.servers", "kafka_servers"), ("subscribe", "kafka_topics"),
