@@ -75,8 +75,24 @@ public class StreamWatch extends SparkListener {
         this.watched = session;
     }
 
-    public void stop() {
+    public synchronized void stop() {
         watched = null;
+    }
+
+    // The task ends while queries run (deactivate, the application's end): each run still
+    // active ends here, with what its interval holds so far (its termination, if it comes
+    // later, is not reported again). Called before the observer drains the queue.
+    public synchronized void flush() {
+        long now = System.currentTimeMillis();
+        Iterator it = runs.values().iterator();
+        while (it.hasNext()) {
+            Run r = (Run) it.next();
+            String end = r.interval(now, true);
+            offer(new Item("end", r, end.substring(0, end.length() - 1)
+                    + ",\"error\":null,\"running\":true}"));
+        }
+        runs.clear();
+        bySession.clear();
     }
 
     // {runs, items, writes_taken, writes_skipped, errors}: for the task's counts and tests
@@ -87,7 +103,8 @@ public class StreamWatch extends SparkListener {
     }
 
     // -- the bus thread: never blocks, never throws --------------------------------------
-    public void onOtherEvent(SparkListenerEvent event) {
+    // (synchronized: only flush, at the task's end, ever waits for it)
+    public synchronized void onOtherEvent(SparkListenerEvent event) {
         if (watched == null) {
             return;
         }

@@ -224,6 +224,9 @@ class SessionObserver:
             with self._lock:  # an attach under way ends first (the helper or here)
                 while self.state is State.ATTACHING and time.monotonic() < deadline:
                     self._lock.wait(0.05)
+            if self.streams is not None:  # streaming queries still running: their end
+                with contained("observer.streams_flush"):
+                    self.streams.flush()
             ok = self.drain(max(0.0, deadline - time.monotonic()))
             _listener.unregister(self._jsession, self, self.key)
             with self._lock:
