@@ -152,7 +152,10 @@ public class StreamWatch extends SparkListener {
         r.query = query;
         r.startedMs = System.currentTimeMillis();
         r.intervalStart = r.startedMs;
-        Object batchSession = member(query, "sparkSessionForStream");
+        // only a foreachBatch function writes in the batch session (a Delta sink's own
+        // queries, for one, also run there: not the user's)
+        Object batchSession = simpleName(call(query, "sink").getClass().getName())
+                .equals("ForeachBatchSink") ? member(query, "sparkSessionForStream") : null;
         if (batchSession != null) {
             r.batchSession = batchSession;
             bySession.put(batchSession, r);
