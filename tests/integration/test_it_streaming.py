@@ -162,21 +162,15 @@ def test_foreach_batch_two_writes(task: Task, module_data: dict[str, Any],
 
 def test_failing_stream(task: Task, module_data: dict[str, Any], module_dir: Path) -> None:
     from pyspark.errors import StreamingQueryException
-    from pyspark.sql.functions import udf
 
     src = module_data["src"]
     out = str(module_dir / "out" / "never")
     spark = task.spark
 
-    @udf("int")
-    def explode_on_12(x: int) -> int:
-        if x == 12:
-            raise ValueError("bad row 12")
-        return x
-
     def run() -> None:
         df = spark.readStream.schema(EVENTS_DDL).json(str(src))
-        q = (df.select(explode_on_12("id").alias("id")).writeStream.format("parquet")
+        q = (df.selectExpr("CASE WHEN id = 12 THEN raise_error('bad row 12') ELSE id END AS id")
+             .writeStream.format("parquet")
              .option("checkpointLocation", _checkpoint(module_dir)).queryName("fails")
              .start(out))
         q.awaitTermination(120)
