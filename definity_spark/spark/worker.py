@@ -10,6 +10,12 @@ to the sink (``on_write`` / ``on_query_failed`` / optional ``on_read``). Marks
 every callback queued before it. The same worker runs in the driver and, reading the
 driver's JVM through its own py4j connection, in the helper process.
 
+Structured Streaming: the JVM's ``StreamWatch`` hands its items through the same queue
+(``StreamItem``: a run started, wrote its first data, ended an interval or itself), and
+the writes of a ``foreachBatch`` function as callbacks linked to their run
+(``Callback.stream_run``); ``lineage/streams.py`` turns them into the run's
+transformation and metrics.
+
 Nested writes (the data write of a CTAS or ``saveAsTable``) arrive while their outer
 command still runs: their plan is read when the root's callback has arrived (``_defer``),
 and the outer command, whose query is the one just read, is read without it (``light``).

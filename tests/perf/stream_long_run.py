@@ -3,8 +3,8 @@
     python tests/perf/stream_long_run.py [--batches 10000] [--interval 10]
                                          [--foreach-batch]
 
-A ``rate-micro-batch`` source (10 rows a micro-batch) into the ``noop`` sink, as fast as Spark triggers
-(``processingTime=0``), with the plugin activated (helper process on, the default path;
+A ``rate-micro-batch`` source (10 rows a micro-batch) into the ``noop`` sink, as fast
+as Spark triggers (``processingTime=0``), with the plugin activated (helper process on, the default path;
 reports to a JSONL events file, no server in this process). ``--foreach-batch``: a
 ``foreachBatch`` function with two parquet writes per micro-batch instead (its writes go
 through the sampled path, docs/metrics.md "Streaming"). RSS of the Python driver, of the
@@ -110,7 +110,10 @@ def main() -> int:
     if handle is not None:
         handle.flush(60)
         if runtime.observers:
-            stats = dict(runtime.observers[next(iter(runtime.observers))].stats)
+            observer = runtime.observers[next(iter(runtime.observers))]
+            stats = dict(observer.stats)
+            if observer.streams is not None:  # the JVM side's counts
+                stats["jvm"] = json.loads(str(observer.streams.counts()))
         definity_spark.deactivate(spark, timeout=60)
     spark.stop()
 
@@ -125,8 +128,8 @@ def main() -> int:
                     m.get("asset_type") == "stream" for m in body.get("metrics", ())):
                 stream_payloads += 1
     bound = int((time.monotonic() - started) / args.interval) + 2
-    print(f"micro-batches: {done} in {seconds:.0f} s ({done / seconds:.1f}/s), "
-          f"{'foreachBatch, two writes each' if args.foreach_batch else 'rate-micro-batch -> noop'}")
+    kind = "foreachBatch, two writes each" if args.foreach_batch else "rate-micro-batch -> noop"
+    print(f"micro-batches: {done} in {seconds:.0f} s ({done / seconds:.1f}/s), {kind}")
     for who in ("driver", "helper", "jvm"):
         if warm.get(who) is not None and end.get(who) is not None:
             print(f"{who:6s} RSS: {warm[who]:.1f} MB after {warm['at']} batches -> "
