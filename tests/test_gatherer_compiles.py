@@ -1,4 +1,5 @@
-"""``FactGatherer.java`` and ``StreamWatch.java`` compile against this Spark's jars (fast: javac, no Spark started).
+"""``FactGatherer.java`` and ``StreamWatch.java`` compile against this Spark's jars
+(fast: javac, no Spark started).
 
 The plugin compiles it at run time with Janino inside the driver; a source that Spark's
 API no longer fits would only show there, as the fallback to the Python listener. Each

@@ -43,7 +43,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import kafka_broker  # noqa: E402  (tests/kafka_broker.py)
-
 from it_helpers import (  # noqa: E402
     TOKEN,
     CollectorReader,

@@ -4,8 +4,9 @@
                                          [--foreach-batch]
 
 A ``rate-micro-batch`` source (10 rows a micro-batch) into the ``noop`` sink, as fast
-as Spark triggers (``processingTime=0``), with the plugin activated (helper process on, the default path;
-reports to a JSONL events file, no server in this process). ``--foreach-batch``: a
+as Spark triggers (``processingTime=0``), with the plugin activated (helper process on,
+the default path; reports to a JSONL events file, no server in this process);
+``--no-plugin`` without it (the baseline). ``--foreach-batch``: a
 ``foreachBatch`` function with two parquet writes per micro-batch instead (its writes go
 through the sampled path, docs/metrics.md "Streaming"). RSS of the Python driver, of the
 helper process and of the driver's JVM is sampled after 10% of the batches (warm) and at
