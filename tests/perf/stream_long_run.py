@@ -44,6 +44,8 @@ def main() -> int:
     parser.add_argument("--batches", type=int, default=10000)
     parser.add_argument("--interval", type=float, default=10.0)
     parser.add_argument("--foreach-batch", action="store_true")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="stop there if the batches are not done (a busy machine)")
     parser.add_argument("--no-plugin", action="store_true",
                         help="the same stream without the plugin (its rate, its RSS)")
     args = parser.parse_args()
@@ -97,6 +99,9 @@ def main() -> int:
             warm = {"driver": rss_mb(os.getpid()), "helper": rss_mb(helper_pid),
                     "jvm": rss_mb(jvm_pid), "at": done}
         if done >= args.batches or query.exception() is not None:
+            break
+        if args.max_seconds and time.monotonic() - started > args.max_seconds:
+            print(f"  stopped after {args.max_seconds:.0f} s (--max-seconds)")
             break
         if time.monotonic() - last_print > 30:
             last_print = time.monotonic()
