@@ -20,6 +20,15 @@
 # jar adds the source's registration, its V2 table and to_avro/from_avro), and 4.2.0's
 # reads and writes avro on 4.2.1 and 4.3.0 (tests/integration/test_it_inputs_files.py).
 #
+# Kafka (Structured Streaming tests, issue 24), also into <venv>/share/definity-jars:
+#   3.5.x  spark-sql-kafka-0-10_2.12 + spark-token-provider-kafka-0-10_2.12 3.5.7 (Central
+#          has no 3.5.8 or 3.5.9), kafka-clients 3.4.1, commons-pool2 2.11.1 (its POM's)
+#   4.x    spark-sql-kafka-0-10_2.13 + spark-token-provider-kafka-0-10_2.13 4.2.0 (none
+#          newer on Central), kafka-clients 3.9.2, commons-pool2 2.13.1 (its POM's)
+# and a Kafka broker for the tests to start in KRaft mode on loopback
+# (tests/kafka_broker.py): org.apache.kafka:kafka_2.13 with its runtime dependencies, into
+# <venv>/share/definity-kafka (its own JVM's classpath, never Spark's).
+#
 # Idempotent: a jar already in the folder is not fetched again (nor is mvn started), and
 # jars of other versions left by an earlier pin are removed. Needs mvn (Debian: maven).
 set -euo pipefail
@@ -29,6 +38,9 @@ DELTA_SPARK4=4.4.0
 ICEBERG_SPARK4=1.12.0
 AVRO_SPARK41=4.1.1
 AVRO_SPARK42=4.2.0
+KAFKA_SQL_SPARK35=3.5.7
+KAFKA_SQL_SPARK4=4.2.0
+KAFKA_BROKER=3.9.2
 
 if [ "$#" -eq 0 ]; then
   echo "usage: fetch-jars.sh PYTHON..." >&2
@@ -38,16 +50,25 @@ fi
 for py in "$@"; do
   read -r version dir < <("$py" -c 'import os, sys, pyspark
 print(pyspark.__version__, os.path.join(sys.prefix, "share", "definity-jars"))')
+  kafka35=("org.apache.spark:spark-sql-kafka-0-10_2.12:${KAFKA_SQL_SPARK35}"
+           "org.apache.spark:spark-token-provider-kafka-0-10_2.12:${KAFKA_SQL_SPARK35}"
+           "org.apache.kafka:kafka-clients:3.4.1"
+           "org.apache.commons:commons-pool2:2.11.1")
+  kafka4=("org.apache.spark:spark-sql-kafka-0-10_2.13:${KAFKA_SQL_SPARK4}"
+          "org.apache.spark:spark-token-provider-kafka-0-10_2.13:${KAFKA_SQL_SPARK4}"
+          "org.apache.kafka:kafka-clients:3.9.2"
+          "org.apache.commons:commons-pool2:2.13.1")
   case "$version" in
     3.5.*) wanted=("org.apache.spark:spark-avro_2.12:${version}"
                    "io.delta:delta-spark_2.12:${DELTA_SPARK35}"
-                   "io.delta:delta-storage:${DELTA_SPARK35}") ;;
+                   "io.delta:delta-storage:${DELTA_SPARK35}" "${kafka35[@]}") ;;
     4.1.*) wanted=("org.apache.spark:spark-avro_2.13:${AVRO_SPARK41}"
-                   "org.apache.iceberg:iceberg-spark-runtime-4.1_2.13:${ICEBERG_SPARK4}") ;;
+                   "org.apache.iceberg:iceberg-spark-runtime-4.1_2.13:${ICEBERG_SPARK4}"
+                   "${kafka4[@]}") ;;
     4.2.*) wanted=("org.apache.spark:spark-avro_2.13:${AVRO_SPARK42}"
                    "io.delta:delta-spark_4.2_2.13:${DELTA_SPARK4}"
-                   "io.delta:delta-storage:${DELTA_SPARK4}") ;;
-    4.3.*) wanted=("org.apache.spark:spark-avro_2.13:${AVRO_SPARK42}") ;;
+                   "io.delta:delta-storage:${DELTA_SPARK4}" "${kafka4[@]}") ;;
+    4.3.*) wanted=("org.apache.spark:spark-avro_2.13:${AVRO_SPARK42}" "${kafka4[@]}") ;;
     *) echo "fetch-jars: no format jars for pyspark ${version}"; continue ;;
   esac
   mkdir -p "$dir"
@@ -76,4 +97,31 @@ print(pyspark.__version__, os.path.join(sys.prefix, "share", "definity-jars"))')
     fi
   done
   echo "fetch-jars: pyspark ${version}: ${keep[*]}"
+
+  # the Kafka broker of the streaming tests: its runtime classpath, resolved by mvn
+  broker="$(dirname "$dir")/definity-kafka"
+  stamp="$broker/.kafka_2.13-${KAFKA_BROKER}"
+  if [ ! -e "$stamp" ]; then
+    if ! command -v mvn >/dev/null 2>&1; then
+      echo "fetch-jars: mvn not found (apt-get install maven)" >&2
+      exit 1
+    fi
+    echo "fetch-jars: org.apache.kafka:kafka_2.13:${KAFKA_BROKER} (+ runtime deps) -> $broker"
+    rm -rf "$broker"
+    mkdir -p "$broker"
+    cat >"$broker/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>definity.test</groupId><artifactId>kafka-broker</artifactId><version>1</version>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
+      <version>${KAFKA_BROKER}</version></dependency>
+  </dependencies>
+</project>
+POM
+    mvn -q -B -f "$broker/pom.xml" dependency:copy-dependencies -DincludeScope=runtime \
+      -DoutputDirectory="$broker/lib"
+    test -s "$broker/lib/kafka_2.13-${KAFKA_BROKER}.jar"
+    touch "$stamp"
+  fi
 done

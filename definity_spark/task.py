@@ -20,7 +20,7 @@ from typing import Any
 from definity_spark import wire
 from definity_spark._internal import contained
 from definity_spark.lineage import columns
-from definity_spark.lineage.model import InputLineage, WriteLineage
+from definity_spark.lineage.model import InputLineage, StreamLink, WriteLineage
 from definity_spark.lineage.nesting import add_runs
 
 log = logging.getLogger("definity_spark.task")
@@ -34,6 +34,9 @@ M_TRANSFORMATIONS = "transformations"
 M_PARTIAL_TRANSFORMATIONS = "partial_transformations"
 M_DROPPED_EVENTS = "dropped_events"  # reports lost for good
 M_DROPPED_QUERIES = "dropped_queries"  # query callbacks a full hand-off queue refused
+M_STREAMING_QUERIES = "streaming_queries"  # streaming query runs (only when > 0)
+M_FAILED_STREAMS = "failed_streams"  # of those, runs that ended with an error
+STREAM_ASSET_TYPE = "stream"  # a streaming query's metrics (docs/metrics.md, "Streaming")
 
 
 def new_task_id(app_id: str | None) -> str:
@@ -70,6 +73,9 @@ class TaskReporter:
         self._read_actions = 0
         self._partial = 0
         self._run: dict[str, float] = {}  # how the task's writes ran, together
+        self._streams = 0  # streaming query runs ended, and those that failed
+        self._failed_streams = 0
+        self._stream_tf: dict[str, int] = {}  # a run's first tf here (its metrics' tf_id)
         self._extra_task_metrics: dict[str, float] = {}
         # the delivery helper numbers the transformations (number_in); after it died,
         # numbering here continues after _lost_upper
@@ -122,6 +128,9 @@ class TaskReporter:
                 M_PARTIAL_TRANSFORMATIONS: self._partial,
             }
             task_metrics.update(self._run)
+            if self._streams:
+                task_metrics[M_STREAMING_QUERIES] = self._streams
+                task_metrics[M_FAILED_STREAMS] = self._failed_streams
             task_metrics.update(self._extra_task_metrics)
             self._submit(wire.Metrics(task_id=self.task_id, metrics=[
                 wire.Metric(asset_name=self.task_name, asset_type=TASK_ASSET_TYPE,
@@ -150,8 +159,31 @@ class TaskReporter:
                 return  # numbered in the helper
             self._sync_numbering()
             self._tf_id += 1
+            if lineage.stream is not None:
+                self._stream_tf.setdefault(lineage.stream.run_id, self._tf_id)
             # together: through the helper process, one write to its socket
             self.delivery.submit_many(build_payloads(self.task_id, self._tf_id, lineage))
+
+    def on_stream_metrics(self, asset: str, metrics: dict[str, float],
+                          link: StreamLink | None, end: bool, error: str | None) -> None:
+        """One interval of a streaming query run (or its end): one ``/log/metrics``
+        payload, of its first transformation here where there is one; at its end the run
+        is counted (and its failure: logged by the worker, the task goes on)."""
+        with contained("task.on_stream_metrics"), self._lock:
+            if self._ended:
+                return
+            self._start_locked()
+            tf_id = None
+            if link is not None:
+                tf_id = (self._stream_tf.pop if end else self._stream_tf.get)(link.run_id, None)
+            if end:
+                self._streams += 1
+                self._failed_streams += 1 if error else 0
+            if metrics:
+                self._submit(wire.Metrics(task_id=self.task_id, tf_id=tf_id, metrics=[
+                    wire.Metric(asset_name=asset, asset_type=STREAM_ASSET_TYPE,
+                                metric_type=name, value=_number(value))
+                    for name, value in metrics.items()]))
 
     def on_query_failed(self, func_name: str, error: str) -> None:
         with self._lock:
@@ -197,7 +229,8 @@ class TaskReporter:
     def counts(self) -> dict[str, Any]:
         with self._lock:
             return {"tf": self._tf_id, "failed": self._failed_queries,
-                    "reads": self._read_actions, "partial": self._partial, "run": self._run}
+                    "reads": self._read_actions, "partial": self._partial, "run": self._run,
+                    "streams": self._streams, "failed_streams": self._failed_streams}
 
     def _sync_numbering(self) -> None:
         if self._remote is None and self._lost_upper > self._tf_id:
@@ -215,6 +248,8 @@ class TaskReporter:
                 self._failed_queries += int(counts.get("failed", 0))
                 self._read_actions += int(counts.get("reads", 0))
                 self._partial += int(counts.get("partial", 0))
+                self._streams += int(counts.get("streams", 0))
+                self._failed_streams += int(counts.get("failed_streams", 0))
                 self._run = add_runs([self._run, counts.get("run") or {}])
                 return
             self._remote = None
@@ -238,6 +273,7 @@ def build_payloads(task_id: str, tf_id: int, lineage: WriteLineage) -> list[Any]
             query_str=lineage.query_str,
             column_lineage=None if lineage.column_lineage is None
             else columns.to_json(lineage.column_lineage),
+            stream=None if lineage.stream is None else lineage.stream.to_json(),
         ),
         wire.DatasetSchema(
             task_id=task_id, tf_id=tf_id, ds_name=out.name, ds_type=out.ds_type,

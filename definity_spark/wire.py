@@ -73,6 +73,9 @@ class Transformation:
     # the optional ``column_lineage`` field (docs/column-lineage.md), already in its JSON
     # form; None leaves it out, so a tf without it is byte-for-byte what it always was
     column_lineage: Mapping[str, Any] | None = None
+    # the optional ``stream`` field: the streaming query run the tf belongs to
+    # ({"id", "run_id", "name"}; docs/metrics.md, "Streaming"); None leaves it out
+    stream: Mapping[str, str] | None = None
 
     endpoint = TF
 
@@ -91,6 +94,8 @@ class Transformation:
         body["output"] = {"name": self.output_name}
         if self.column_lineage is not None:
             body["column_lineage"] = dict(self.column_lineage)
+        if self.stream is not None:
+            body["stream"] = dict(self.stream)
         return body
 
 

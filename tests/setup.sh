@@ -2,8 +2,10 @@
 # Set up everything the tests (and the demo) need on a fresh Debian machine:
 # Debian packages (JDBC drivers, PostgreSQL, Chromium, shellcheck, maven), a virtualenv
 # with definity-spark installed editable plus pyspark and the test extras, and the
-# table-format jars of that pyspark from Maven Central (Delta Lake, Iceberg, spark-avro:
-# .ci/fetch-jars.sh, into $VENV/share/definity-jars; test-only, the plugin ships none).
+# table-format jars of that pyspark from Maven Central (Delta Lake, Iceberg, spark-avro,
+# Spark's Kafka connector: .ci/fetch-jars.sh, into $VENV/share/definity-jars; a Kafka
+# broker for the streaming tests into $VENV/share/definity-kafka; test-only, the plugin
+# ships none).
 #
 #   VENV=.venv SPARK_VERSION=3.5.9 bash tests/setup.sh      (defaults shown)
 #   SKIP_SYSTEM=1 bash tests/setup.sh                        (python side and jars only)

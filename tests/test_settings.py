@@ -77,6 +77,9 @@ def test_issue2_keys_exactly_as_listed():
         "max_plan_nodes": ("spark.definity.extraction.maxPlanNodes",
                            "DEFINITY_EXTRACTION_MAX_PLAN_NODES"),
         "column_lineage": ("spark.definity.lineage.columns", "DEFINITY_LINEAGE_COLUMNS"),
+        # issue 24: a streaming query's metrics interval
+        "stream_metrics_interval": ("spark.definity.streaming.metricsInterval",
+                                    "DEFINITY_STREAMING_METRICS_INTERVAL"),
         "ca_bundle": ("spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE"),
         "verify_tls": ("spark.definity.server.verifyTls", "DEFINITY_SERVER_VERIFY_TLS"),
         "replay_spool": ("spark.definity.spool.replay", "DEFINITY_SPOOL_REPLAY"),

@@ -143,6 +143,8 @@ def _datasource(c: CommandFacts, head: dict[str, Any], v: Values) -> None:
     c.provider = v.get("provider") or provider_cls
     if "jdbc" in provider_cls.lower():
         c.jdbc_url, c.jdbc_table = v.get("url"), v.get("dbtable")
+    elif "kafka010" in provider_cls:  # a topic per row (no "topic" option): no target
+        c.kafka_servers, c.kafka_topic = v.get("kafka_servers"), v.get("kafka_topic")
     else:
         c.output_path = v.get("path")
 
@@ -330,7 +332,9 @@ COMMANDS: dict[str, Command] = {
                Read("provider", "dataSource.shortName"),
                Read("url", "options.get(url)", OPTION),
                Read("dbtable", "options.get(dbtable)", OPTION),
-               Read("path", "options.get(path)", QUALIFIED), QUERY_SCHEMA)),
+               Read("path", "options.get(path)", QUALIFIED),
+               Read("kafka_servers", "options.get(kafka.bootstrap.servers)", OPTION),
+               Read("kafka_topic", "options.get(topic)", OPTION), QUERY_SCHEMA)),
     # INSERT INTO a table USING jdbc etc.
     "InsertIntoDataSourceCommand": Command(
         _relation, reads=(Read("relation", "logicalRelation.relation", CLASS),
@@ -391,6 +395,15 @@ COMMANDS[GENERIC] = Command(
 ROWS_OF_NESTED_READS = frozenset(f for c in COMMANDS.values() for f in c.rows_from_nested)
 # outer commands read without their query once their nested write was read in full
 LIGHT_WRAPPERS = frozenset(name for name, c in COMMANDS.items() if c.light)
+
+
+_STEP = re.compile(r"\.(?![^(]*\))")  # FactGatherer.STEP
+
+
+def path_steps(path: str) -> list[str]:
+    """The steps of a read's accessor path: split at the dots outside parentheses
+    (``options.get(kafka.bootstrap.servers)`` is two steps)."""
+    return _STEP.split(path)
 
 
 def command_facts(name: str, head: dict[str, Any], values: Values) -> CommandFacts:

@@ -53,6 +53,11 @@ class LeafFacts:
     # for a DataSource V2 scan, its table's name as the table gives it
     scan_metrics: dict[str, float] = field(default_factory=dict)
     v2_name: str | None = None
+    # Kafka (a streaming source, a batch read or write): bootstrap servers as given, and
+    # the topics (subscribe, assign); ``kafka_pattern`` a subscribePattern
+    kafka_servers: str | None = None
+    kafka_topics: list[str] = field(default_factory=list)
+    kafka_pattern: str | None = None
 
 
 @dataclass
@@ -65,6 +70,8 @@ class CommandFacts:
     table: tuple[str | None, tuple[str, ...], str] | None = None
     jdbc_url: str | None = None
     jdbc_table: str | None = None
+    kafka_servers: str | None = None  # a Kafka write: bootstrap servers, topic option
+    kafka_topic: str | None = None
     provider: str | None = None  # datasource short name / class (SaveIntoDataSource)
     query_schema: dict[str, Any] | None = None  # StructType JSON of the written query
     table_schema: dict[str, Any] | None = None  # StructType JSON of the target table

@@ -89,3 +89,22 @@ class WriteLineage:
     # how the write ran, summed over its SQL executions (jobs, stages, tasks, task
     # metrics, the most skewed stage): metric_type -> value, docs/metrics.md
     run: dict[str, float] = field(default_factory=dict)
+    # the streaming query run it belongs to (its own tf, or a write of its foreachBatch):
+    # the optional ``stream`` field of /log/tf (docs/metrics.md, "Streaming")
+    stream: StreamLink | None = None
+
+
+@dataclass(frozen=True)
+class StreamLink:
+    """Which streaming query run a transformation belongs to: the query's id (kept
+    across restarts from its checkpoint), this run's id, its name (None: unnamed)."""
+
+    id: str
+    run_id: str
+    name: str | None = None
+
+    def to_json(self) -> dict[str, str]:
+        body = {"id": self.id, "run_id": self.run_id}
+        if self.name:
+            body["name"] = self.name
+        return body

@@ -7,6 +7,7 @@ documented in docs/naming.md; keep the two in step.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -156,6 +157,35 @@ def jdbc_name(url: str, table: str) -> str:
     return f"{base}/{table.strip()}"
 
 
+def kafka_name(servers: str, topic: str) -> str:
+    """``kafka://<bootstrap servers>/<topic>``: the servers as the client was given them
+    (``kafka.bootstrap.servers``), lower-cased, without user-info, sorted and
+    comma-separated, so the same cluster and topic have one name in batch and stream,
+    whatever the order the servers were listed in."""
+    hosts = []
+    for server in servers.split(","):
+        host = server.strip().lower()
+        if "@" in host:  # never credentials in a name
+            host = host.rsplit("@", 1)[1]
+        if host and host not in hosts:
+            hosts.append(host)
+    return f"kafka://{','.join(sorted(hosts))}/{topic.strip()}"
+
+
+def kafka_topics(subscribe: str | None, assign: str | None) -> list[str]:
+    """The topics of Kafka's ``subscribe`` (comma-separated) or ``assign`` (JSON:
+    ``{"topic": [partitions]}``) option."""
+    topics: list[str] = []
+    if subscribe:
+        topics = [t.strip() for t in subscribe.split(",") if t.strip()]
+    elif assign:
+        try:
+            topics = [str(t) for t in json.loads(assign)]
+        except (ValueError, TypeError):
+            logger.debug("Kafka assign option not understood")
+    return topics
+
+
 # leaves of a plan that are not datasets (data made in the query, references, targets)
 _NOT_DATASETS = frozenset({
     "LocalRelation", "Range", "OneRowRelation", "CTERelationRef", "LogicalRDD",
@@ -177,6 +207,8 @@ def leaf_names(leaf: LeafFacts, normalize_s3: bool = True,
         return [table_name(catalog, namespace, table)]
     if leaf.jdbc_url and leaf.jdbc_table:
         return [jdbc_name(leaf.jdbc_url, leaf.jdbc_table)]
+    if leaf.kafka_servers:  # a subscribePattern alone names no topic: not a dataset
+        return [kafka_name(leaf.kafka_servers, t) for t in leaf.kafka_topics]
     if leaf.paths:
         names: list[str] = []
         for p in leaf.paths:

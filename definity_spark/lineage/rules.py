@@ -269,6 +269,8 @@ def _output(cmd: CommandFacts, rule: Command, options: Options) -> OutputLineage
             target = "table"
         elif cmd.jdbc_url and cmd.jdbc_table:
             target = "jdbc"
+        elif cmd.kafka_servers and cmd.kafka_topic:
+            target = "kafka"
         elif cmd.output_path:
             target = "path"
         else:
@@ -287,6 +289,9 @@ def _output(cmd: CommandFacts, rule: Command, options: Options) -> OutputLineage
     if target == "jdbc":
         return OutputLineage(naming.jdbc_name(cmd.jdbc_url or "", cmd.jdbc_table or ""), "jdbc",
                              tuple(query_fields))
+    if target == "kafka":
+        return OutputLineage(naming.kafka_name(cmd.kafka_servers or "", cmd.kafka_topic or ""),
+                             "kafka", tuple(query_fields))
     if not cmd.output_path:
         return None
     name = naming.path_name(cmd.output_path, options.normalize_s3, options.trim_partition_dirs)

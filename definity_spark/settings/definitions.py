@@ -179,6 +179,12 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "`column_lineage` field of `/log/tf` (docs/column-lineage.md). A server that "
        "answers 400 to it gets the tf again without it, and no more of it for the rest "
        "of the application (logged once)."),
+    _S("stream_metrics_interval", "spark.definity.streaming.metricsInterval",
+       "DEFINITY_STREAMING_METRICS_INTERVAL", FLOAT, 60.0,
+       "Seconds between two metrics reports of a streaming query (each aggregates the "
+       "micro-batches of its interval; one more at the query's end): at most one "
+       "`/log/metrics` payload per query per interval, whatever the trigger rate "
+       "(docs/metrics.md, \"Streaming\").", minimum=1, maximum=86400),
     _S("ca_bundle", "spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE", PATH, None,
        "CA bundle (PEM file or directory) used to verify the server's TLS certificate; "
        "must exist.", doc_default="the system / `requests` CAs", must_exist=True),

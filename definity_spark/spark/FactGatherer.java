@@ -29,6 +29,7 @@ import java.util.HashSet;
 import java.util.List;
 import java.util.Map;
 import java.util.Set;
+import java.util.concurrent.Callable;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.TimeUnit;
@@ -82,6 +83,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     private Method endFailure;
     private Method endDuration;
     private volatile long unread;  // query ends of the session it could not take (dropped)
+    private volatile SparkListener streams;  // StreamWatch (see "Structured Streaming")
 
     // Configured once, before it listens (one py4j call: facts.gatherer_config).
     public void configure(String commands, String rowsOfNestedReads, String rowPreserving,
@@ -137,6 +139,10 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     }
 
     public void onOtherEvent(SparkListenerEvent event) {
+        SparkListener s = streams;
+        if (s != null) {
+            s.onOtherEvent(event);  // contains its own errors
+        }
         Object session = watched;
         if (session == null || !endClass.isInstance(event)) {
             return;
@@ -170,14 +176,16 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         }
     }
 
-    private void offer(Object[] callback) {
+    private boolean offer(Object[] callback) {
         try {
-            if (!callbacks.offer(callback)) {
-                dropped++;
+            if (callbacks.offer(callback)) {
+                return true;
             }
         } catch (Throwable t) {
-            dropped++;
+            // counted below
         }
+        dropped++;
+        return false;
     }
 
     // -- the pump (SessionObserver): take callbacks, release them, marks -----------------
@@ -191,7 +199,8 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             return null;
         }
         if (c.length == 1) {
-            return "{\"mark\":" + c[0] + "}";
+            return c[0] instanceof Callable ? streamItem((Callable) c[0])
+                    : "{\"mark\":" + c[0] + "}";
         }
         long seq = ++taken;
         synchronized (pending) {
@@ -207,6 +216,9 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         out.append(((QueryExecution) c[1]).id());
         key(out, "dropped");
         out.append(dropped + unread);
+        if (c.length > 4) {
+            field(out, "stream_run", (String) c[4]);  // a batch write of that query run
+        }
         out.append('}');
         eagerPhases(out, c);
         return out.toString();
@@ -882,7 +894,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     // Spark version, returns null, or throws (Option.get of a None).
     private static Object path(Object node, String path) {
         Object o = node;
-        String[] steps = path.split("\\.");
+        String[] steps = STEP.split(path);
         for (int i = 0; i < steps.length && o != null; i++) {
             String step = steps[i];
             int open = step.indexOf('(');
@@ -901,6 +913,9 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         }
         return o;
     }
+
+    // a dot outside parentheses: "options.get(kafka.bootstrap.servers)" is two steps
+    private static final Pattern STEP = Pattern.compile("\\.(?![^(]*\\))");
 
     // A scala.Option's value (null for None); anything else as it is.
     private static Object optionValue(Object value) throws Exception {
@@ -1038,12 +1053,13 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
                 String relCls = rel.getClass().getName();
                 field(out, "relation_cls", relCls);
                 if (rel instanceof HadoopFsRelation) {  // Delta's is an anonymous subclass
-                    field(out, "paths", String.valueOf(call(call(call(rel, "location"),
-                            "rootPaths"), "mkString", "\n")));
+                    field(out, "paths", rootPaths(rel));
                 } else if (simpleName(relCls).equals("JDBCRelation")) {
                     Object opts = call(rel, "jdbcOptions");
                     field(out, "jdbc_url", String.valueOf(call(opts, "url")));
                     field(out, "jdbc_table", String.valueOf(call(opts, "tableOrQuery")));
+                } else if (simpleName(relCls).equals("KafkaRelation")) {
+                    kafka(out, rel);
                 }
             } else if (name.equals("DataSourceV2Relation")
                     || name.equals("DataSourceV2ScanRelation")) {
@@ -1055,6 +1071,43 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             out.append('}');
         }
         out.append(']');
+    }
+
+    // A file relation's root paths. A file sink's directory is read through its
+    // _spark_metadata log (MetadataLogFileIndex), whose root is the path as the reader
+    // gave it: qualified here as the sink's is (py4j_reads.root_paths).
+    private static String rootPaths(Object rel) throws Exception {
+        Object location = call(rel, "location");
+        Object paths = call(location, "rootPaths");
+        if (!simpleName(location.getClass().getName()).equals("MetadataLogFileIndex")) {
+            return String.valueOf(call(paths, "mkString", "\n"));
+        }
+        org.apache.hadoop.conf.Configuration conf = (org.apache.hadoop.conf.Configuration)
+                call(call(call(rel, "sparkSession"), "sessionState"), "newHadoopConf");
+        StringBuilder out = new StringBuilder();
+        for (int i = 0; i < seqSize(paths); i++) {
+            org.apache.hadoop.fs.Path p = (org.apache.hadoop.fs.Path) seqApply(paths, i);
+            out.append(i == 0 ? "" : "\n").append(p.getFileSystem(conf).makeQualified(p));
+        }
+        return out.toString();
+    }
+
+    // A Kafka batch read's servers and topics (py4j_reads.kafka_info): never another of
+    // its options, which may hold credentials.
+    private static final String[][] KAFKA = {{"kafka.bootstrap.servers", "kafka_servers"},
+        {"subscribe", "kafka_topics"}, {"assign", "kafka_assign"},
+        {"subscribepattern", "kafka_pattern"}};
+
+    private static void kafka(StringBuilder out, Object rel) throws Exception {
+        Field f = rel.getClass().getDeclaredField("sourceOptions");
+        f.setAccessible(true);
+        Object options = f.get(rel);
+        for (int i = 0; i < KAFKA.length; i++) {
+            Object v = optionValue(call(options, "get", KAFKA[i][0]));
+            if (v != null) {
+                field(out, KAFKA[i][1], String.valueOf(v));
+            }
+        }
     }
 
     // A plan's toJSON (PlanJson's, else Spark's own).
@@ -1107,6 +1160,45 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             field(out, "name", String.valueOf(call(table, "name")));
         }
         field(out, "table_cls", table.getClass().getName());
+    }
+
+    // -- Structured Streaming (StreamWatch.java): its events come through onOtherEvent;
+    // what it hands the worker goes through this object's queue, in the bus's order ------
+    public void streams(SparkListener watch) {
+        streams = watch;
+    }
+
+    // A StreamWatch item (its `call` answers the line `next` gives), or false (counted
+    // as dropped) when the queue is full.
+    public boolean offerItem(Callable item) {
+        return offer(new Object[] {item});
+    }
+
+    // A write of a streaming query's micro-batch (foreachBatch), taken like a callback of
+    // the watched session, with the id of the query run it belongs to.
+    public boolean offerStreamWrite(String funcName, QueryExecution qe, long durationNs,
+                                    String runId) {
+        return offer(new Object[] {funcName, qe, new Long(durationNs), null, runId});
+    }
+
+    private static String streamItem(Callable item) {
+        try {
+            return String.valueOf(item.call());
+        } catch (Throwable t) {
+            StringBuilder out = new StringBuilder(128);
+            out.append('{');
+            field(out, "stream_error", t.getClass().getName() + ": " + t.getMessage());
+            return out.append('}').toString();
+        }
+    }
+
+    // The leaves of any plan, as `finish` answers them ({"leaves": [...]}): a streaming
+    // query's plan (StreamWatch), whose sources FactGatherer does not name itself.
+    public synchronized String leavesOf(Object plan) throws Exception {
+        StringBuilder out = new StringBuilder(256);
+        out.append('{');
+        leaves(out, plan);
+        return out.append('}').toString();
     }
 
     // -- helpers ------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from definity_spark.lineage.commands import (
 )
 from definity_spark.lineage.facts import LeafFacts, QueryFacts
 from definity_spark.lineage.plan import simple_name
+from definity_spark.lineage.streams import StreamFacts, StreamSink
 from definity_spark.spark import gatherer, table_formats
 from definity_spark.spark.listener import SeqRef, error_text
 from definity_spark.spark.py4j_reads import (
@@ -33,6 +34,7 @@ from definity_spark.spark.py4j_reads import (
     STATUS_SCAN,
     Py4jReads,
     json_leaves,
+    kafka_leaf,
     leaf_facts,
     option_str,
     option_text,
@@ -373,3 +375,56 @@ class Reading:
     def wrapper(self) -> bool:
         rule = COMMANDS.get(self.root)
         return bool(rule and rule.wrapper)
+
+
+# -- Structured Streaming ----------------------------------------------------------------
+
+def stream_item(text: str) -> tuple[dict[str, Any], StreamFacts | None]:
+    """One item of ``StreamWatch`` (``FactGatherer.next``): its fields, and for a run's
+    "start" item the run's facts (None when they could not be read)."""
+    header, _, plan_json = text.partition("\n")
+    raw = json.loads(header)
+    if raw.get("stream") != "start":
+        return raw, None
+    if raw.get("read_error") or "sink" not in raw:
+        logger.debug("streaming query facts not read: %s", raw.get("read_error"))
+        return raw, None
+    plan = json.loads(plan_json) if plan_json else None
+    query = QueryFacts(func_name="stream", succeeded=True, plan=plan)
+    groups = (raw.get("facts") or {}).get("leaves") or []
+    main = json_leaves(plan or [])
+    if groups and len(main) == len(groups[0]):
+        for i, group in enumerate(groups):
+            known = main if i == 0 else [json.loads(x["json"])[0] for x in group]
+            query.leaves.extend(leaf_facts(d, lambda x=x: x) for d, x in zip(known, group))
+        for leaf, extra in zip(query.leaves, raw.get("stream_leaves") or []):
+            _stream_leaf(leaf, extra)
+    else:  # the leaves do not line up with the plan: inputs unknown
+        query.partial = True
+    sink = dict(raw["sink"])
+    table = sink.get("table")
+    facts = StreamFacts(
+        id=str(raw["id"]), run_id=str(raw["run_id"]), name=raw.get("name"),
+        sink=StreamSink(
+            cls=str(sink.get("cls")), path=sink.get("path"),
+            table=None if table is None else (table.get("catalog"),
+                                              tuple(table.get("namespace") or ()),
+                                              str(table["name"])),
+            table_schema=sink.get("table_schema"),
+            partition_columns=list(sink.get("partition_columns") or ()),
+            kafka_servers=sink.get("kafka_servers"), kafka_topic=sink.get("kafka_topics")),
+        schema=raw.get("schema"), query=query)
+    return raw, facts
+
+
+def _stream_leaf(leaf: LeafFacts, extra: dict[str, Any]) -> None:
+    """A streaming source's facts (``StreamWatch.streamLeaf``) into its leaf."""
+    if not extra:
+        return
+    table = extra.get("table")
+    if table is not None:
+        leaf.table = (table.get("catalog"), tuple(table.get("namespace") or ()),
+                      str(table["name"]))
+    if extra.get("paths"):
+        leaf.paths = [str(p) for p in extra["paths"]]
+    kafka_leaf(leaf, extra)

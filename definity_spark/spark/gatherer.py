@@ -28,6 +28,10 @@ logger = logging.getLogger("definity_spark.spark")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "FactGatherer.java")
 CLASS_NAME = "FactGatherer"
+# Structured Streaming (StreamWatch.java): compiled after FactGatherer, with its class
+# loader as the parent; without it, streaming queries are not reported (logged)
+STREAMS_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "StreamWatch.java")
+STREAMS_CLASS = "StreamWatch"
 INDEX = "index.json"  # of a cache directory: class name -> sha256 of its class file
 
 
@@ -38,6 +42,7 @@ class Loaded:
     cls: Any  # the java.lang.Class, or None
     how: str  # "cached" (defined from cached bytes), "compiled", or "unavailable"
     reason: str | None = None  # why it is unavailable
+    streams_cls: Any = None  # StreamWatch's java.lang.Class, or None (streams not reported)
 
 
 _lock = threading.Lock()
@@ -80,13 +85,17 @@ def _load(gateway: Any, jsession: Any) -> Loaded:
     try:
         with open(SOURCE, encoding="utf-8") as handle:
             source = handle.read()
-        key = _cache_key(gateway, jsession, source)
+        with open(STREAMS_SOURCE, encoding="utf-8") as handle:
+            streams_source = handle.read()
+        key = _cache_key(gateway, jsession, source + "\0" + streams_source)
     except Exception as exc:  # noqa: BLE001 - a broken JVM or install: py4j instead
         return Loaded(None, "unavailable", f"{type(exc).__name__}: {exc}"[:300])
     path = os.path.join(cache_dir(), key)
     if _trusted(path):
         try:
-            return Loaded(_define(gateway, parent, path), "cached")
+            loader = _define(gateway, parent, path)
+            return Loaded(loader.loadClass(CLASS_NAME), "cached",
+                          streams_cls=_cached_class(loader, STREAMS_CLASS))
         except Exception as exc:  # noqa: BLE001 - stale or damaged: compile again
             logger.debug("cached gatherer classes not usable (%s); compiling", exc)
     try:
@@ -96,13 +105,37 @@ def _load(gateway: Any, jsession: Any) -> Loaded:
         cls = compiler.getClassLoader().loadClass(CLASS_NAME)
     except Exception as exc:  # noqa: BLE001 - no Janino, or it refused the source
         return Loaded(None, "unavailable", f"{type(exc).__name__}: {exc}"[:300])
+    codes = {}
+    with_streams: Any = None
     try:
-        codes = compiler.getBytecodes()
-        _write_cache(path, {str(name): bytes(codes.get(name))
-                            for name in list(codes.keySet().toArray())})
+        codes = _bytecodes(compiler)
+        with_streams = gateway.jvm.org.codehaus.janino.SimpleCompiler()
+        with_streams.setParentClassLoader(cls.getClassLoader())
+        with_streams.cook(streams_source)
+        streams_cls = with_streams.getClassLoader().loadClass(STREAMS_CLASS)
+    except Exception as exc:  # noqa: BLE001 - queries are still read; streams are not
+        logger.info("definity-spark: streaming queries will not be reported (%s)",
+                    f"{type(exc).__name__}: {exc}"[:300])
+        streams_cls, with_streams = None, None
+    try:
+        if with_streams is not None:  # cached only with both: a cache has them all
+            codes.update(_bytecodes(with_streams))
+            _write_cache(path, codes)
     except Exception as exc:  # noqa: BLE001 - the next application compiles again
         logger.debug("gatherer classes not cached: %s", exc)
-    return Loaded(cls, "compiled")
+    return Loaded(cls, "compiled", streams_cls=streams_cls)
+
+
+def _bytecodes(compiler: Any) -> dict[str, bytes]:
+    codes = compiler.getBytecodes()
+    return {str(name): bytes(codes.get(name)) for name in list(codes.keySet().toArray())}
+
+
+def _cached_class(loader: Any, name: str) -> Any:
+    try:
+        return loader.loadClass(name)
+    except Exception:  # noqa: BLE001 - a cache without it: streams are not reported
+        return None
 
 
 def _cache_key(gateway: Any, jsession: Any, source: str) -> str:
@@ -114,12 +147,12 @@ def _cache_key(gateway: Any, jsession: Any, source: str) -> str:
 
 
 def _define(gateway: Any, parent: Any, path: str) -> Any:
-    """The classes of a cache directory, defined by a ``URLClassLoader`` over it (a JDK
-    class the JVM has loaded already: no Janino class is touched)."""
+    """A ``URLClassLoader`` over a cache directory, which defines its classes (a JDK class
+    the JVM has loaded already: no Janino class is touched)."""
     jvm = gateway.jvm
     urls = gateway.new_array(jvm.java.net.URL, 1)
     urls[0] = jvm.java.io.File(path + os.sep).toURI().toURL()
-    return jvm.java.net.URLClassLoader(urls, parent).loadClass(CLASS_NAME)
+    return jvm.java.net.URLClassLoader(urls, parent)
 
 
 def _owned_private(st: os.stat_result) -> bool:

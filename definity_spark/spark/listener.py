@@ -41,6 +41,8 @@ class Callback(NamedTuple):
     # the JVM listener's answers to both reading phases, read with the callback (a write
     # that is never read light): (begin's, finish's or None); None: not read yet
     eager: tuple[str, str | None] | None = None
+    # a write of a streaming query's micro-batch (foreachBatch): the run id of its query
+    stream_run: str | None = None
 
 
 class SeqRef:

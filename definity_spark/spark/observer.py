@@ -96,6 +96,7 @@ class SessionObserver:
         self.bus_queue: str | None = None  # the listener-bus queue the gatherer is on
         self.gatherer_loaded: str | None = None  # "cached" or "compiled" (gatherer.py)
         self._gatherer: Any = None
+        self.streams: Any = None  # the JVM's StreamWatch, or None (streams not reported)
         self.py_listener: _listener.PyQueryExecutionListener | None = None
         self.worker: ExtractionWorker | None = None  # reading in this process
         self.key: int | None = None  # the JVM session's identity (listener.session_key)
@@ -176,10 +177,24 @@ class SessionObserver:
                 self._gatherer, self.bus_queue = g, queue_name
                 self.listener = LISTENER_JVM
                 self.gatherer_loaded = loaded.how
+                self._watch_streams(g, loaded)
                 return
             self.listener_reason = "no listener-bus queue to join"
         if self.listener_reason is None:
             self.listener_reason = "registering the Java listener failed (see the log)"
+
+    def _watch_streams(self, g: Any, loaded: Any) -> None:
+        """Structured Streaming: ``StreamWatch`` sees the stream events the gatherer
+        receives, and hands the worker what it reports through the gatherer's queue (none
+        with the Python listener: streams are then not reported)."""
+        if loaded.streams_cls is None:
+            return
+        with contained("observer.streams"):
+            watch = loaded.streams_cls.newInstance()
+            watch.configure(g, self._jsession,
+                            int(self._settings.stream_metrics_interval * 1000))
+            g.streams(watch)
+            self.streams = watch
 
     def _warn_fallback(self) -> None:
         global _warned_fallback
@@ -209,6 +224,9 @@ class SessionObserver:
             with self._lock:  # an attach under way ends first (the helper or here)
                 while self.state is State.ATTACHING and time.monotonic() < deadline:
                     self._lock.wait(0.05)
+            if self.streams is not None:  # streaming queries still running: their end
+                with contained("observer.streams_flush"):
+                    self.streams.flush()
             ok = self.drain(max(0.0, deadline - time.monotonic()))
             _listener.unregister(self._jsession, self, self.key)
             with self._lock:
@@ -222,6 +240,9 @@ class SessionObserver:
             g = self._gatherer
             if g is not None:
                 with contained("observer.gatherer_clear"):
+                    if self.streams is not None:
+                        self.streams.stop()
+                        g.streams(None)
                     self._dropped = int(g.dropped())
                     g.clear()  # the QueryExecutions it still held
             self.bus_queue = None

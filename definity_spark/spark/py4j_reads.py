@@ -16,7 +16,7 @@ import re
 import time
 from typing import Any
 
-from definity_spark.lineage import commands
+from definity_spark.lineage import commands, naming
 from definity_spark.lineage.commands import COMMANDS, table_from_json
 from definity_spark.lineage.facts import Attr, LeafFacts, QueryFacts
 from definity_spark.lineage.plan import build, simple_name
@@ -118,14 +118,59 @@ def live_leaf(node: Any, name: str) -> dict[str, Any]:
         if rname == "HadoopFsRelation" or simple_name(
                 str(rel.getClass().getSuperclass().getName())) == "HadoopFsRelation":
             # (Delta's relation is an anonymous subclass)
-            info["paths"] = str(rel.location().rootPaths().mkString("\n"))
+            info["paths"] = root_paths(rel)
         elif rname == "JDBCRelation":
             opts = rel.jdbcOptions()
             info["jdbc_url"] = str(opts.url())
             info["jdbc_table"] = str(opts.tableOrQuery())
+        elif rname == "KafkaRelation":
+            info.update(kafka_info(rel))
     elif name in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
         info.update(v2_info(node.relation() if name == "DataSourceV2ScanRelation" else node))
     return info
+
+
+def root_paths(rel: Any) -> str:
+    """A file relation's root paths; a file sink's directory read through its
+    ``_spark_metadata`` log (``MetadataLogFileIndex``) qualified as the sink's is
+    (``FactGatherer.rootPaths``)."""
+    location = rel.location()
+    paths = location.rootPaths()
+    if simple_name(str(location.getClass().getName())) != "MetadataLogFileIndex":
+        return str(paths.mkString("\n"))
+    conf = rel.sparkSession().sessionState().newHadoopConf()
+    out = []
+    for i in range(paths.size()):
+        p = paths.apply(i)
+        out.append(str(p.getFileSystem(conf).makeQualified(p).toString()))
+    return "\n".join(out)
+
+
+KAFKA_OPTIONS = (("kafka.bootstrap.servers", "kafka_servers"), ("subscribe", "kafka_topics"),
+                 ("assign", "kafka_assign"), ("subscribepattern", "kafka_pattern"))
+
+
+def kafka_info(rel: Any) -> dict[str, Any]:
+    """A Kafka batch read's servers and topics (``FactGatherer.kafka``): never another of
+    its options, which may hold credentials."""
+    field = rel.getClass().getDeclaredField("sourceOptions")
+    field.setAccessible(True)
+    options = field.get(rel)
+    info: dict[str, Any] = {}
+    for key, name in KAFKA_OPTIONS:
+        value = option_value(options.get(key))
+        if value is not None:
+            info[name] = str(value)
+    return info
+
+
+def kafka_leaf(facts: LeafFacts, info: dict[str, Any]) -> None:
+    """A Kafka source's facts (a batch read, a streaming source) from its options."""
+    if info.get("kafka_servers"):
+        facts.kafka_servers = str(info["kafka_servers"])
+        facts.kafka_topics = naming.kafka_topics(info.get("kafka_topics"),
+                                                 info.get("kafka_assign"))
+        facts.kafka_pattern = info.get("kafka_pattern")
 
 
 def v2_info(rel: Any) -> dict[str, Any]:
@@ -185,6 +230,7 @@ def leaf_facts(d: dict[str, Any], live: Any) -> LeafFacts:
             if "jdbc_url" in info:
                 facts.jdbc_url = info["jdbc_url"]
                 facts.jdbc_table = info["jdbc_table"]
+            kafka_leaf(facts, info)
     elif name == "HiveTableRelation":
         facts.table = table_from_json(d.get("tableMeta"))
     elif name in ("DataSourceV2Relation", "DataSourceV2ScanRelation"):
@@ -227,7 +273,7 @@ class Py4jReads:
     def read(self, node: Any, read: commands.Read) -> Any:
         """One read of the command table through py4j (``FactGatherer.read``'s twin)."""
         value: Any = node
-        for step in read.path.split("."):
+        for step in commands.path_steps(read.path):
             name, _, arg = step.partition("(")
             try:
                 method = getattr(value, name)

@@ -10,6 +10,12 @@ to the sink (``on_write`` / ``on_query_failed`` / optional ``on_read``). Marks
 every callback queued before it. The same worker runs in the driver and, reading the
 driver's JVM through its own py4j connection, in the helper process.
 
+Structured Streaming: the JVM's ``StreamWatch`` hands its items through the same queue
+(``StreamItem``: a run started, wrote its first data, ended an interval or itself), and
+the writes of a ``foreachBatch`` function as callbacks linked to their run
+(``Callback.stream_run``); ``lineage/streams.py`` turns them into the run's
+transformation and metrics.
+
 Nested writes (the data write of a CTAS or ``saveAsTable``) arrive while their outer
 command still runs: their plan is read when the root's callback has arrived (``_defer``),
 and the outer command, whose query is the one just read, is read without it (``light``).
@@ -25,10 +31,12 @@ import time
 from typing import Any, Callable
 
 from definity_spark._internal import contained
+from definity_spark.lineage import streams
+from definity_spark.lineage.model import InputLineage, WriteLineage
 from definity_spark.lineage.nesting import NestedWrites
 from definity_spark.lineage.rules import FAILED, READ, WRITE, Options, Outcome, extract
 from definity_spark.spark import listener as _listener
-from definity_spark.spark.facts import FactReader, Reading
+from definity_spark.spark.facts import FactReader, Reading, stream_item
 
 logger = logging.getLogger("definity_spark.spark")
 
@@ -49,6 +57,30 @@ class Mark:
 
     def __init__(self, n: int):
         self.n = n
+
+
+class StreamItem:
+    """An item of the JVM's ``StreamWatch``: a streaming query run started, wrote its
+    first data, finished an interval, or ended (its text: ``facts.stream_item``)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+class _Run:
+    """What the worker keeps of one streaming query run while it runs."""
+
+    __slots__ = ("facts", "lineage", "inputs", "asset", "batch_outputs")
+
+    def __init__(self, facts: streams.StreamFacts | None, lineage: WriteLineage | None,
+                 inputs: tuple[InputLineage, ...], asset: str):
+        self.facts = facts
+        self.lineage = lineage
+        self.inputs = inputs
+        self.asset = asset
+        self.batch_outputs: set[str] = set()  # foreachBatch writes reported (by output)
 
 
 def _read_with_query(reading: Reading) -> bool:
@@ -73,6 +105,7 @@ class ExtractionWorker:
         self._on_mark = on_mark
         self._tuning = tuning
         self._want_reads = callable(getattr(sink, "on_read", None))
+        self._want_streams = callable(getattr(sink, "on_stream_metrics", None))
         self.light_reads = True  # False: every plan read in full (fixture recording)
         self._nesting = NestedWrites()
         # nested writes whose plan is read when their root arrives: root id -> readings
@@ -84,7 +117,10 @@ class ExtractionWorker:
         self.marks_done = 0
         self.jvm_dropped = 0  # callbacks the JVM's queue could not take (its count)
         self.stats: dict[str, int] = {"writes": 0, "failed_queries": 0, "reads": 0,
-                                      "ignored": 0, "extraction_errors": 0, "partial": 0}
+                                      "ignored": 0, "extraction_errors": 0, "partial": 0,
+                                      "streams": 0, "stream_items": 0,
+                                      "stream_batch_writes": 0, "stream_batch_repeats": 0}
+        self._streams: dict[str, _Run] = {}  # streaming query runs, by run id
         self.extraction_ms: list[float] = []  # fact reading + rules, per callback
         # test hook: read every callback through py4j too (no gatherer) and keep the
         # differences from what the reader found (the integration suite requires none)
@@ -153,6 +189,9 @@ class ExtractionWorker:
             if item is _STOP:
                 return
             self._last_item = time.monotonic()
+            if isinstance(item, StreamItem):
+                self._stream(item)
+                continue
             if isinstance(item, Mark):
                 self._release()
                 self.marks_done = max(self.marks_done, item.n)
@@ -192,6 +231,8 @@ class ExtractionWorker:
     def _callback_of(self, text: str) -> Any:
         """One answer of ``FactGatherer.next``: a callback (with both reading phases for a
         plain write) or a mark."""
+        if text.startswith('{"stream'):  # StreamWatch's ("stream" or "stream_error")
+            return StreamItem(text)
         line, _, phases = text.partition("\n")
         d = json.loads(line)
         if "mark" in d:
@@ -203,7 +244,7 @@ class ExtractionWorker:
             eager = (begun, finished or None)
         return _listener.Callback(
             str(d["func"]), _listener.SeqRef(self._gatherer, int(d["seq"])), d["duration_ns"],
-            d["error"], int(d["qe_id"]), eager)
+            d["error"], int(d["qe_id"]), eager, d.get("stream_run"))
 
     def _take_releases(self) -> str:
         """The callbacks done with since the last call, as ``FactGatherer`` takes them
@@ -220,7 +261,9 @@ class ExtractionWorker:
                     self._tuning.server_connections()
                 reading = self.reader.begin(cb.func_name, cb.qe, cb.duration_ns,
                                             cb.exception, eager=cb.eager)
-                if reading.nested_write and self.light_reads:
+                # a micro-batch's write runs nested in the batch's own execution, which is
+                # never a callback: nothing to wait for
+                if reading.nested_write and self.light_reads and cb.stream_run is None:
                     handed = True
                     self._defer(cb, reading)
                     return
@@ -251,6 +294,9 @@ class ExtractionWorker:
                 reading.spent += time.monotonic() - started
                 if len(self.extraction_ms) < TIMINGS_KEPT:  # both reading phases + rules
                     self.extraction_ms.append(reading.spent * 1000.0)
+                if cb.stream_run is not None:
+                    self._batch_write(cb.stream_run, outcome)
+                    return
                 for final in self._nesting.feed(outcome):
                     self._dispatch(final)
         finally:
@@ -317,6 +363,62 @@ class ExtractionWorker:
                     self._finish(icb, inner, light=False)
             for outcome in self._nesting.release_held():
                 self._dispatch(outcome)
+
+    # -- Structured Streaming (lineage/streams.py; the JVM side: StreamWatch.java) ---------
+    def _stream(self, item: StreamItem) -> None:
+        """A run started (its facts), wrote its first data (its transformation), ended an
+        interval or itself (its metrics; a failure counted and logged)."""
+        with contained("worker.stream"):
+            self.stats["stream_items"] += 1
+            raw, facts = stream_item(item.text)
+            kind, run_id = raw.get("stream"), str(raw.get("run_id"))
+            if kind == "start":
+                self.stats["streams"] += 1
+                lineage, inputs = None, ()
+                asset = str(raw.get("name") or raw.get("id"))
+                if facts is not None:
+                    inputs = streams.stream_inputs(facts, self._options)
+                    lineage = streams.stream_lineage(facts, self._options)
+                    asset = streams.asset_name(facts, self._options)
+                self._streams[run_id] = _Run(facts, lineage, inputs, asset)
+                return
+            run = self._streams.get(run_id)
+            if run is None:  # (its start was not read: a stream_error item)
+                logger.debug("streaming item without its run: %s", item.text[:300])
+                return
+            if kind == "data":
+                if run.lineage is not None:
+                    self._dispatch(Outcome(WRITE, lineage=run.lineage, func_name="stream"))
+                return
+            end = kind == "end"
+            if end:
+                del self._streams[run_id]
+            body = raw.get("body") or {}
+            error = body.get("error") if end else None
+            link = run.facts.link if run.facts is not None else None
+            if self._want_streams:
+                self._sink.on_stream_metrics(run.asset, streams.interval_metrics(body, end),
+                                             link, end, error)
+            if end and error:
+                logger.info("definity-spark: streaming query %s failed: %s", run.asset,
+                            str(error)[:300])
+
+    def _batch_write(self, run_id: str, outcome: Outcome) -> None:
+        """A write of a ``foreachBatch`` function: reported once per run and output,
+        linked to its run, with the run's sources as inputs."""
+        run = self._streams.get(run_id)
+        if outcome.kind != WRITE or outcome.lineage is None or run is None \
+                or run.facts is None:
+            self.stats["ignored"] += 1
+            return
+        self.stats["stream_batch_writes"] += 1
+        name = outcome.lineage.output.name
+        if name in run.batch_outputs:
+            self.stats["stream_batch_repeats"] += 1
+            return
+        run.batch_outputs.add(name)
+        lineage = streams.link_batch_write(outcome.lineage, run.facts, run.inputs)
+        self._dispatch(Outcome(WRITE, lineage=lineage, func_name=outcome.func_name))
 
     def _dispatch(self, outcome: Outcome) -> None:
         with contained("worker.sink"):

@@ -40,7 +40,9 @@ except ImportError:  # no pyspark here (e.g. the pure suites' venv): collect not
     collect_ignore_glob = ["test_it_*.py"]
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import kafka_broker  # noqa: E402  (tests/kafka_broker.py)
 from it_helpers import (  # noqa: E402
     TOKEN,
     CollectorReader,
@@ -102,7 +104,7 @@ def spark(it_base: Path) -> Iterator[Any]:
     ice = iceberg_jar()
     delta = delta_jars()
     avro = avro_jar()
-    jars += [j for j in [ice, avro, *delta] if j]
+    jars += [j for j in [ice, avro, *delta, *kafka_broker.spark_jars()] if j]
     derby = it_base / "derby"
     derby.mkdir()
     builder = (
