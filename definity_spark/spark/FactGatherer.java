@@ -589,23 +589,31 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
                 tasks += n;
                 failed += ((Number) call(sd, "numFailedTasks")).longValue();
                 cpuNs += ((Number) call(sd, "executorCpuTime")).longValue();
-                peak = Math.max(peak, ((Number) call(sd, "peakExecutionMemory")).longValue());
                 for (int k = 0; k < STAGE_SUMS.length; k++) {
                     sums[k] += ((Number) call(sd, STAGE_SUMS[k][0])).longValue();
                 }
                 int done = ((Number) call(sd, "numCompleteTasks")).intValue();
+                if (done == 0) {
+                    continue;
+                }
+                // the stage's own peakExecutionMemory is its tasks' peaks summed: the
+                // largest task's comes from the distribution of its successful tasks
+                Object dist = invoke(summary, appStore, new Object[] {new Integer(stageId),
+                        call(sd, "attemptId"), new double[] {0.5, 1.0}});
+                if (!((Boolean) call(dist, "isDefined")).booleanValue()) {
+                    continue;
+                }
+                Object got = call(dist, "get");
+                peak = Math.max(peak, ((Number) seqApply(call(got, "peakExecutionMemory"), 1))
+                        .longValue());
                 if (done >= SKEW_MIN_TASKS) {
-                    Object dist = invoke(summary, appStore, new Object[] {new Integer(stageId),
-                            call(sd, "attemptId"), new double[] {0.5, 1.0}});
-                    if (((Boolean) call(dist, "isDefined")).booleanValue()) {
-                        Object d = call(call(dist, "get"), "duration");
-                        double median = ((Number) seqApply(d, 0)).doubleValue();
-                        double max = ((Number) seqApply(d, 1)).doubleValue();
-                        if (median > 0 && max / median > skew) {
-                            skew = max / median;
-                            skewStage = stageId;
-                            skewTasks = done;
-                        }
+                    Object d = call(got, "duration");
+                    double median = ((Number) seqApply(d, 0)).doubleValue();
+                    double max = ((Number) seqApply(d, 1)).doubleValue();
+                    if (median > 0 && max / median > skew) {
+                        skew = max / median;
+                        skewStage = stageId;
+                        skewTasks = done;
                     }
                 }
             }
@@ -683,10 +691,12 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         out.append('[');
         List stack = new ArrayList();
         stack.add(plan);
-        int seen = 0;
-        while (!stack.isEmpty() && seen < 10000) {
+        Map walked = new java.util.IdentityHashMap();  // a node reached twice read once
+        while (!stack.isEmpty() && walked.size() < 10000) {
             Object node = stack.remove(stack.size() - 1);
-            seen++;
+            if (walked.put(node, Boolean.TRUE) != null) {
+                continue;
+            }
             String n = simpleName(node.getClass().getName());
             if (n.equals("ReusedExchangeExec") || n.equals("ReusedSubqueryExec")) {
                 continue;
