@@ -57,9 +57,11 @@ def option_text(s: str | None) -> str | None:
     return None
 
 
-# a scan node's metrics -> the per-input metric types (docs/metrics.md)
+# a scan node's metrics -> the per-input metric types (docs/metrics.md): Spark's file
+# scans, and Iceberg's own (a V2 scan's custom metrics, keyed by their names)
 SCAN_METRICS = {"numOutputRows": "read_rows", "filesSize": "read_bytes",
-                "numFiles": "read_files", "numPartitions": "read_partitions"}
+                "numFiles": "read_files", "numPartitions": "read_partitions",
+                "totalDataFileSize": "read_bytes", "resultDataFiles": "read_files"}
 
 
 def scan_facts(raw: dict[str, Any]) -> LeafFacts:

@@ -209,10 +209,12 @@ def scan_nodes(spark: Any, execution_ids: list[int]) -> list[dict[str, Any]]:
     return nodes
 
 
-# Spark's display names of the scan metrics the plugin sends (docs/metrics.md)
-SCAN_METRIC_NAMES = {"read_rows": "number of output rows", "read_files": "number of files read",
-                     "read_bytes": "size of files read",
-                     "read_partitions": "number of partitions read"}
+# the display names of the scan metrics the plugin sends (docs/metrics.md): Spark's file
+# scans', then Iceberg's custom metrics
+SCAN_METRIC_NAMES = {"read_rows": ("number of output rows",),
+                     "read_files": ("number of files read", "number of result data files"),
+                     "read_bytes": ("size of files read", "total data file size (bytes)"),
+                     "read_partitions": ("number of partitions read",)}
 
 
 def scans_total(nodes: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
@@ -220,11 +222,12 @@ def scans_total(nodes: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
     tolerance); a metric no node has is absent."""
     out: dict[str, tuple[float, float]] = {}
     for node in nodes:
-        for ours, theirs in SCAN_METRIC_NAMES.items():
-            if theirs in node["metrics"]:
-                value, tol = node["metrics"][theirs]
-                have = out.get(ours, (0.0, 0.0))
-                out[ours] = (have[0] + value, have[1] + tol)
+        for ours, names in SCAN_METRIC_NAMES.items():
+            for theirs in names:
+                if theirs in node["metrics"]:
+                    value, tol = node["metrics"][theirs]
+                    have = out.get(ours, (0.0, 0.0))
+                    out[ours] = (have[0] + value, have[1] + tol)
     return out
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from it_helpers import TOKEN, Batch, Task, file_name
+from it_helpers import ICEBERG_LINES, TOKEN, Batch, Task, file_name, iceberg_jar, spark_line
 from status_store import (
     executions_after,
     executors,
@@ -50,6 +50,7 @@ SQLITE_JAR = "/usr/share/java/sqlite-jdbc.jar"
 EVENTS = 300_000  # rows of the partitioned source, 9 in 10 of them on the join key 0
 TABLE_ROWS = 1000
 CUSTOMERS = [(1, "Ann"), (2, "Bob"), (3, "Cid")]
+ICEBERG_ROWS = 500
 RUN_KEYS = {"jobs", "stages", "tasks", "failed_tasks", "executor_run_time_ms",
             "executor_cpu_time_ms", "jvm_gc_time_ms", "peak_execution_memory_bytes",
             "memory_spill_bytes", "disk_spill_bytes", "shuffle_read_bytes",
@@ -86,6 +87,14 @@ def module_data(spark: Any, module_dir: Path) -> dict[str, Any]:
             conn.executemany("INSERT INTO customers VALUES (?, ?)", CUSTOMERS)
         data["jdbc_url"] = f"jdbc:sqlite:{db}"
         data["jdbc_name"] = f"sqlite:{db}/customers"
+    if iceberg_jar() is not None and spark_line() in ICEBERG_LINES:
+        spark.sql("CREATE NAMESPACE IF NOT EXISTS ice.m")
+        spark.sql("DROP TABLE IF EXISTS ice.m.m_ev")
+        spark.sql("CREATE TABLE ice.m.m_ev (id BIGINT, v STRING) USING iceberg")
+        spark.range(ICEBERG_ROWS).selectExpr("id", "cast(id AS string) AS v").coalesce(2) \
+            .writeTo("ice.m.m_ev").append()
+        files = spark.sql("SELECT file_size_in_bytes FROM ice.m.m_ev.files").collect()
+        data["iceberg_files"] = (len(files), sum(r[0] for r in files))
     return data
 
 
@@ -235,6 +244,19 @@ def test_jdbc_read_has_rows_and_no_bytes(task: Task, module_data: dict[str, Any]
     sent, _ = _check_reads(batch, task, ids, module_data["jdbc_name"], "JDBCRelation")
     # Spark measures a JDBC scan's rows only: no bytes, files, partitions (absent, not 0)
     assert sent == {"read_rows": len(CUSTOMERS)}, sent
+
+
+def test_iceberg_scan_has_iceberg_sizes(task: Task, module_data: dict[str, Any],
+                                        module_dir: Path) -> None:
+    if "iceberg_files" not in module_data:
+        pytest.skip(f"no Iceberg runtime for Spark {spark_line()} here")
+    out = str(module_dir / "out" / "from_iceberg")
+    batch, ids = _run(task, lambda: task.spark.table("ice.m.m_ev").select("id")
+                      .write.parquet(out))
+    _check_run(batch, task, file_name(out), ids)
+    sent, _ = _check_reads(batch, task, ids, "ice.m.m_ev", "m_ev")
+    count, size = module_data["iceberg_files"]  # Iceberg's own files table
+    assert sent == {"read_rows": ICEBERG_ROWS, "read_files": count, "read_bytes": size}, sent
 
 
 FAILING_APP = """

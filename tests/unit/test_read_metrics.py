@@ -63,3 +63,14 @@ def test_a_v2_scan_is_matched_by_its_tables_name() -> None:
     facts = QueryFacts(func_name="command", succeeded=True, leaves=[leaf], scans=[v2])
     (only,) = _inputs(facts, Options())[0]
     assert (only.name, only.metrics) == ("ice.db.events", {"read_rows": 3})
+
+
+def test_an_iceberg_scan_gives_its_own_file_counts_and_sizes() -> None:
+    metrics = ("Map(numOutputRows -> SQLMetric(id: 7, name: Some(number of output rows), "
+               "value: 500), totalDataFileSize -> SQLMetric(id: 9, name: Some(total data file "
+               "size (bytes)), value: 4096), resultDataFiles -> SQLMetric(id: 10, name: "
+               "Some(number of result data files), value: 2), skippedDataFiles -> SQLMetric("
+               "id: 11, name: Some(number of skipped data files), value: 0))")
+    scan = scan_facts({"cls": "org.apache.spark.sql.execution.datasources.v2.BatchScanExec",
+                       "metrics": metrics, "v2_name": "ice.m.m_ev"})
+    assert scan.scan_metrics == {"read_rows": 500, "read_bytes": 4096, "read_files": 2}
