@@ -66,13 +66,6 @@ def executions_after(spark: Any, last: int) -> list[dict[str, Any]]:
 
 # -- how executions ran: the "run" metrics, from every task attempt --------------------------
 
-def _stage_attempts(spark: Any, stage_id: int) -> list[Any]:
-    jvm = spark.sparkContext._jvm
-    gateway = spark.sparkContext._gateway
-    return _seq(app_store(spark).stageData(stage_id, False, jvm.java.util.ArrayList(), False,
-                                           gateway.new_array(jvm.double, 0)))
-
-
 def _task_record(t: Any) -> dict[str, Any]:
     m = _option(t.taskMetrics())
     rec: dict[str, Any] = {"index": int(t.index()), "status": str(t.status()),
@@ -101,8 +94,7 @@ def stage_records(spark: Any, execution_ids: list[int]) -> dict[int, dict[str, A
             stage_ids.update(int(s) for s in _seq(app.job(int(it.next())).stageIds()))
     out: dict[int, dict[str, Any]] = {}
     for sid in sorted(stage_ids):
-        attempts = _stage_attempts(spark, sid)
-        last = max(attempts, key=lambda a: int(a.attemptId()))
+        last = app.lastStageAttempt(sid)
         tasks = [_task_record(t) for t in _seq(app.taskList(sid, int(last.attemptId()),
                                                             2 ** 31 - 1))]
         out[sid] = {"status": str(last.status()), "tasks": tasks}
