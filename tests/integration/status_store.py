@@ -189,12 +189,12 @@ def scan_nodes(spark: Any, execution_ids: list[int]) -> list[dict[str, Any]]:
             values[int(pair._1())] = str(pair._2())
         for node in _seq(store.planGraph(eid).allNodes()):
             name = str(node.name())
-            if not name.startswith("Scan "):
+            if not name.startswith(("Scan ", "BatchScan ")):  # V1 / V2 scans
                 continue
             metrics = {}
             for m in _seq(node.metrics()):
                 text = values.get(int(m.accumulatorId()))
-                if text is not None:
+                if text is not None and str(m.name()) in _WANTED:
                     metrics[str(m.name())] = metric_value(text, str(m.metricType()))
             nodes.append({"execution": eid, "name": name, "desc": str(node.desc()),
                           "metrics": metrics})
@@ -207,6 +207,9 @@ SCAN_METRIC_NAMES = {"read_rows": ("number of output rows",),
                      "read_files": ("number of files read", "number of result data files"),
                      "read_bytes": ("size of files read", "total data file size (bytes)"),
                      "read_partitions": ("number of partitions read",)}
+
+
+_WANTED = {name for names in SCAN_METRIC_NAMES.values() for name in names}
 
 
 def scans_total(nodes: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
