@@ -48,6 +48,7 @@ def _session(tmp: str) -> Any:
     return (SparkSession.builder.master("local[2]").appName("perf-task-events")
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
+            .config("spark.driver.memory", "2g")  # the status store keeps 100,000 tasks
             .config("spark.sql.warehouse.dir", os.path.join(tmp, "wh"))
             .getOrCreate())
 
@@ -68,22 +69,24 @@ def _thread_cpu_ns(spark: Any) -> dict[str, int]:
     return out
 
 
-def _bus(spark: Any) -> dict[str, Any]:
+def _bus(spark: Any, gatherer_queue: str | None) -> dict[str, Any]:
+    """Spark's listener-bus metrics: per queue ``queue.<name>.listenerProcessingTime``,
+    per listener class ``listenerProcessingTime.<class>`` (the gatherer's is put under its
+    queue), dropped events of every queue."""
     metrics = common.bus_metrics(spark, with_values=())
     out: dict[str, Any] = {"dropped": metrics["dropped_events"], "queues": {}}
     for name, timer in metrics["timers"].items():
         parts = name.split(".")
-        # queue.<name>.listenerProcessingTime[.<listener class>]
-        if len(parts) >= 3 and parts[0] == "queue" and parts[2] == "listenerProcessingTime":
-            entry = out["queues"].setdefault(parts[1], {"listeners": {}})
-            if len(parts) == 3:
-                entry.update(count=timer["count"], mean_us=timer["mean_ns"] / 1e3,
-                             median_us=timer["median_ns"] / 1e3, p99_us=timer["p99_ns"] / 1e3)
-            else:
-                cls = ".".join(parts[3:])
-                entry["listeners"][cls.rsplit(".", 1)[-1]] = {
-                    "count": timer["count"], "mean_us": timer["mean_ns"] / 1e3,
-                    "p99_us": timer["p99_ns"] / 1e3}
+        if len(parts) == 3 and parts[0] == "queue" and parts[2] == "listenerProcessingTime":
+            out["queues"].setdefault(parts[1], {"listeners": {}}).update(
+                count=timer["count"], mean_us=timer["mean_ns"] / 1e3,
+                median_us=timer["median_ns"] / 1e3, p99_us=timer["p99_ns"] / 1e3)
+        elif parts[0] == "listenerProcessingTime" and parts[-1] == "FactGatherer" \
+                and gatherer_queue:
+            entry = out["queues"].setdefault(gatherer_queue, {"listeners": {}})
+            entry["listeners"]["FactGatherer"] = {
+                "count": timer["count"], "mean_us": timer["mean_ns"] / 1e3,
+                "p99_us": timer["p99_ns"] / 1e3}
     return out
 
 
@@ -132,11 +135,13 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         _job(spark, 200)
     settle()
     result: dict[str, Any] = {"plugin": bool(args.plugin), "jobs": []}
+    queue = None
     if handle is not None:
         obs = list(handle._runtime.observers.values())[0]
-        result["listener"] = f"{obs.listener} on {obs.bus_queue}"
+        queue = obs.bus_queue
+        result["listener"] = f"the {obs.listener} listener on the {queue} queue"
     for tasks in args.tasks:
-        bus0, cpu0 = _bus(spark), _thread_cpu_ns(spark)
+        bus0, cpu0 = _bus(spark, queue), _thread_cpu_ns(spark)
         t0 = time.perf_counter()
         _job(spark, tasks)
         job_s = time.perf_counter() - t0
@@ -144,7 +149,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
         t1 = time.perf_counter()
         settle()
         flush_s = time.perf_counter() - t1
-        bus1, cpu1 = _bus(spark), _thread_cpu_ns(spark)
+        bus1, cpu1 = _bus(spark, queue), _thread_cpu_ns(spark)
         job: dict[str, Any] = {"tasks": tasks, "job_s": job_s, "flush_after_s": flush_s,
                                "dropped": bus1["dropped"] - bus0["dropped"], "queues": {}}
         for queue in QUEUES:
@@ -203,7 +208,7 @@ def section(doc: dict[str, Any]) -> str:
         f"{doc.get('loadavg_at_end')} at the end, on 2 cores: a busy machine). One driver "
         "JVM without the plugin, then one with it; each job is one stage of N tasks "
         "(`spark.range(0, N, 1, N)` written to Spark's `noop` format). The plugin's gatherer "
-        f"listens on {results[-1].get('listener', '?')}.",
+        f"is {results[-1].get('listener', '?')}.",
         "",
         "Queues: events processed by the queue during the job (its timer's count), the "
         "queue thread's CPU per event (`ThreadMXBean`, the whole job), Spark's own timer of "
@@ -233,7 +238,8 @@ def section(doc: dict[str, Any]) -> str:
         "",
         f"Python: CPU per job from its start to the end of the plugin's flush after it, "
         f"median of {repeats} (2-task and 2,000-task jobs alternating), of the driver's "
-        "main thread (the job's own py4j calls), the driver's other threads (the plugin's, "
+        "main thread (the job's own py4j calls; with the plugin also `handle.flush()`, which "
+        "waits for the plugin to read and send), the driver's other threads (the plugin's, "
         "and py4j's) and the plugin's helper process (which reads the query and sends the "
         "reports).",
         "",
