@@ -328,7 +328,7 @@ def test_task_level_metrics(task: Task, spark: Any, collector: Any) -> None:
                if m["asset_type"] == "transformation"}
         if run:
             runs.append(run)
-    assert len(runs) >= 4, runs
+    assert len(runs) >= (0 if FALLBACK else 4), runs
     before = executors(spark)
     started = time.time() * 1000
     definity_spark.deactivate(spark, timeout=60)
@@ -338,6 +338,9 @@ def test_task_level_metrics(task: Task, spark: Any, collector: Any) -> None:
     assert bodies[-2][0] == "/log/metrics", bodies[-2]
     sent = {m["metric_type"]: m["value"] for m in bodies[-2][1]["metrics"]
             if m["asset_type"] == "task"}
+    if FALLBACK:  # the Python listener reads no runs and no executors
+        assert not set(sent) & (RUN_KEYS | SKEW_KEYS | {"utilization"}), sent
+        return
     # the transformations' run metrics together: counts and times summed, the largest
     # peak, the worst skew
     for key in RUN_KEYS:
