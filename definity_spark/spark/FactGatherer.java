@@ -566,8 +566,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             }
             Object appStore = call(call(qe.sparkSession(), "sparkContext"), "statusStore");
             Method stage = require(appStore.getClass(), "lastStageAttempt", int.class);
-            Method summary = appStore.getClass().getMethod("taskSummary",
-                    new Class[] {int.class, int.class, double[].class});
+            TaskOrder order = new TaskOrder(appStore);
             long[] sums = new long[STAGE_SUMS.length];
             long stages = 0, tasks = 0, failed = 0, cpuNs = 0, peak = 0, skewTasks = 0;
             long skewStage = -1;
@@ -597,19 +596,17 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
                     continue;
                 }
                 // the stage's own peakExecutionMemory is its tasks' peaks summed: the
-                // largest task's comes from the distribution of its successful tasks
-                Object dist = invoke(summary, appStore, new Object[] {new Integer(stageId),
-                        call(sd, "attemptId"), new double[] {0.5, 1.0}});
-                if (!((Boolean) call(dist, "isDefined")).booleanValue()) {
-                    continue;
+                // largest task's is the first of its successful tasks by peak memory
+                Object attempt = call(sd, "attemptId");
+                Object top = order.nth(stageId, attempt, order.peakIndex, false, 0);
+                if (top != null) {
+                    peak = Math.max(peak, ((Number) call(optionValue(call(top, "taskMetrics")),
+                            "peakExecutionMemory")).longValue());
                 }
-                Object got = call(dist, "get");
-                peak = Math.max(peak, ((Number) seqApply(call(got, "peakExecutionMemory"), 1))
-                        .longValue());
                 if (done >= SKEW_MIN_TASKS) {
-                    Object d = call(got, "duration");
-                    double median = ((Number) seqApply(d, 0)).doubleValue();
-                    double max = ((Number) seqApply(d, 1)).doubleValue();
+                    double median = order.duration(stageId, attempt, true,
+                                                   Math.min(done / 2, done - 1));
+                    double max = order.duration(stageId, attempt, false, 0);
                     if (median > 0 && max / median > skew) {
                         skew = max / median;
                         skewStage = stageId;
@@ -635,6 +632,51 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             out.append('}');
         } catch (Exception e) {
             // a status store of another shape: no run facts for this execution
+        }
+    }
+
+    // A stage attempt's successful tasks in the order of one of the status store's task
+    // indexes, the n-th of them (AppStatusStore.taskList, as the UI's task table asks):
+    // the store sorts the stage's tasks once per call, where taskSummary would sort them
+    // once for each of its ~35 metrics (100,000 tasks: seconds of the reading thread).
+    private static final class TaskOrder {
+        final Object store;
+        final Method list;
+        final List successful = new ArrayList();
+        final Object peakIndex;
+        final Object durationIndex;
+
+        TaskOrder(Object store) throws Exception {
+            this.store = store;
+            list = store.getClass().getMethod("taskList", new Class[] {int.class, int.class,
+                    int.class, int.class, Class.forName("scala.Option"), boolean.class,
+                    List.class});
+            Class status = Class.forName("org.apache.spark.status.api.v1.TaskStatus");
+            successful.add(status.getMethod("valueOf", new Class[] {String.class})
+                    .invoke(null, new Object[] {"SUCCESS"}));
+            Class names = Class.forName("org.apache.spark.status.TaskIndexNames");
+            Method some = Class.forName("scala.Option").getMethod("apply",
+                    new Class[] {Object.class});
+            peakIndex = some.invoke(null, new Object[] {
+                    names.getMethod("PEAK_MEM", new Class[0]).invoke(null, new Object[0])});
+            durationIndex = some.invoke(null, new Object[] {
+                    names.getMethod("DURATION", new Class[0]).invoke(null, new Object[0])});
+        }
+
+        Object nth(int stageId, Object attempt, Object index, boolean ascending, int n)
+                throws Exception {
+            Object seq = invoke(list, store, new Object[] {new Integer(stageId), attempt,
+                    new Integer(n), new Integer(1), index, Boolean.valueOf(ascending),
+                    successful});
+            return seqSize(seq) == 0 ? null : seqApply(seq, 0);
+        }
+
+        // a task's duration: from its launch to its end, ms (-1: no such task)
+        double duration(int stageId, Object attempt, boolean ascending, int n)
+                throws Exception {
+            Object task = nth(stageId, attempt, durationIndex, ascending, n);
+            Object d = task == null ? null : optionValue(call(task, "duration"));
+            return d == null ? -1 : ((Number) d).doubleValue();
         }
     }
 
