@@ -16,7 +16,8 @@ For every room's tests (delivery, end to end, CLI...). Real HTTP, real SQLite, n
   started with a token answers reads only with it).
 * ``render_page(url, tmp_dir)`` / ``rendered_graph(dom)``: load the lineage page in Debian's
   headless Chromium (``CHROMIUM``; skip with ``needs_chromium``) and read back the node
-  labels the page's JavaScript drew.
+  labels the page's JavaScript drew; ``rendered_metrics(dom)`` / ``rendered_chart(dom)``:
+  a task's metrics tables, a dataset's rows-written chart.
 """
 
 from __future__ import annotations
@@ -91,6 +92,11 @@ class CollectorClient:
 
     def lineage(self) -> dict[str, Any]:
         return self._get("/api/lineage")
+
+    def metric_history(self, asset_name: str, metric_type: str, **params: Any
+                       ) -> list[dict[str, Any]]:
+        return self._get("/api/metrics", asset_name=asset_name, metric_type=metric_type,
+                         **params)
 
     def wait_for_payloads(self, count: int, timeout: float = 10.0, **filters: Any) -> bool:
         """Poll until at least ``count`` payloads are stored (for a collector in a process)."""
@@ -240,5 +246,55 @@ def rendered_graph(dom: str) -> dict[str, Any]:
     return {"rendered": reader.rendered, "nodes": reader.nodes, "edges": reader.edges}
 
 
+def rendered_metrics(dom: str) -> dict[Any, dict[tuple[str, str, str], float]]:
+    """The metrics tables the page drew for a task: tf_id (None: the task's own) ->
+    {(asset_type, asset_name, metric_type): value}."""
+    from html.parser import HTMLParser
+
+    class Reader(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tables: dict[Any, dict[tuple[str, str, str], float]] = {}
+            self._tf: Any = False  # False: outside a metrics table
+
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            a = dict(attrs)
+            if tag == "table" and "tf-metrics" in (a.get("class") or "").split():
+                tf = a.get("data-tf-id") or None
+                self._tf = int(tf) if tf is not None else None
+                self.tables.setdefault(self._tf, {})
+            elif tag == "tr" and self._tf is not False and "data-metric-type" in a:
+                key = (a["data-asset-type"], a["data-asset"], a["data-metric-type"])
+                self.tables[self._tf][key] = float(a["data-value"])
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "table":
+                self._tf = False
+
+    reader = Reader()
+    reader.feed(dom)
+    return reader.tables
+
+
+def rendered_chart(dom: str) -> list[tuple[float, str]]:
+    """The points of the rows-written chart the page drew: (value, task_id), left to right."""
+    from html.parser import HTMLParser
+
+    class Reader(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.points: list[tuple[float, float, str]] = []
+
+        def handle_starttag(self, tag: str, attrs: Any) -> None:
+            a = dict(attrs)
+            if tag == "circle" and "point" in (a.get("class") or "").split():
+                self.points.append((float(a["cx"]), float(a["data-value"]), a["data-task-id"]))
+
+    reader = Reader()
+    reader.feed(dom)
+    return [(value, task) for _, value, task in sorted(reader.points)]
+
+
 __all__ = ["collector_fixture", "running_collector", "CollectorClient", "CollectorProcess",
-           "CHROMIUM", "needs_chromium", "render_page", "rendered_graph"]
+           "CHROMIUM", "needs_chromium", "render_page", "rendered_graph", "rendered_metrics",
+           "rendered_chart"]

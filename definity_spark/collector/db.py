@@ -10,7 +10,7 @@ import os
 import stat
 import sys
 
-SCHEMA_VERSION = 2  # 2: tfs.column_lineage, payloads.idem_key
+SCHEMA_VERSION = 3  # 2: tfs.column_lineage, payloads.idem_key; 3: metrics.tf_id
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS payloads (
@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS metrics (
     value       REAL,
     value_json  TEXT NOT NULL,
     received_at TEXT NOT NULL,
+    tf_id       INTEGER,
     PRIMARY KEY (seq, idx)
 );
 CREATE INDEX IF NOT EXISTS metrics_task ON metrics (task_id, seq);

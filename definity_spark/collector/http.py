@@ -350,6 +350,7 @@ class _Handler(BaseHTTPRequestHandler):
         if path == "/api":
             self._json(200, {"endpoints": ["/api/tasks", "/api/tasks/{task_id}",
                                            "/api/lineage", "/api/columns?dataset=&column=",
+                                           "/api/metrics?asset_name=&metric_type=",
                                            "/api/payloads", "/health"]})
         elif path == "/api/tasks":
             self._json(200, store.tasks())
@@ -368,6 +369,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(400, "'dataset' and 'column' are required")
                 return
             self._json(200, store.column_upstream(dataset, column))
+        elif path == "/api/metrics":
+            asset, metric = query.get("asset_name"), query.get("metric_type")
+            if not asset or not metric:
+                self._error(400, "'asset_name' and 'metric_type' are required")
+                return
+            try:
+                limit = int(query.get("limit", "200"))
+            except ValueError:
+                self._error(400, "'limit' must be an integer")
+                return
+            self._json(200, store.metric_history(asset, metric, query.get("asset_type"),
+                                                 limit))
         elif path == "/api/payloads":
             try:
                 since = int(query.get("since", "0"))

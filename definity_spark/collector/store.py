@@ -70,6 +70,12 @@ class Store:
             columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(payloads)")}
             if "idem_key" not in columns:
                 self._conn.execute("ALTER TABLE payloads ADD COLUMN idem_key TEXT")
+            # and those of schema 3 (older rows: no tf_id)
+            columns = {row["name"] for row in self._conn.execute("PRAGMA table_info(metrics)")}
+            if "tf_id" not in columns:
+                self._conn.execute("ALTER TABLE metrics ADD COLUMN tf_id INTEGER")
+            self._conn.execute("CREATE INDEX IF NOT EXISTS metrics_asset "
+                               "ON metrics (asset_name, metric_type, seq)")
             self._conn.execute("CREATE UNIQUE INDEX IF NOT EXISTS payloads_key "
                                "ON payloads (idem_key)")
             self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -156,13 +162,15 @@ class Store:
                 (seq, task_id, tf_id, body["ds_name"], body.get("ds_type"), received_at,
                  _dumps(body.get("metadata") or [])))
         elif endpoint == wire.METRICS:
+            tf_id = body.get("tf_id")
             for idx, metric in enumerate(body.get("metrics") or []):
                 conn.execute(
                     "INSERT INTO metrics (seq, idx, task_id, asset_name, asset_type, metric_type,"
-                    " value, value_json, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " value, value_json, received_at, tf_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (seq, idx, task_id, metric["asset_name"], metric.get("asset_type"),
                      metric["metric_type"], float(metric["value"]), json.dumps(metric["value"]),
-                     received_at))
+                     received_at, tf_id))
 
     def clear(self) -> None:
         """Forget everything (tests that reuse one collector)."""
@@ -263,7 +271,7 @@ class Store:
         task["metrics"] = [
             {"asset_name": row["asset_name"], "asset_type": row["asset_type"],
              "metric_type": row["metric_type"], "value": json.loads(row["value_json"]),
-             "received_at": row["received_at"], "seq": row["seq"]}
+             "tf_id": row["tf_id"], "received_at": row["received_at"], "seq": row["seq"]}
             for row in self._query(
                 "SELECT * FROM metrics WHERE task_id = ? ORDER BY seq, idx", (task_id,))]
         task["raw"] = self.payloads(task_id=task_id)
@@ -294,6 +302,27 @@ class Store:
             "received_at": row["received_at"],
             "seq": row["seq"],
         }
+
+    def metric_history(self, asset_name: str, metric_type: str,
+                       asset_type: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """One metric of one asset across tasks, oldest first (the latest ``limit``): e.g.
+        the rows written to a dataset by each run (``cnt``). Each point names its task
+        (app, task name, pit) and tf."""
+        sql = ("SELECT m.task_id, m.tf_id, m.value_json, m.received_at, m.seq, m.asset_type,"
+               " t.app_name, t.task_name, t.app_pit FROM metrics m"
+               " LEFT JOIN tasks t ON t.task_id = m.task_id"
+               " WHERE m.asset_name = ? AND m.metric_type = ?")
+        params: list[Any] = [asset_name, metric_type]
+        if asset_type is not None:
+            sql += " AND m.asset_type = ?"
+            params.append(asset_type)
+        rows = self._query(sql + " ORDER BY m.seq DESC, m.idx DESC LIMIT ?",
+                           params + [max(1, int(limit))])
+        return [{"task_id": row["task_id"], "tf_id": row["tf_id"],
+                 "value": json.loads(row["value_json"]), "asset_type": row["asset_type"],
+                 "app_name": row["app_name"], "task_name": row["task_name"],
+                 "app_pit": row["app_pit"], "received_at": row["received_at"],
+                 "seq": row["seq"]} for row in reversed(rows)]
 
     def lineage(self) -> dict[str, list[dict[str, Any]]]:
         """The dataset graph across all tasks, linked by dataset name.

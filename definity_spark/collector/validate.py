@@ -249,6 +249,7 @@ def validate_dataset(body: Mapping[str, Any]) -> None:
 
 def validate_metrics(body: Mapping[str, Any]) -> None:
     _string(body, "task_id")
+    _integer(body, "tf_id", required=False)  # the plugin's: the tf the metrics are of
     metrics = _field(body, "metrics")
     if not isinstance(metrics, list):
         raise PayloadError(f"'metrics' must be an array, got {_type_name(metrics)}")

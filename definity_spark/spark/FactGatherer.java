@@ -578,8 +578,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             }
             Object appStore = call(call(qe.sparkSession(), "sparkContext"), "statusStore");
             Method stage = require(appStore.getClass(), "lastStageAttempt", int.class);
-            Method summary = appStore.getClass().getMethod("taskSummary",
-                    new Class[] {int.class, int.class, double[].class});
+            TaskOrder order = new TaskOrder(appStore);
             long[] sums = new long[STAGE_SUMS.length];
             long stages = 0, tasks = 0, failed = 0, cpuNs = 0, peak = 0, skewTasks = 0;
             long skewStage = -1;
@@ -601,23 +600,29 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
                 tasks += n;
                 failed += ((Number) call(sd, "numFailedTasks")).longValue();
                 cpuNs += ((Number) call(sd, "executorCpuTime")).longValue();
-                peak = Math.max(peak, ((Number) call(sd, "peakExecutionMemory")).longValue());
                 for (int k = 0; k < STAGE_SUMS.length; k++) {
                     sums[k] += ((Number) call(sd, STAGE_SUMS[k][0])).longValue();
                 }
                 int done = ((Number) call(sd, "numCompleteTasks")).intValue();
+                if (done == 0) {
+                    continue;
+                }
+                // the stage's own peakExecutionMemory is its tasks' peaks summed: the
+                // largest task's is the first of its successful tasks by peak memory
+                Object attempt = call(sd, "attemptId");
+                Object top = order.nth(stageId, attempt, order.peakIndex, false, 0);
+                if (top != null) {
+                    peak = Math.max(peak, ((Number) call(optionValue(call(top, "taskMetrics")),
+                            "peakExecutionMemory")).longValue());
+                }
                 if (done >= SKEW_MIN_TASKS) {
-                    Object dist = invoke(summary, appStore, new Object[] {new Integer(stageId),
-                            call(sd, "attemptId"), new double[] {0.5, 1.0}});
-                    if (((Boolean) call(dist, "isDefined")).booleanValue()) {
-                        Object d = call(call(dist, "get"), "duration");
-                        double median = ((Number) seqApply(d, 0)).doubleValue();
-                        double max = ((Number) seqApply(d, 1)).doubleValue();
-                        if (median > 0 && max / median > skew) {
-                            skew = max / median;
-                            skewStage = stageId;
-                            skewTasks = done;
-                        }
+                    double median = order.duration(stageId, attempt, true,
+                                                   Math.min(done / 2, done - 1));
+                    double max = order.duration(stageId, attempt, false, 0);
+                    if (median > 0 && max / median > skew) {
+                        skew = max / median;
+                        skewStage = stageId;
+                        skewTasks = done;
                     }
                 }
             }
@@ -639,6 +644,51 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             out.append('}');
         } catch (Exception e) {
             // a status store of another shape: no run facts for this execution
+        }
+    }
+
+    // A stage attempt's successful tasks in the order of one of the status store's task
+    // indexes, the n-th of them (AppStatusStore.taskList, as the UI's task table asks):
+    // the store sorts the stage's tasks once per call, where taskSummary would sort them
+    // once for each of its ~35 metrics (100,000 tasks: seconds of the reading thread).
+    private static final class TaskOrder {
+        final Object store;
+        final Method list;
+        final List successful = new ArrayList();
+        final Object peakIndex;
+        final Object durationIndex;
+
+        TaskOrder(Object store) throws Exception {
+            this.store = store;
+            list = store.getClass().getMethod("taskList", new Class[] {int.class, int.class,
+                    int.class, int.class, Class.forName("scala.Option"), boolean.class,
+                    List.class});
+            Class status = Class.forName("org.apache.spark.status.api.v1.TaskStatus");
+            successful.add(status.getMethod("valueOf", new Class[] {String.class})
+                    .invoke(null, new Object[] {"SUCCESS"}));
+            Class names = Class.forName("org.apache.spark.status.TaskIndexNames");
+            Method some = Class.forName("scala.Option").getMethod("apply",
+                    new Class[] {Object.class});
+            peakIndex = some.invoke(null, new Object[] {
+                    names.getMethod("PEAK_MEM", new Class[0]).invoke(null, new Object[0])});
+            durationIndex = some.invoke(null, new Object[] {
+                    names.getMethod("DURATION", new Class[0]).invoke(null, new Object[0])});
+        }
+
+        Object nth(int stageId, Object attempt, Object index, boolean ascending, int n)
+                throws Exception {
+            Object seq = invoke(list, store, new Object[] {new Integer(stageId), attempt,
+                    new Integer(n), new Integer(1), index, Boolean.valueOf(ascending),
+                    successful});
+            return seqSize(seq) == 0 ? null : seqApply(seq, 0);
+        }
+
+        // a task's duration: from its launch to its end, ms (-1: no such task)
+        double duration(int stageId, Object attempt, boolean ascending, int n)
+                throws Exception {
+            Object task = nth(stageId, attempt, durationIndex, ascending, n);
+            Object d = task == null ? null : optionValue(call(task, "duration"));
+            return d == null ? -1 : ((Number) d).doubleValue();
         }
     }
 
@@ -695,10 +745,12 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         out.append('[');
         List stack = new ArrayList();
         stack.add(plan);
-        int seen = 0;
-        while (!stack.isEmpty() && seen < 10000) {
+        Map walked = new java.util.IdentityHashMap();  // a node reached twice read once
+        while (!stack.isEmpty() && walked.size() < 10000) {
             Object node = stack.remove(stack.size() - 1);
-            seen++;
+            if (walked.put(node, Boolean.TRUE) != null) {
+                continue;
+            }
             String n = simpleName(node.getClass().getName());
             if (n.equals("ReusedExchangeExec") || n.equals("ReusedSubqueryExec")) {
                 continue;

@@ -57,18 +57,22 @@ def option_text(s: str | None) -> str | None:
     return None
 
 
-# a scan node's metrics -> the per-input metric types (docs/metrics.md)
+# a scan node's metrics -> the per-input metric types (docs/metrics.md): Spark's file
+# scans, and Iceberg's own (a V2 scan's custom metrics, keyed by their names)
 SCAN_METRICS = {"numOutputRows": "read_rows", "filesSize": "read_bytes",
-                "numFiles": "read_files", "numPartitions": "read_partitions"}
+                "numFiles": "read_files", "numPartitions": "read_partitions",
+                "totalDataFileSize": "read_bytes", "resultDataFiles": "read_files"}
 
 
 def scan_facts(raw: dict[str, Any]) -> LeafFacts:
     """One scan of the gatherer's ``scans``: what names its dataset and what it read."""
     metrics = {m.group(1): float(m.group(3)) for m in METRIC.finditer(raw.get("metrics") or "")}
+    # a metric never set (a scan that did not run: AQE skipped its side) keeps Spark's
+    # initial -1 of size metrics: not measured, so absent
     facts = LeafFacts(cls=str(raw.get("cls")), v2_name=raw.get("v2_name"),
                       jdbc_url=raw.get("jdbc_url"), jdbc_table=raw.get("jdbc_table"),
                       scan_metrics={name: metrics[key] for key, name in SCAN_METRICS.items()
-                                    if key in metrics})
+                                    if metrics.get(key, -1) >= 0})
     facts.table = table_from_json(raw.get("table"))
     if raw.get("paths"):
         facts.paths = [p for p in str(raw["paths"]).split("\n") if p]

@@ -1050,6 +1050,14 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
             add(f"Median over the 22 queries: {_f(statistics.median(all_q), 1)} ms; slowest "
                 f"{_f(max(all_q), 1)} ms.")
         add("")
+    task_events = os.path.join(os.path.dirname(os.path.abspath(results_path)),
+                               "task_events.json")
+    if os.path.exists(task_events):  # tests/perf/task_events.py (issue 25)
+        from task_events import section
+
+        with open(task_events) as handle:
+            add(section(json.load(handle)))
+        add("")
     add("## How to rerun")
     add("")
     add("```bash")
@@ -1063,6 +1071,8 @@ def render(results_path: str, doc_path: str = DOC, plot_path: str = PLOT) -> str
     add("python tests/perf/run.py --young --pairs 24   # the recorded figure (~50 min)")
     add("python tests/perf/run.py --only plan_sweep --runs 3 --merge   # one workload")
     add("python tests/perf/report.py           # re-render from tests/perf/results/latest.json")
+    add("python tests/perf/task_events.py     # per task: listener-bus queue, Python "
+        "(~15 min)")
     add("```")
     add("")
     add("See tests/perf/README.md for the layout and how to add a workload.")
