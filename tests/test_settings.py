@@ -77,6 +77,8 @@ def test_issue2_keys_exactly_as_listed():
         "max_plan_nodes": ("spark.definity.extraction.maxPlanNodes",
                            "DEFINITY_EXTRACTION_MAX_PLAN_NODES"),
         "column_lineage": ("spark.definity.lineage.columns", "DEFINITY_LINEAGE_COLUMNS"),
+        # issue 25: opt-in data quality of written data
+        "quality_columns": ("spark.definity.quality.columns", "DEFINITY_QUALITY_COLUMNS"),
         "ca_bundle": ("spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE"),
         "verify_tls": ("spark.definity.server.verifyTls", "DEFINITY_SERVER_VERIFY_TLS"),
         "replay_spool": ("spark.definity.spool.replay", "DEFINITY_SPOOL_REPLAY"),

@@ -89,3 +89,6 @@ class WriteLineage:
     # how the write ran, summed over its SQL executions (jobs, stages, tasks, task
     # metrics, the most skewed stage): metric_type -> value, docs/metrics.md
     run: dict[str, float] = field(default_factory=dict)
+    # data quality of the written columns (opt-in, lineage/quality.py): column ->
+    # metric_type -> value ("row_count", "null_count", ...), docs/metrics.md
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)

@@ -267,8 +267,12 @@ def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
                 column_lineage = columns.for_columns(inner, [c for c, _ in schema])
                 break
     run = add_runs([lin.run] + [o.lineage.run for o in inner_writes] + nested_runs)
+    # data quality: measured in the pass that wrote the rows (the nested write's)
+    quality = lin.quality or next(
+        (o.lineage.quality for o in reversed(inner_writes) if o.lineage.quality), {})
     merged = replace(lin, output=replace(lin.output, name=name, schema=schema), inputs=inputs,
                      query_str=query_str, column_lineage=column_lineage, run=run,
+                     quality=quality,
                      metrics=metrics, partial=lin.partial or any(o.lineage.partial
                                                                  for o in inner_writes))
     return [replace(outer, lineage=merged)]

@@ -132,6 +132,7 @@ class Settings:
     extraction_budget_ms: int = _default("extraction_budget_ms")
     max_plan_nodes: int = _default("max_plan_nodes")
     column_lineage: bool = _default("column_lineage")
+    quality_columns: str | None = _default("quality_columns")
     ca_bundle: str | None = _default("ca_bundle")
     verify_tls: bool = _default("verify_tls")
     replay_spool: bool = _default("replay_spool")

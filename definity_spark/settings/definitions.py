@@ -179,6 +179,14 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "`column_lineage` field of `/log/tf` (docs/column-lineage.md). A server that "
        "answers 400 to it gets the tf again without it, and no more of it for the rest "
        "of the application (logged once)."),
+    _S("quality_columns", "spark.definity.quality.columns", "DEFINITY_QUALITY_COLUMNS", STR,
+       None,
+       "Data quality of written data, opt-in: the datasets and columns whose row count, "
+       "null count, approximate distinct count, min and max are measured in the same pass "
+       "as the write (Spark's observed metrics; docs/metrics.md, \"Data quality\"). "
+       "Entries `dataset:col1,col2` or `dataset:*` separated by `;`, the dataset as the "
+       "plugin names it, `*` a wildcard: `db.orders:amount,customer_id;*:*`.",
+       doc_default="off"),
     _S("ca_bundle", "spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE", PATH, None,
        "CA bundle (PEM file or directory) used to verify the server's TLS certificate; "
        "must exist.", doc_default="the system / `requests` CAs", must_exist=True),

@@ -28,6 +28,9 @@ logger = logging.getLogger("definity_spark.spark")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "FactGatherer.java")
 CLASS_NAME = "FactGatherer"
+# the data quality rule (spark/quality.py), compiled and cached the same way
+RULE_SOURCE = os.path.join(os.path.dirname(SOURCE), "QualityRule.java")
+RULE_CLASS = "QualityRule"
 INDEX = "index.json"  # of a cache directory: class name -> sha256 of its class file
 
 
@@ -41,8 +44,8 @@ class Loaded:
 
 
 _lock = threading.Lock()
-# one class per JVM (per py4j gateway): id(gateway) -> (gateway, Loaded)
-_loaded: dict[int, tuple[Any, Loaded]] = {}
+# one class per JVM (per py4j gateway): (id(gateway), class name) -> (gateway, Loaded)
+_loaded: dict[tuple[int, str], tuple[Any, Loaded]] = {}
 
 
 def cache_dir(environ: Any = None) -> str:
@@ -54,14 +57,16 @@ def cache_dir(environ: Any = None) -> str:
     return os.path.join(cache, "definity-spark", "gatherer")
 
 
-def load(gateway: Any, jsession: Any) -> Loaded:
-    """The ``FactGatherer`` class in this JVM (loaded once per JVM)."""
+def load(gateway: Any, jsession: Any, source: str = SOURCE,
+         class_name: str = CLASS_NAME) -> Loaded:
+    """The ``FactGatherer`` class (or another source's ``class_name``) in this JVM (loaded
+    once per JVM)."""
     with _lock:
-        known = _loaded.get(id(gateway))
+        known = _loaded.get((id(gateway), class_name))
         if known is not None and known[0] is gateway:
             return known[1]
-        loaded = _load(gateway, jsession)
-        _loaded[id(gateway)] = (gateway, loaded)
+        loaded = _load(gateway, jsession, source, class_name)
+        _loaded[(id(gateway), class_name)] = (gateway, loaded)
         return loaded
 
 
@@ -75,10 +80,10 @@ def new(loaded: Loaded, *config: Any) -> Any | None:
     return g
 
 
-def _load(gateway: Any, jsession: Any) -> Loaded:
+def _load(gateway: Any, jsession: Any, source_path: str, class_name: str) -> Loaded:
     parent = jsession.getClass().getClassLoader()
     try:
-        with open(SOURCE, encoding="utf-8") as handle:
+        with open(source_path, encoding="utf-8") as handle:
             source = handle.read()
         key = _cache_key(gateway, jsession, source)
     except Exception as exc:  # noqa: BLE001 - a broken JVM or install: py4j instead
@@ -86,14 +91,14 @@ def _load(gateway: Any, jsession: Any) -> Loaded:
     path = os.path.join(cache_dir(), key)
     if _trusted(path):
         try:
-            return Loaded(_define(gateway, parent, path), "cached")
+            return Loaded(_define(gateway, parent, path, class_name), "cached")
         except Exception as exc:  # noqa: BLE001 - stale or damaged: compile again
             logger.debug("cached gatherer classes not usable (%s); compiling", exc)
     try:
         compiler = gateway.jvm.org.codehaus.janino.SimpleCompiler()
         compiler.setParentClassLoader(parent)
         compiler.cook(source)
-        cls = compiler.getClassLoader().loadClass(CLASS_NAME)
+        cls = compiler.getClassLoader().loadClass(class_name)
     except Exception as exc:  # noqa: BLE001 - no Janino, or it refused the source
         return Loaded(None, "unavailable", f"{type(exc).__name__}: {exc}"[:300])
     try:
@@ -113,13 +118,13 @@ def _cache_key(gateway: Any, jsession: Any, source: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
-def _define(gateway: Any, parent: Any, path: str) -> Any:
+def _define(gateway: Any, parent: Any, path: str, class_name: str) -> Any:
     """The classes of a cache directory, defined by a ``URLClassLoader`` over it (a JDK
     class the JVM has loaded already: no Janino class is touched)."""
     jvm = gateway.jvm
     urls = gateway.new_array(jvm.java.net.URL, 1)
     urls[0] = jvm.java.io.File(path + os.sep).toURI().toURL()
-    return jvm.java.net.URLClassLoader(urls, parent).loadClass(CLASS_NAME)
+    return jvm.java.net.URLClassLoader(urls, parent).loadClass(class_name)
 
 
 def _owned_private(st: os.stat_result) -> bool:

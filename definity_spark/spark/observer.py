@@ -32,6 +32,7 @@ from typing import Any, Callable
 from definity_spark._internal import contained
 from definity_spark.lineage.rules import Options
 from definity_spark.spark import listener as _listener
+from definity_spark.spark import quality as _quality
 from definity_spark.spark.facts import FactReader, make_gatherer
 from definity_spark.spark.worker import HANDOFF_SIZE, ExtractionWorker
 
@@ -96,6 +97,7 @@ class SessionObserver:
         self.bus_queue: str | None = None  # the listener-bus queue the gatherer is on
         self.gatherer_loaded: str | None = None  # "cached" or "compiled" (gatherer.py)
         self._gatherer: Any = None
+        self.quality_rule: Any = None  # QualityRule.java, installed on the session
         self.py_listener: _listener.PyQueryExecutionListener | None = None
         self.worker: ExtractionWorker | None = None  # reading in this process
         self.key: int | None = None  # the JVM session's identity (listener.session_key)
@@ -134,6 +136,7 @@ class SessionObserver:
                 return False
             if self._settings.jvm_listener:
                 self._register_gatherer()
+                self._install_quality()
             else:
                 self.listener_reason = "turned off (spark.definity.internal.jvmListener)"
             if self._gatherer is None:
@@ -181,6 +184,19 @@ class SessionObserver:
         if self.listener_reason is None:
             self.listener_reason = "registering the Java listener failed (see the log)"
 
+    def _install_quality(self) -> None:
+        """The data quality rule, when the setting names datasets (it needs the gatherer,
+        which reads what the rule measured)."""
+        if not self._options.quality:
+            return
+        if self._gatherer is None:
+            logger.warning("definity-spark: data quality (quality.columns) is off: it needs "
+                           "the Java listener (%s)", self.listener_reason)
+            return
+        with contained("observer.quality_install"):
+            self.quality_rule = _quality.install(self._gateway, self._jsession,
+                                                 self._gatherer, self._options.quality)
+
     def _warn_fallback(self) -> None:
         global _warned_fallback
         if not _warned_fallback and self._settings.jvm_listener:
@@ -210,6 +226,10 @@ class SessionObserver:
                 while self.state is State.ATTACHING and time.monotonic() < deadline:
                     self._lock.wait(0.05)
             ok = self.drain(max(0.0, deadline - time.monotonic()))
+            if self.quality_rule is not None:
+                with contained("observer.quality_uninstall"):
+                    _quality.uninstall(self._jsession, self.quality_rule, self._gatherer)
+                self.quality_rule = None
             _listener.unregister(self._jsession, self, self.key)
             with self._lock:
                 was = self.state
