@@ -342,7 +342,8 @@ COMMANDS: dict[str, Command] = {
                Read("provider", "dataSource.shortName"),
                Read("url", "options.get(url)", OPTION),
                Read("dbtable", "options.get(dbtable)", OPTION),
-               Read("path", "options.get(path)", QUALIFIED), QUERY_SCHEMA)),
+               Read("path", "options.get(path)", QUALIFIED), QUERY_SCHEMA),
+        quality_names=("options.get(dbtable)", "options.get(path)")),
     # INSERT INTO a table USING jdbc etc.
     "InsertIntoDataSourceCommand": Command(
         _relation, reads=(Read("relation", "logicalRelation.relation", CLASS),

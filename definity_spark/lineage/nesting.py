@@ -199,13 +199,18 @@ def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
         return [outer]
     nested_rows = [o.extras["rows"] for o in group if o.kind == READ and "rows" in o.extras]
     nested_runs = [o.extras["run"] for o in group if o.kind == READ and "run" in o.extras]
+    # data quality measured in a nested query that carried the rows (JDBC, Delta)
+    nested_quality = next((o.extras["quality"] for o in reversed(group)
+                           if o.kind == READ and o.extras.get("quality")), {})
     if not inner_writes:
         if nested_rows and "cnt" not in outer.lineage.metrics:
             # JDBC write: the rows went out through the nested query execution
             metrics = dict(outer.lineage.metrics)
             metrics["cnt"] = float(sum(nested_rows))
             run = add_runs([outer.lineage.run] + nested_runs)
-            return [replace(outer, lineage=replace(outer.lineage, metrics=metrics, run=run))]
+            return [replace(outer, lineage=replace(
+                outer.lineage, metrics=metrics, run=run,
+                quality=outer.lineage.quality or nested_quality))]
         if any(o.kind == FAILED for o in group):
             return [replace(outer, kind=FAILED, lineage=None,
                             error=next(o.error for o in group if o.kind == FAILED))]
@@ -269,7 +274,8 @@ def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
     run = add_runs([lin.run] + [o.lineage.run for o in inner_writes] + nested_runs)
     # data quality: measured in the pass that wrote the rows (the nested write's)
     quality = lin.quality or next(
-        (o.lineage.quality for o in reversed(inner_writes) if o.lineage.quality), {})
+        (o.lineage.quality for o in reversed(inner_writes) if o.lineage.quality),
+        nested_quality)
     merged = replace(lin, output=replace(lin.output, name=name, schema=schema), inputs=inputs,
                      query_str=query_str, column_lineage=column_lineage, run=run,
                      quality=quality,

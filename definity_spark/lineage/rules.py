@@ -158,6 +158,8 @@ def extract(facts: QueryFacts, options: Options | None = None,
             extras["rows"] = facts.write_metrics["queryOutputRows"]
         if facts.run:  # a nested read of a write (JDBC): part of how the write ran
             extras["run"] = dict(facts.run)
+        if facts.observed:  # a nested read that carried a write's rows (JDBC, Delta)
+            extras["quality"] = quality.measures(facts.observed)
         return Outcome(READ, inputs=inputs, extras=extras, **base)
     logger.debug("unknown query kind %s (%s) ignored", root, facts.func_name)
     return Outcome(IGNORED, reason=f"unknown:{root}", **base)

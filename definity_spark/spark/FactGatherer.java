@@ -342,6 +342,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             }
         } else if (rowsOfNestedReads.contains(funcName)) {
             rowsBelow(out, "nested_rows", call(qe, "executedPlan"), accIds);
+            observed(out, qe);  // a JDBC or Delta write's rows go through this query
         }
         String queryId = null;
         if (hasMethod(qe, "queryId")) {

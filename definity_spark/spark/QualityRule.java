@@ -294,18 +294,44 @@ public class QualityRule extends Rule {
 
     // -- helpers --------------------------------------------------------------------------
     // The value of an accessor path (commands.py's Read.path: public methods without
-    // arguments, a Scala Option's `get`); null where one is missing or throws.
+    // arguments or with one string argument, "options.get(dbtable)"), a Scala Option's
+    // value; null where a method is missing, throws, or the Option is empty.
     private static Object value(Object node, String path) {
         Object o = node;
         String[] steps = path.split("\\.");
         for (int i = 0; i < steps.length && o != null; i++) {
+            String step = steps[i];
+            int open = step.indexOf('(');
             try {
-                o = invoke(o.getClass().getMethod(steps[i], new Class[0]), o, new Object[0]);
+                if (open < 0) {
+                    o = invoke(o.getClass().getMethod(step, new Class[0]), o, new Object[0]);
+                } else {
+                    o = invoke(oneArgument(o.getClass(), step.substring(0, open)), o,
+                            new Object[] {step.substring(open + 1, step.length() - 1)});
+                }
             } catch (Exception e) {
                 return null;
             }
         }
+        if (o instanceof scala.Option) {
+            scala.Option opt = (scala.Option) o;
+            return opt.isDefined() ? opt.get() : null;
+        }
         return o;
+    }
+
+    // a public method of that name with one parameter that takes a String (a Scala Map's
+    // get(key) is get(Object) once erased)
+    private static Method oneArgument(Class c, String name) throws NoSuchMethodException {
+        Method[] all = c.getMethods();
+        for (int i = 0; i < all.length; i++) {
+            Class[] types = all[i].getParameterTypes();
+            if (all[i].getName().equals(name) && types.length == 1
+                    && types[0].isAssignableFrom(String.class)) {
+                return all[i];
+            }
+        }
+        throw new NoSuchMethodException(c.getName() + "." + name);
     }
 
     // a scala List of the items (a Seq on Scala 2.12 and 2.13 alike)

@@ -17,7 +17,7 @@ from definity_spark import task, wire
 from definity_spark.lineage import commands, quality
 from definity_spark.lineage.model import OutputLineage, WriteLineage
 from definity_spark.lineage.nesting import NestedWrites
-from definity_spark.lineage.rules import WRITE, Outcome
+from definity_spark.lineage.rules import READ, WRITE, Outcome
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +109,8 @@ def test_quality_spec_names_the_commands_that_are_measured() -> None:
     assert lines["InsertIntoHadoopFsRelationCommand"] == \
         "catalogTable.get.identifier.table\toutputPath"
     assert "CreateDataSourceTableAsSelectCommand" in lines
-    assert "SaveIntoDataSourceCommand" not in lines  # JDBC: not measured (docs)
+    assert lines["SaveIntoDataSourceCommand"] == "options.get(dbtable)\toptions.get(path)"
+    assert "MergeIntoCommand" not in lines  # Delta's own commands: not measured (docs)
     assert all(name in commands.COMMANDS for name in lines)
 
 
@@ -158,6 +159,18 @@ def test_nested_write_quality_goes_to_the_outer_write() -> None:
     [final] = nesting.feed(_write("db.t", {}, 5, 5, wrapper=True))
     assert final.lineage.output.name == "db.t"
     assert final.lineage.quality == {"a": {"row_count": 2}}
+
+
+def test_jdbc_write_quality_comes_from_its_nested_read() -> None:
+    nesting = NestedWrites()
+    rows = {"a": {"row_count": 4, "null_count": 1}}
+    inner = Outcome(READ, extras={"rows": 4, "quality": rows}, execution_id=8,
+                    root_execution_id=7, qe_id=8)
+    assert nesting.feed(inner) == []
+    outer = _write("sqlite:/x.db/t", {}, 7, 7, wrapper=True)
+    [final] = nesting.feed(outer)
+    assert final.lineage.metrics["cnt"] == 4
+    assert final.lineage.quality == rows
 
 
 def test_payload_metrics_per_column() -> None:
