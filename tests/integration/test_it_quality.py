@@ -42,7 +42,8 @@ NUMBERS = ("tinyint", "smallint", "int", "bigint", "float", "double", "decimal",
 def module_data(spark: Any) -> None:
     spark.sql(f"DROP DATABASE IF EXISTS {DB} CASCADE")
     spark.sql(f"CREATE DATABASE {DB}")
-    spark.sql(f"""CREATE TABLE {SRC} USING parquet AS SELECT * FROM VALUES
+    spark.sql(f"""CREATE TABLE {SRC} USING parquet AS SELECT id,
+        CAST(amount AS DECIMAL(10,2)) AS amount, status, d, ts, tags, flag, score FROM VALUES
         (1, 120.50, 'shipped', DATE'2024-01-03', TIMESTAMP'2024-01-03 10:00:00.250',
          array('a', 'b'), true, 1.5),
         (2, NULL, 'open', DATE'2023-12-31', TIMESTAMP'2023-12-31 23:59:59', NULL, false,
