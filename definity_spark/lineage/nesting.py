@@ -203,18 +203,19 @@ def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
     nested_quality = next((o.extras["quality"] for o in reversed(group)
                            if o.kind == READ and o.extras.get("quality")), {})
     if not inner_writes:
-        if nested_rows and "cnt" not in outer.lineage.metrics:
+        lineage = outer.lineage
+        if nested_quality and not lineage.quality:
+            lineage = replace(lineage, quality=nested_quality)
+        if nested_rows and "cnt" not in lineage.metrics:
             # JDBC write: the rows went out through the nested query execution
-            metrics = dict(outer.lineage.metrics)
+            metrics = dict(lineage.metrics)
             metrics["cnt"] = float(sum(nested_rows))
-            run = add_runs([outer.lineage.run] + nested_runs)
-            return [replace(outer, lineage=replace(
-                outer.lineage, metrics=metrics, run=run,
-                quality=outer.lineage.quality or nested_quality))]
+            run = add_runs([lineage.run] + nested_runs)
+            return [replace(outer, lineage=replace(lineage, metrics=metrics, run=run))]
         if any(o.kind == FAILED for o in group):
             return [replace(outer, kind=FAILED, lineage=None,
                             error=next(o.error for o in group if o.kind == FAILED))]
-        return [outer]
+        return [replace(outer, lineage=lineage)]
     lin = outer.lineage
     # metrics of the deepest write that has row counts (the actual data write)
     with_rows = [o for o in inner_writes if "cnt" in o.lineage.metrics]

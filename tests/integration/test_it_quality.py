@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from it_helpers import Batch, Task, expect_write
+from it_helpers import Batch, Task, delta_jars, expect_write
 
 pytestmark = pytest.mark.spark
 
@@ -27,7 +27,7 @@ DB = "it_q"
 SRC = f"{DB}.src"
 TASK_SETTINGS = {"quality_columns": (
     f"{DB}.orders_out:amount,status,nope;{DB}.ctas_q:*;{DB}.ins_q:amount;*/q_path:*;"
-    "*/q_jdbc:amount")}
+    "*/q_jdbc:amount;*/q_delta:*")}
 SQLITE_JAR = "/usr/share/java/sqlite-jdbc.jar"
 SRC_DDL = ("id INT, amount DECIMAL(10,2), status STRING, d DATE, ts TIMESTAMP, "
            "tags ARRAY<STRING>, flag BOOLEAN, score DOUBLE")
@@ -221,3 +221,16 @@ def test_jdbc_write_measured_in_its_nested_query(task: Task, sqlite_db: Path) ->
                .option("driver", "org.sqlite.JDBC").load())
     assert_measures(column_metrics(batch, name),
                     spark_measures(task.spark, written, ["amount"]))
+
+
+def test_delta_path_write_measured_in_its_nested_write(task: Task, module_dir: Path) -> None:
+    if not delta_jars():
+        pytest.skip("no Delta Lake release for this Spark line (tests/integration/README.md)")
+    target = str(module_dir / "q_delta")
+    batch = task.run(lambda: task.spark.table(SRC).select("id", "amount", "status")
+                     .write.format("delta").save(target))
+    name = "file:" + target
+    assert [t["output"]["name"] for t in batch.tfs] == [name], batch.summary()
+    assert_measures(column_metrics(batch, name),
+                    spark_measures(task.spark, task.spark.read.format("delta").load(target),
+                                   ["id", "amount", "status"]))
