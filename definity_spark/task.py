@@ -19,7 +19,7 @@ from typing import Any
 
 from definity_spark import wire
 from definity_spark._internal import contained
-from definity_spark.lineage import columns
+from definity_spark.lineage import columns, quality
 from definity_spark.lineage.model import InputLineage, StreamLink, WriteLineage
 from definity_spark.lineage.nesting import add_runs
 
@@ -289,6 +289,12 @@ def build_payloads(task_id: str, tf_id: int, lineage: WriteLineage) -> list[Any]
             wire.Metric(asset_name=i.name, metric_type=name, value=_number(value))
             for name, value in i.metrics.items()
         )
+    # data quality (opt-in): of each measured column, "<dataset>.<column>"
+    metrics.extend(
+        wire.Metric(asset_name=f"{out.name}.{column}", asset_type=quality.COLUMN_ASSET_TYPE,
+                    metric_type=name, value=_number(value))
+        for column, measures in lineage.quality.items() for name, value in measures.items()
+    )
     # how it ran: of the transformation, named by its output (docs/metrics.md)
     metrics.extend(
         wire.Metric(asset_name=out.name, asset_type=TF_ASSET_TYPE, metric_type=name,

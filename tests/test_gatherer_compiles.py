@@ -1,5 +1,5 @@
-"""``FactGatherer.java`` and ``StreamWatch.java`` compile against this Spark's jars
-(fast: javac, no Spark started).
+"""``FactGatherer.java``, ``StreamWatch.java`` and ``QualityRule.java`` compile against
+this Spark's jars (fast: javac, no Spark started).
 
 The plugin compiles it at run time with Janino inside the driver; a source that Spark's
 API no longer fits would only show there, as the fallback to the Python listener. Each
@@ -29,9 +29,11 @@ def test_the_java_gatherer_compiles_against_this_sparks_jars(tmp_path) -> None:
     assert glob.glob(os.path.join(jars, "spark-sql_*.jar")), jars
     out = subprocess.run(
         [javac, "-nowarn", "-proc:none", "-d", str(tmp_path), "-cp",
-         os.path.join(jars, "*"), gatherer.SOURCE, gatherer.STREAMS_SOURCE],
+         os.path.join(jars, "*"), gatherer.SOURCE, gatherer.STREAMS_SOURCE,
+         gatherer.RULE_SOURCE],
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
     classes = sorted(p.name for p in tmp_path.iterdir())
     assert "FactGatherer.class" in classes and "PlanJson.class" in classes
     assert "StreamWatch.class" in classes
+    assert "QualityRule.class" in classes  # the data quality rule (spark/quality.py)

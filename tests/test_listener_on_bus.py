@@ -79,7 +79,8 @@ def test_the_same_reports_as_a_query_execution_listener(env: Any) -> None:
                         if "metrics" in b else (e, b) for e, b in comparable(bodies[before:])]
         assert task_metrics(bodies)["failed_queries"] == 1
     on, off = ([repr(x) for x in runs[flag]] for flag in (True, False))
-    assert on == off, "\n".join(difflib.unified_diff(off, on, "fallback", "on the bus", lineterm=""))
+    assert on == off, "\n".join(difflib.unified_diff(off, on, "fallback", "on the bus",
+                                                     lineterm=""))
     outputs = [b["output"]["name"] for e, b in runs[True] if e == "/log/tf"]
     tmp = env[2]
     assert outputs == [f"file:{tmp}/src"] + [f"file:{tmp}/out{i}" for i in range(3)] \

@@ -80,6 +80,8 @@ def test_issue2_keys_exactly_as_listed():
         # issue 24: a streaming query's metrics interval
         "stream_metrics_interval": ("spark.definity.streaming.metricsInterval",
                                     "DEFINITY_STREAMING_METRICS_INTERVAL"),
+        # issue 25: opt-in data quality of written data
+        "quality_columns": ("spark.definity.quality.columns", "DEFINITY_QUALITY_COLUMNS"),
         "ca_bundle": ("spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE"),
         "verify_tls": ("spark.definity.server.verifyTls", "DEFINITY_SERVER_VERIFY_TLS"),
         "replay_spool": ("spark.definity.spool.replay", "DEFINITY_SPOOL_REPLAY"),

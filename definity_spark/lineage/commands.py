@@ -264,6 +264,9 @@ class Command:
     writes its files in ``deltaTransactionalWrite``).
     query_fields: the command's fields that hold the plans it reads, where its query is
     not a child (CTAS: ``query``; Delta's MERGE: ``source`` and ``target``).
+    quality_names: accessor paths (as ``Read.path``) of its target's table name or path,
+    for the data quality rule (``spark/QualityRule.java``), which measures the columns of
+    its ``query`` before it runs; empty: its writes are not measured.
     """
 
     build: Callable[[CommandFacts, dict[str, Any], Values], None]
@@ -276,6 +279,7 @@ class Command:
     metric_names: Mapping[str, tuple[str, ...]] | None = None
     rows_from_nested: tuple[str, ...] = ()
     query_fields: tuple[str, ...] = ("query",)
+    quality_names: tuple[str, ...] = ()
 
 
 # Spark's write metrics -> metric types (docs/metrics.md), for every command that names
@@ -305,25 +309,33 @@ _TARGET_SCHEMA = Read("table_schema", "target.schema", SCHEMA)
 _DELTA_WRITE = "deltaTransactionalWrite"  # Delta's nested execution that writes the files
 _V2_WRITES = dict(wrapper=True, metrics="committed", rows_from_nested=(_DELTA_WRITE,))
 _CTAS_V1 = dict(reads=(MODE, QUERY_SCHEMA), target="table", wrapper=True)
+# the data quality rule's accessors of a target's name (Command.quality_names)
+_TABLE_DESC = ("tableDesc.identifier.table",)
+_V2_NAMES = ("table.identifier.get.name", "table.table.name")
 
 COMMANDS: dict[str, Command] = {
     # v1 file writes: df.write.<fmt>(path), INSERT into a datasource table, and the inner
     # data write of every datasource / converted-Hive CTAS and saveAsTable
     "InsertIntoHadoopFsRelationCommand": Command(
         _file_write, reads=(Read("output_path", "outputPath"), MODE,
-                            Read("provider", "fileFormat"), QUERY_SCHEMA)),
+                            Read("provider", "fileFormat"), QUERY_SCHEMA),
+        quality_names=("catalogTable.get.identifier.table", "outputPath")),
     "InsertIntoHiveTable": Command(_catalog_table("table", with_mode=False),
-                                   reads=(QUERY_SCHEMA,), target="table"),
+                                   reads=(QUERY_SCHEMA,), target="table",
+                                   quality_names=("table.identifier.table",)),
     "CreateDataSourceTableAsSelectCommand": Command(
-        _catalog_table("table", with_mode=True), light="table", **_CTAS_V1),
+        _catalog_table("table", with_mode=True), light="table",
+        quality_names=("table.identifier.table",), **_CTAS_V1),
     "CreateHiveTableAsSelectCommand": Command(
-        _catalog_table("tableDesc", with_mode=True), light="tableDesc", **_CTAS_V1),
+        _catalog_table("tableDesc", with_mode=True), light="tableDesc",
+        quality_names=_TABLE_DESC, **_CTAS_V1),
     "OptimizedCreateHiveTableAsSelectCommand": Command(
-        _catalog_table("tableDesc", with_mode=True), light="tableDesc", **_CTAS_V1),
+        _catalog_table("tableDesc", with_mode=True), light="tableDesc",
+        quality_names=_TABLE_DESC, **_CTAS_V1),
     # Spark 4 saveAsTable: names the table as written; the nested CTAS qualifies it
     "SaveAsV1TableCommand": Command(
         _catalog_table("tableDesc", with_mode=True), light="tableDesc", named_by_nested=True,
-        **_CTAS_V1),
+        quality_names=_TABLE_DESC, **_CTAS_V1),
     # df.write.format("jdbc"/"delta"/other).save(): the datasource writes itself
     "SaveIntoDataSourceCommand": Command(
         _datasource, wrapper=True, rows_from_nested=("foreachPartition", _DELTA_WRITE),
@@ -334,7 +346,8 @@ COMMANDS: dict[str, Command] = {
                Read("dbtable", "options.get(dbtable)", OPTION),
                Read("path", "options.get(path)", QUALIFIED),
                Read("kafka_servers", "options.get(kafka.bootstrap.servers)", OPTION),
-               Read("kafka_topic", "options.get(topic)", OPTION), QUERY_SCHEMA)),
+               Read("kafka_topic", "options.get(topic)", OPTION), QUERY_SCHEMA),
+        quality_names=("options.get(dbtable)", "options.get(path)")),
     # INSERT INTO a table USING jdbc etc.
     "InsertIntoDataSourceCommand": Command(
         _relation, reads=(Read("relation", "logicalRelation.relation", CLASS),
@@ -344,14 +357,18 @@ COMMANDS: dict[str, Command] = {
     # INSERT OVERWRITE [LOCAL] DIRECTORY
     "InsertIntoHiveDirCommand": Command(
         _directory, target="path",
-        reads=(Read("output_path", "storage.locationUri", QUALIFIED), QUERY_SCHEMA)),
+        reads=(Read("output_path", "storage.locationUri", QUALIFIED), QUERY_SCHEMA),
+        quality_names=("storage.locationUri.get",)),
     "InsertIntoDataSourceDirCommand": Command(
         _directory, target="path", wrapper=True, named_by_nested=True,
-        reads=(Read("output_path", "storage.locationUri", QUALIFIED), QUERY_SCHEMA)),
+        reads=(Read("output_path", "storage.locationUri", QUALIFIED), QUERY_SCHEMA),
+        quality_names=("storage.locationUri.get",)),
     # DataSource V2 (Iceberg, Delta's catalog tables, JDBC v2 catalog)
-    "AppendData": Command(_v2_write, reads=_V2_WRITE, **_V2_WRITES),
-    "OverwriteByExpression": Command(_v2_write, reads=_V2_WRITE, **_V2_WRITES),
-    "OverwritePartitionsDynamic": Command(_v2_write, reads=_V2_WRITE, **_V2_WRITES),
+    "AppendData": Command(_v2_write, reads=_V2_WRITE, quality_names=_V2_NAMES, **_V2_WRITES),
+    "OverwriteByExpression": Command(_v2_write, reads=_V2_WRITE, quality_names=_V2_NAMES,
+                                     **_V2_WRITES),
+    "OverwritePartitionsDynamic": Command(_v2_write, reads=_V2_WRITE, quality_names=_V2_NAMES,
+                                          **_V2_WRITES),
     # row-level MERGE/UPDATE/DELETE: copy-on-write, merge-on-read
     "ReplaceData": Command(_v2_relation, reads=_V2_RELATION + (QUERY_SCHEMA,), target="table",
                            metrics="committed"),
@@ -359,9 +376,10 @@ COMMANDS: dict[str, Command] = {
                           metrics="committed"),
     "CreateTableAsSelect": Command(
         _v2_identifier, reads=_V2_IDENTIFIER + (MODE_IF_EXISTS, QUERY_SCHEMA), target="table",
-        **_V2_WRITES),
+        quality_names=("name.identifier.name",), **_V2_WRITES),
     "ReplaceTableAsSelect": Command(_v2_identifier, reads=_V2_IDENTIFIER + (QUERY_SCHEMA,),
-                                    target="table", **_V2_WRITES),
+                                    target="table", quality_names=("name.identifier.name",),
+                                    **_V2_WRITES),
     "MergeIntoTable": Command(_nothing, target="table"),
     "UpdateTable": Command(_nothing, target="table"),
     "DeleteFromTable": Command(_nothing, target="table"),
@@ -417,6 +435,13 @@ def command_facts(name: str, head: dict[str, Any], values: Values) -> CommandFac
         if schema is not None:
             c.query_schema = schema
     return c
+
+
+def quality_spec() -> str:
+    """The commands whose writes the data quality rule measures, as ``QualityRule`` takes
+    them: a line per command, its simple name, then its ``quality_names``, tab-separated."""
+    return "\n".join("\t".join((name,) + c.quality_names)
+                     for name, c in COMMANDS.items() if c.quality_names)
 
 
 def spec() -> str:

@@ -108,6 +108,9 @@ class QueryFacts:
     # how the SQL execution ran (jobs, stages, tasks, task metrics summed, skew), from
     # Spark's status stores: metric_type -> value (docs/metrics.md)
     run: dict[str, float] = field(default_factory=dict)
+    # the data quality measures Spark observed in the write's own pass (QualityRule.java;
+    # lineage/quality.py): the rule's alias -> value (None: no value, e.g. a NaN)
+    observed: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def root_class(self) -> str | None:

@@ -92,6 +92,9 @@ class WriteLineage:
     # the streaming query run it belongs to (its own tf, or a write of its foreachBatch):
     # the optional ``stream`` field of /log/tf (docs/metrics.md, "Streaming")
     stream: StreamLink | None = None
+    # data quality of the written columns (opt-in, lineage/quality.py): column ->
+    # metric_type -> value ("row_count", "null_count", ...), docs/metrics.md
+    quality: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -201,16 +201,22 @@ def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
         return [outer]
     nested_rows = [o.extras["rows"] for o in group if o.kind == READ and "rows" in o.extras]
     nested_runs = [o.extras["run"] for o in group if o.kind == READ and "run" in o.extras]
+    # data quality measured in a nested query that carried the rows (JDBC, Delta)
+    nested_quality = next((o.extras["quality"] for o in reversed(group)
+                           if o.kind == READ and o.extras.get("quality")), {})
     if not inner_writes:
         if not nested_rows and any(o.kind == FAILED for o in group):
             return [replace(outer, kind=FAILED, lineage=None,
                             error=next(o.error for o in group if o.kind == FAILED))]
-        metrics = dict(outer.lineage.metrics)
+        lineage = outer.lineage
+        if nested_quality and not lineage.quality:
+            lineage = replace(lineage, quality=nested_quality)
+        metrics = dict(lineage.metrics)
         if nested_rows and "cnt" not in metrics:
             # JDBC write: the rows went out through the nested query execution
             metrics["cnt"] = float(sum(nested_rows))
-        run = add_runs([outer.lineage.run] + nested_runs)
-        return [replace(outer, lineage=replace(outer.lineage, metrics=metrics, run=run))]
+        run = add_runs([lineage.run] + nested_runs)
+        return [replace(outer, lineage=replace(lineage, metrics=metrics, run=run))]
     lin = outer.lineage
     # metrics of the deepest write that has row counts (the actual data write)
     with_rows = [o for o in inner_writes if "cnt" in o.lineage.metrics]
@@ -268,8 +274,13 @@ def _merge(outer: Outcome, group: list[Outcome]) -> list[Outcome]:
                 column_lineage = columns.for_columns(inner, [c for c, _ in schema])
                 break
     run = add_runs([lin.run] + [o.lineage.run for o in inner_writes] + nested_runs)
+    # data quality: measured in the pass that wrote the rows (the nested write's)
+    quality = lin.quality or next(
+        (o.lineage.quality for o in reversed(inner_writes) if o.lineage.quality),
+        nested_quality)
     merged = replace(lin, output=replace(lin.output, name=name, schema=schema), inputs=inputs,
                      query_str=query_str, column_lineage=column_lineage, run=run,
+                     quality=quality,
                      metrics=metrics, partial=lin.partial or any(o.lineage.partial
                                                                  for o in inner_writes))
     return [replace(outer, lineage=merged)]

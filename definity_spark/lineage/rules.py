@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from definity_spark.lineage import columns, naming
+from definity_spark.lineage import columns, naming, quality
 from definity_spark.lineage.commands import COMMANDS, GENERIC, PLAN_METRICS, Command
 from definity_spark.lineage.facts import METADATA_COLUMNS, CommandFacts, LeafFacts, QueryFacts
 from definity_spark.lineage.model import InputLineage, OutputLineage, WriteLineage
@@ -45,6 +45,8 @@ class Options:
     trim_partition_dirs: bool = True
     redaction_regex: str | None = None
     column_lineage: bool = True  # which input columns each written column comes from
+    # the datasets and columns whose data quality is measured (lineage/quality.py)
+    quality: tuple[quality.Entry, ...] = ()
 
     @classmethod
     def of(cls, settings: Any) -> Options:
@@ -52,7 +54,8 @@ class Options:
         return cls(normalize_s3=settings.normalize_s3,
                    trim_partition_dirs=settings.trim_partition_dirs,
                    redaction_regex=settings.effective_redaction_regex,
-                   column_lineage=settings.column_lineage)
+                   column_lineage=settings.column_lineage,
+                   quality=quality.parse(getattr(settings, "quality_columns", None)))
 
 
 # actions that only read (funcName of the callback); anything else non-writing is ignored
@@ -161,6 +164,8 @@ def extract(facts: QueryFacts, options: Options | None = None,
             extras["rows"] = facts.write_metrics["queryOutputRows"]
         if facts.run:  # a nested read of a write (JDBC): part of how the write ran
             extras["run"] = dict(facts.run)
+        if facts.observed:  # a nested read that carried a write's rows (JDBC, Delta)
+            extras["quality"] = quality.measures(facts.observed)
         return Outcome(READ, inputs=inputs, extras=extras, **base)
     logger.debug("unknown query kind %s (%s) ignored", root, facts.func_name)
     return Outcome(IGNORED, reason=f"unknown:{root}", **base)
@@ -362,4 +367,5 @@ def _write_lineage(facts: QueryFacts, rule: Command, options: Options) -> WriteL
             leaf_names=lambda leaf: _leaf_names(leaf, options))
     return WriteLineage(output=out, inputs=inputs, query_str=_describe(facts, out, options),
                         metrics=metrics, partial=facts.partial or facts.command.generic,
-                        column_lineage=column_lineage, run=dict(facts.run))
+                        column_lineage=column_lineage, run=dict(facts.run),
+                        quality=quality.measures(facts.observed))

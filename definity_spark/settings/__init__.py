@@ -133,6 +133,7 @@ class Settings:
     max_plan_nodes: int = _default("max_plan_nodes")
     column_lineage: bool = _default("column_lineage")
     stream_metrics_interval: float = _default("stream_metrics_interval")
+    quality_columns: str | None = _default("quality_columns")
     ca_bundle: str | None = _default("ca_bundle")
     verify_tls: bool = _default("verify_tls")
     replay_spool: bool = _default("replay_spool")

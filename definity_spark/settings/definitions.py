@@ -185,6 +185,14 @@ DEFINITIONS: tuple[SettingDef, ...] = (
        "micro-batches of its interval; one more at the query's end): at most one "
        "`/log/metrics` payload per query per interval, whatever the trigger rate "
        "(docs/metrics.md, \"Streaming\").", minimum=1, maximum=86400),
+    _S("quality_columns", "spark.definity.quality.columns", "DEFINITY_QUALITY_COLUMNS", STR,
+       None,
+       "Data quality of written data, opt-in: the datasets and columns whose row count, "
+       "null count, approximate distinct count, min and max are measured in the same pass "
+       "as the write (Spark's observed metrics; docs/metrics.md, \"Data quality\"). "
+       "Entries `dataset:col1,col2` or `dataset:*` separated by `;`, the dataset as the "
+       "plugin names it, `*` a wildcard: `db.orders:amount,customer_id;*:*`.",
+       doc_default="off"),
     _S("ca_bundle", "spark.definity.server.caBundle", "DEFINITY_SERVER_CA_BUNDLE", PATH, None,
        "CA bundle (PEM file or directory) used to verify the server's TLS certificate; "
        "must exist.", doc_default="the system / `requests` CAs", must_exist=True),

@@ -338,6 +338,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         } else if (commandName(plan) != null) {
             field(out, "command", commandName(plan));
             scans(out, call(qe, "executedPlan"));
+            observed(out, qe);
             Object node = unwrapWrite(call(qe, "executedPlan"));
             String metrics = String.valueOf(call(node, "metrics"));
             field(out, "write_metrics", metrics);
@@ -353,6 +354,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             }
         } else if (rowsOfNestedReads.contains(funcName)) {
             rowsBelow(out, "nested_rows", call(qe, "executedPlan"), accIds);
+            observed(out, qe);  // a JDBC or Delta write's rows go through this query
         }
         String queryId = null;
         if (hasMethod(qe, "queryId")) {
@@ -735,6 +737,66 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
 
     private static boolean complete(Object execution) throws Exception {
         return ((Boolean) call(call(execution, "completionTime"), "isDefined")).booleanValue();
+    }
+
+    // -- data quality (QualityRule.java): the measures the rule added to the write's
+    // query, read back from Spark's observed metrics, each as a number (dates and
+    // timestamps as Unix seconds, booleans 0/1; a NaN or infinity as null)
+    private volatile String observedName;  // the rule's CollectMetrics name; null: off
+
+    public void observe(String name) {
+        observedName = name;
+    }
+
+    private void observed(StringBuilder out, QueryExecution qe) throws Exception {
+        String name = observedName;
+        if (name == null) {
+            return;
+        }
+        Object row = optionValue(call(call(qe, "observedMetrics"), "get", name));
+        if (!(row instanceof org.apache.spark.sql.Row)) {
+            return;
+        }
+        org.apache.spark.sql.Row r = (org.apache.spark.sql.Row) row;
+        String[] names = r.schema().fieldNames();
+        key(out, "observed");
+        out.append('{');
+        for (int i = 0; i < names.length; i++) {
+            key(out, names[i]);
+            out.append(number(r.get(i)));
+        }
+        out.append('}');
+    }
+
+    private static String number(Object v) {
+        double d;
+        if (v instanceof Boolean) {
+            return ((Boolean) v).booleanValue() ? "1" : "0";
+        } else if (v instanceof java.math.BigDecimal) {
+            d = ((java.math.BigDecimal) v).doubleValue();
+        } else if (v instanceof Number) {
+            d = ((Number) v).doubleValue();
+            if (v instanceof Long || v instanceof Integer || v instanceof Short
+                    || v instanceof Byte) {
+                return String.valueOf(v);
+            }
+        } else if (v instanceof java.sql.Date) {
+            return String.valueOf(((java.sql.Date) v).toLocalDate().toEpochDay() * 86400L);
+        } else if (v instanceof java.time.LocalDate) {
+            return String.valueOf(((java.time.LocalDate) v).toEpochDay() * 86400L);
+        } else if (v instanceof java.sql.Timestamp) {
+            java.sql.Timestamp t = (java.sql.Timestamp) v;
+            d = Math.floor(t.getTime() / 1000.0) + t.getNanos() / 1e9;
+        } else if (v instanceof java.time.Instant) {
+            java.time.Instant t = (java.time.Instant) v;
+            d = t.getEpochSecond() + t.getNano() / 1e9;
+        } else if (v instanceof java.time.LocalDateTime) {
+            java.time.LocalDateTime t = (java.time.LocalDateTime) v;
+            d = t.toEpochSecond(java.time.ZoneOffset.UTC) + t.getNano() / 1e9;
+        } else {
+            return "null";
+        }
+        return Double.isNaN(d) || Double.isInfinite(d) ? "null" : String.valueOf(d);
     }
 
     // -- what each scan of the executed plan read (the "scans" facts): the scan nodes

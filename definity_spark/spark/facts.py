@@ -181,6 +181,7 @@ class FactReader:
                 facts.write_metrics = {"queryOutputRows": rows}
         facts.scans = [scan_facts(x) for x in raw.get("scans") or ()]
         facts.run = {str(k): float(v) for k, v in (raw.get("run") or {}).items()}
+        facts.observed = {str(k): v for k, v in (raw.get("observed") or {}).items()}
         if "execution_id" in raw:
             facts.execution_id = int(raw["execution_id"])
             facts.root_execution_id = int(raw["root_execution_id"])

@@ -32,6 +32,9 @@ CLASS_NAME = "FactGatherer"
 # loader as the parent; without it, streaming queries are not reported (logged)
 STREAMS_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "StreamWatch.java")
 STREAMS_CLASS = "StreamWatch"
+# the data quality rule (spark/quality.py), compiled and cached the same way
+RULE_SOURCE = os.path.join(os.path.dirname(SOURCE), "QualityRule.java")
+RULE_CLASS = "QualityRule"
 INDEX = "index.json"  # of a cache directory: class name -> sha256 of its class file
 
 
@@ -46,8 +49,8 @@ class Loaded:
 
 
 _lock = threading.Lock()
-# one class per JVM (per py4j gateway): id(gateway) -> (gateway, Loaded)
-_loaded: dict[int, tuple[Any, Loaded]] = {}
+# one class per JVM (per py4j gateway): (id(gateway), class name) -> (gateway, Loaded)
+_loaded: dict[tuple[int, str], tuple[Any, Loaded]] = {}
 
 
 def cache_dir(environ: Any = None) -> str:
@@ -59,14 +62,16 @@ def cache_dir(environ: Any = None) -> str:
     return os.path.join(cache, "definity-spark", "gatherer")
 
 
-def load(gateway: Any, jsession: Any) -> Loaded:
-    """The ``FactGatherer`` class in this JVM (loaded once per JVM)."""
+def load(gateway: Any, jsession: Any, source: str = SOURCE,
+         class_name: str = CLASS_NAME) -> Loaded:
+    """The ``FactGatherer`` class (with ``StreamWatch``), or another source's
+    ``class_name``, in this JVM (loaded once per JVM)."""
     with _lock:
-        known = _loaded.get(id(gateway))
+        known = _loaded.get((id(gateway), class_name))
         if known is not None and known[0] is gateway:
             return known[1]
-        loaded = _load(gateway, jsession)
-        _loaded[id(gateway)] = (gateway, loaded)
+        loaded = _load(gateway, jsession, source, class_name)
+        _loaded[(id(gateway), class_name)] = (gateway, loaded)
         return loaded
 
 
@@ -80,13 +85,17 @@ def new(loaded: Loaded, *config: Any) -> Any | None:
     return g
 
 
-def _load(gateway: Any, jsession: Any) -> Loaded:
+def _load(gateway: Any, jsession: Any, source_path: str, class_name: str) -> Loaded:
     parent = jsession.getClass().getClassLoader()
+    # the gatherer comes with StreamWatch (compiled against it, cached with it)
+    with_watch = class_name == CLASS_NAME
     try:
-        with open(SOURCE, encoding="utf-8") as handle:
+        with open(source_path, encoding="utf-8") as handle:
             source = handle.read()
-        with open(STREAMS_SOURCE, encoding="utf-8") as handle:
-            streams_source = handle.read()
+        streams_source = ""
+        if with_watch:
+            with open(STREAMS_SOURCE, encoding="utf-8") as handle:
+                streams_source = handle.read()
         key = _cache_key(gateway, jsession, source + "\0" + streams_source)
     except Exception as exc:  # noqa: BLE001 - a broken JVM or install: py4j instead
         return Loaded(None, "unavailable", f"{type(exc).__name__}: {exc}"[:300])
@@ -94,32 +103,34 @@ def _load(gateway: Any, jsession: Any) -> Loaded:
     if _trusted(path):
         try:
             loader = _define(gateway, parent, path)
-            return Loaded(loader.loadClass(CLASS_NAME), "cached",
-                          streams_cls=_cached_class(loader, STREAMS_CLASS))
+            return Loaded(loader.loadClass(class_name), "cached",
+                          streams_cls=_cached_class(loader, STREAMS_CLASS) if with_watch
+                          else None)
         except Exception as exc:  # noqa: BLE001 - stale or damaged: compile again
             logger.debug("cached gatherer classes not usable (%s); compiling", exc)
     try:
         compiler = gateway.jvm.org.codehaus.janino.SimpleCompiler()
         compiler.setParentClassLoader(parent)
         compiler.cook(source)
-        cls = compiler.getClassLoader().loadClass(CLASS_NAME)
+        cls = compiler.getClassLoader().loadClass(class_name)
     except Exception as exc:  # noqa: BLE001 - no Janino, or it refused the source
         return Loaded(None, "unavailable", f"{type(exc).__name__}: {exc}"[:300])
     codes = {}
-    with_streams: Any = None
+    streams_cls: Any = None
     try:
         codes = _bytecodes(compiler)
-        with_streams = gateway.jvm.org.codehaus.janino.SimpleCompiler()
-        with_streams.setParentClassLoader(cls.getClassLoader())
-        with_streams.cook(streams_source)
-        streams_cls = with_streams.getClassLoader().loadClass(STREAMS_CLASS)
+        if with_watch:
+            watch = gateway.jvm.org.codehaus.janino.SimpleCompiler()
+            watch.setParentClassLoader(cls.getClassLoader())
+            watch.cook(streams_source)
+            streams_cls = watch.getClassLoader().loadClass(STREAMS_CLASS)
+            codes.update(_bytecodes(watch))
     except Exception as exc:  # noqa: BLE001 - queries are still read; streams are not
         logger.info("definity-spark: streaming queries will not be reported (%s)",
                     f"{type(exc).__name__}: {exc}"[:300])
-        streams_cls, with_streams = None, None
+        codes = {}  # cached only whole: a cache has all its classes
     try:
-        if with_streams is not None:  # cached only with both: a cache has them all
-            codes.update(_bytecodes(with_streams))
+        if codes:
             _write_cache(path, codes)
     except Exception as exc:  # noqa: BLE001 - the next application compiles again
         logger.debug("gatherer classes not cached: %s", exc)

@@ -32,6 +32,7 @@ from typing import Any, Callable
 from definity_spark._internal import contained
 from definity_spark.lineage.rules import Options
 from definity_spark.spark import listener as _listener
+from definity_spark.spark import quality as _quality
 from definity_spark.spark.facts import FactReader, make_gatherer
 from definity_spark.spark.worker import HANDOFF_SIZE, ExtractionWorker
 
@@ -97,6 +98,7 @@ class SessionObserver:
         self.gatherer_loaded: str | None = None  # "cached" or "compiled" (gatherer.py)
         self._gatherer: Any = None
         self.streams: Any = None  # the JVM's StreamWatch, or None (streams not reported)
+        self.quality_rule: Any = None  # QualityRule.java, installed on the session
         self.py_listener: _listener.PyQueryExecutionListener | None = None
         self.worker: ExtractionWorker | None = None  # reading in this process
         self.key: int | None = None  # the JVM session's identity (listener.session_key)
@@ -135,6 +137,7 @@ class SessionObserver:
                 return False
             if self._settings.jvm_listener:
                 self._register_gatherer()
+                self._install_quality()
             else:
                 self.listener_reason = "turned off (spark.definity.internal.jvmListener)"
             if self._gatherer is None:
@@ -195,6 +198,18 @@ class SessionObserver:
                             int(self._settings.stream_metrics_interval * 1000))
             g.streams(watch)
             self.streams = watch
+    def _install_quality(self) -> None:
+        """The data quality rule, when the setting names datasets (it needs the gatherer,
+        which reads what the rule measured)."""
+        if not self._options.quality:
+            return
+        if self._gatherer is None:
+            logger.warning("definity-spark: data quality (quality.columns) is off: it needs "
+                           "the Java listener (%s)", self.listener_reason)
+            return
+        with contained("observer.quality_install"):
+            self.quality_rule = _quality.install(self._gateway, self._jsession,
+                                                 self._gatherer, self._options.quality)
 
     def _warn_fallback(self) -> None:
         global _warned_fallback
@@ -228,6 +243,10 @@ class SessionObserver:
                 with contained("observer.streams_flush"):
                     self.streams.flush()
             ok = self.drain(max(0.0, deadline - time.monotonic()))
+            if self.quality_rule is not None:
+                with contained("observer.quality_uninstall"):
+                    _quality.uninstall(self._jsession, self.quality_rule, self._gatherer)
+                self.quality_rule = None
             _listener.unregister(self._jsession, self, self.key)
             with self._lock:
                 was = self.state

@@ -42,6 +42,7 @@ ROW_PRESERVING = frozenset({
     "RowToColumnarExec", "ShuffleExchangeExec", "AQEShuffleReadExec", "SortExec",
     "WriteFilesExec", "CoalesceExec", "DeserializeToObjectExec", "SerializeFromObjectExec",
     "MapPartitionsExec", "ReusedExchangeExec",
+    "CollectMetricsExec",  # observed metrics (Dataset.observe, the data quality rule)
 })
 
 

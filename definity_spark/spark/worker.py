@@ -28,10 +28,11 @@ import logging
 import queue
 import threading
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 from definity_spark._internal import contained
-from definity_spark.lineage import streams
+from definity_spark.lineage import quality, streams
 from definity_spark.lineage.model import InputLineage, WriteLineage
 from definity_spark.lineage.nesting import NestedWrites
 from definity_spark.lineage.rules import FAILED, READ, WRITE, Options, Outcome, extract
@@ -46,8 +47,8 @@ MAX_DEFERRED_GROUPS = 64  # nested writes waiting for their root (beyond: read a
 PULL_WAIT_MS = 1000  # the worker's longest wait in the JVM (how soon it sees a stop)
 TIMINGS_KEPT = 10000
 # facts only the JVM gatherer reads (the py4j fallback reports without them): the scans'
-# read metrics and how the execution ran (docs/metrics.md)
-GATHERER_ONLY = ("scans", "run")
+# read metrics, how the execution ran and the data quality measures (docs/metrics.md)
+GATHERER_ONLY = ("scans", "run", "observed")
 
 
 class Mark:
@@ -424,9 +425,15 @@ class ExtractionWorker:
         with contained("worker.sink"):
             if outcome.kind == WRITE and outcome.lineage is not None:
                 self.stats["writes"] += 1
-                if outcome.lineage.partial:
+                lineage = outcome.lineage
+                if lineage.partial:
                     self.stats["partial"] += 1
-                self._sink.on_write(outcome.lineage)
+                if self._options.quality:
+                    # the columns the setting asks for, by the write's exact name
+                    lineage = replace(lineage, quality=quality.select(
+                        self._options.quality, lineage.output.name,
+                        [c for c, _ in lineage.output.schema], lineage.quality))
+                self._sink.on_write(lineage)
             elif outcome.kind == FAILED:
                 self.stats["failed_queries"] += 1
                 logger.info("definity-spark: query failed (%s): %s", outcome.func_name,
