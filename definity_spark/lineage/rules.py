@@ -333,7 +333,11 @@ def describe_write(name: str, call: str | None, mode: str | None, root_class: st
     suffix = f" mode={mode.lower()}" if mode else ""
     if fmt and (not call or fmt.lower() != call.lower()):
         suffix = f" format={fmt.lower()}" + suffix
-    if call:
+    if call == "sql":
+        # spark.sql(...) of a statement whose plan keeps no SQL text (a format's own
+        # parser: Delta's CLONE)
+        what = f"SparkSession.sql: {simple_name(root_class or '?')}({name}){suffix}"
+    elif call:
         what = f"DataFrameWriter.{call}({name}){suffix}"
     else:
         what = f"{simple_name(root_class or '?')}({name}){suffix}"

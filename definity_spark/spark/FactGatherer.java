@@ -942,16 +942,9 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
             query = null;  // Delta's CreateDeltaTableCommand: an Option
         }
         if (succeeded) {
-            String sql = String.valueOf(call(call(plan, "origin"), "sqlText"));
-            field(out, "sql", sql);
+            field(out, "sql", String.valueOf(call(call(plan, "origin"), "sqlText")));
             if (query != null) {
                 field(out, "query_sql", String.valueOf(call(call(query, "origin"), "sqlText")));
-            }
-            if ("None".equals(sql)) {
-                // a node a format's analysis rule put in place of the parsed one (Delta's
-                // CLONE) has no origin: the parsed plan's (FactReader._sql_text)
-                field(out, "parsed_sql", String.valueOf(call(call(qe.logical(), "origin"),
-                        "sqlText")));
             }
         }
         List reads = root == null ? null : (List) commandReads.get(root);

@@ -241,11 +241,6 @@ class FactReader:
                     # Spark 4 CTAS: the command's own origin is empty, its query's is not
                     with quiet():
                         facts.sql_text = option_str(plan.query().origin().sqlText())
-                if facts.sql_text is None:
-                    # a node a format's analysis rule put in place of the parsed one
-                    # (Delta's CLONE) has no origin: the parsed plan's
-                    with quiet():
-                        facts.sql_text = option_str(reading.qe.logical().origin().sqlText())
             command = COMMANDS.get(root)
             if command is not None:
                 values = {r.key: self.py4j.read(plan, r) for r in command.reads}
@@ -269,8 +264,6 @@ class FactReader:
             facts.sql_text = option_text(raw.get("sql"))
             if facts.sql_text is None and isinstance(head.get("query"), list):
                 facts.sql_text = option_text(raw.get("query_sql"))
-            if facts.sql_text is None:
-                facts.sql_text = option_text(raw.get("parsed_sql"))
         if root in COMMANDS:
             facts.command = commands.command_facts(root, head, raw.get("command") or {})
             self._committed(reading)
