@@ -27,7 +27,9 @@
 #          newer on Central), kafka-clients 3.9.2, commons-pool2 2.13.1 (its POM's)
 # and a Kafka broker for the tests to start in KRaft mode on loopback
 # (tests/kafka_broker.py): org.apache.kafka:kafka_2.13 with its runtime dependencies, into
-# <venv>/share/definity-kafka (its own JVM's classpath, never Spark's).
+# <venv>/share/definity-kafka (its own JVM's classpath, never Spark's). And spark-avro of
+# the other Scala line (3.5.7; 2.13 for 3.5, 2.12 for 4.x) into
+# <venv>/share/definity-wrong-scala, for tests/test_bad_input.py.
 #
 # Idempotent: a jar already in the folder is not fetched again (nor is mvn started), and
 # jars of other versions left by an earlier pin are removed. Needs mvn (Debian: maven).
@@ -123,5 +125,21 @@ POM
       -DoutputDirectory="$broker/lib"
     test -s "$broker/lib/kafka_2.13-${KAFKA_BROKER}.jar"
     touch "$stamp"
+  fi
+
+  # spark-avro of the other Scala line, into <venv>/share/definity-wrong-scala: a format
+  # jar that cannot work on this Spark (tests/test_bad_input.py), never on Spark's path
+  case "$version" in
+    3.5.*) wrong="org.apache.spark:spark-avro_2.13:3.5.7" ;;
+    *) wrong="org.apache.spark:spark-avro_2.12:3.5.7" ;;
+  esac
+  wrong_dir="$(dirname "$dir")/definity-wrong-scala"
+  IFS=: read -r _group wrong_artifact wrong_version <<<"$wrong"
+  if [ ! -s "$wrong_dir/${wrong_artifact}-${wrong_version}.jar" ]; then
+    echo "fetch-jars: $wrong -> $wrong_dir"
+    rm -rf "$wrong_dir"
+    mkdir -p "$wrong_dir"
+    mvn -q -B dependency:copy -Dartifact="$wrong" -DoutputDirectory="$wrong_dir"
+    test -s "$wrong_dir/${wrong_artifact}-${wrong_version}.jar"
   fi
 done

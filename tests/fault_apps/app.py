@@ -6,6 +6,9 @@ Usage: ``python app.py BASE_DIR MODE`` with MODE one of
               count; prints it; stops the SparkContext; exit code 0.
 * ``raise``   two writes, then the application's own code raises ``ValueError``; the
               interpreter exits with code 1 and a traceback (SparkContext never stopped).
+* ``format``  a write in the format FAULT_APP_FORMAT whose jar is missing, or of the wrong
+              Scala version (FAULT_APP_JARS, handed to Spark as ``spark.jars``): Spark's
+              own error propagates; exit code 1 and a traceback.
 * ``jdbc``    a JDBC (SQLite) write, read and CTAS with a user, a password option and a
               ``password=`` URL parameter; the secrets come from FAULT_APP_PASSWORD and
               FAULT_APP_URL_PASSWORD.
@@ -67,6 +70,8 @@ def session() -> SparkSession:
     )
     if MODE == "jdbc":
         builder = builder.config("spark.jars", SQLITE_JAR)
+    elif MODE == "format" and os.environ.get("FAULT_APP_JARS"):
+        builder = builder.config("spark.jars", os.environ["FAULT_APP_JARS"])
     return builder.getOrCreate()
 
 
@@ -106,6 +111,14 @@ def raising(spark: SparkSession) -> None:
     spark.range(7).selectExpr("id * 2 AS v").write.mode("overwrite").parquet(out("r2"))
     print("before the failure", spark.read.parquet(out("r2")).count(), flush=True)
     check_rows(spark.read.parquet(out("r2")).count())
+
+
+def bad_format(spark: SparkSession) -> None:
+    spark.range(5).write.mode("overwrite").parquet(out("before"))
+    print("before the format write", spark.read.parquet(out("before")).count(), flush=True)
+    spark.range(3).write.format(os.environ["FAULT_APP_FORMAT"]).mode("overwrite").save(
+        out("bad"))
+    print("not reached")
 
 
 def check_rows(n: int) -> None:
@@ -157,6 +170,8 @@ def main() -> None:
         raising(spark)  # raises: the traceback and exit code 1 are the point
     elif MODE == "jdbc":
         jdbc(spark)
+    elif MODE == "format":
+        bad_format(spark)  # raises Spark's error for a missing / unusable format
     else:
         raise SystemExit(f"unknown mode {MODE}")
     mark("shutdown")

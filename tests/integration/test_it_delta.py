@@ -358,6 +358,26 @@ def test_write_to_append(task: Task, module_data: Any) -> None:
                  ds_type="table")
 
 
+def test_unknown_write_command_is_still_one_tf(task: Task, module_data: Any) -> None:
+    """Issue 21, bad input: Delta's ``DeltaDynamicPartitionOverwriteCommand`` (a V2 write
+    of Delta's own that the rules table has no entry for) is still one tf, with the output
+    and the schema its relation and query give (partial, its class logged once at INFO:
+    tests/unit/test_rules_recorded.py::test_an_unknown_write_command_is_partial)."""
+    target = f"{DB}.dyn_over"
+    task.spark.sql(f"CREATE TABLE {target} ({DDL}) USING delta PARTITIONED BY (kind)")
+    run(task, lambda: task.spark.table(SRC).writeTo(target).append())
+    key = "spark.sql.sources.partitionOverwriteMode"
+    task.spark.conf.set(key, "dynamic")
+    try:
+        batch = run(task, lambda: task.spark.table(SRC).where("kind = 'a'")
+                    .writeTo(target).overwritePartitions())
+    finally:
+        task.spark.conf.unset(key)
+    tf = expect_write(batch, output=target, inputs={SRC: ALL}, schema=SCHEMA, cnt=None,
+                      ds_type="table")
+    assert tf["query_str"] == f"DeltaDynamicPartitionOverwriteCommand({target})", tf
+
+
 def test_ctas_sql(task: Task, module_data: Any) -> None:
     sql = f"CREATE TABLE {DB}.ctas USING delta AS SELECT id, kind FROM {SRC} WHERE id > 1"
     batch = run(task, lambda: task.spark.sql(sql))

@@ -203,3 +203,37 @@ def test_save_as_table_partition_column_last(v):
     (w,) = writes(v, "save_as_table_partitioned")
     assert w.output.name == "default.t_part"
     assert w.output.schema == (("id", "LONG"), ("grp", "LONG"))
+
+
+def test_an_unknown_write_command_is_partial(v, caplog):
+    """A write command of a format the rules table does not know (the gatherer reads it
+    with the generic entry, commands.GENERIC): reported with its target and its query's
+    schema, marked partial, its class logged once at INFO however often it runs."""
+    import logging
+    from dataclasses import replace
+
+    from definity_spark.lineage import rules
+    from definity_spark.lineage.facts import CommandFacts
+
+    cls = "com.example.lake.WriteIntoLakeCommand"
+    (facts,) = [f for f in load(v, "parquet_partitioned") if f.func_name == "command"]
+    known = facts.command
+    plan = [dict(facts.plan[0], **{"class": cls})] + facts.plan[1:]
+    unknown = replace(facts, plan=plan, command=CommandFacts(
+        cls=cls, generic=True, output_path=known.output_path, query_schema=known.query_schema))
+    rules._UNKNOWN_LOGGED.discard("WriteIntoLakeCommand")
+    with caplog.at_level(logging.INFO, logger="definity_spark"):
+        outcomes = [extract(unknown) for _ in range(2)]
+    for outcome in outcomes:
+        assert outcome.kind == WRITE
+        w = outcome.lineage
+        assert w.partial is True
+        assert w.output.name == "file:/TMP/data/events" and w.output.ds_type == "path"
+        assert w.output.schema == (("id", "LONG"), ("name", "STRING"), ("grp", "LONG"))
+        assert inputs(w) == {"file:/TMP/data/base": ("id", "name", "grp")}
+        # the writer call from the execution's description; the mode is not known
+        assert w.query_str == "DataFrameWriter.parquet(file:/TMP/data/events)"
+    logged = [r for r in caplog.records if cls in r.getMessage()]
+    assert [r.levelno for r in logged] == [logging.INFO]
+    # the known command itself is not partial
+    assert extract(facts).lineage.partial is False
