@@ -62,7 +62,7 @@ def cache_dir(environ: Any = None) -> str:
     return os.path.join(cache, "definity-spark", "gatherer")
 
 
-def load(gateway: Any, jsession: Any, source: str = SOURCE,
+def load(gateway: Any, jsession: Any, source: str | None = None,
          class_name: str = CLASS_NAME) -> Loaded:
     """The ``FactGatherer`` class (with ``StreamWatch``), or another source's
     ``class_name``, in this JVM (loaded once per JVM)."""
@@ -70,7 +70,7 @@ def load(gateway: Any, jsession: Any, source: str = SOURCE,
         known = _loaded.get((id(gateway), class_name))
         if known is not None and known[0] is gateway:
             return known[1]
-        loaded = _load(gateway, jsession, source, class_name)
+        loaded = _load(gateway, jsession, source or SOURCE, class_name)
         _loaded[(id(gateway), class_name)] = (gateway, loaded)
         return loaded
 
