@@ -33,7 +33,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from definity_spark.lineage import naming
-from definity_spark.lineage.column_exprs import _exprid, _Stop, _trees
+from definity_spark.lineage.column_exprs import (
+    Deps,
+    _all,
+    _exprid,
+    _flatten,
+    _Scope,
+    _Stop,
+    _trees,
+    _union,
+)
 from definity_spark.lineage.column_plans import (
     _WRITE_ROOT_SUFFIXES,
     _WRITE_WRAPPERS,
@@ -90,6 +99,60 @@ def _output_column_names(root: PlanNode, count: int) -> list[str] | None:
             if len(names) == count:
                 return names
     return None
+
+
+# Delta's row-level commands: their plans (``target``, MERGE's ``source``), conditions and
+# assignments are fields of the command, not children
+_ROW_LEVEL = frozenset({"MergeIntoCommand", "UpdateCommand", "DeleteCommand"})
+_MERGE_CLAUSES = ("matchedClauses", "notMatchedClauses", "notMatchedBySourceClauses")
+
+
+def _row_level(ex: _Extractor, node: PlanNode) -> tuple[list[str], list[Deps], frozenset]:
+    """(written columns, their deps, leaf attributes deciding rows) of a Delta MERGE,
+    UPDATE or DELETE: every column keeps its target's values where no assignment sets
+    them; an assignment's expression is direct, its clause's condition indirect; the
+    command's condition (MERGE's match, DELETE's) decides rows."""
+    f = node.fields
+    t_ids, t_maps, rows = ex.plan(build(f["target"]), None)
+    maps = list(t_maps)
+    if is_tree(f.get("source")):
+        _, s_maps, s_rows = ex.plan(build(f["source"]), None)
+        maps += s_maps
+        rows = _union(rows, s_rows)
+    scope = _Scope(maps, None)
+    names = [ex.names.get(eid, f"col{i}") for i, eid in enumerate(t_ids)]
+    deps = [ex._lookup(eid, t_maps) for eid in t_ids]
+    at = {n.lower(): i for i, n in enumerate(names)}
+    condition = _all(ex.exprs(f.get("condition"), scope))
+
+    def assign(i: int | None, value: PlanNode, decided_by: frozenset) -> None:
+        if i is None or (not value.children and _exprid(value.fields) == t_ids[i]):
+            return  # not a target column, or the column set to itself
+        d = ex.expr(_flatten(value), scope)
+        deps[i] = (_union(deps[i][0], d[0]), _union(_union(deps[i][1], d[1]), decided_by))
+
+    if node.name == "UpdateCommand":
+        for i, tree in enumerate(list(_trees(f.get("updateExpressions")))[:len(deps)]):
+            assign(i, build(tree), condition)
+        return names, deps, rows
+    rows = _union(rows, condition)
+    for clauses in (f.get(k) for k in _MERGE_CLAUSES):
+        for tree in _trees(clauses):
+            clause = build(tree)
+            actions = [a for a in clause.fields.get("actions") or () if isinstance(a, int)]
+            decided_by: frozenset = frozenset()
+            for j, child in enumerate(clause.children):
+                if j not in actions:  # the clause's own condition
+                    decided_by = _union(decided_by, _all(ex.expr(_flatten(child), scope)))
+            if not actions:  # WHEN ... THEN DELETE: which rows are written
+                rows = _union(rows, decided_by)
+            for j in actions:
+                action = clause.children[j]
+                parts = _LIST_STRING.match(str(action.fields.get("targetColNameParts", "")))
+                col = parts.group(1).split(", ")[0].lower() if parts else ""
+                if action.children:
+                    assign(at.get(col), action.children[0], decided_by)
+    return names, deps, rows
 
 
 # -- entry points ------------------------------------------------------------------------------
@@ -167,14 +230,20 @@ def _column_lineage(facts: QueryFacts, output_columns: Sequence[str] | None,
     ex = _Extractor(facts, sources, limits)
     root = build(facts.plan)
     query = _written_query(root)
-    if query.name.endswith(_WRITE_ROOT_SUFFIXES) or query.name in _WRITE_WRAPPERS:
+    row_level = query.name in _ROW_LEVEL and is_tree(query.fields.get("target"))
+    if not row_level and (query.name.endswith(_WRITE_ROOT_SUFFIXES)
+                          or query.name in _WRITE_WRAPPERS):
         # a command that keeps its query out of the plan (Delta's MergeIntoCommand...):
         # nothing to read the columns from; say so rather than list them as from nothing
         return ColumnLineage(partial=True, reason=f"no query in {query.name}")
-    ids, maps, rows = ex.plan(query, None)
-    names = _output_column_names(root, len(ids)) if query is not root else None
-    if names is None:
-        names = [ex.names.get(eid, f"col{i}") for i, eid in enumerate(ids)]
+    if row_level:
+        names, deps, rows = _row_level(ex, query)
+    else:
+        ids, maps, rows = ex.plan(query, None)
+        deps = [ex._lookup(eid, maps) for eid in ids]
+        names = _output_column_names(root, len(ids)) if query is not root else None
+        if names is None:
+            names = [ex.names.get(eid, f"col{i}") for i, eid in enumerate(ids)]
     by_name: dict[str, list[int]] = {}
     for pos, n in enumerate(names):
         by_name.setdefault(n.lower(), []).append(pos)
@@ -203,7 +272,7 @@ def _column_lineage(facts: QueryFacts, output_columns: Sequence[str] | None,
             columns.append(ColumnDeps(name=col))
             continue
         pos = slots.pop(0)
-        direct, indirect = ex._lookup(ids[pos], maps)
+        direct, indirect = deps[pos]
         full_d = _grouped(direct, sources, order)
         full_i = _grouped(indirect - direct, sources, order, exclude=full_d)
         d, left = _capped(full_d, limits.max_deps)

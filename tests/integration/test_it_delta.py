@@ -456,9 +456,16 @@ def _expect_merge(task: Task, batch: Batch, target: str, sql: str | None) -> Non
     # one update (id 2), one insert (id 9); the file's 4 other rows are copied
     assert (ops["numTargetRowsUpdated"], ops["numTargetRowsInserted"],
             ops["numTargetRowsDeleted"], ops["numOutputRows"]) == (1, 1, 0, N + 1)
-    expect_write(batch, output=target, inputs={target: ALL, f"{DB}.updates": ALL},
-                 schema=SCHEMA, cnt=ops["numOutputRows"], ds_type="table", query_str=sql)
+    tf = expect_write(batch, output=target, inputs={target: ALL, f"{DB}.updates": ALL},
+                      schema=SCHEMA, cnt=ops["numOutputRows"], ds_type="table",
+                      query_str=sql)
     expect_metrics(batch, target, _merge_metrics(ops))
+    # every column keeps the target's values or takes the source's (INSERT *, SET
+    # amount); the match condition decides the rows
+    src = f"{DB}.updates"
+    assert tf["column_lineage"] == {"version": 1, "columns": [
+        {"name": c, "direct": {src: [c], target: [c]}} for c in ALL],
+        "indirect_all": {src: ["id"], target: ["id"]}}, tf["column_lineage"]
 
 
 def test_merge_into_sql(task: Task, module_data: Any) -> None:
@@ -488,8 +495,13 @@ def _expect_update(task: Task, batch: Batch, target: str, sql: str | None) -> No
     operation, ops = last_operation(task.spark, target)
     assert operation == "UPDATE" and ops["numUpdatedRows"] == 2
     written = ops["numUpdatedRows"] + ops["numCopiedRows"]
-    expect_write(batch, output=target, inputs={target: ALL}, schema=SCHEMA, cnt=written,
-                 ds_type="table", query_str=sql)
+    tf = expect_write(batch, output=target, inputs={target: ALL}, schema=SCHEMA,
+                      cnt=written, ds_type="table", query_str=sql)
+    assert tf["column_lineage"] == {"version": 1, "columns": [
+        {"name": "id", "direct": {target: ["id"]}},
+        {"name": "kind", "direct": {target: ["kind"]}},
+        {"name": "amount", "direct": {target: ["amount"]}, "indirect": {target: ["kind"]}}]}, \
+        tf["column_lineage"]
     expect_metrics(batch, target, {"rows_updated": ops["numUpdatedRows"],
                                    "write_files": ops["numAddedFiles"],
                                    "files_removed": ops["numRemovedFiles"],
@@ -515,8 +527,11 @@ def _expect_delete(task: Task, batch: Batch, target: str, name: str, sql: str | 
                    ds_type: str = "table") -> None:
     operation, ops = last_operation(task.spark, Path(target) if ds_type == "path" else target)
     assert operation == "DELETE" and ops["numDeletedRows"] == 1
-    expect_write(batch, output=name, inputs={name: ALL}, schema=SCHEMA,
-                 cnt=ops["numCopiedRows"], ds_type=ds_type, query_str=sql)
+    tf = expect_write(batch, output=name, inputs={name: ALL}, schema=SCHEMA,
+                      cnt=ops["numCopiedRows"], ds_type=ds_type, query_str=sql)
+    assert tf["column_lineage"] == {"version": 1, "columns": [
+        {"name": c, "direct": {name: [c]}} for c in ALL],
+        "indirect_all": {name: ["id"]}}, tf["column_lineage"]
     expect_metrics(batch, name, {"rows_deleted": ops["numDeletedRows"],
                                  "write_files": ops["numAddedFiles"],
                                  "files_removed": ops["numRemovedFiles"],

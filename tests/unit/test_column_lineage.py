@@ -350,7 +350,8 @@ def test_broken_facts_give_a_partial_result_never_an_error(breakage: str) -> Non
 
 
 def test_a_command_without_its_query_is_partial_not_made_from_nothing() -> None:
-    # e.g. Delta's MergeIntoCommand: a leaf command holding source and target as fields
+    # e.g. Delta's MergeIntoCommand whose target plan could not be read (its column
+    # lineage: tests/unit/test_delta_recorded.py)
     facts = write_facts(COLUMN_VERSIONS[0], "c_case")
     facts.plan = [{"class": "org.apache.spark.sql.delta.commands.MergeIntoCommand",
                    "num-children": 0, "source": None, "target": None}]
