@@ -41,7 +41,7 @@ def _error(run: Any) -> list[str]:
 
 
 @pytest.mark.parametrize("fmt,jars", _cases())
-def test_a_bad_format_jar_fails_the_job_as_without_the_plugin(tmp_path: Path, fmt: str,
+def test_a_bad_format_jar_does_what_it_does_without_the_plugin(tmp_path: Path, fmt: str,
                                                                jars: str) -> None:
     extra = {"FAULT_APP_FORMAT": fmt, "FAULT_APP_JARS": jars}
     without = run_app(tmp_path / "without", "format", extra)
@@ -54,14 +54,22 @@ def test_a_bad_format_jar_fails_the_job_as_without_the_plugin(tmp_path: Path, fm
     finally:
         server.close()
 
-    # the job's failure, unchanged
-    assert without.returncode == 1 and "not reached" not in without.stdout, without.stderr
+    # the job's outcome, unchanged: Delta's jar missing fails the job; spark-avro of the
+    # other Scala fails it on 3.5 (NoClassDefFoundError), while Spark 4.1+ has the avro
+    # format built in and the job succeeds, with the plugin as without it
+    failed = without.returncode != 0
+    assert failed or fmt != "delta", without.stdout
     assert with_plugin.returncode == without.returncode
     assert with_plugin.stdout == without.stdout
-    assert _error(without) and _error(with_plugin) == _error(without)
-    # the write before it is reported; the failed one never ran a query: nothing of it
-    assert [tf["output"]["name"] for tf in tfs] == [
-        "file:" + str(tmp_path / "with" / "out" / "before")]
+    out = str(tmp_path / "with" / "out")
+    if failed:
+        assert _error(without) and _error(with_plugin) == _error(without)
+        # the write before it is reported; the failed one ran no query: nothing of it
+        assert [tf["output"]["name"] for tf in tfs] == [f"file:{out}/before"]
+    else:
+        assert "format write done" in without.stdout
+        assert [tf["output"]["name"] for tf in tfs] == [f"file:{out}/before",
+                                                        f"file:{out}/bad"]
     # nothing misleading: no warning or error of the plugin's own
     loud = [line for line in with_plugin.log_text.splitlines()
             if " WARNING " in line or " ERROR " in line or " CRITICAL " in line]

@@ -8,7 +8,8 @@ Usage: ``python app.py BASE_DIR MODE`` with MODE one of
               interpreter exits with code 1 and a traceback (SparkContext never stopped).
 * ``format``  a write in the format FAULT_APP_FORMAT whose jar is missing, or of the wrong
               Scala version (FAULT_APP_JARS, handed to Spark as ``spark.jars``): Spark's
-              own error propagates; exit code 1 and a traceback.
+              own error propagates (exit code 1, a traceback), or, where the format
+              works after all (avro is built into Spark 4.1+), it prints "format write done".
 * ``jdbc``    a JDBC (SQLite) write, read and CTAS with a user, a password option and a
               ``password=`` URL parameter; the secrets come from FAULT_APP_PASSWORD and
               FAULT_APP_URL_PASSWORD.
@@ -118,7 +119,7 @@ def bad_format(spark: SparkSession) -> None:
     print("before the format write", spark.read.parquet(out("before")).count(), flush=True)
     spark.range(3).write.format(os.environ["FAULT_APP_FORMAT"]).mode("overwrite").save(
         out("bad"))
-    print("not reached")
+    print("format write done")
 
 
 def check_rows(n: int) -> None:
