@@ -27,10 +27,15 @@ from definity_spark.lineage.plan import simple_name
 from definity_spark.lineage.streams import StreamFacts, StreamSink
 from definity_spark.spark import gatherer, table_formats
 from definity_spark.spark.listener import SeqRef, error_text
-from definity_spark.spark.py4j_reads import (
+from definity_spark.spark.metric_text import (
     METRIC,
-    ROW_PRESERVING,
     ROWS,
+    parse_rows,
+    parse_write_metrics,
+    scan_facts,
+)
+from definity_spark.spark.py4j_reads import (
+    ROW_PRESERVING,
     STATUS_SCAN,
     Py4jReads,
     json_leaves,
@@ -38,10 +43,7 @@ from definity_spark.spark.py4j_reads import (
     leaf_facts,
     option_str,
     option_text,
-    parse_rows,
-    parse_write_metrics,
     quiet,
-    scan_facts,
 )
 
 logger = logging.getLogger("definity_spark.spark")

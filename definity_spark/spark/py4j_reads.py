@@ -20,12 +20,10 @@ from definity_spark.lineage import commands, naming
 from definity_spark.lineage.commands import COMMANDS, table_from_json
 from definity_spark.lineage.facts import Attr, LeafFacts, QueryFacts
 from definity_spark.lineage.plan import build, simple_name
+from definity_spark.spark.metric_text import METRIC, ROWS, parse_rows, parse_write_metrics
 
 logger = logging.getLogger("definity_spark.spark")
 
-# (the gatherer is given the same patterns and bounds: facts.gatherer_config)
-METRIC = re.compile(r"(\w+) -> SQLMetric\(id: (\d+), name: .*?, value: (-?[\d.]+)\)")
-ROWS = re.compile(r"numOutputRows -> SQLMetric\(id: (\d+), name: .*?, value: (-?[\d.]+)\)")
 # SQLPlanMetric(name, accumulatorId, metricType): a name may hold "(ms)", a type dots
 # (Iceberg's "v2Custom_org.apache.iceberg...")
 _PLAN_METRIC_ID = re.compile(r"SQLPlanMetric\((?:[^()]|\([^()]*\))*?,(\d+),[^,()]+\)")
@@ -56,53 +54,6 @@ def option_text(s: str | None) -> str | None:
     if s is not None and s.startswith("Some(") and s.endswith(")"):
         return s[5:-1]
     return None
-
-
-# a scan node's metrics -> the per-input metric types (docs/metrics.md): Spark's file
-# scans, and Iceberg's own (a V2 scan's custom metrics, keyed by their names)
-SCAN_METRICS = {"numOutputRows": "read_rows", "filesSize": "read_bytes",
-                "numFiles": "read_files", "numPartitions": "read_partitions",
-                "totalDataFileSize": "read_bytes", "resultDataFiles": "read_files"}
-
-
-def scan_facts(raw: dict[str, Any]) -> LeafFacts:
-    """One scan of the gatherer's ``scans``: what names its dataset and what it read."""
-    metrics = {m.group(1): float(m.group(3)) for m in METRIC.finditer(raw.get("metrics") or "")}
-    # a metric never set (a scan that did not run: AQE skipped its side) keeps Spark's
-    # initial -1 of size metrics: not measured, so absent
-    facts = LeafFacts(cls=str(raw.get("cls")), v2_name=raw.get("v2_name"),
-                      jdbc_url=raw.get("jdbc_url"), jdbc_table=raw.get("jdbc_table"),
-                      scan_metrics={name: metrics[key] for key, name in SCAN_METRICS.items()
-                                    if metrics.get(key, -1) >= 0})
-    facts.table = table_from_json(raw.get("table"))
-    if raw.get("paths"):
-        facts.paths = [p for p in str(raw["paths"]).split("\n") if p]
-    return facts
-
-
-def parse_rows(metrics: str) -> tuple[float | None, int]:
-    """(numOutputRows, its accumulator id) of a metrics map's text."""
-    m = ROWS.search(metrics)
-    return (float(m.group(2)), int(m.group(1))) if m else (None, -1)
-
-
-def parse_write_metrics(metrics: str, child_rows: str | None
-                        ) -> tuple[dict[str, float], list[int]]:
-    """The write node's metrics and their accumulator ids, from its metrics map's text.
-    DataSource V2 writes (Iceberg, JDBC catalog) report no row count of their own: the
-    rows written are the rows their query produced (``child_rows``: the metrics of the
-    first node below that counts them)."""
-    out: dict[str, float] = {}
-    ids: list[int] = []
-    for m in METRIC.finditer(metrics):
-        out[m.group(1)] = float(m.group(3))
-        ids.append(int(m.group(2)))
-    if "numOutputRows" not in out and child_rows is not None:
-        rows, acc = parse_rows(child_rows)
-        if rows is not None:
-            out["numOutputRows"] = rows
-            ids.append(acc)
-    return out, ids
 
 
 def option_value(value: Any) -> Any:

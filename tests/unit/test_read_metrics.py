@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from definity_spark.lineage.facts import Attr, LeafFacts, QueryFacts
 from definity_spark.lineage.rules import Options, _inputs
-from definity_spark.spark.py4j_reads import scan_facts
+from definity_spark.spark.metric_text import scan_facts
 
 # FileSourceScanExec.metrics().toString() as Spark 3.5 prints it (shortened)
 FILE_SCAN = ("Map(numFiles -> SQLMetric(id: 41, name: Some(number of files read), value: 3), "
