@@ -567,11 +567,11 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         try {
             // the status store's queue may still be on this execution's events: wait for
             // its end there (RUN_WAIT_MS at most; the reading thread waits, not the job)
-            for (long waited = 0; !complete(x); waited += 10) {
+            for (long waited = 0; !complete(x); waited += RUN_POLL_MS) {
                 if (waited >= RUN_WAIT_MS) {
                     return;  // not complete yet: no run facts rather than partial sums
                 }
-                Thread.sleep(10);
+                Thread.sleep(RUN_POLL_MS);
                 Object again = invoke(one, sqlStore, new Object[] {new Long(id)});
                 if (!((Boolean) call(again, "isDefined")).booleanValue()) {
                     return;
@@ -734,6 +734,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     }
 
     private static final long RUN_WAIT_MS = 3000;
+    private static final long RUN_POLL_MS = 2;  // the store is usually a few ms behind
 
     private static boolean complete(Object execution) throws Exception {
         return ((Boolean) call(call(execution, "completionTime"), "isDefined")).booleanValue();
