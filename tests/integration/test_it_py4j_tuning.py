@@ -24,10 +24,13 @@ def _jvm_nodelay_by_port(spark: Any) -> dict[int, bool]:
     field = gw.jvm.java.lang.Class.forName("py4j.GatewayServer").getDeclaredField(
         "connections")
     field.setAccessible(True)
-    conns = field.get(gw.java_gateway_server)
+    # one copy (toArray holds the list's lock): a connection may close meanwhile
+    conns = field.get(gw.java_gateway_server).toArray()
     out = {}
-    for i in range(conns.size()):
-        sock = conns.get(i).getSocket()
+    for conn in conns:
+        if conn is None:  # (removed while copied)
+            continue
+        sock = conn.getSocket()
         out[sock.getPort()] = bool(sock.getTcpNoDelay())
     return out
 
