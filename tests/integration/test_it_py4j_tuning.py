@@ -28,9 +28,9 @@ def _jvm_nodelay_by_port(spark: Any) -> dict[int, bool]:
     conns = field.get(gw.java_gateway_server).toArray()
     out = {}
     for conn in conns:
-        if conn is None:  # (removed while copied)
+        sock = conn.getSocket() if conn is not None else None
+        if sock is None:  # removed while copied, or not connected (yet, any more)
             continue
-        sock = conn.getSocket()
         out[sock.getPort()] = bool(sock.getTcpNoDelay())
     return out
 
