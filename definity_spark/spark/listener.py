@@ -129,7 +129,7 @@ class Py4jTuning:
 
     py4j <= 0.10.9.9 leaves Nagle's algorithm on: any reply over 8 KiB stalls ~40 ms on
     delayed ACK (py4j issue 516). New connections appear when a new Python thread calls
-    into the JVM, so ``server_connections`` is re-applied when their number changes.
+    into the JVM, so ``server_connections`` is re-applied when this process opened one.
     It costs no py4j call when this process has opened no connection since a pass: the
     connections a pass covered are remembered (``_own_connections``: the calling thread's
     with pyspark's pinned-thread client, the pool's idle ones with a pooled client such as
@@ -139,16 +139,11 @@ class Py4jTuning:
     def __init__(self, gateway: Any):
         self._gw = gateway
         self._field = None
-        self._seen_count = -1
         self._tuned: weakref.WeakSet[Any] = weakref.WeakSet()  # covered by a pass
         self._lock = threading.Lock()
 
-    def server_connections(self, force: bool = False) -> None:
-        """``force``: look at every connection again (another process's is new)."""
+    def server_connections(self) -> None:
         with contained("py4j.nodelay"), self._lock:
-            if force:
-                self._seen_count = -1
-                self._tuned = weakref.WeakSet()
             server = getattr(self._gw, "java_gateway_server", None)
             if server is None:
                 return
@@ -162,18 +157,16 @@ class Py4jTuning:
                 f = cls.getDeclaredField("connections")
                 f.setAccessible(True)
                 self._field = f
-            conns = self._field.get(server)
-            n = conns.size()
-            if n != self._seen_count:
-                for i in range(n):
-                    try:
-                        sock = conns.get(i).getSocket()
-                        if not sock.getTcpNoDelay():
-                            sock.setTcpNoDelay(True)
-                    except Exception as exc:  # noqa: BLE001 - a connection closing
-                        # meanwhile (a helper's, after its task ended): nothing to tune
-                        logger.debug("py4j connection %d not tuned: %s", i, str(exc)[:200])
-                self._seen_count = n
+            # every connection, not only when their number changed: one may have closed
+            # as ours opened. One copy: toArray holds the list's lock.
+            for conn in self._field.get(server).toArray():
+                try:
+                    sock = conn.getSocket()
+                    if sock is not None and not sock.getTcpNoDelay():
+                        sock.setTcpNoDelay(True)
+                except Exception as exc:  # noqa: BLE001 - a connection closing
+                    # meanwhile (a helper's, after its task ended): nothing to tune
+                    logger.debug("py4j connection not tuned: %s", str(exc)[:200])
             # the calls above used (or opened) this process's connection: covered now
             self._tuned.update(self._own_connections(client))
 

@@ -84,3 +84,42 @@ def test_a_pooled_client_is_tuned_once_and_again_only_for_a_new_connection(
     finally:
         client.send_command = send
         gateway.close()
+
+
+def _gateway_like(spark: Any) -> Any:
+    from py4j.java_gateway import GatewayParameters, JavaGateway
+
+    params = spark.sparkContext._gateway.gateway_parameters
+    return JavaGateway(gateway_parameters=GatewayParameters(
+        address=params.address, port=params.port, auth_token=params.auth_token,
+        auto_convert=True))
+
+
+def test_a_new_connection_is_tuned_when_another_closed_meanwhile(spark: Any) -> None:
+    # the number of the JVM's connections stays the same: it must not be taken for "none new"
+    import time
+
+    mine, other = _gateway_like(spark), _gateway_like(spark)
+    try:
+        mine.jvm.java.lang.System.currentTimeMillis()
+        other.jvm.java.lang.System.currentTimeMillis()
+        tuning = Py4jTuning(mine)
+        tuning.server_connections()
+        before = len(_jvm_nodelay_by_port(spark))
+        client = mine._gateway_client
+        held = client._get_connection()
+        second = client._get_connection()  # a new one of ours
+        second_port = second.socket.getsockname()[1]
+        client._give_back_connection(held)
+        client._give_back_connection(second)
+        other.close()  # the other one goes: as many connections as before, one new
+        deadline = time.monotonic() + 10
+        while len(_jvm_nodelay_by_port(spark)) != before:
+            assert time.monotonic() < deadline, "the closed connection stayed listed"
+            time.sleep(0.05)
+        assert _jvm_nodelay_by_port(spark)[second_port] is False
+        tuning.server_connections()
+        assert _jvm_nodelay_by_port(spark)[second_port] is True
+    finally:
+        mine.close()
+        other.close()
