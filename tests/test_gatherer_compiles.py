@@ -33,7 +33,7 @@ def test_the_java_gatherer_compiles_against_this_sparks_jars(tmp_path) -> None:
          gatherer.RULE_SOURCE],
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-4000:]
-    classes = sorted(p.name for p in tmp_path.iterdir())
+    classes = sorted(p.name for p in (tmp_path / "definity").iterdir())  # their package
     assert "FactGatherer.class" in classes and "PlanJson.class" in classes
     assert "StreamWatch.class" in classes
     assert "QualityRule.class" in classes  # the data quality rule (spark/quality.py)

@@ -32,6 +32,7 @@ from test_extraction_process import (  # noqa: E402
 )
 
 import definity_spark  # noqa: E402
+from definity_spark.spark import gatherer  # noqa: E402
 
 
 def activate(env: Any, on_bus: bool) -> tuple[Any, Any]:
@@ -49,7 +50,7 @@ def bus(spark: Any) -> Any:
 
 def gatherers_on_bus(spark: Any) -> int:
     return sum(1 for listener in bus(spark).listeners()
-               if listener.getClass().getName() == "FactGatherer")
+               if listener.getClass().getName() == gatherer.CLASS_NAME)
 
 
 def test_the_same_reports_as_a_query_execution_listener(env: Any) -> None:

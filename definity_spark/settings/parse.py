@@ -104,7 +104,13 @@ def _check_minimum(d: SettingDef, value: float, expected: str) -> None:
 
 
 def _parse_int(d: SettingDef, raw: Any) -> int:
-    expected = "an integer" + _bound_text(d)
+    return _parse_whole(d, raw, "an integer" + _bound_text(d), lambda text: int(text.strip()))
+
+
+def _parse_whole(d: SettingDef, raw: Any, expected: str,
+                 from_text: Callable[[str], int]) -> int:
+    """An int setting's value: an int, a whole float, or text ``from_text`` parses (it
+    raises ValueError), within the setting's bounds."""
     if isinstance(raw, bool):
         raise _BadValue(expected)
     if isinstance(raw, int):
@@ -113,7 +119,7 @@ def _parse_int(d: SettingDef, raw: Any) -> int:
         value = int(raw)
     elif isinstance(raw, str):
         try:
-            value = int(raw.strip())
+            value = from_text(raw)
         except ValueError:
             raise _BadValue(expected) from None
     else:
@@ -242,23 +248,8 @@ def parse_size(text: str) -> int:
 
 
 def _parse_size(d: SettingDef, raw: Any) -> int:
-    expected = "a size in bytes, or with a k/m/g suffix (e.g. 256m)" + _bound_text(d)
-    if isinstance(raw, bool):
-        raise _BadValue(expected)
-    if isinstance(raw, int):
-        value = raw
-    elif isinstance(raw, float) and raw.is_integer():
-        value = int(raw)
-    elif isinstance(raw, str):
-        try:
-            value = parse_size(raw)
-        except ValueError:
-            raise _BadValue(expected) from None
-    else:
-        raise _BadValue(expected)
-    _check_minimum(d, value, expected)
-    _check_maximum(d, value)
-    return value
+    return _parse_whole(d, raw, "a size in bytes, or with a k/m/g suffix (e.g. 256m)"
+                        + _bound_text(d), parse_size)
 
 
 def _parse_log_level(d: SettingDef, raw: Any) -> str:

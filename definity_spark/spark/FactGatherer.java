@@ -20,6 +20,10 @@
 // it by its sequence number.
 //
 // Janino compiles a subset of Java: no generics (raw types and casts), no lambdas.
+// The reflection and JSON helpers at the end are public: StreamWatch and QualityRule,
+// compiled with this class's loader as their parent, import them.
+
+package definity;
 
 import java.lang.reflect.Field;
 import java.lang.reflect.Method;
@@ -1000,7 +1004,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     // The value of an accessor path: public methods called in turn, each without arguments
     // or with one string argument ("options.get(url)"); null where one is missing on this
     // Spark version, returns null, or throws (Option.get of a None).
-    private static Object path(Object node, String path) {
+    public static Object path(Object node, String path) {
         Object o = node;
         String[] steps = STEP.split(path);
         for (int i = 0; i < steps.length && o != null; i++) {
@@ -1026,7 +1030,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     private static final Pattern STEP = Pattern.compile("\\.(?![^(]*\\))");
 
     // A scala.Option's value (null for None); anything else as it is.
-    private static Object optionValue(Object value) throws Exception {
+    public static Object optionValue(Object value) {
         if (!(value instanceof scala.Option)) {
             return value;
         }
@@ -1252,22 +1256,26 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         Object ident = call(rel, "identifier");
         Object table = call(rel, "table");
         if (((Boolean) call(ident, "isDefined")).booleanValue()) {
-            Object i = call(ident, "get");
-            String[] namespace = (String[]) call(i, "namespace");
-            key(out, "namespace");
-            out.append('[');
-            for (int k = 0; k < namespace.length; k++) {
-                if (k > 0) {
-                    out.append(',');
-                }
-                quote(out, namespace[k]);
-            }
-            out.append(']');
-            field(out, "name", String.valueOf(call(i, "name")));
+            identifier(out, call(ident, "get"));
         } else {
             field(out, "name", String.valueOf(call(table, "name")));
         }
         field(out, "table_cls", table.getClass().getName());
+    }
+
+    // A catalog Identifier's namespace and name
+    public static void identifier(StringBuilder out, Object ident) throws Exception {
+        String[] namespace = (String[]) call(ident, "namespace");
+        key(out, "namespace");
+        out.append('[');
+        for (int k = 0; k < namespace.length; k++) {
+            if (k > 0) {
+                out.append(',');
+            }
+            quote(out, namespace[k]);
+        }
+        out.append(']');
+        field(out, "name", String.valueOf(call(ident, "name")));
     }
 
     // -- Structured Streaming (StreamWatch.java): its events come through onOtherEvent;
@@ -1320,7 +1328,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     private static final ConcurrentHashMap METHODS = new ConcurrentHashMap();
 
     // `param`: the one parameter's type, or null for none
-    private static Method method(Class c, String name, Class param) {
+    public static Method method(Class c, String name, Class param) {
         Map byName = (Map) METHODS.get(c);
         if (byName == null) {
             if (METHODS.size() >= METHOD_CACHE_CLASSES) {
@@ -1359,7 +1367,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         return NO_METHOD;
     }
 
-    private static Method require(Class c, String name, Class param)
+    public static Method require(Class c, String name, Class param)
             throws NoSuchMethodException {
         Method m = method(c, name, param);
         if (m == null) {
@@ -1368,20 +1376,20 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         return m;
     }
 
-    private static boolean hasMethod(Object o, String name) {
+    public static boolean hasMethod(Object o, String name) {
         return method(o.getClass(), name, null) != null;
     }
 
-    private static Object call(Object o, String name) throws Exception {
+    public static Object call(Object o, String name) throws Exception {
         return invoke(require(o.getClass(), name, null), o, new Object[0]);
     }
 
-    private static Object call(Object o, String name, String arg) throws Exception {
+    public static Object call(Object o, String name, String arg) throws Exception {
         return invoke(require(o.getClass(), name, String.class), o, new Object[] {arg});
     }
 
     // a public method of a class that is not public itself needs setAccessible
-    private static Object invoke(Method m, Object o, Object[] args) throws Exception {
+    public static Object invoke(Method m, Object o, Object[] args) throws Exception {
         try {
             return m.invoke(o, args);
         } catch (IllegalAccessException e) {
@@ -1390,16 +1398,16 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         }
     }
 
-    private static int seqSize(Object seq) throws Exception {
+    public static int seqSize(Object seq) throws Exception {
         return ((Number) call(seq, "size")).intValue();
     }
 
-    private static Object seqApply(Object seq, int i) throws Exception {
+    public static Object seqApply(Object seq, int i) throws Exception {
         return invoke(require(seq.getClass(), "apply", int.class), seq,
                       new Object[] {new Integer(i)});
     }
 
-    private static String simpleName(String cls) {
+    public static String simpleName(String cls) {
         int dot = cls.lastIndexOf('.');
         String name = dot < 0 ? cls : cls.substring(dot + 1);
         return name.endsWith("$") ? name.substring(0, name.length() - 1) : name;
@@ -1415,7 +1423,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
     }
 
     // `"key":` after a comma unless it opens an object
-    private static void key(StringBuilder out, String key) {
+    public static void key(StringBuilder out, String key) {
         char last = out.charAt(out.length() - 1);
         if (last != '{' && last != '[') {
             out.append(',');
@@ -1424,7 +1432,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         out.append(':');
     }
 
-    private static void field(StringBuilder out, String key, String value) {
+    public static void field(StringBuilder out, String key, String value) {
         key(out, key);
         if (value == null) {
             out.append("null");
@@ -1433,7 +1441,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         }
     }
 
-    private static void quote(StringBuilder out, String s) {
+    public static void quote(StringBuilder out, String s) {
         PlanJson.quote(out, s);
     }
 }

@@ -14,7 +14,10 @@
 // the exact dataset name is checked in Python before anything is reported.
 //
 // Never breaks the user's query: any error leaves the plan as it was (counted).
-// Janino compiles a subset of Java: no generics (raw types and casts), no lambdas.
+// Janino compiles a subset of Java: no generics (raw types and casts), no lambdas. It is
+// compiled with FactGatherer's class loader as its parent, and uses FactGatherer's helpers.
+
+package definity;
 
 import java.lang.reflect.Method;
 import java.util.ArrayList;
@@ -47,6 +50,14 @@ import org.apache.spark.sql.types.DateType;
 import org.apache.spark.sql.types.NumericType;
 import org.apache.spark.sql.types.StringType;
 import org.apache.spark.sql.types.TimestampType;
+
+import static definity.FactGatherer.call;
+import static definity.FactGatherer.invoke;
+import static definity.FactGatherer.optionValue;
+import static definity.FactGatherer.path;
+import static definity.FactGatherer.seqApply;
+import static definity.FactGatherer.seqSize;
+import static definity.FactGatherer.simpleName;
 
 public class QualityRule extends Rule {
     private String name;  // of the CollectMetrics (FactGatherer.observe reads it back)
@@ -131,7 +142,7 @@ public class QualityRule extends Rule {
         boolean all = false;
         boolean matched = false;
         for (int p = 0; p < paths.length; p++) {
-            Object value = value(cmd, paths[p]);
+            Object value = optionValue(path(cmd, paths[p]));
             if (value == null) {
                 continue;
             }
@@ -293,47 +304,6 @@ public class QualityRule extends Rule {
     }
 
     // -- helpers --------------------------------------------------------------------------
-    // The value of an accessor path (commands.py's Read.path: public methods without
-    // arguments or with one string argument, "options.get(dbtable)"), a Scala Option's
-    // value; null where a method is missing, throws, or the Option is empty.
-    private static Object value(Object node, String path) {
-        Object o = node;
-        String[] steps = path.split("\\.");
-        for (int i = 0; i < steps.length && o != null; i++) {
-            String step = steps[i];
-            int open = step.indexOf('(');
-            try {
-                if (open < 0) {
-                    o = invoke(o.getClass().getMethod(step, new Class[0]), o, new Object[0]);
-                } else {
-                    o = invoke(oneArgument(o.getClass(), step.substring(0, open)), o,
-                            new Object[] {step.substring(open + 1, step.length() - 1)});
-                }
-            } catch (Exception e) {
-                return null;
-            }
-        }
-        if (o instanceof scala.Option) {
-            scala.Option opt = (scala.Option) o;
-            return opt.isDefined() ? opt.get() : null;
-        }
-        return o;
-    }
-
-    // a public method of that name with one parameter that takes a String (a Scala Map's
-    // get(key) is get(Object) once erased)
-    private static Method oneArgument(Class c, String name) throws NoSuchMethodException {
-        Method[] all = c.getMethods();
-        for (int i = 0; i < all.length; i++) {
-            Class[] types = all[i].getParameterTypes();
-            if (all[i].getName().equals(name) && types.length == 1
-                    && types[0].isAssignableFrom(String.class)) {
-                return all[i];
-            }
-        }
-        throw new NoSuchMethodException(c.getName() + "." + name);
-    }
-
     // a scala List of the items (a Seq on Scala 2.12 and 2.13 alike)
     private static scala.collection.immutable.List list(Object[] items) {
         scala.collection.immutable.List out = scala.collection.immutable.Nil$.MODULE$;
@@ -341,34 +311,5 @@ public class QualityRule extends Rule {
             out = out.$colon$colon(items[i]);
         }
         return out;
-    }
-
-    private static Object call(Object o, String name) throws Exception {
-        return invoke(o.getClass().getMethod(name, new Class[0]), o, new Object[0]);
-    }
-
-    // a public method of a class that is not public itself needs setAccessible
-    private static Object invoke(Method m, Object o, Object[] args) throws Exception {
-        try {
-            return m.invoke(o, args);
-        } catch (IllegalAccessException e) {
-            m.setAccessible(true);
-            return m.invoke(o, args);
-        }
-    }
-
-    private static int seqSize(Object seq) throws Exception {
-        return ((Number) call(seq, "size")).intValue();
-    }
-
-    private static Object seqApply(Object seq, int i) throws Exception {
-        return invoke(seq.getClass().getMethod("apply", new Class[] {int.class}), seq,
-                      new Object[] {new Integer(i)});
-    }
-
-    private static String simpleName(String cls) {
-        int dot = cls.lastIndexOf('.');
-        String n = dot < 0 ? cls : cls.substring(dot + 1);
-        return n.endsWith("$") ? n.substring(0, n.length() - 1) : n;
     }
 }

@@ -21,6 +21,8 @@
 // Janino compiles a subset of Java: no generics (raw types and casts), no lambdas. Only
 // FactGatherer's public members are used (the two classes may have different loaders).
 
+package definity;
+
 import java.lang.reflect.Field;
 import java.lang.reflect.Method;
 import java.util.ArrayList;
@@ -38,6 +40,19 @@ import org.apache.spark.sql.streaming.SourceProgress;
 import org.apache.spark.sql.streaming.StateOperatorProgress;
 import org.apache.spark.sql.streaming.StreamingQueryListener;
 import org.apache.spark.sql.streaming.StreamingQueryProgress;
+
+import static definity.FactGatherer.call;
+import static definity.FactGatherer.field;
+import static definity.FactGatherer.hasMethod;
+import static definity.FactGatherer.identifier;
+import static definity.FactGatherer.invoke;
+import static definity.FactGatherer.key;
+import static definity.FactGatherer.method;
+import static definity.FactGatherer.optionValue;
+import static definity.FactGatherer.quote;
+import static definity.FactGatherer.seqApply;
+import static definity.FactGatherer.seqSize;
+import static definity.FactGatherer.simpleName;
 
 public class StreamWatch extends SparkListener {
     private static final int RESERVOIR = 1024;  // batch durations kept per interval (p50)
@@ -535,20 +550,6 @@ public class StreamWatch extends SparkListener {
         strings(out, "partition_columns", call(table, "partitionColumnNames"));
     }
 
-    private static void identifier(StringBuilder out, Object ident) throws Exception {
-        String[] namespace = (String[]) call(ident, "namespace");
-        key(out, "namespace");
-        out.append('[');
-        for (int k = 0; k < namespace.length; k++) {
-            if (k > 0) {
-                out.append(',');
-            }
-            quote(out, namespace[k]);
-        }
-        out.append(']');
-        field(out, "name", String.valueOf(call(ident, "name")));
-    }
-
     // A streaming source (StreamingRelation: a V1 DataSource; StreamingRelationV2: a V2
     // table, Kafka's too): what naming needs; {} for any other leaf.
     private void streamLeaf(StringBuilder out, Object leaf, Object session) throws Exception {
@@ -637,57 +638,6 @@ public class StreamWatch extends SparkListener {
     }
 
     // -- helpers -----------------------------------------------------------------------------
-    private static final Map METHODS = new HashMap();  // "class#name" -> Method, or NONE
-    private static final Object NONE = new Object();
-
-    private static Method method(Class c, String name, Class param) {
-        String key = c.getName() + "#" + name + (param == null ? "" : "(" + param.getName());
-        synchronized (METHODS) {
-            Object m = METHODS.get(key);
-            if (m == null) {
-                m = NONE;
-                Method[] all = c.getMethods();
-                for (int i = 0; i < all.length; i++) {
-                    Class[] types = all[i].getParameterTypes();
-                    if (all[i].getName().equals(name) && (param == null ? types.length == 0
-                            : types.length == 1 && types[0].isAssignableFrom(param))) {
-                        m = all[i];
-                        break;
-                    }
-                }
-                if (METHODS.size() > 2048) {
-                    METHODS.clear();
-                }
-                METHODS.put(key, m);
-            }
-            return m == NONE ? null : (Method) m;
-        }
-    }
-
-    private static boolean hasMethod(Object o, String name) {
-        return method(o.getClass(), name, null) != null;
-    }
-
-    private static Object call(Object o, String name) throws Exception {
-        Method m = method(o.getClass(), name, null);
-        if (m == null) {
-            throw new NoSuchMethodException(o.getClass().getName() + "." + name);
-        }
-        return invoke(m, o, new Object[0]);
-    }
-
-    private static Object invoke(Method m, Object o, Object[] args) throws Exception {
-        if (m == null) {
-            throw new NoSuchMethodException();
-        }
-        try {
-            return m.invoke(o, args);
-        } catch (IllegalAccessException e) {
-            m.setAccessible(true);
-            return m.invoke(o, args);
-        }
-    }
-
     // A public accessor, else a (private) field of that name in the class or a superclass:
     // null where neither exists on this Spark version.
     private static Object member(Object o, String name) {
@@ -708,14 +658,6 @@ public class StreamWatch extends SparkListener {
             // unreadable here: null
         }
         return null;
-    }
-
-    private static Object optionValue(Object value) {
-        if (!(value instanceof scala.Option)) {
-            return value;
-        }
-        scala.Option o = (scala.Option) value;
-        return o.isDefined() ? o.get() : null;
     }
 
     // A Scala (or Java) map's value for a key (a case-insensitive map's keys are lower-case)
@@ -739,15 +681,6 @@ public class StreamWatch extends SparkListener {
         }
     }
 
-    private static int seqSize(Object seq) throws Exception {
-        return ((Number) call(seq, "size")).intValue();
-    }
-
-    private static Object seqApply(Object seq, int i) throws Exception {
-        return invoke(method(seq.getClass(), "apply", int.class), seq,
-                      new Object[] {new Integer(i)});
-    }
-
     private static void strings(StringBuilder out, String k, Object seq) throws Exception {
         key(out, k);
         out.append('[');
@@ -759,49 +692,5 @@ public class StreamWatch extends SparkListener {
             quote(out, String.valueOf(seqApply(seq, i)));
         }
         out.append(']');
-    }
-
-    private static String simpleName(String cls) {
-        int dot = cls.lastIndexOf('.');
-        String name = dot < 0 ? cls : cls.substring(dot + 1);
-        return name.endsWith("$") ? name.substring(0, name.length() - 1) : name;
-    }
-
-    private static void key(StringBuilder out, String key) {
-        char last = out.charAt(out.length() - 1);
-        if (last != '{' && last != '[') {
-            out.append(',');
-        }
-        quote(out, key);
-        out.append(':');
-    }
-
-    private static void field(StringBuilder out, String key, String value) {
-        key(out, key);
-        if (value == null) {
-            out.append("null");
-        } else {
-            quote(out, value);
-        }
-    }
-
-    private static void quote(StringBuilder out, String s) {
-        out.append('"');
-        for (int i = 0; i < s.length(); i++) {
-            char c = s.charAt(i);
-            if (c == '"' || c == '\\') {
-                out.append('\\').append(c);
-            } else if (c < 0x20) {
-                String hex = Integer.toHexString(c);
-                out.append("\\u");
-                for (int k = hex.length(); k < 4; k++) {
-                    out.append('0');
-                }
-                out.append(hex);
-            } else {
-                out.append(c);
-            }
-        }
-        out.append('"');
     }
 }

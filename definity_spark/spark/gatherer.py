@@ -27,14 +27,15 @@ from typing import Any
 logger = logging.getLogger("definity_spark.spark")
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "FactGatherer.java")
-CLASS_NAME = "FactGatherer"
+CLASS_NAME = "definity.FactGatherer"  # the three classes' package: ``definity``
 # Structured Streaming (StreamWatch.java): compiled after FactGatherer, with its class
 # loader as the parent; without it, streaming queries are not reported (logged)
 STREAMS_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "StreamWatch.java")
-STREAMS_CLASS = "StreamWatch"
-# the data quality rule (spark/quality.py), compiled and cached the same way
+STREAMS_CLASS = "definity.StreamWatch"
+# the data quality rule (spark/quality.py): compiled and cached the same way, on its own
+# (only where the setting asks for it), also with FactGatherer's class loader as its parent
 RULE_SOURCE = os.path.join(os.path.dirname(SOURCE), "QualityRule.java")
-RULE_CLASS = "QualityRule"
+RULE_CLASS = "definity.QualityRule"
 INDEX = "index.json"  # of a cache directory: class name -> sha256 of its class file
 
 
@@ -65,14 +66,24 @@ def cache_dir(environ: Any = None) -> str:
 def load(gateway: Any, jsession: Any, source: str | None = None,
          class_name: str = CLASS_NAME) -> Loaded:
     """The ``FactGatherer`` class (with ``StreamWatch``), or another source's
-    ``class_name``, in this JVM (loaded once per JVM)."""
+    ``class_name`` compiled against it, in this JVM (loaded once per JVM)."""
     with _lock:
-        known = _loaded.get((id(gateway), class_name))
-        if known is not None and known[0] is gateway:
-            return known[1]
-        loaded = _load(gateway, jsession, source or SOURCE, class_name)
-        _loaded[(id(gateway), class_name)] = (gateway, loaded)
-        return loaded
+        return _load_once(gateway, jsession, source or SOURCE, class_name)
+
+
+def _load_once(gateway: Any, jsession: Any, source: str, class_name: str) -> Loaded:
+    known = _loaded.get((id(gateway), class_name))
+    if known is not None and known[0] is gateway:
+        return known[1]
+    if class_name == CLASS_NAME:
+        loaded = _load(gateway, jsession.getClass().getClassLoader(), jsession, source,
+                       class_name, STREAMS_SOURCE)
+    else:  # it uses FactGatherer's helpers
+        base = _load_once(gateway, jsession, SOURCE, CLASS_NAME)
+        loaded = base if base.cls is None else _load(
+            gateway, base.cls.getClassLoader(), jsession, source, class_name, SOURCE)
+    _loaded[(id(gateway), class_name)] = (gateway, loaded)
+    return loaded
 
 
 def new(loaded: Loaded, *config: Any) -> Any | None:
@@ -85,18 +96,17 @@ def new(loaded: Loaded, *config: Any) -> Any | None:
     return g
 
 
-def _load(gateway: Any, jsession: Any, source_path: str, class_name: str) -> Loaded:
-    parent = jsession.getClass().getClassLoader()
-    # the gatherer comes with StreamWatch (compiled against it, cached with it)
+def _load(gateway: Any, parent: Any, jsession: Any, source_path: str, class_name: str,
+          companion: str) -> Loaded:
+    """``companion``: for the gatherer, StreamWatch's source (compiled against it, cached
+    with it); for another class, the gatherer's (it is compiled against that)."""
     with_watch = class_name == CLASS_NAME
     try:
         with open(source_path, encoding="utf-8") as handle:
             source = handle.read()
-        streams_source = ""
-        if with_watch:
-            with open(STREAMS_SOURCE, encoding="utf-8") as handle:
-                streams_source = handle.read()
-        key = _cache_key(gateway, jsession, source + "\0" + streams_source)
+        with open(companion, encoding="utf-8") as handle:
+            companion_source = handle.read()
+        key = _cache_key(gateway, jsession, source + "\0" + companion_source)
     except Exception as exc:  # noqa: BLE001 - a broken JVM or install: py4j instead
         return Loaded(None, "unavailable", f"{type(exc).__name__}: {exc}"[:300])
     path = os.path.join(cache_dir(), key)
@@ -122,7 +132,7 @@ def _load(gateway: Any, jsession: Any, source_path: str, class_name: str) -> Loa
         if with_watch:
             watch = gateway.jvm.org.codehaus.janino.SimpleCompiler()
             watch.setParentClassLoader(cls.getClassLoader())
-            watch.cook(streams_source)
+            watch.cook(companion_source)
             streams_cls = watch.getClassLoader().loadClass(STREAMS_CLASS)
             codes.update(_bytecodes(watch))
     except Exception as exc:  # noqa: BLE001 - queries are still read; streams are not

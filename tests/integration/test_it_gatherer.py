@@ -133,21 +133,25 @@ def test_the_compiled_classes_are_cached_and_loaded_without_compiling(
     path = os.path.join(gatherer.cache_dir(), cached)
     assert os.stat(path).st_mode & 0o777 == 0o700
     assert os.stat(gatherer.cache_dir()).st_mode & 0o777 == 0o700
-    files = sorted(os.listdir(path))
-    assert "FactGatherer.class" in files and gatherer.INDEX in files
+    assert sorted(os.listdir(path)) == ["definity", gatherer.INDEX]
+    classes = os.path.join(path, "definity")  # the classes' package
+    assert os.stat(classes).st_mode & 0o777 == 0o700
+    files = sorted(os.listdir(classes))
+    assert "FactGatherer.class" in files and "StreamWatch.class" in files
     for name in files:
-        assert os.stat(os.path.join(path, name)).st_mode & 0o777 == 0o600, name
+        assert os.stat(os.path.join(classes, name)).st_mode & 0o777 == 0o600, name
+    assert os.stat(os.path.join(path, gatherer.INDEX)).st_mode & 0o777 == 0o600
     monkeypatch.setattr(gatherer, "_loaded", {})  # as in the next application's JVM
     second = gatherer.load(gw, js)
     # (not instantiated here: py4j caches methods by class name, and this JVM has a
     # FactGatherer already; test_a_new_application_loads_the_cached_classes runs one)
-    assert second.how == "cached" and str(second.cls.getName()) == "FactGatherer"
+    assert second.how == "cached" and str(second.cls.getName()) == gatherer.CLASS_NAME
     # a class file someone else could have written is not loaded: compiled again
-    os.chmod(os.path.join(path, "FactGatherer.class"), 0o666)
+    os.chmod(os.path.join(classes, "FactGatherer.class"), 0o666)
     monkeypatch.setattr(gatherer, "_loaded", {})
     assert gatherer.load(gw, js).how == "compiled"
     # nor a damaged one
-    with open(os.path.join(path, "PlanJson.class"), "r+b") as f:
+    with open(os.path.join(classes, "PlanJson.class"), "r+b") as f:
         f.seek(-10, os.SEEK_END)
         f.write(b"0123456789")
     monkeypatch.setattr(gatherer, "_loaded", {})

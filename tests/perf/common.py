@@ -17,7 +17,7 @@ from typing import Any
 RESERVOIR_SIZE = 1028
 EXECUTION_LISTENER_BUS = "org.apache.spark.sql.util.ExecutionListenerBus"
 # the plugin's compiled listener, on a queue of its own choosing (listener.BUS_QUEUES)
-GATHERER_LISTENER = "FactGatherer"
+GATHERER_LISTENER = "definity.FactGatherer"
 
 
 def summary(values: Sequence[float]) -> dict[str, float | None]:
