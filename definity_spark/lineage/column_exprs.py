@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from definity_spark.lineage.plan import PlanNode, build, is_tree, simple_name
+from definity_spark.lineage.plan import PlanNode, build, expr_id, is_tree, simple_name
 
 # A dependency set: (direct leaf attribute ids, indirect leaf attribute ids).
 Deps = tuple[frozenset, frozenset]
@@ -42,16 +42,6 @@ def _condition_positions(name: str, n_children: int) -> Iterable[int]:
         # window keys; a subquery's correlated outer attributes and join condition
         return range(n_children)
     return ()
-
-
-def _exprid(d: dict[str, Any]) -> int | None:
-    e = d.get("exprId")
-    if isinstance(e, dict) and "id" in e:
-        try:
-            return int(e["id"])
-        except (TypeError, ValueError):
-            return None
-    return None
 
 
 def _union(a: frozenset, b: frozenset) -> frozenset:
@@ -106,7 +96,7 @@ class _ExprWalk:
         """(direct, indirect) leaf attributes of one expression tree."""
         if len(flat) == 1:  # the common case: a bare attribute or a literal
             d = flat[0]
-            eid = _exprid(d)
+            eid = expr_id(d)
             if "plan" not in d:
                 name = d.get("name")
                 if eid is not None and isinstance(name, str):
@@ -132,7 +122,7 @@ class _ExprWalk:
                    scope: _Scope | None) -> Deps:
         f = node.fields
         name = node.name
-        eid = _exprid(f)
+        eid = expr_id(f)
         if eid is not None and isinstance(f.get("name"), str):
             self.names.setdefault(eid, f["name"])
         if not node.children and eid is not None and "plan" not in f and name != "Alias":

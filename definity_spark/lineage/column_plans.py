@@ -17,7 +17,6 @@ from definity_spark.lineage.column_exprs import (
     EMPTY,
     Deps,
     _all,
-    _exprid,
     _ExprWalk,
     _flatten,
     _Scope,
@@ -31,6 +30,7 @@ from definity_spark.lineage.plan import (
     PlanNode,
     attr_ids,
     build,
+    expr_id,
     is_tree,
 )
 
@@ -233,7 +233,7 @@ class _Extractor(_ExprWalk):
         ids: list[int] = []
         m: dict[int, Deps] = {}
         for tree in _trees(value):
-            eid = _exprid(tree[0])
+            eid = expr_id(tree[0])
             if eid is None:
                 continue
             d = self.expr(tree, scope)
@@ -246,7 +246,7 @@ class _Extractor(_ExprWalk):
 
     def _names_of(self, value: Any) -> None:
         for tree in _trees(value):
-            eid = _exprid(tree[0])
+            eid = expr_id(tree[0])
             if eid is not None and isinstance(tree[0].get("name"), str):
                 self.names[eid] = tree[0]["name"]
 

@@ -36,7 +36,6 @@ from definity_spark.lineage import naming
 from definity_spark.lineage.column_exprs import (
     Deps,
     _all,
-    _exprid,
     _flatten,
     _Scope,
     _Stop,
@@ -51,7 +50,7 @@ from definity_spark.lineage.column_plans import (
 )
 from definity_spark.lineage.facts import METADATA_COLUMNS, LeafFacts, QueryFacts
 from definity_spark.lineage.model import ColumnDeps, ColumnLineage
-from definity_spark.lineage.plan import PlanNode, build, is_tree
+from definity_spark.lineage.plan import PlanNode, build, expr_id, is_tree
 
 logger = logging.getLogger("definity_spark.lineage")
 
@@ -126,7 +125,7 @@ def _row_level(ex: _Extractor, node: PlanNode) -> tuple[list[str], list[Deps], f
     condition = _all(ex.exprs(f.get("condition"), scope))
 
     def assign(i: int | None, value: PlanNode, decided_by: frozenset) -> None:
-        if i is None or (not value.children and _exprid(value.fields) == t_ids[i]):
+        if i is None or (not value.children and expr_id(value.fields) == t_ids[i]):
             return  # not a target column, or the column set to itself
         d = ex.expr(_flatten(value), scope)
         deps[i] = (_union(deps[i][0], d[0]), _union(_union(deps[i][1], d[1]), decided_by))
@@ -256,7 +255,7 @@ def _column_lineage(facts: QueryFacts, output_columns: Sequence[str] | None,
     if root.name == "WriteDelta":
         for tree in _trees(root.fields.get("table")):
             for attr in _trees(build(tree).fields.get("output")):
-                eid = _exprid(attr[0])
+                eid = expr_id(attr[0])
                 if eid is not None and isinstance(attr[0].get("name"), str):
                     kept.setdefault(attr[0]["name"].lower(), eid)
     partial = False

@@ -91,7 +91,8 @@ def _expr_trees(value: Any) -> Iterator[list[dict[str, Any]]]:
             yield from _expr_trees(item)
 
 
-def _exprid(d: dict[str, Any]) -> int | None:
+def expr_id(d: dict[str, Any]) -> int | None:
+    """An expression's ``exprId`` in its JSON fields (None without one)."""
     e = d.get("exprId")
     if isinstance(e, dict) and "id" in e:
         try:
@@ -105,7 +106,7 @@ def attr_ids(value: Any) -> list[int]:
     """Expression ids of the top-level attributes/aliases in a Seq[NamedExpression] field."""
     ids: list[int] = []
     for tree in _expr_trees(value):
-        i = _exprid(tree[0])
+        i = expr_id(tree[0])
         if i is not None:
             ids.append(i)
     return ids
@@ -229,7 +230,7 @@ class PlanIndex:
                     cls = str(tree[0].get("class"))
                     if _is_expression_class(cls):
                         if selective:
-                            own = _exprid(tree[0])
+                            own = expr_id(tree[0])
                             if own is not None and own not in self._needed:
                                 continue
                         self._scan_expression(tree)
@@ -270,7 +271,7 @@ class PlanIndex:
 
     def _scan_expression(self, flat: list[dict[str, Any]]) -> None:
         for d in flat:
-            i = _exprid(d)
+            i = expr_id(d)
             if i is not None:
                 self._needed.add(i)
             plan = d.get("plan")
