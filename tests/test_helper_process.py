@@ -356,7 +356,8 @@ def test_a_signal_to_the_process_group_spools_what_the_helper_holds(
     try:
         settings = make_settings(tmp_path, server.url, server_timeout=20.0)
         script = textwrap.dedent(f"""
-            import os, sys, time
+            import os, signal, sys, time
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as in a terminal (not under nohup)
             sys.path[:0] = {[os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]!r}
             from definity_spark import wire
             from definity_spark.helper.client import HelperProcess

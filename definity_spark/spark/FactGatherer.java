@@ -730,11 +730,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         out.append(",\"executors_removed\":").append(removed);
         out.append(",\"executor_core_seconds\":").append(Math.round(coreSeconds * 1000) / 1000.0);
         out.append(",\"task_time_seconds\":").append(Math.round(taskSeconds * 1000) / 1000.0);
-        if (coreSeconds > 0) {
-            out.append(",\"utilization\":")
-               .append(Math.round(taskSeconds / coreSeconds * 10000) / 10000.0);
-        }
-        return out.append('}').toString();
+        return out.append('}').toString();  // utilization: metric_text.app_metrics
     }
 
     private static final long RUN_WAIT_MS = 3000;

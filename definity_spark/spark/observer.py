@@ -32,6 +32,7 @@ from typing import Any, Callable
 from definity_spark._internal import contained
 from definity_spark.lineage.rules import Options
 from definity_spark.spark import listener as _listener
+from definity_spark.spark import metric_text
 from definity_spark.spark import quality as _quality
 from definity_spark.spark.facts import FactReader, make_gatherer
 from definity_spark.spark.worker import HANDOFF_SIZE, ExtractionWorker
@@ -388,8 +389,7 @@ class SessionObserver:
         if g is None:
             return {}
         with contained("observer.app_summary"):
-            return {str(k): float(v)
-                    for k, v in json.loads(str(g.appSummary(self._jsession))).items()}
+            return metric_text.app_metrics(json.loads(str(g.appSummary(self._jsession))))
         return {}
 
     # -- what the observer saw ----------------------------------------------------------------

@@ -74,3 +74,17 @@ def test_an_iceberg_scan_gives_its_own_file_counts_and_sizes() -> None:
     scan = scan_facts({"cls": "org.apache.spark.sql.execution.datasources.v2.BatchScanExec",
                        "metrics": metrics, "v2_name": "ice.m.m_ev"})
     assert scan.scan_metrics == {"read_rows": 500, "read_bytes": 4096, "read_files": 2}
+
+
+def test_utilization_is_task_time_over_core_seconds_at_most_one() -> None:
+    from definity_spark.spark.metric_text import app_metrics
+
+    # the gatherer's appSummary of a saturated local[1] application (recorded: 6,030 tasks)
+    saturated = {"executors_added": 0, "executors_removed": 0,
+                 "executor_core_seconds": 53.313, "task_time_seconds": 54.844}
+    out = app_metrics(saturated)
+    assert out["utilization"] == 1.0
+    assert out["task_time_seconds"] == 54.844  # the raw figures stay as they are
+    assert app_metrics({**saturated, "task_time_seconds": 12.0})["utilization"] == 0.2251
+    assert "utilization" not in app_metrics({**saturated, "executor_core_seconds": 0})
+    assert all(isinstance(v, float) for v in out.values())
