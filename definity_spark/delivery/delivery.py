@@ -9,11 +9,9 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import os
 import secrets
 import threading
 import time
-import weakref
 from typing import Any, Callable
 
 from definity_spark import wire
@@ -33,7 +31,7 @@ from definity_spark.delivery.transport import (
     SendResult,
     Transport,
 )
-from definity_spark.delivery.worker import BackgroundWorker
+from definity_spark.delivery.worker import BackgroundWorker, reset_after_fork
 
 log = logging.getLogger("definity_spark.delivery")
 
@@ -373,25 +371,3 @@ class Delivery(SpoolRecovery):
 def _new_key_prefix() -> str:
     """64 random bits: the idempotency keys of two deliveries never meet."""
     return secrets.token_hex(8)
-
-
-# Deliveries of this process (``Delivery`` and ``helper.client.HelperProcess``), reset in
-# a forked child.
-_deliveries: weakref.WeakSet[Any] = weakref.WeakSet()
-
-
-def reset_after_fork(delivery: Any) -> None:
-    """``delivery._after_fork()`` is called in a child this process forks."""
-    _deliveries.add(delivery)
-
-
-def _reset_deliveries_after_fork() -> None:
-    for delivery in list(_deliveries):
-        try:
-            delivery._after_fork()
-        except Exception:  # pragma: no cover - never break a fork
-            pass
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_deliveries_after_fork)

@@ -23,7 +23,7 @@ import queue
 import threading
 import time
 import weakref
-from typing import Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar
 
 log = logging.getLogger("definity_spark.delivery")
 
@@ -31,8 +31,14 @@ T = TypeVar("T")
 
 _STOP = object()  # the marker that makes the thread exit
 
-# Workers alive in this process, so that a forked child can reset them (see _after_fork).
-_workers: weakref.WeakSet[BackgroundWorker] = weakref.WeakSet()
+# What has an ``_after_fork`` to call in a child this process forks: the workers, the
+# deliveries and helper clients (reset_after_fork)
+_forked: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def reset_after_fork(obj: Any) -> None:
+    """``obj._after_fork()`` is called in a child this process forks."""
+    _forked.add(obj)
 
 
 class BackgroundWorker(Generic[T]):
@@ -44,7 +50,7 @@ class BackgroundWorker(Generic[T]):
         self._maxsize = max(1, int(queue_size))
         self._name = name
         self._init_state()
-        _workers.add(self)
+        reset_after_fork(self)
 
     def _init_state(self) -> None:
         # Everything that must be fresh in a forked child: a lock held by another thread at
@@ -176,13 +182,13 @@ class BackgroundWorker(Generic[T]):
                 self._queue.task_done()
 
 
-def _reset_workers_after_fork() -> None:
-    for worker in list(_workers):
+def _reset_after_fork() -> None:
+    for obj in list(_forked):
         try:
-            worker._after_fork()
+            obj._after_fork()
         except Exception:  # pragma: no cover - never break a fork
             pass
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_workers_after_fork)
+    os.register_at_fork(after_in_child=_reset_after_fork)
