@@ -601,6 +601,9 @@ public class StreamWatch extends SparkListener {
                 field(out, "catalog", catalog == null ? null : String.valueOf(call(catalog, "name")));
                 identifier(out, ident);
                 out.append('}');
+            } else {  // format(...).load(name) gives no identifier: the table's own name
+                field(out, "v2_name", String.valueOf(call(table, "name")));
+                field(out, "table_cls", table.getClass().getName());
             }
             if (table.getClass().getName().indexOf("kafka010") >= 0) {
                 Map options = (Map) call(leaf, "extraOptions");  // case-insensitive

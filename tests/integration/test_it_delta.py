@@ -607,3 +607,33 @@ def test_shallow_clone(task: Task, module_data: Any) -> None:
                  ds_type="table",
                  query_str=f"SparkSession.sql: CreateDeltaTableCommand({DB}.cloned)")
     assert not [m for m in batch.metrics if m.get("metric_type") == "cnt"], batch.metrics
+
+
+def test_stream_from_delta_table_and_path_to_delta_path(
+        task: Task, module_data: Any, paths: dict[str, Path], module_dir: Path) -> None:
+    """Issue 24: Delta tables read as streams, by name and by path, written to a Delta path:
+    one tf of the run, every dataset named as in batch."""
+    spark = task.spark
+    out = _out(module_dir, "stream_sink")
+
+    def action() -> None:
+        by_name = spark.readStream.table(SRC)
+        by_path = spark.readStream.format("delta").load(str(paths["events"]))
+        q = (by_name.unionByName(by_path).writeStream.format("delta").queryName("dl_stream")
+             .option("checkpointLocation", str(module_dir / "chk" / "dl_stream")).start(out))
+        q.processAllAvailable()
+        q.stop()
+
+    batch = run(task, action)
+    assert [t["output"]["name"] for t in batch.tfs] == [file_name(out)], batch.summary()
+    [tf] = batch.tfs
+    assert tf["input_datasets"] == {SRC: {"columns": ALL},
+                                    file_name(paths["events"]): {"columns": ALL}}, tf
+    assert tf["stream"]["name"] == "dl_stream", tf
+    ds = [d for d in batch.datasets if d.get("ds_name") == file_name(out)]
+    assert len(ds) == 1 and ds[0]["tf_id"] == tf["tf_id"] and ds[0]["ds_type"] == "path", ds
+    assert [m["info_value"] for m in ds[0]["metadata"]] == SCHEMA, ds
+    ends = [m for m in batch.metrics if m.get("asset_type") == "stream"
+            and m.get("asset_name") == file_name(out) and m["metric_type"] == "run_input_rows"]
+    assert ends and ends[-1]["value"] == 2 * N, ends
+    assert spark.read.format("delta").load(out).count() == 2 * N

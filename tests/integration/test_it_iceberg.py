@@ -182,3 +182,34 @@ def test_three_part_name(task: Task, module_data: Any, module_dir: Path) -> None
                      .write.parquet(out))
     expect_write(batch, output=file_name(out), inputs={"main.sales.orders": ["id"]},
                  schema=["id-LONG"], cnt=2, ds_type="path")
+
+
+def test_stream_from_iceberg_to_iceberg(task: Task, module_data: Any, module_dir: Path) -> None:
+    """Issue 24: an Iceberg table read as a stream and written with ``toTable`` is one
+    transformation of the run, named as in batch: source and sink by their table names."""
+    spark = task.spark
+    spark.sql(f"CREATE TABLE ice.db.stream_out ({DDL}) USING iceberg")
+    task.run(lambda: None)  # DDL: consumed
+
+    def run() -> None:
+        q = (spark.readStream.format("iceberg").load(EV).where("amount > 15").writeStream
+             .format("iceberg").outputMode("append").queryName("ice_stream")
+             .option("checkpointLocation", str(module_dir / "chk" / "ice_stream"))
+             .toTable("ice.db.stream_out"))
+        q.processAllAvailable()
+        q.stop()
+
+    batch = task.run(run)
+    tfs = [t for t in batch.tfs if t["output"]["name"] == "ice.db.stream_out"]
+    assert len(tfs) == 1 and len(batch.tfs) == 1, batch.summary()
+    [tf] = tfs
+    assert tf["input_datasets"] == {EV: {"columns": ALL}}, tf
+    assert tf["stream"]["name"] == "ice_stream", tf
+    ds = [d for d in batch.datasets if d.get("ds_name") == "ice.db.stream_out"]
+    assert len(ds) == 1 and ds[0]["tf_id"] == tf["tf_id"] and ds[0]["ds_type"] == "table", ds
+    assert [m["info_value"] for m in ds[0]["metadata"]] == SCHEMA, ds
+    ends = [m for body in batch.of("/log/metrics") for m in body["metrics"]
+            if m["asset_type"] == "stream" and m["asset_name"] == "ice.db.stream_out"
+            and m["metric_type"] == "run_input_rows"]
+    assert ends and ends[-1]["value"] == len(EVENTS), ends  # the source's rows, all read
+    assert spark.table("ice.db.stream_out").count() == 4  # amounts 20 .. 50

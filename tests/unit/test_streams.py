@@ -208,3 +208,23 @@ def test_interval_metrics_order_and_absent_values() -> None:
                                                    "input_rows": 0.0}
     end = streams.interval_metrics({"batches": 1, "run_batches": 9}, end=True)
     assert end == {"batches": 1.0, "run_batches": 9.0, "run_failed": 0.0}
+
+
+def test_a_table_source_without_identifier_is_named_by_the_tables_own_name() -> None:
+    """readStream.format("iceberg").load("ice.db.events") gives Spark no identifier: the
+    source is named by its table's name, as the batch read of the same table is; a table
+    that is no table format's (rate, socket) or a path stays unnamed."""
+    from definity_spark.spark.facts import _stream_leaf
+
+    def named(extra: dict[str, Any]) -> list[str]:
+        leaf = LeafFacts(cls="org.apache.spark.sql.catalyst.streaming.StreamingRelationV2")
+        _stream_leaf(leaf, extra)
+        return naming.leaf_names(leaf)
+
+    iceberg = "org.apache.iceberg.spark.source.SparkTable"
+    assert named({"v2_name": "ice.db.events", "table_cls": iceberg}) == ["ice.db.events"]
+    assert named({"v2_name": "spark_catalog.Db.T", "table_cls": iceberg}) == ["db.t"]
+    assert named({"v2_name": "db.t", "table_cls": iceberg}) == ["db.t"]
+    assert named({"v2_name": "/data/ice/events", "table_cls": iceberg}) == []
+    assert named({"v2_name": "RateStreamTable", "table_cls":
+                  "org.apache.spark.sql.execution.streaming.sources.RateStreamTable"}) == []
