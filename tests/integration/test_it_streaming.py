@@ -128,6 +128,40 @@ def test_file_to_file(task: Task, module_data: dict[str, Any], module_dir: Path)
     assert batch.tfs[0]["input_datasets"] == {file_name(out): {"columns": ["id", "amount"]}}
 
 
+def test_restart_from_the_checkpoint_is_a_new_tf_with_the_same_names(
+        task: Task, module_data: dict[str, Any], module_dir: Path) -> None:
+    """A query started again from its checkpoint is a new run: one more tf, the same
+    dataset names, the same query id (a new application starts a new run the same way)."""
+    src = module_dir / "in" / "restart"
+    out = str(module_dir / "out" / "restart_sink")
+    checkpoint = _checkpoint(module_dir)
+    spark = task.spark
+
+    def add_file(first: int) -> None:
+        spark.createDataFrame(_events(first, 5), EVENTS_DDL).coalesce(1) \
+            .write.mode("append").json(str(src))
+
+    def run() -> None:
+        df = spark.readStream.schema(EVENTS_DDL).json(str(src))
+        _run_stream(df.select("id", "kind").writeStream.format("parquet")
+                    .option("checkpointLocation", checkpoint).start(out))
+
+    add_file(0)
+    task.run(lambda: None)  # the set-up write
+    first = task.run(run)
+    add_file(100)
+    task.run(lambda: None)
+    second = task.run(run)
+    tfs = [_stream_tf(first, file_name(out)), _stream_tf(second, file_name(out))]
+    assert tfs[1]["tf_id"] > tfs[0]["tf_id"]
+    for tf in tfs:
+        assert tf["input_datasets"] == {file_name(src): {"columns": ["id", "kind"]}}, tf
+    assert tfs[0]["stream"]["id"] == tfs[1]["stream"]["id"]
+    assert tfs[0]["stream"]["run_id"] != tfs[1]["stream"]["run_id"]
+    # the second run read only the new file: its end metrics count its own rows
+    assert _stream_metrics(second, file_name(out))[-1]["run_input_rows"] == 5
+
+
 def test_foreach_batch_two_writes(task: Task, module_data: dict[str, Any],
                                   module_dir: Path) -> None:
     src = module_data["src"]
