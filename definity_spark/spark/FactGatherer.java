@@ -1363,7 +1363,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         return NO_METHOD;
     }
 
-    public static Method require(Class c, String name, Class param)
+    private static Method require(Class c, String name, Class param)
             throws NoSuchMethodException {
         Method m = method(c, name, param);
         if (m == null) {
@@ -1380,7 +1380,7 @@ public class FactGatherer extends SparkListener implements QueryExecutionListene
         return invoke(require(o.getClass(), name, null), o, new Object[0]);
     }
 
-    public static Object call(Object o, String name, String arg) throws Exception {
+    private static Object call(Object o, String name, String arg) throws Exception {
         return invoke(require(o.getClass(), name, String.class), o, new Object[] {arg});
     }
 

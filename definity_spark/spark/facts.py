@@ -413,22 +413,6 @@ def stream_item(text: str) -> tuple[dict[str, Any], StreamFacts | None]:
     return raw, facts
 
 
-# a table format's table read by readStream.format(...).load(name), without a catalog
-# identifier: named by the name it gives itself (Iceberg's: catalog.namespace.table)
-_STREAM_TABLES = frozenset({"SparkTable", "DeltaTableV2"})
-
-
-def _dotted_table(name: str) -> tuple[str | None, tuple[str, ...], str] | None:
-    """``catalog.namespace.table`` (``namespace.table``: the session catalog's) as a
-    catalog table; None for a path or a quoted name."""
-    parts = name.split(".")
-    if len(parts) < 2 or any(not p or "/" in p or "`" in p for p in parts):
-        return None
-    if len(parts) == 2:
-        return None, (parts[0],), parts[1]
-    return parts[0], tuple(parts[1:-1]), parts[-1]
-
-
 def _stream_leaf(leaf: LeafFacts, extra: dict[str, Any]) -> None:
     """A streaming source's facts (``StreamWatch.streamLeaf``) into its leaf."""
     if not extra:
@@ -437,8 +421,11 @@ def _stream_leaf(leaf: LeafFacts, extra: dict[str, Any]) -> None:
     if table is not None:
         leaf.table = (table.get("catalog"), tuple(table.get("namespace") or ()),
                       str(table["name"]))
-    elif simple_name(str(extra.get("table_cls"))) in _STREAM_TABLES:
-        leaf.table = _dotted_table(str(extra.get("v2_name") or ""))
+    elif simple_name(str(extra.get("table_cls"))) == "SparkTable" \
+            and "/" not in str(extra.get("v2_name")):
+        # Iceberg's, read by readStream.format("iceberg").load(name): Spark keeps no
+        # identifier; the table's own name is catalog.namespace.table (a path: unnamed)
+        leaf.table = commands.parse_identifier(extra.get("v2_name"))
     if extra.get("paths"):
         leaf.paths = [str(p) for p in extra["paths"]]
     kafka_leaf(leaf, extra)

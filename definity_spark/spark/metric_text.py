@@ -64,10 +64,9 @@ def parse_write_metrics(metrics: str, child_rows: str | None
 
 def app_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """The gatherer's ``appSummary`` as task-level metrics, with ``utilization``: task time
-    over the executors' core-seconds, at most 1. Spark measures a task from its launch to
-    the driver's handling of its result, after its core was freed: back-to-back short
-    tasks overlap, and the raw ratio of a saturated application reads above 1 (1.03 for
-    6,030 tasks on local[1])."""
+    over the executors' core-seconds, at most 1 (Spark's task time runs until the driver
+    handled the result, after the core was freed: back-to-back short tasks overlap, and a
+    saturated application's raw ratio reads above 1; docs/metrics.md)."""
     out = {str(k): float(v) for k, v in summary.items()}
     cores = out.get("executor_core_seconds", 0.0)
     if cores > 0:
