@@ -49,6 +49,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _cluster_id() -> str:
+    """A random cluster id as Kafka writes them: one starting with '-' reads as an option."""
+    while True:
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster.startswith("-"):
+            return cluster
+
+
 class KafkaBroker:
     """One broker + controller (KRaft) on two free loopback ports."""
 
@@ -91,10 +99,11 @@ class KafkaBroker:
                 "background.threads=2",
                 "",
             ]))
-        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run(self._java("kafka.tools.StorageTool", "format", "-t", cluster,
-                                  "-c", props), check=True, capture_output=True,
-                       timeout=120)
+        formatted = subprocess.run(
+            self._java("kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", props),
+            capture_output=True, timeout=120)
+        if formatted.returncode:
+            raise RuntimeError(f"formatting Kafka's storage failed: {formatted.stderr[-2000:]!r}")
         self._log = open(os.path.join(self.dir, "broker.log"), "wb")  # noqa: SIM115
         self._proc = subprocess.Popen(self._java("kafka.Kafka", props), stdout=self._log,
                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
