@@ -43,10 +43,16 @@ def spark_jars() -> list[str]:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """Ports free on loopback, held together while chosen so that they differ."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def _cluster_id() -> str:
@@ -62,8 +68,7 @@ class KafkaBroker:
 
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="definity-kafka-")
-        self.port = _free_port()
-        self.controller_port = _free_port()
+        self.port, self.controller_port = _free_ports(2)
         self.bootstrap = f"127.0.0.1:{self.port}"
         self._proc: subprocess.Popen | None = None
         self._log = None

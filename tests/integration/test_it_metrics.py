@@ -22,6 +22,7 @@ retries a task).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import subprocess
@@ -330,9 +331,10 @@ def test_task_level_metrics(task: Task, spark: Any, collector: Any) -> None:
             runs.append(run)
     assert len(runs) >= (0 if FALLBACK else 4), runs
     before = executors(spark)
-    started = time.time() * 1000
+    # whole ms, as the JVM's clock reads them: a reading between the two is in [floor, ceil]
+    started = math.floor(time.time() * 1000)
     definity_spark.deactivate(spark, timeout=60)
-    ended = time.time() * 1000
+    ended = math.ceil(time.time() * 1000)
     bodies = collector.bodies(task.task_id)
     assert bodies[-1][0] == "/log/task" and bodies[-1][1]["status"] == "end", bodies[-2:]
     assert bodies[-2][0] == "/log/metrics", bodies[-2]
