@@ -58,7 +58,7 @@ import threading
 from typing import Any
 
 from definity_spark._internal import contained
-from definity_spark.delivery.delivery import STAT_KEYS, Delivery, reset_after_fork
+from definity_spark.delivery.delivery import STAT_KEYS, Delivery
 from definity_spark.delivery.file import FileTransport
 from definity_spark.delivery.replay import (
     ReplayReport,
@@ -68,6 +68,7 @@ from definity_spark.delivery.replay import (
 )
 from definity_spark.delivery.spool import Spool
 from definity_spark.delivery.transport import SendResult, Transport
+from definity_spark.delivery.worker import reset_after_fork
 
 
 def make_transport(settings: Any, abort: threading.Event | None = None) -> Transport:

@@ -64,9 +64,8 @@ def parse_write_metrics(metrics: str, child_rows: str | None
 
 def app_metrics(summary: dict[str, Any]) -> dict[str, float]:
     """The gatherer's ``appSummary`` as task-level metrics, with ``utilization``: task time
-    over the executors' core-seconds, at most 1 (Spark's task time runs until the driver
-    handled the result, after the core was freed: back-to-back short tasks overlap, and a
-    saturated application's raw ratio reads above 1; docs/metrics.md)."""
+    over the executors' core-seconds, at most 1 (Spark's task time overlaps the next
+    task's on a freed core; docs/metrics.md)."""
     out = {str(k): float(v) for k, v in summary.items()}
     cores = out.get("executor_core_seconds", 0.0)
     if cores > 0:
